@@ -1,0 +1,48 @@
+"""One entry point for everything CI runs: ``nox`` (tests, lint, typecheck, schemas)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite with branch coverage; fails under 97%."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest",
+        "--cov=subplans",
+        "--cov-branch",
+        "--cov-report=term-missing:skip-covered",
+        "--cov-fail-under=97",
+        *session.posargs,
+        env={"PYTHONASYNCIODEBUG": "1"},
+    )
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and the benchmarks."""
+    session.install("-e", ".[test,bench]", "mypy>=1.10", "types-PyYAML", "nox")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmarks: figures and ratios to read, never pass/fail."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/bench_dispatcher.py")

@@ -1,0 +1,341 @@
+"""The parallel subplan dispatcher: runs subplans under a cap and tracks every one to its end."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from subplans.config import (
+    FailureMode,
+    ParallelExecutionConfig,
+    check_retries,
+    check_seconds,
+    check_timeout,
+)
+from subplans.errors import (
+    AggregateSubplanError,
+    ConfigError,
+    SubplanCancelledError,
+    SubplanError,
+    SubplanExecutionError,
+)
+from subplans.events import DispatchFinished, DispatchStarted, EventBus, SubplanRetrying, utc
+from subplans.limiter import AsyncSemaphoreLimiter
+from subplans.states import SubplanExecutionState, SubplanTracker
+
+__all__ = ["ParallelSubplanDispatcher", "Subplan", "SubplanResult"]
+
+logger = logging.getLogger("subplans")
+
+_RUNNING = SubplanExecutionState.RUNNING
+_COMPLETED = SubplanExecutionState.COMPLETED
+_FAILED = SubplanExecutionState.FAILED
+
+#: Retry backoff never waits longer than this.
+MAX_RETRY_DELAY = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Subplan:
+    """One unit of work: ``run()`` returns an awaitable; ``timeout`` is per attempt (seconds).
+
+    A failed attempt is run again up to ``retries`` more times (never after cancellation),
+    waiting ``retry_delay`` seconds, doubled after each retry, in between.
+    """
+
+    id: str
+    run: Callable[[], Awaitable[Any]]
+    timeout: float | None = field(default=None, kw_only=True)
+    retries: int = field(default=0, kw_only=True)
+    retry_delay: float = field(default=0.1, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigError(f"subplan id must be a non-empty string, got {self.id!r}")
+        if not callable(self.run):
+            if inspect.iscoroutine(self.run):
+                self.run.close()  # spare the user a "never awaited" warning on top of this error
+            raise ConfigError(
+                f"subplan {self.id!r}: run must be a zero-argument callable returning an "
+                f"awaitable, got {self.run!r}; HINT: pass the function itself, not its result"
+            )
+        # Fast path first: building error labels for 100,000 valid subplans would dominate.
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", check_timeout(self.timeout, f"{self.id}: timeout"))
+        if self.retries != 0 or type(self.retries) is not int:
+            check_retries(self.retries, f"{self.id}: retries")
+        if self.retry_delay != 0.1 or type(self.retry_delay) is not float:
+            check_seconds(f"{self.id}: retry_delay", self.retry_delay)
+
+
+@dataclass(slots=True)
+class SubplanResult:
+    """How a subplan ended; ``started``/``finished`` are epoch seconds (None if never started)."""
+
+    subplan_id: str
+    state: SubplanExecutionState
+    value: Any = None
+    error: BaseException | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When its first attempt started (UTC), or None if it never started."""
+        return None if self.started is None else utc(self.started)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When it reached its terminal state (UTC)."""
+        return None if self.finished is None else utc(self.finished)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None if it never started."""
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+class ParallelSubplanDispatcher:
+    """Runs subplans concurrently, at most ``config.max_parallel`` at once, in input order."""
+
+    def __init__(
+        self, config: ParallelExecutionConfig | None = None, *, bus: EventBus | None = None
+    ) -> None:
+        self.config = config if config is not None else ParallelExecutionConfig()
+        self.bus = bus
+        self._dispatches = 0
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"<ParallelSubplanDispatcher max_parallel={c.max_parallel} "
+            f"failure_mode={c.failure_mode.value} dispatches={self._dispatches}>"
+        )
+
+    async def run(
+        self, subplans: Iterable[Subplan], *, name: str | None = None
+    ) -> list[SubplanResult]:
+        """Run every subplan and return their results in input order once all are terminal.
+
+        Raises:
+            SubplanError: duplicate subplan ids (before anything runs).
+            SubplanExecutionError: fail-fast, for the first failure (after every other
+                subplan was cancelled and has finished, up to ``cancel_grace``).
+            AggregateSubplanError: continue-on-error, when any subplan failed.
+            asyncio.CancelledError: the caller was cancelled; every subplan was stopped first.
+        """
+        items = list(subplans)
+        seen: set[str] = set()
+        for subplan in items:
+            if subplan.id in seen:
+                raise SubplanError(f"duplicate subplan id {subplan.id!r}")
+            seen.add(subplan.id)
+        self._dispatches += 1
+        return await _Dispatch(self.config, self.bus, items, name).run()
+
+
+class _Dispatch:
+    """The state of one ``run()``: kept apart so a dispatcher can be reused and shared."""
+
+    def __init__(
+        self,
+        config: ParallelExecutionConfig,
+        bus: EventBus | None,
+        subplans: list[Subplan],
+        name: str | None,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.subplans = subplans
+        self.name = name
+        self.limiter = AsyncSemaphoreLimiter(config.max_parallel)
+        self.tracker = SubplanTracker(bus)
+        self.results: list[SubplanResult | None] = [None] * len(subplans)
+        self.started: list[float | None] = [None] * len(subplans)
+        self.attempts: list[int] = [0] * len(subplans)
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.stop_reason: str | None = None
+        self.first_failure: int | None = None
+        loop = asyncio.get_running_loop()
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        # Created now, first runs when run() first awaits: after the pending events are out.
+        self.feeder = loop.create_task(self._feed(), name=f"subplans feeder {name or ''}".strip())
+
+    async def run(self) -> list[SubplanResult]:
+        bus, started = self.bus, time.monotonic()
+        if bus is not None:
+            bus.publish(DispatchStarted(self.name, len(self.subplans), self.config))
+        for subplan in self.subplans:
+            self.tracker.add(subplan.id)
+        try:
+            await asyncio.wait([self.feeder])
+            while self.running and self.stop_reason is None:
+                await asyncio.wait(
+                    [*self.running.values(), self.stopped], return_when=asyncio.FIRST_COMPLETED
+                )
+            await self._drain()
+        except asyncio.CancelledError:
+            self._stop("the dispatch was cancelled")
+            await self._drain()
+            raise
+        finally:
+            self._fail_never_started()
+            if bus is not None:
+                bus.publish(DispatchFinished(self.name, self.tracker.counts(), _since(started)))
+        results: list[SubplanResult] = self.results  # type: ignore[assignment]
+        return self._outcome(results)
+
+    def _outcome(self, results: list[SubplanResult]) -> list[SubplanResult]:
+        if self.first_failure is not None:
+            failed = results[self.first_failure]
+            raise SubplanExecutionError(failed.subplan_id, results, failed.error)  # type: ignore[arg-type]
+        failures = [
+            SubplanExecutionError(r.subplan_id, results, r.error)  # type: ignore[arg-type]
+            for r in results
+            if r.state is _FAILED
+        ]
+        if failures:
+            raise AggregateSubplanError(
+                f"{len(failures)} of {len(results)} subplans failed", failures, results
+            )
+        return results
+
+    async def _feed(self) -> None:
+        limiter, loop = self.limiter, asyncio.get_running_loop()
+        for index, subplan in enumerate(self.subplans):
+            # A stop cancels this task, so it never gets past acquire() once stopping.
+            await limiter.acquire()
+            # RUNNING is published before the subplan's code can start.
+            self.started[index] = time.time()
+            self.attempts[index] = 1
+            self.tracker.transition(subplan.id, _RUNNING, attempt=1)
+            task = loop.create_task(self._execute(index, subplan))
+            self.running[index] = task
+
+    async def _execute(self, index: int, subplan: Subplan) -> None:
+        try:
+            if subplan.timeout is None and subplan.retries == 0:
+                # The common case, kept lean: one attempt, no timer.
+                try:
+                    value = await subplan.run()
+                except Exception as error:
+                    self._fail(index, error)
+                else:
+                    self._finish(index, _COMPLETED, value=value)
+            else:
+                await self._attempts(index, subplan)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            assert task is not None
+            if task.cancelling() and self.stop_reason is not None:
+                # Our own cancellation: record it and end the task cleanly.
+                task.uncancel()
+                self._finish(index, _FAILED, error=SubplanCancelledError(self.stop_reason))
+            else:
+                # The subplan's own code raised CancelledError: that is its failure.
+                self._fail(index, SubplanCancelledError("the subplan raised CancelledError"))
+                if task.cancelling():
+                    raise
+        finally:
+            del self.running[index]
+            # The terminal state was recorded above; only now does the slot free up.
+            self.limiter.release()
+
+    async def _attempts(self, index: int, subplan: Subplan) -> None:
+        timeout, delay = subplan.timeout, subplan.retry_delay
+        while True:
+            try:
+                if timeout is None:
+                    value = await subplan.run()
+                else:
+                    async with asyncio.timeout(timeout):
+                        value = await subplan.run()
+            except Exception as error:
+                attempt = self.attempts[index]
+                if attempt > subplan.retries or self.stop_reason is not None:
+                    self._fail(index, error)
+                    return
+                if self.bus is not None:
+                    self.bus.publish(SubplanRetrying(subplan.id, attempt, error, delay))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                self.attempts[index] = attempt + 1
+            else:
+                self._finish(index, _COMPLETED, value=value)
+                return
+
+    def _fail(self, index: int, error: BaseException) -> None:
+        if not self._finish(index, _FAILED, error=error):
+            return
+        if self.config.failure_mode is FailureMode.FAIL_FAST and self.stop_reason is None:
+            self.first_failure = index
+            self._stop(f"cancelled because subplan {self.subplans[index].id!r} failed")
+
+    def _finish(
+        self,
+        index: int,
+        state: SubplanExecutionState,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> bool:
+        """Record a terminal state once; False if the subplan was already given one."""
+        if self.results[index] is not None:
+            return False
+        subplan_id, attempts = self.subplans[index].id, self.attempts[index]
+        self.results[index] = SubplanResult(
+            subplan_id, state, value, error, self.started[index], time.time(), attempts
+        )
+        self.tracker.transition(subplan_id, state, attempt=attempts, error=error)
+        return True
+
+    def _stop(self, reason: str) -> None:
+        """Start nothing new and cancel every running subplan."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        logger.info("stopping dispatch%s: %s", f" {self.name}" if self.name else "", reason)
+        self.stopped.set_result(None)
+        self.feeder.cancel()
+        current = asyncio.current_task()
+        for task in self.running.values():
+            if task is not current:
+                task.cancel(reason)
+
+    async def _drain(self) -> None:
+        """Wait for the cancelled subplans, up to ``cancel_grace``; report the stragglers."""
+        if not self.feeder.done():
+            await asyncio.wait([self.feeder])
+        if not self.running:
+            return
+        grace = self.config.cancel_grace
+        await asyncio.wait(list(self.running.values()), timeout=grace)
+        for index in list(self.running):
+            subplan_id = self.subplans[index].id
+            logger.error(
+                "subplan %s ignored cancellation for %.1fs; abandoning it", subplan_id, grace
+            )
+            error = SubplanCancelledError(
+                f"{self.stop_reason}; still running {grace:g}s after cancellation, abandoned",
+                abandoned=True,
+            )
+            self._finish(index, _FAILED, error=error)
+
+    def _fail_never_started(self) -> None:
+        reason = self.stop_reason or "the dispatch ended before it started"
+        for index, result in enumerate(self.results):
+            if result is None and self.started[index] is None:
+                self._finish(index, _FAILED, error=SubplanCancelledError(reason))
+
+
+def _since(start: float) -> float:
+    return time.monotonic() - start

@@ -1,0 +1,108 @@
+"""The one exception hierarchy of subplans.
+
+SubplanError
+├── ConfigError (also a ValueError)     invalid configuration value
+├── InvalidTransitionError              an illegal state-machine move
+├── SubplanExecutionError               one subplan failed; __cause__ is its own error
+├── SubplanCancelledError               recorded on a subplan that was cancelled
+└── AggregateSubplanError               every failure of a continue-on-error dispatch
+                                        (also an ExceptionGroup, so ``except*`` works)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from subplans.dispatcher import SubplanResult
+    from subplans.states import SubplanExecutionState
+
+__all__ = [
+    "AggregateSubplanError",
+    "ConfigError",
+    "InvalidTransitionError",
+    "SubplanCancelledError",
+    "SubplanError",
+    "SubplanExecutionError",
+]
+
+
+class SubplanError(Exception):
+    """Base class of every error raised by subplans."""
+
+
+class ConfigError(SubplanError, ValueError):
+    """A configuration value is invalid; the message names the field, the value and the rule."""
+
+
+class InvalidTransitionError(SubplanError):
+    """A subplan was moved between two states the state machine does not connect."""
+
+    def __init__(
+        self,
+        subplan_id: str,
+        previous: SubplanExecutionState | None,
+        state: SubplanExecutionState,
+    ) -> None:
+        before = previous.value if previous is not None else "nothing"
+        super().__init__(f"subplan {subplan_id!r} cannot move from {before} to {state.value}")
+        self.subplan_id = subplan_id
+        self.previous = previous
+        self.state = state
+
+
+class SubplanCancelledError(SubplanError):
+    """The error recorded on a subplan that was cancelled; the message says why."""
+
+    def __init__(self, reason: str, *, abandoned: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        #: True when the subplan ignored cancellation past ``cancel_grace`` and was left running.
+        self.abandoned = abandoned
+
+
+class SubplanExecutionError(SubplanError):
+    """A subplan failed; ``__cause__`` is the subplan's own exception."""
+
+    def __init__(
+        self, subplan_id: str, results: Sequence[SubplanResult], error: BaseException
+    ) -> None:
+        super().__init__(f"subplan {subplan_id!r} failed: {_describe(error)}")
+        self.subplan_id = subplan_id
+        self.results = list(results)
+        self.__cause__ = error
+
+
+class AggregateSubplanError(ExceptionGroup[SubplanExecutionError], SubplanError):
+    """Every failure of a dispatch, one ``SubplanExecutionError`` per failed subplan in input order."""
+
+    results: list[SubplanResult]
+
+    def __new__(
+        cls,
+        message: str,
+        exceptions: Sequence[SubplanExecutionError],
+        results: Sequence[SubplanResult] = (),
+    ) -> Self:
+        self = super().__new__(cls, message, exceptions)
+        self.results = list(results)
+        return self
+
+    def __init__(
+        self,
+        message: str,
+        exceptions: Sequence[SubplanExecutionError],
+        results: Sequence[SubplanResult] = (),
+    ) -> None:
+        super().__init__(message, exceptions)
+
+    def derive(self, excs: Sequence[Any]) -> AggregateSubplanError:  # type: ignore[override]
+        """Keep the type and the results when ``except*`` splits the group."""
+        return AggregateSubplanError(self.message, excs, self.results)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,206 @@
+"""Structured events and the bus that carries them to subscribers (views, logs, stores)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from subplans.config import ParallelExecutionConfig
+    from subplans.states import SubplanExecutionState
+
+__all__ = [
+    "DispatchFinished",
+    "DispatchStarted",
+    "Event",
+    "EventBus",
+    "SubplanRetrying",
+    "SubplanStateChanged",
+    "Subscriber",
+    "describe_error",
+]
+
+logger = logging.getLogger("subplans")
+
+
+def utc(seconds: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def describe_error(error: BaseException | None) -> dict[str, Any] | None:
+    """A JSON-serialisable description of ``error`` (type, message and known details)."""
+    if error is None:
+        return None
+    described: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    for detail in ("exit_code", "signal", "abandoned", "log_file", "output_tail"):
+        value = getattr(error, detail, None)
+        if value is not None:
+            described[detail] = value
+    return described
+
+
+# Events are created several times per subplan on the hot path, so they are plain slotted
+# dataclasses (a frozen one costs four times as much to build); treat them as read-only.
+@dataclass(slots=True, kw_only=True)
+class Event:
+    """Base of every event: what happened and when (``time`` in epoch seconds)."""
+
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time)
+
+    @property
+    def timestamp(self) -> datetime:
+        """When it happened, as a UTC datetime."""
+        return utc(self.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {"event": self.kind, "timestamp": self.timestamp.isoformat()}
+
+
+@dataclass(slots=True)
+class SubplanStateChanged(Event):
+    """A subplan moved to ``state``; ``previous`` is None for its first (pending) event."""
+
+    kind: ClassVar[str] = "subplan_state_changed"
+    subplan_id: str
+    previous: SubplanExecutionState | None
+    state: SubplanExecutionState
+    attempt: int = 0
+    error: BaseException | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "subplan_id": self.subplan_id,
+            "previous": None if self.previous is None else self.previous.value,
+            "state": self.state.value,
+            "attempt": self.attempt,
+            "error": describe_error(self.error),
+        }
+
+
+@dataclass(slots=True)
+class SubplanRetrying(Event):
+    """Attempt ``attempt`` of a subplan failed; it runs again after ``delay`` seconds."""
+
+    kind: ClassVar[str] = "subplan_retrying"
+    subplan_id: str
+    attempt: int
+    error: BaseException
+    delay: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "subplan_id": self.subplan_id,
+            "attempt": self.attempt,
+            "error": describe_error(self.error),
+            "delay": self.delay,
+        }
+
+
+@dataclass(slots=True)
+class DispatchStarted(Event):
+    """A dispatch of ``total`` subplans began under ``config``; ``name`` labels it (e.g. a step)."""
+
+    kind: ClassVar[str] = "dispatch_started"
+    name: str | None
+    total: int
+    config: ParallelExecutionConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "name": self.name,
+            "total": self.total,
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass(slots=True)
+class DispatchFinished(Event):
+    """A dispatch ended: how many subplans ended in each state, and how long it took."""
+
+    kind: ClassVar[str] = "dispatch_finished"
+    name: str | None
+    counts: Mapping[SubplanExecutionState, int]
+    elapsed: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "name": self.name,
+            "counts": {state.value: n for state, n in self.counts.items()},
+            "elapsed": self.elapsed,
+        }
+
+
+#: A subscriber is called synchronously with each event; it must be quick (queue slow work).
+Subscriber = Callable[[Event], object]
+
+
+class EventBus:
+    """Fans events out to subscribers; a subscriber that raises is logged and skipped."""
+
+    def __init__(self) -> None:
+        # A tuple, replaced on (un)subscribe, so a subscriber may unsubscribe while being called.
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._published = 0
+        self._subscriber_errors = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventBus {len(self._subscribers)} subscribers, {self._published} published, "
+            f"{self._subscriber_errors} subscriber errors>"
+        )
+
+    @property
+    def has_subscribers(self) -> bool:
+        """True when publishing would reach someone."""
+        return bool(self._subscribers)
+
+    @property
+    def published(self) -> int:
+        """How many events were published."""
+        return self._published
+
+    @property
+    def subscriber_errors(self) -> int:
+        """How many times a subscriber raised."""
+        return self._subscriber_errors
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback`` with every event from now on; returns a function that unsubscribes."""
+        self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            subscribers = list(self._subscribers)
+            if callback in subscribers:
+                subscribers.remove(callback)
+                self._subscribers = tuple(subscribers)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber, in subscription order."""
+        self._published += 1
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:
+                self._subscriber_errors += 1
+                logger.exception("event subscriber %r raised; ignoring it", callback)

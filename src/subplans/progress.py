@@ -1,0 +1,128 @@
+"""A live progress snapshot kept up to date from events, in O(1) per event."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from subplans.events import DispatchStarted, Event, EventBus, SubplanStateChanged
+from subplans.states import SubplanExecutionState
+
+__all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
+
+_RUNNING = SubplanExecutionState.RUNNING
+_PENDING = SubplanExecutionState.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A subplan that failed, as the progress view reports it."""
+
+    subplan_id: str
+    error: BaseException | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressSnapshot:
+    """Progress at one moment; times are on the reporter's clock (seconds)."""
+
+    counts: Mapping[SubplanExecutionState, int]
+    running: Mapping[str, float]
+    failures: tuple[Failure, ...]
+    elapsed: float
+    eta: float | None
+
+    @property
+    def total(self) -> int:
+        """How many subplans are known."""
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        """How many subplans are terminal."""
+        return (
+            self.counts[SubplanExecutionState.COMPLETED] + self.counts[SubplanExecutionState.FAILED]
+        )
+
+
+class ProgressReporter:
+    """Follows a bus and keeps counts, running subplans, failures, elapsed time and an ETA.
+
+    ``clock`` is injectable so that tests and displays control time; it defaults to
+    ``time.monotonic``.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        parallelism: int | None = None,
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._counts: dict[SubplanExecutionState, int] = dict.fromkeys(SubplanExecutionState, 0)
+        self._running: dict[str, float] = {}
+        self._failures: list[Failure] = []
+        self._finished_runs = 0
+        self._run_time = 0.0
+        self._parallelism = parallelism
+        self._unsubscribe: Callable[[], None] | None = None
+        if bus is not None:
+            self._unsubscribe = bus.subscribe(self.handle)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{state.value}={n}" for state, n in self._counts.items())
+        return f"<ProgressReporter {shown}>"
+
+    def close(self) -> None:
+        """Stop following the bus."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def handle(self, event: Event) -> None:
+        """Fold one event into the snapshot (a bus subscriber)."""
+        if isinstance(event, SubplanStateChanged):
+            now = self._clock()
+            counts, state = self._counts, event.state
+            if event.previous is not None:
+                counts[event.previous] -= 1
+            counts[state] += 1
+            if state is _RUNNING:
+                self._running[event.subplan_id] = now
+            else:
+                began = self._running.pop(event.subplan_id, None)
+                if began is not None:
+                    self._finished_runs += 1
+                    self._run_time += now - began
+                if state is SubplanExecutionState.FAILED:
+                    self._failures.append(Failure(event.subplan_id, event.error, now))
+        elif isinstance(event, DispatchStarted) and self._parallelism is None:
+            self._parallelism = event.config.max_parallel
+
+    def snapshot(self) -> ProgressSnapshot:
+        """The progress now."""
+        now = self._clock()
+        counts = dict(self._counts)
+        return ProgressSnapshot(
+            counts=MappingProxyType(counts),
+            running=MappingProxyType(dict(self._running)),
+            failures=tuple(self._failures),
+            elapsed=now - self._started,
+            eta=self._eta(counts),
+        )
+
+    def _eta(self, counts: Mapping[SubplanExecutionState, int]) -> float | None:
+        """Mean duration so far times the waves of work left; None until one subplan ended."""
+        left = counts[_PENDING] + counts[_RUNNING]
+        if left == 0:
+            return 0.0
+        if self._finished_runs == 0:
+            return None
+        mean = self._run_time / self._finished_runs
+        width = max(1, min(self._parallelism or 1, left))
+        return mean * left / width

@@ -1,0 +1,86 @@
+"""Shared test helpers: event recorders and gated subplans that reach a known interleaving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from subplans import Event, EventBus, SubplanExecutionState, SubplanStateChanged
+
+
+class Recorder:
+    """Records every event and checks the running count against a cap as it goes."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.events: list[Event] = []
+        self.running = 0
+        self.peak_running = 0
+        bus.subscribe(self)
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if isinstance(event, SubplanStateChanged):
+            if event.state is SubplanExecutionState.RUNNING:
+                self.running += 1
+                self.peak_running = max(self.peak_running, self.running)
+            elif event.previous is SubplanExecutionState.RUNNING:
+                self.running -= 1
+
+    def states(self, subplan_id: str) -> list[SubplanExecutionState]:
+        """Every state ``subplan_id`` went through, in order."""
+        return [
+            e.state
+            for e in self.events
+            if isinstance(e, SubplanStateChanged) and e.subplan_id == subplan_id
+        ]
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def bus() -> EventBus:
+    return EventBus()
+
+
+@pytest.fixture
+def recorder(bus: EventBus) -> Recorder:
+    return Recorder(bus)
+
+
+def returning(value: Any) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        await asyncio.sleep(0)
+        return value
+
+    return run
+
+
+def raising(error: BaseException) -> Callable[[], Awaitable[Any]]:
+    async def run() -> Any:
+        await asyncio.sleep(0)
+        raise error
+
+    return run
+
+
+def waiting(
+    gate: asyncio.Event, started: asyncio.Event | None = None
+) -> Callable[[], Awaitable[str]]:
+    """A subplan that signals ``started`` and then waits for ``gate``."""
+
+    async def run() -> str:
+        if started is not None:
+            started.set()
+        await gate.wait()
+        return "opened"
+
+    return run
+
+
+def no_tasks_left() -> bool:
+    """True when the only task alive is the test's own."""
+    return asyncio.all_tasks() == {asyncio.current_task()}
