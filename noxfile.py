@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "schemas"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
-    session.install("-e", ".[test,bench]", "mypy>=1.10", "types-PyYAML", "nox")
+    session.install("-e", ".[test,bench]", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "nox")
     session.run("mypy")
 
 
@@ -46,3 +46,11 @@ def bench(session: nox.Session) -> None:
     """The benchmarks: figures and ratios to read, never pass/fail."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_dispatcher.py")
+
+
+@nox.session(python=PYTHON)
+def schemas(session: nox.Session) -> None:
+    """Regenerate the JSON Schemas; fails when the committed ones in schemas/ differ."""
+    session.install("-e", ".")
+    session.run("python", "-m", "subplans.schemas", "schemas")
+    session.run("git", "diff", "--exit-code", "--", "schemas", external=True)

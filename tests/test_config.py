@@ -86,3 +86,10 @@ def test_cancel_grace_negative() -> None:
 def test_cancel_grace_not_a_number(value: object) -> None:
     with pytest.raises(ConfigError, match=r"^cancel_grace must be a number of seconds >= 0, got "):
         ParallelExecutionConfig(cancel_grace=value)  # type: ignore[arg-type]
+
+
+def test_check_timeout_accepts_none() -> None:
+    from subplans.config import check_timeout
+
+    assert check_timeout(None) is None
+    assert check_timeout(2) == 2.0

@@ -564,3 +564,86 @@ async def test_a_subplan_cancelled_from_outside_the_engine_is_a_failure() -> Non
         await dispatcher().run([Subplan("a", cancels_itself), Subplan("b", returning(1))])
     assert str(caught.value.__cause__) == "the subplan raised CancelledError"
     assert no_tasks_left()
+
+
+async def test_never_started_results_have_no_duration() -> None:
+    with pytest.raises(SubplanExecutionError) as caught:
+        await dispatcher(max_parallel=1).run(
+            [Subplan("a", raising(ValueError("x"))), Subplan("b", returning(1))]
+        )
+    assert caught.value.results[1].duration is None
+    assert caught.value.results[1].started_at is None
+    assert caught.value.results[1].finished_at is not None
+
+
+async def test_a_shared_budget_caps_two_dispatchers_together() -> None:
+    from subplans import AsyncSemaphoreLimiter
+
+    budget = AsyncSemaphoreLimiter(2)
+    active = peak = 0
+
+    async def work() -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        active -= 1
+
+    first = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=4), budget=budget)
+    second = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=4), budget=budget)
+    free = Subplan("free", returning(0), uses_budget=False)
+    await asyncio.gather(
+        first.run([Subplan(f"a{i}", work) for i in range(6)]),
+        second.run([free, *(Subplan(f"b{i}", work) for i in range(6))]),
+    )
+    assert peak == 2
+    assert budget.peak == 2
+    assert budget.in_use == 0
+
+
+async def test_fail_fast_while_waiting_for_the_budget_gives_the_slot_back() -> None:
+    from subplans import AsyncSemaphoreLimiter
+
+    budget = AsyncSemaphoreLimiter(1)
+    await budget.acquire()  # someone else holds the whole budget
+    d = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=2), budget=budget)
+    with pytest.raises(SubplanExecutionError):
+        await d.run(
+            [
+                Subplan("nested", raising(ValueError("x")), uses_budget=False),
+                Subplan("leaf", returning(1)),
+            ]
+        )
+    assert budget.in_use == 1
+    assert budget.waiting == 0
+    budget.release()
+
+
+async def test_cancelling_the_caller_after_a_failure_stops_once() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_cleanup() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()
+
+    async def fails() -> None:
+        await started.wait()
+        raise RuntimeError("x")
+
+    task = asyncio.create_task(
+        dispatcher(max_parallel=2).run([Subplan("a", slow_cleanup), Subplan("b", fails)])
+    )
+    await settle(lambda: started.is_set())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()  # the caller gives up while the fail-fast drain is under way
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert no_tasks_left()

@@ -6,6 +6,10 @@ from subplans import (
     DispatchStarted,
     Event,
     ParallelExecutionConfig,
+    PlanFinished,
+    PlanStarted,
+    StepStateChanged,
+    SubplanProcessStarted,
     SubplanCancelledError,
     SubplanExecutionState,
     SubplanRetrying,
@@ -45,6 +49,10 @@ def test_other_events_to_dict() -> None:
         SubplanRetrying("a", 1, OSError("o"), 0.5, time=1.0),
         DispatchStarted("step", 3, config, time=1.0),
         DispatchFinished("step", dict.fromkeys(SubplanExecutionState, 1), 2.5, time=1.0),
+        SubplanProcessStarted("a", 42, "logs/a.log", time=1.0),
+        PlanStarted("", "p", "plan.yaml", "run-1", 3, time=1.0),
+        PlanFinished("", "completed", 1.5, time=1.0),
+        StepStateChanged("s", "running", "failed", 2, RuntimeError("x"), time=1.0),
     ]:
         data = event.to_dict()
         assert data["event"] == event.kind

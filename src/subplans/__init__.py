@@ -9,6 +9,11 @@ The public API is re-exported here from small single-purpose modules:
 - ``events``: ``EventBus`` and the event types
 - ``progress``: ``ProgressReporter``
 - ``errors``: the one exception hierarchy
+
+Plans build on the engine: ``plans`` (the file format), ``profiles``, ``loader`` (files to a
+validated tree), ``runners`` and ``process`` (commands, callables, nested plans), ``executor``.
+Their public names are importable from here too, loaded on first use so that embedding the engine
+does not pay for pydantic and YAML.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from subplans.events import (
     DispatchStarted,
     Event,
     EventBus,
+    PlanFinished,
+    PlanStarted,
+    StepStateChanged,
+    SubplanProcessStarted,
     SubplanRetrying,
     SubplanStateChanged,
 )
@@ -46,29 +55,77 @@ try:
 except PackageNotFoundError:  # pragma: no cover - only when run from a source tree
     __version__ = "0.0.0"
 
+_LAZY = {
+    "CommandFailedError": "subplans.errors",
+    "CommandResult": "subplans.process",
+    "GlobalConfig": "subplans.loader",
+    "Overrides": "subplans.loader",
+    "PlanExecutor": "subplans.executor",
+    "PlanFailedError": "subplans.executor",
+    "PlanNode": "subplans.loader",
+    "PlanResult": "subplans.executor",
+    "Problem": "subplans.yamlfile",
+    "ProblemsError": "subplans.yamlfile",
+    "ProcessGroups": "subplans.process",
+    "ResolvedProfile": "subplans.profiles",
+    "StepResult": "subplans.executor",
+    "load_global_config": "subplans.loader",
+    "load_plan": "subplans.loader",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'subplans' has no attribute {name!r}")
+
+
 __all__ = [
     "AggregateSubplanError",
     "AsyncSemaphoreLimiter",
+    "CommandFailedError",
+    "CommandResult",
     "ConfigError",
     "DispatchFinished",
     "DispatchStarted",
     "Event",
     "EventBus",
     "FailureMode",
+    "GlobalConfig",
     "InvalidTransitionError",
     "LimiterStatistics",
+    "Overrides",
     "ParallelExecutionConfig",
     "ParallelSubplanDispatcher",
+    "PlanExecutor",
+    "PlanFailedError",
+    "PlanFinished",
+    "PlanNode",
+    "PlanResult",
+    "PlanStarted",
+    "Problem",
+    "ProblemsError",
+    "ProcessGroups",
     "ProgressReporter",
     "ProgressSnapshot",
+    "ResolvedProfile",
+    "StepResult",
+    "StepStateChanged",
     "Subplan",
     "SubplanCancelledError",
     "SubplanError",
     "SubplanExecutionError",
     "SubplanExecutionState",
+    "SubplanProcessStarted",
     "SubplanResult",
     "SubplanRetrying",
     "SubplanStateChanged",
     "SubplanTracker",
     "__version__",
+    "load_global_config",
+    "load_plan",
 ]

@@ -54,6 +54,8 @@ class Subplan:
     timeout: float | None = field(default=None, kw_only=True)
     retries: int = field(default=0, kw_only=True)
     retry_delay: float = field(default=0.1, kw_only=True)
+    #: Whether it takes a slot of a shared budget (a nested plan's subplan does not).
+    uses_budget: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -108,10 +110,17 @@ class ParallelSubplanDispatcher:
     """Runs subplans concurrently, at most ``config.max_parallel`` at once, in input order."""
 
     def __init__(
-        self, config: ParallelExecutionConfig | None = None, *, bus: EventBus | None = None
+        self,
+        config: ParallelExecutionConfig | None = None,
+        *,
+        bus: EventBus | None = None,
+        budget: AsyncSemaphoreLimiter | None = None,
     ) -> None:
         self.config = config if config is not None else ParallelExecutionConfig()
         self.bus = bus
+        #: A limiter shared with other dispatchers (nested plans): like make's jobserver, it caps
+        #: the subplans that do work across a whole tree, while ``max_parallel`` caps this one.
+        self.budget = budget
         self._dispatches = 0
 
     def __repr__(self) -> str:
@@ -140,7 +149,7 @@ class ParallelSubplanDispatcher:
                 raise SubplanError(f"duplicate subplan id {subplan.id!r}")
             seen.add(subplan.id)
         self._dispatches += 1
-        return await _Dispatch(self.config, self.bus, items, name).run()
+        return await _Dispatch(self.config, self.bus, self.budget, items, name).run()
 
 
 class _Dispatch:
@@ -150,11 +159,13 @@ class _Dispatch:
         self,
         config: ParallelExecutionConfig,
         bus: EventBus | None,
+        budget: AsyncSemaphoreLimiter | None,
         subplans: list[Subplan],
         name: str | None,
     ) -> None:
         self.config = config
         self.bus = bus
+        self.budget = budget
         self.subplans = subplans
         self.name = name
         self.limiter = AsyncSemaphoreLimiter(config.max_parallel)
@@ -210,10 +221,18 @@ class _Dispatch:
         return results
 
     async def _feed(self) -> None:
-        limiter, loop = self.limiter, asyncio.get_running_loop()
+        limiter, budget, loop = self.limiter, self.budget, asyncio.get_running_loop()
         for index, subplan in enumerate(self.subplans):
             # A stop cancels this task, so it never gets past acquire() once stopping.
             await limiter.acquire()
+            if budget is not None and subplan.uses_budget:
+                # Only subplans that do work hold the shared budget, and they never wait on
+                # anything else while holding it: so nesting cannot deadlock.
+                try:
+                    await budget.acquire()
+                except BaseException:
+                    limiter.release()
+                    raise
             # RUNNING is published before the subplan's code can start.
             self.started[index] = time.time()
             self.attempts[index] = 1
@@ -248,6 +267,8 @@ class _Dispatch:
         finally:
             del self.running[index]
             # The terminal state was recorded above; only now does the slot free up.
+            if self.budget is not None and subplan.uses_budget:
+                self.budget.release()
             self.limiter.release()
 
     async def _attempts(self, index: int, subplan: Subplan) -> None:

@@ -5,6 +5,7 @@ SubplanError
 ├── InvalidTransitionError              an illegal state-machine move
 ├── SubplanExecutionError               one subplan failed; __cause__ is its own error
 ├── SubplanCancelledError               recorded on a subplan that was cancelled
+├── CommandFailedError                  a command exited non-zero, was killed or could not start
 └── AggregateSubplanError               every failure of a continue-on-error dispatch
                                         (also an ExceptionGroup, so ``except*`` works)
 """
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateSubplanError",
+    "CommandFailedError",
     "ConfigError",
     "InvalidTransitionError",
     "SubplanCancelledError",
@@ -60,6 +62,32 @@ class SubplanCancelledError(SubplanError):
         self.reason = reason
         #: True when the subplan ignored cancellation past ``cancel_grace`` and was left running.
         self.abandoned = abandoned
+
+
+class CommandFailedError(SubplanError):
+    """A command exited non-zero, was killed by a signal or could not start.
+
+    The message is one short sentence ("exited with code 3", "killed by signal SIGTERM"); the
+    output stays in attributes so that events can show it without repeating it in every message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        log_file: str | None = None,
+        output_tail: str = "",
+    ) -> None:
+        super().__init__(message)
+        #: The exit status; None when a signal killed it. 127/126 when it could not start.
+        self.exit_code = exit_code
+        #: The name of the signal that killed it, such as ``"SIGKILL"``.
+        self.signal = signal
+        self.log_file = log_file
+        #: The last lines of its output, possibly ``""``.
+        self.output_tail = output_tail
 
 
 class SubplanExecutionError(SubplanError):

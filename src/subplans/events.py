@@ -18,6 +18,10 @@ __all__ = [
     "DispatchStarted",
     "Event",
     "EventBus",
+    "PlanFinished",
+    "PlanStarted",
+    "StepStateChanged",
+    "SubplanProcessStarted",
     "SubplanRetrying",
     "SubplanStateChanged",
     "Subscriber",
@@ -146,6 +150,94 @@ class DispatchFinished(Event):
             "name": self.name,
             "counts": {state.value: n for state, n in self.counts.items()},
             "elapsed": self.elapsed,
+        }
+
+
+@dataclass(slots=True)
+class SubplanProcessStarted(Event):
+    """A command subplan started a process; ``pid`` is also its process group id."""
+
+    kind: ClassVar[str] = "subplan_process_started"
+    subplan_id: str
+    pid: int
+    log_file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "subplan_id": self.subplan_id,
+            "pid": self.pid,
+            "log_file": self.log_file,
+        }
+
+
+@dataclass(slots=True)
+class PlanStarted(Event):
+    """A plan (the root, or a nested one whose ``plan_id`` is its subplan's id) began."""
+
+    kind: ClassVar[str] = "plan_started"
+    plan_id: str
+    name: str
+    file: str
+    run_id: str
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "plan_id": self.plan_id,
+            "name": self.name,
+            "file": self.file,
+            "run_id": self.run_id,
+            "steps": self.steps,
+        }
+
+
+@dataclass(slots=True)
+class PlanFinished(Event):
+    """A plan ended: ``state`` is completed, failed or cancelled."""
+
+    kind: ClassVar[str] = "plan_finished"
+    plan_id: str
+    state: str
+    elapsed: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "plan_id": self.plan_id,
+            "state": self.state,
+            "elapsed": self.elapsed,
+        }
+
+
+@dataclass(slots=True)
+class StepStateChanged(Event):
+    """A step moved to ``state``: running, completed, failed or skipped."""
+
+    kind: ClassVar[str] = "step_state_changed"
+    step_id: str
+    previous: str | None
+    state: str
+    total: int = 0
+    error: BaseException | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "step_id": self.step_id,
+            "previous": self.previous,
+            "state": self.state,
+            "total": self.total,
+            "error": describe_error(self.error),
         }
 
 

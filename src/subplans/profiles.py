@@ -1,0 +1,205 @@
+"""Automation profiles: built-in and custom named profiles, the global config file, and
+field-by-field resolution with provenance (step > plan > action > global > built-in default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from subplans.config import FailureMode, ParallelExecutionConfig
+from subplans.errors import SubplanError
+from subplans.plans import ProfileFields, ProfileSpec
+
+__all__ = [
+    "BUILTIN_PROFILES",
+    "FIELDS",
+    "Level",
+    "ProfileError",
+    "ProfileRegistry",
+    "ResolvedProfile",
+    "Source",
+    "global_config_path",
+]
+
+#: The fields a profile sets, in display order.
+FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries")
+
+BUILTIN_PROFILES: dict[str, ProfileFields] = {
+    "default": ProfileFields(
+        max_parallel=4, failure_mode=FailureMode.FAIL_FAST, cancel_grace=5.0, retries=0
+    ),
+    "serial": ProfileFields(max_parallel=1, failure_mode=FailureMode.FAIL_FAST),
+    "keep-going": ProfileFields(max_parallel=4, failure_mode=FailureMode.CONTINUE_ON_ERROR),
+    "wide": ProfileFields(max_parallel=16, failure_mode=FailureMode.FAIL_FAST),
+    "wide-keep-going": ProfileFields(max_parallel=16, failure_mode=FailureMode.CONTINUE_ON_ERROR),
+}
+
+BUILTIN_DESCRIPTIONS = {
+    "default": "4 at a time, stop on the first failure",
+    "serial": "one at a time, in order, stop on the first failure",
+    "keep-going": "4 at a time, run everything and report every failure",
+    "wide": "16 at a time, stop on the first failure",
+    "wide-keep-going": "16 at a time, run everything and report every failure",
+}
+
+
+class ProfileError(SubplanError):
+    """A profile refers to an unknown or circular profile name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an effective field came from: the level, the file (if any) and the key."""
+
+    level: str
+    file: Path | None
+    key: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.file is not None else self.key
+        return f"{self.level} ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {
+            "level": self.level,
+            "file": None if self.file is None else str(self.file),
+            "key": self.key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One level of precedence: a profile spec given at ``level`` in ``file`` under ``key``."""
+
+    level: str
+    file: Path | None
+    key: str
+    spec: ProfileSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProfile:
+    """Every profile field's effective value, with where each came from."""
+
+    max_parallel: int
+    failure_mode: FailureMode
+    cancel_grace: float
+    timeout: float | None
+    retries: int
+    sources: Mapping[str, Source]
+
+    def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:
+        """The dispatcher configuration; ``extra_grace`` leaves runners time to SIGKILL and reap."""
+        return ParallelExecutionConfig(
+            max_parallel=self.max_parallel,
+            failure_mode=self.failure_mode,
+            cancel_grace=self.cancel_grace + extra_grace,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Values and provenance, JSON-serialisable."""
+        values = {name: getattr(self, name) for name in FIELDS}
+        values["failure_mode"] = self.failure_mode.value
+        return {
+            "values": values,
+            "sources": {name: self.sources[name].to_dict() for name in FIELDS},
+        }
+
+
+_Expanded = dict[str, tuple[Any, str]]
+
+
+class ProfileRegistry:
+    """The named profiles: the built-in ones plus the global config file's ``profiles``."""
+
+    def __init__(self, custom: Mapping[str, ProfileSpec] | None = None, file: Path | None = None):
+        self.custom = dict(custom or {})
+        self.file = file
+        for name in self.custom:
+            if name in BUILTIN_PROFILES:
+                raise ProfileError(
+                    f"profiles.{name}: {name!r} is a built-in profile; choose another name"
+                )
+
+    def __repr__(self) -> str:
+        return f"<ProfileRegistry {len(BUILTIN_PROFILES)} built-in, {len(self.custom)} custom>"
+
+    @property
+    def names(self) -> list[str]:
+        """Every known profile name: built-in ones first."""
+        return [*BUILTIN_PROFILES, *sorted(self.custom)]
+
+    def describe(self, name: str) -> str:
+        """A one-line description of a named profile."""
+        if name in BUILTIN_DESCRIPTIONS:
+            return BUILTIN_DESCRIPTIONS[name]
+        return f"custom, from {self.file}"
+
+    def expand(self, spec: ProfileSpec, key: str, _seen: tuple[str, ...] = ()) -> _Expanded:
+        """The fields ``spec`` sets, each with a description of where it is set.
+
+        Raises:
+            ProfileError: an unknown profile name, or profiles that refer to each other in a loop.
+        """
+        if isinstance(spec, str):
+            return self._named(spec, key, _seen)
+        expanded: _Expanded = {}
+        if spec.profile is not None:
+            expanded = self._named(spec.profile, f"{key}.profile", _seen)
+        for name in FIELDS:
+            value = getattr(spec, name)
+            if value is not None:
+                # A command-line option names its field itself: "--max-parallel".
+                expanded[name] = (value, key if key.startswith("--") else f"{key}.{name}")
+        return expanded
+
+    def _named(self, name: str, key: str, seen: tuple[str, ...]) -> _Expanded:
+        if name in seen:
+            loop = " -> ".join((*seen, name))
+            raise ProfileError(f"{key}: profiles refer to each other in a loop: {loop}")
+        if name in BUILTIN_PROFILES:
+            fields = BUILTIN_PROFILES[name]
+            return {
+                field: (getattr(fields, field), f"{key} = {name!r} (built-in)")
+                for field in FIELDS
+                if getattr(fields, field) is not None
+            }
+        if name not in self.custom:
+            known = ", ".join(self.names)
+            raise ProfileError(f"{key}: unknown profile {name!r}; known profiles: {known}")
+        inner = self.expand(self.custom[name], f"profiles.{name}", (*seen, name))
+        return {
+            field: (value, f"{key} = {name!r} ({where})") for field, (value, where) in inner.items()
+        }
+
+    def resolve(self, levels: Sequence[Level]) -> ResolvedProfile:
+        """Field by field, the first level (highest precedence first) that sets it wins.
+
+        The built-in ``default`` profile is the last level and sets every field.
+        """
+        values: dict[str, Any] = {"timeout": None}
+        sources: dict[str, Source] = {
+            "timeout": Source("default", None, "built-in profile 'default' (no timeout)")
+        }
+        everything = [*levels, Level("default", None, "profile", "default")]
+        for level in reversed(everything):
+            if level.spec is None:
+                continue
+            for field, (value, key) in self.expand(level.spec, level.key).items():
+                values[field] = value
+                sources[field] = Source(level.level, level.file, key)
+        return ResolvedProfile(**values, sources=sources)
+
+
+def global_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$SUBPLANS_CONFIG``, else ``$XDG_CONFIG_HOME/subplans/config.yaml``, else
+    ``~/.config/subplans/config.yaml``."""
+    env = os.environ if environ is None else environ
+    if env.get("SUBPLANS_CONFIG"):
+        return Path(env["SUBPLANS_CONFIG"])
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "subplans" / "config.yaml"

@@ -1,0 +1,217 @@
+"""Turning plan units into dispatcher subplans: commands, Python callables and nested plans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import importlib
+import inspect
+import os
+import re
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subplans.dispatcher import Subplan
+from subplans.errors import SubplanCancelledError, SubplanError
+from subplans.events import EventBus, SubplanProcessStarted
+from subplans.limiter import AsyncSemaphoreLimiter
+from subplans.process import ProcessGroups, run_command
+
+if TYPE_CHECKING:
+    from subplans.executor import PlanResult
+    from subplans.loader import PlanNode, UnitNode
+
+__all__ = [
+    "CallTargetError",
+    "RunContext",
+    "ThreadAbandonedError",
+    "build_subplan",
+    "call_function",
+]
+
+
+class CallTargetError(SubplanError):
+    """A ``call`` target cannot be imported or is not a function."""
+
+
+class ThreadAbandonedError(SubplanCancelledError):
+    """A cancelled sync function kept running in its worker thread past ``cancel_grace``."""
+
+
+@dataclass(slots=True)
+class RunContext:
+    """What every unit of one run shares: ids, folders, the bus, processes and the budget."""
+
+    run_id: str
+    run_dir: Path
+    bus: EventBus | None = None
+    groups: ProcessGroups = field(default_factory=ProcessGroups)
+    environ: Mapping[str, str] | None = None
+    #: The shared budget of the root step that is running (None at the root, between steps).
+    budget: AsyncSemaphoreLimiter | None = None
+    log_names: dict[str, Path] = field(default_factory=dict)
+    run_plan: Callable[[PlanNode, RunContext], Awaitable[PlanResult]] | None = None
+
+    def log_file(self, unit_id: str) -> Path:
+        """A log file name in the run folder for ``unit_id``, unique within the run."""
+        path = self.log_names.get(unit_id)
+        if path is None:
+            safe = re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
+            path = self.run_dir / "logs" / f"{safe}.log"
+            taken = set(self.log_names.values())
+            number = 2
+            while path in taken:
+                path = self.run_dir / "logs" / f"{safe}.{number}.log"
+                number += 1
+            self.log_names[unit_id] = path
+        return path
+
+    def environment(self, unit: UnitNode) -> dict[str, str]:
+        """The child environment: ours, the unit's ``env``, and the SUBPLANS_* variables."""
+        env = dict(os.environ if self.environ is None else self.environ)
+        env.update(unit.env)
+        env["SUBPLANS_RUN_ID"] = self.run_id
+        env["SUBPLANS_SUBPLAN"] = unit.id
+        if unit.item is not None:
+            env["SUBPLANS_ITEM"] = unit.item
+        else:
+            env.pop("SUBPLANS_ITEM", None)
+        return env
+
+
+def build_subplan(unit: UnitNode, context: RunContext, *, cancel_grace: float) -> Subplan:
+    """The dispatcher subplan that runs ``unit``."""
+    run: Callable[[], Awaitable[Any]]
+    if unit.kind == "run":
+        run = _command(unit, context, cancel_grace)
+    elif unit.kind == "call":
+        run = _callable(unit, cancel_grace)
+    else:
+        run = _nested(unit, context)
+    return Subplan(
+        unit.id,
+        run,
+        timeout=unit.timeout,
+        retries=unit.retries,
+        uses_budget=unit.kind != "plan",
+    )
+
+
+def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], Awaitable[Any]]:
+    assert unit.command is not None
+    command = unit.command
+    log_file = context.log_file(unit.id)
+
+    def started(pid: int) -> None:
+        if context.bus is not None:
+            context.bus.publish(SubplanProcessStarted(unit.id, pid, str(log_file)))
+
+    async def run() -> Any:
+        return await run_command(
+            command,
+            log_file=log_file,
+            cwd=unit.cwd,
+            env=context.environment(unit),
+            cancel_grace=grace,
+            groups=context.groups,
+            on_start=started,
+        )
+
+    return run
+
+
+def _callable(unit: UnitNode, grace: float) -> Callable[[], Awaitable[Any]]:
+    assert unit.call is not None
+    target, folder, kwargs = unit.call, unit.folder, dict(unit.kwargs)
+
+    async def run() -> Any:
+        function = import_target(target, folder)
+        return await call_function(function, kwargs, cancel_grace=grace, label=unit.id)
+
+    return run
+
+
+def _nested(unit: UnitNode, context: RunContext) -> Callable[[], Awaitable[Any]]:
+    assert unit.plan is not None
+    assert context.run_plan is not None
+    plan, run_plan = unit.plan, context.run_plan
+
+    async def run() -> Any:
+        return await run_plan(plan, context)
+
+    return run
+
+
+def import_target(target: str, folder: Path) -> Callable[..., Any]:
+    """Import ``package.module:function``; the plan's folder is importable."""
+    module_name, _, attribute = target.partition(":")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise CallTargetError(f"cannot import {module_name!r}: {error}") from error
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise CallTargetError(f"{module_name!r} has no function {attribute!r}")
+    return function  # type: ignore[no-any-return]
+
+
+async def call_function(
+    function: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    cancel_grace: float,
+    label: str = "",
+) -> Any:
+    """Await an ``async def``; run a plain function in a worker thread.
+
+    A thread cannot be interrupted: when cancelled, the function gets ``cancel_grace`` seconds to
+    return; if it is still running then, ``ThreadAbandonedError`` says so instead of pretending
+    it stopped.
+    """
+    if inspect.iscoroutinefunction(function):
+        return await function(**kwargs)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(error: BaseException | None, value: Any) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = context.run(function, **kwargs), None
+        except BaseException as raised:
+            value, error = None, raised
+        # The loop may have closed while an abandoned thread ran on: nobody is waiting then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, error, value)
+
+    # A daemon thread: an abandoned one must never keep the process from exiting.
+    threading.Thread(target=work, name=f"subplans {label}", daemon=True).start()
+    try:
+        value = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait([future], timeout=cancel_grace)
+        if not done:
+            raise ThreadAbandonedError(
+                f"the function was still running in its worker thread {cancel_grace:g}s "
+                "after cancellation; abandoned",
+                abandoned=True,
+            ) from None
+        future.exception()  # retrieved: its outcome no longer matters once cancelled
+        raise
+    if inspect.isawaitable(value):
+        return await value
+    return value

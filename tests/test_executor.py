@@ -1,0 +1,429 @@
+"""The plan executor with real processes, real files and real threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
+from subplans.events import PlanFinished, StepStateChanged
+from subplans.executor import PlanExecutor, PlanFailedError, PlanResult, exit_code
+from subplans.loader import GlobalConfig, load_plan
+from subplans.process import CommandFailedError, group_members
+from subplans.profiles import ProfileRegistry
+from subplans.runners import ThreadAbandonedError, call_function
+
+from .conftest import Recorder
+from .plans_helpers import write
+
+COMPLETED, FAILED = SubplanExecutionState.COMPLETED, SubplanExecutionState.FAILED
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> GlobalConfig:
+    return GlobalConfig(tmp_path / "no-config.yaml", False, ProfileRegistry(), None)
+
+
+async def execute(path: Path, config: GlobalConfig) -> tuple[PlanResult, Recorder]:
+    bus = EventBus()
+    recorder = Recorder(bus)
+    plan = load_plan(path, config=config)
+    result = await PlanExecutor(plan, bus=bus).run()
+    return result, recorder
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_steps_run_in_order_and_wait_for_every_subplan(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: ordered
+        steps:
+          - name: fan
+            max_parallel: 3
+            for_each: ["1", "2", "3", "4", "5"]
+            subplan: {run: "sleep 0.0{item}; echo end {item} >> trace.txt"}
+          - name: next
+            run: "echo next >> trace.txt"
+        """,
+    )
+    result, recorder = await execute(path, config)
+    assert result.state == "completed"
+    lines = (tmp_path / "trace.txt").read_text().split("\n")
+    assert sorted(lines[:5]) == [f"end {i}" for i in range(1, 6)]
+    assert lines[5] == "next"
+    steps = recorder.of(StepStateChanged)
+    assert [(s.step_id, s.state) for s in steps] == [
+        ("fan", "running"),
+        ("fan", "completed"),
+        ("next", "running"),
+        ("next", "completed"),
+    ]
+    assert result.counts() == {"completed": 6, "failed": 0}
+    assert result.elapsed >= 0
+    assert result.run_dir.parent.parent == tmp_path / ".subplans"
+
+
+async def test_a_failed_step_skips_the_rest_but_always_steps(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: failing
+        steps:
+          - name: first
+            run: "echo about to fail; echo on stderr >&2; exit 3"
+          - name: skipped
+            run: "touch skipped.txt"
+          - name: finally
+            always: true
+            run: "touch finally.txt"
+        """,
+    )
+    result, recorder = await execute(path, config)
+    assert result.state == "failed"
+    assert [s.state for s in result.steps] == ["failed", "skipped", "completed"]
+    assert not (tmp_path / "skipped.txt").exists()
+    assert (tmp_path / "finally.txt").exists()
+    (failed,) = result.steps[0].subplans
+    assert exit_code(failed) == 3
+    assert exit_code(result.steps[2].subplans[0]) == 0
+    error = failed.error
+    assert isinstance(error, CommandFailedError)
+    assert error.output_tail == "about to fail\non stderr"
+    assert error.log_file is not None
+    assert Path(error.log_file).read_text() == "about to fail\non stderr\n"
+    assert recorder.of(PlanFinished)[-1].state == "failed"
+
+
+async def test_items_never_run_as_shell_code(tmp_path: Path, config: GlobalConfig) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: safe
+        steps:
+          - name: shell
+            for_each: ["x; touch pwned", "$(touch pwned2)", "`touch pwned3`"]
+            subplan: {name: "s{index}", run: "echo {item} >> shell.txt"}
+          - name: argv
+            for_each: ["y; touch pwned4", "a b"]
+            subplan: {name: "a{index}", run: ["sh", "-c", "printf '%s|' \\"$@\\" >> argv.txt", "sh", "{item}", "--{item}--"]}
+        """,
+    )
+    result, _ = await execute(path, config)
+    assert result.state == "completed"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pwned")) == []
+    assert sorted((tmp_path / "shell.txt").read_text().splitlines()) == sorted(
+        ["x; touch pwned", "$(touch pwned2)", "`touch pwned3`"]
+    )
+    assert set((tmp_path / "argv.txt").read_text().split("|")[:-1]) == {
+        "y; touch pwned4",
+        "--y; touch pwned4--",
+        "a b",
+        "--a b--",
+    }
+
+
+async def test_environment_variables(tmp_path: Path, config: GlobalConfig) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: env
+        steps:
+          - name: each
+            for_each: [alpha]
+            subplan:
+              run: 'echo "$SUBPLANS_RUN_ID $SUBPLANS_SUBPLAN $SUBPLANS_ITEM $EXTRA" > env-{item}.txt'
+              env: {EXTRA: "x-{item}"}
+          - name: single
+            run: 'echo "${SUBPLANS_ITEM-none}" > single.txt'
+        """,
+    )
+    bus = EventBus()
+    plan = load_plan(path, config=config)
+    executor = PlanExecutor(plan, bus=bus, environ={**os.environ, "SUBPLANS_ITEM": "leaked"})
+    result = await executor.run()
+    assert result.state == "completed"
+    assert (tmp_path / "env-alpha.txt").read_text().split() == [
+        executor.run_id,
+        "each/alpha",
+        "alpha",
+        "x-alpha",
+    ]
+    assert (tmp_path / "single.txt").read_text() == "none\n"
+    assert repr(executor) == f"<PlanExecutor 'env' run {executor.run_id}>"
+
+
+async def test_a_tree_shares_the_root_budget(tmp_path: Path, config: GlobalConfig) -> None:
+    """3 levels, 4 wide at each, root at max_parallel 2: never more than 2 commands at once."""
+    (tmp_path / "running").mkdir()
+    leaf = (
+        'mkdir "running/$SUBPLANS_RUN_ID-$(echo $SUBPLANS_SUBPLAN | tr / _)" && '
+        "ls running | wc -l >> widths.txt && "
+        'rmdir "running/$SUBPLANS_RUN_ID-$(echo $SUBPLANS_SUBPLAN | tr / _)"'
+    )
+    write(tmp_path, "leaf.sh", leaf)
+    write(
+        tmp_path,
+        "level2.yaml",
+        """
+        name: level2
+        automation_profile: {max_parallel: 4}
+        steps:
+          - name: leaves
+            for_each: [a, b, c, d]
+            subplan: {run: ["sh", "leaf.sh"]}
+        """,
+    )
+    write(
+        tmp_path,
+        "level1.yaml",
+        """
+        name: level1
+        automation_profile: {max_parallel: 4}
+        steps:
+          - name: mid
+            for_each: [a, b, c, d]
+            subplan: {plan: level2.yaml}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "root.yaml",
+        """
+        name: root
+        automation_profile: {max_parallel: 2}
+        steps:
+          - name: top
+            for_each: [a, b, c, d]
+            subplan: {plan: level1.yaml}
+        """,
+    )
+    bus = EventBus()
+    running: set[str] = set()
+    widest = 0
+
+    def watch(event: object) -> None:
+        nonlocal widest
+        # Leaf commands are six names deep: top/a/mid/b/leaves/c.
+        if not isinstance(event, SubplanStateChanged) or event.subplan_id.count("/") != 5:
+            return
+        if event.state is SubplanExecutionState.RUNNING:
+            running.add(event.subplan_id)
+            widest = max(widest, len(running))
+        else:
+            running.discard(event.subplan_id)
+
+    bus.subscribe(watch)
+    result = await PlanExecutor(load_plan(path, config=config), bus=bus).run()
+    assert result.state == "completed"
+    assert result.counts()["completed"] == 4 + 16 + 64
+    widths = [int(w) for w in (tmp_path / "widths.txt").read_text().split()]
+    assert len(widths) == 64
+    assert max(widths) <= 2
+    assert widest == 2
+
+
+async def test_fail_fast_kills_a_term_ignoring_command_and_its_grandchild(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    write(
+        tmp_path,
+        "stubborn.sh",
+        """
+        trap '' TERM
+        sh -c 'trap "" TERM; echo $$ > grandchild.pid; while :; do sleep 1; done' &
+        echo $$ > child.pid
+        while :; do sleep 1; done
+        """,
+    )
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: kill
+        automation_profile: {cancel_grace: 0.2}
+        steps:
+          - name: pair
+            subplans:
+              - {name: stubborn, run: ["sh", "stubborn.sh"]}
+              - name: fails
+                run: "while [ ! -s grandchild.pid ] || [ ! -s child.pid ]; do sleep 0.01; done; exit 1"
+        """,
+    )
+    result, _ = await execute(path, config)
+    assert result.state == "failed"
+    stubborn, fails = result.steps[0].subplans
+    assert exit_code(fails) == 1
+    assert stubborn.state is FAILED
+    assert "cancelled because subplan 'pair/fails' failed" in str(stubborn.error)
+    child = int((tmp_path / "child.pid").read_text())
+    grandchild = int((tmp_path / "grandchild.pid").read_text())
+    assert not pid_alive(child)
+    assert not pid_alive(grandchild)
+    assert group_members(child) == []
+
+
+async def test_nested_failure_fails_the_parent_subplan(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: outer
+        steps:
+          - name: wrap
+            subplans:
+              - name: inner
+                plan:
+                  name: inner
+                  steps: [{name: boom, run: "exit 2"}]
+        """,
+    )
+    result, recorder = await execute(path, config)
+    (inner,) = result.steps[0].subplans
+    assert isinstance(inner.error, PlanFailedError)
+    assert str(inner.error) == "nested plan 'inner' failed at step boom"
+    assert result.counts() == {"completed": 0, "failed": 2}
+    assert [e.state for e in recorder.of(PlanFinished)] == ["failed", "failed"]
+
+
+async def test_callables_async_and_sync(tmp_path: Path, config: GlobalConfig) -> None:
+    write(
+        tmp_path,
+        "work.py",
+        """
+        import asyncio, threading
+
+        async def double(x):
+            await asyncio.sleep(0)
+            return x * 2
+
+        def where(x):
+            return (x, threading.current_thread().name)
+
+        def fails():
+            raise ValueError("bad input")
+        """,
+    )
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: calls
+        automation_profile: keep-going
+        steps:
+          - name: calls
+            subplans:
+              - {name: a, call: "work:double", with: {x: 21}}
+              - {name: s, call: "work:where", with: {x: 1}}
+              - {name: f, call: "work:fails"}
+              - {name: missing, call: "work:nope"}
+        """,
+    )
+    result, _ = await execute(path, config)
+    a, s, f, missing = result.steps[0].subplans
+    assert a.value == 42
+    assert s.value == (1, "subplans calls/s")
+    assert isinstance(f.error, ValueError)
+    assert str(missing.error) == "'work' has no function 'nope'"
+
+
+async def test_import_errors_are_reported(tmp_path: Path, config: GlobalConfig) -> None:
+    write(tmp_path, "broken.py", "raise ImportError('broken on purpose')\n")
+    path = write(tmp_path, "p.yaml", "name: p\nsteps: [{name: c, call: 'broken:f'}]\n")
+    result, _ = await execute(path, config)
+    assert str(result.steps[0].subplans[0].error) == "cannot import 'broken': broken on purpose"
+
+
+async def test_a_sync_function_that_outlives_its_timeout_is_abandoned() -> None:
+    release = threading.Event()
+
+    async def run() -> None:
+        await call_function(release.wait, {"timeout": 10}, cancel_grace=0.01)
+
+    with pytest.raises(ThreadAbandonedError) as caught:
+        async with asyncio.timeout(0.01):
+            await run()
+    assert caught.value.abandoned
+    release.set()
+
+
+async def test_a_sync_function_that_returns_within_grace_is_cancelled_cleanly() -> None:
+    gate = threading.Event()
+
+    def slow() -> str:
+        gate.wait(5)
+        return "done"
+
+    task = asyncio.create_task(call_function(slow, {}, cancel_grace=5))
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_sync_function_returning_an_awaitable_is_awaited() -> None:
+    async def inner() -> int:
+        return 5
+
+    def outer() -> object:
+        return inner()
+
+    assert await call_function(outer, {}, cancel_grace=1) == 5
+
+
+async def test_cancelling_a_run_stops_everything(tmp_path: Path, config: GlobalConfig) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: long
+        automation_profile: {cancel_grace: 0.2}
+        steps:
+          - name: sleepers
+            for_each: [a, b]
+            subplan: {run: "echo $$ > {item}.pid; sleep 30"}
+          - name: finally
+            always: true
+            run: "touch finally.txt"
+        """,
+    )
+    bus = EventBus()
+    recorder = Recorder(bus)
+    executor = PlanExecutor(load_plan(path, config=config), bus=bus)
+    task = asyncio.create_task(executor.run())
+    for _ in range(500):
+        if (tmp_path / "a.pid").exists() and (tmp_path / "b.pid").exists():
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for name in ("a", "b"):
+        assert not pid_alive(int((tmp_path / f"{name}.pid").read_text()))
+    assert not (tmp_path / "finally.txt").exists()
+    assert recorder.of(PlanFinished)[-1].state == "cancelled"
+    assert [s.state for s in recorder.of(StepStateChanged)] == ["running", "failed"]
+    assert len(executor.context.groups) == 0
