@@ -9,9 +9,9 @@ from subplans import (
     PlanFinished,
     PlanStarted,
     StepStateChanged,
-    SubplanProcessStarted,
     SubplanCancelledError,
     SubplanExecutionState,
+    SubplanProcessStarted,
     SubplanRetrying,
     SubplanStateChanged,
 )
