@@ -13,6 +13,7 @@ from subplans import (
     SubplanExecutionState,
     SubplanProcessStarted,
     SubplanRetrying,
+    SubplanSkipped,
     SubplanStateChanged,
 )
 from subplans.events import describe_error
@@ -50,6 +51,7 @@ def test_other_events_to_dict() -> None:
         DispatchStarted("step", 3, config, time=1.0),
         DispatchFinished("step", dict.fromkeys(SubplanExecutionState, 1), 2.5, time=1.0),
         SubplanProcessStarted("a", 42, "logs/a.log", time=1.0),
+        SubplanSkipped("a", "already completed", time=1.0),
         PlanStarted("", "p", "plan.yaml", "run-1", 3, time=1.0),
         PlanFinished("", "completed", 1.5, time=1.0),
         StepStateChanged("s", "running", "failed", 2, RuntimeError("x"), time=1.0),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
+from subplans import EventBus, SubplanExecutionState, SubplanSkipped, SubplanStateChanged
 from subplans.events import PlanFinished, StepStateChanged
 from subplans.executor import PlanExecutor, PlanFailedError, PlanResult, exit_code
 from subplans.loader import GlobalConfig, load_plan
@@ -427,3 +427,44 @@ async def test_cancelling_a_run_stops_everything(tmp_path: Path, config: GlobalC
     assert recorder.of(PlanFinished)[-1].state == "cancelled"
     assert [s.state for s in recorder.of(StepStateChanged)] == ["running", "failed"]
     assert len(executor.context.groups) == 0
+
+
+async def test_skipping_completed_subplans_on_resume(tmp_path: Path, config: GlobalConfig) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: resumable
+        steps:
+          - name: fan
+            for_each: [a, b, c]
+            subplan: {run: "echo {item} >> ran.txt"}
+          - name: single
+            run: "echo single >> ran.txt"
+          - name: nested
+            subplans:
+              - name: inner
+                plan: {steps: [{name: s, subplans: [{name: x, run: "echo x >> ran.txt"}, {name: y, run: "echo y >> ran.txt"}]}]}
+        """,
+    )
+    bus = EventBus()
+    recorder = Recorder(bus)
+    plan = load_plan(path, config=config)
+    skip = {"fan/a", "fan/c", "single", "nested/inner/s/x"}
+    result = await PlanExecutor(plan, bus=bus, skip=skip).run()
+    assert result.state == "completed"
+    assert sorted((tmp_path / "ran.txt").read_text().split()) == ["b", "y"]
+    assert [e.subplan_id for e in recorder.of(SubplanSkipped)] == [
+        "fan/a",
+        "fan/c",
+        "single",
+        "nested/inner/s/x",
+    ]
+    fan = result.steps[0].subplans
+    assert [(r.subplan_id, r.state, r.attempts) for r in fan] == [
+        ("fan/a", COMPLETED, 0),
+        ("fan/b", COMPLETED, 1),
+        ("fan/c", COMPLETED, 0),
+    ]
+    assert recorder.states("fan/a") == []
+    assert result.counts() == {"completed": 7, "failed": 0}

@@ -41,6 +41,7 @@ from subplans.events import (
     StepStateChanged,
     SubplanProcessStarted,
     SubplanRetrying,
+    SubplanSkipped,
     SubplanStateChanged,
 )
 from subplans.limiter import AsyncSemaphoreLimiter, LimiterStatistics
@@ -123,6 +124,7 @@ __all__ = [
     "SubplanProcessStarted",
     "SubplanResult",
     "SubplanRetrying",
+    "SubplanSkipped",
     "SubplanStateChanged",
     "SubplanTracker",
     "__version__",

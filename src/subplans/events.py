@@ -23,6 +23,7 @@ __all__ = [
     "StepStateChanged",
     "SubplanProcessStarted",
     "SubplanRetrying",
+    "SubplanSkipped",
     "SubplanStateChanged",
     "Subscriber",
     "describe_error",
@@ -150,6 +151,24 @@ class DispatchFinished(Event):
             "name": self.name,
             "counts": {state.value: n for state, n in self.counts.items()},
             "elapsed": self.elapsed,
+        }
+
+
+@dataclass(slots=True)
+class SubplanSkipped(Event):
+    """A subplan was not run because it already completed (``subplans resume``)."""
+
+    kind: ClassVar[str] = "subplan_skipped"
+    subplan_id: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
+        return {
+            "event": self.kind,
+            "timestamp": self.timestamp.isoformat(),
+            "subplan_id": self.subplan_id,
+            "reason": self.reason,
         }
 
 

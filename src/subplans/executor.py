@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +17,13 @@ from subplans.errors import (
     SubplanError,
     SubplanExecutionError,
 )
-from subplans.events import EventBus, PlanFinished, PlanStarted, StepStateChanged
+from subplans.events import (
+    EventBus,
+    PlanFinished,
+    PlanStarted,
+    StepStateChanged,
+    SubplanSkipped,
+)
 from subplans.limiter import AsyncSemaphoreLimiter
 from subplans.loader import PlanNode, StepNode
 from subplans.process import CommandResult, ProcessGroups
@@ -131,8 +137,13 @@ class PlanExecutor:
         state_dir: Path | None = None,
         groups: ProcessGroups | None = None,
         environ: Mapping[str, str] | None = None,
+        skip: Collection[str] = frozenset(),
+        skip_reason: str = "already completed",
     ) -> None:
         self.plan = plan
+        #: Ids of subplans not to run again (a resumed run): reported as skipped, counted completed.
+        self.skip = frozenset(skip)
+        self.skip_reason = skip_reason
         self.bus = bus
         self.run_id = run_id or new_run_id()
         base = state_dir if state_dir is not None else plan.folder / ".subplans"
@@ -213,13 +224,18 @@ class PlanExecutor:
         if context.budget is None:
             # A root step: its max_parallel is the budget of the whole tree below it.
             context = replace(context, budget=AsyncSemaphoreLimiter(step.profile.max_parallel))
-        subplans = [build_subplan(unit, context, cancel_grace=grace) for unit in step.units]
+        skipped = [unit for unit in step.units if unit.id in self.skip]
+        todo = [unit for unit in step.units if unit.id not in self.skip]
+        for unit in skipped:
+            if bus is not None:
+                bus.publish(SubplanSkipped(unit.id, self.skip_reason))
+        subplans = [build_subplan(unit, context, cancel_grace=grace) for unit in todo]
         dispatcher = ParallelSubplanDispatcher(
             step.profile.config(extra_grace=KILL_MARGIN), bus=bus, budget=context.budget
         )
         error: BaseException | None = None
         try:
-            results = await dispatcher.run(subplans, name=step.id)
+            results = await dispatcher.run(subplans, name=step.id) if subplans else []
             state = "completed"
         except (SubplanExecutionError, AggregateSubplanError) as failure:
             results, state, error = failure.results, "failed", failure
@@ -230,4 +246,8 @@ class PlanExecutor:
             raise
         if bus is not None:
             bus.publish(StepStateChanged(step.id, "running", state, len(step.units), error))
+        if skipped:
+            done = {r.subplan_id: r for r in results}
+            done.update((u.id, SubplanResult(u.id, _COMPLETED)) for u in skipped)
+            results = [done[u.id] for u in step.units]
         return StepResult(step.id, step.name, state, results, started, time.time(), error)
