@@ -34,6 +34,8 @@ class ProgressSnapshot:
     failures: tuple[Failure, ...]
     elapsed: float
     eta: float | None
+    #: Mean seconds a finished subplan ran (None until one finished), for estimates of more work.
+    mean_duration: float | None = None
 
     @property
     def total(self) -> int:
@@ -114,6 +116,7 @@ class ProgressReporter:
             failures=tuple(self._failures),
             elapsed=now - self._started,
             eta=self._eta(counts),
+            mean_duration=self._run_time / self._finished_runs if self._finished_runs else None,
         )
 
     def _eta(self, counts: Mapping[SubplanExecutionState, int]) -> float | None:
