@@ -1,0 +1,1 @@
+"""The port-legacy example's tools: ``modernise`` and ``check`` run as processes, ``report`` is called."""
