@@ -46,6 +46,7 @@ def bench(session: nox.Session) -> None:
     """The benchmarks: figures and ratios to read, never pass/fail."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_dispatcher.py")
+    session.run("python", "benchmarks/bench_cli.py")
 
 
 @nox.session(python=PYTHON)

@@ -647,3 +647,18 @@ async def test_cancelling_the_caller_after_a_failure_stops_once() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert no_tasks_left()
+
+
+async def test_the_cancellers_message_is_the_reason(bus: EventBus, recorder: Recorder) -> None:
+    started = asyncio.Event()
+    run = asyncio.create_task(
+        dispatcher(bus, max_parallel=1).run(
+            [Subplan("a", waiting(asyncio.Event(), started)), Subplan("b", returning(1))]
+        )
+    )
+    await started.wait()
+    run.cancel("interrupted by SIGINT")
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    errors = [e.error for e in recorder.of(SubplanStateChanged) if e.state is FAILED]
+    assert [str(e) for e in errors] == ["interrupted by SIGINT", "interrupted by SIGINT"]

@@ -194,8 +194,10 @@ class _Dispatch:
                     [*self.running.values(), self.stopped], return_when=asyncio.FIRST_COMPLETED
                 )
             await self._drain()
-        except asyncio.CancelledError:
-            self._stop("the dispatch was cancelled")
+        except asyncio.CancelledError as cancelled:
+            # The canceller's message, when it gave one ("interrupted by SIGINT"), says why.
+            reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
+            self._stop(str(reason) if reason else "the dispatch was cancelled")
             await self._drain()
             raise
         finally:

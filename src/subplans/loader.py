@@ -563,6 +563,8 @@ def _loop(chain: tuple[Path, ...], again: Path) -> str:
 
 
 def _importable(module: str, folder: Path) -> bool:
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+    # Absolute: a relative entry on sys.path would change meaning with the working folder.
+    where = str(folder.resolve())
+    if where not in sys.path:
+        sys.path.insert(0, where)
     return importlib.util.find_spec(module) is not None

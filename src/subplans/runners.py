@@ -56,6 +56,11 @@ class RunContext:
     budget: AsyncSemaphoreLimiter | None = None
     log_names: dict[str, Path] = field(default_factory=dict)
     run_plan: Callable[[PlanNode, RunContext], Awaitable[PlanResult]] | None = None
+    #: The log files handed out so far (``log_names``' values), to keep names unique in O(1).
+    log_taken: set[Path] = field(default_factory=set)
+    #: ``environ`` (or ours) as a plain dict, read once: copying ``os.environ`` decodes every
+    #: variable, which costs more than the rest of a command's set-up.
+    _base_env: dict[str, str] | None = field(default=None, repr=False)
 
     def log_file(self, unit_id: str) -> Path:
         """A log file name in the run folder for ``unit_id``, unique within the run."""
@@ -63,17 +68,20 @@ class RunContext:
         if path is None:
             safe = re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
             path = self.run_dir / "logs" / f"{safe}.log"
-            taken = set(self.log_names.values())
             number = 2
-            while path in taken:
+            while path in self.log_taken:
                 path = self.run_dir / "logs" / f"{safe}.{number}.log"
                 number += 1
             self.log_names[unit_id] = path
+            self.log_taken.add(path)
         return path
 
     def environment(self, unit: UnitNode) -> dict[str, str]:
-        """The child environment: ours, the unit's ``env``, and the SUBPLANS_* variables."""
-        env = dict(os.environ if self.environ is None else self.environ)
+        """The child environment: ours (read when the first command starts), the unit's
+        ``env``, and the SUBPLANS_* variables."""
+        if self._base_env is None:
+            self._base_env = dict(os.environ if self.environ is None else self.environ)
+        env = self._base_env.copy()
         env.update(unit.env)
         env["SUBPLANS_RUN_ID"] = self.run_id
         env["SUBPLANS_SUBPLAN"] = unit.id
@@ -150,8 +158,9 @@ def _nested(unit: UnitNode, context: RunContext) -> Callable[[], Awaitable[Any]]
 def import_target(target: str, folder: Path) -> Callable[..., Any]:
     """Import ``package.module:function``; the plan's folder is importable."""
     module_name, _, attribute = target.partition(":")
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+    where = str(folder.resolve())
+    if where not in sys.path:
+        sys.path.insert(0, where)
     try:
         module = importlib.import_module(module_name)
     except Exception as error:

@@ -1,0 +1,465 @@
+"""The ``subplans`` command: ``run``, ``validate``, ``profile list|show|resolve``, ``schema``.
+
+``main()`` is the entry point. It runs the Typer app outside click's standalone mode, so that
+the exit codes are ours and a usage error is one ``error:`` line like any other invalid input:
+
+====  ==============================================================================
+0     every subplan and step completed
+1     the plan failed (a subplan or a step failed)
+2     invalid input: plan, profile, config file or command-line values
+130   interrupted by SIGINT or SIGTERM; every process of the run was stopped first
+====  ==============================================================================
+
+Heavy modules (pydantic through the loader, Rich, the executor, the sinks) are imported inside
+the commands, so that ``--help`` and ``--version`` start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
+
+import typer
+
+from subplans.config import FailureMode, check_max_parallel
+from subplans.errors import ConfigError
+
+if TYPE_CHECKING:
+    from subplans.loader import GlobalConfig, Overrides, PlanNode
+    from subplans.profiles import ProfileRegistry, ResolvedProfile
+
+__all__ = ["ExitCode", "app", "main"]
+
+
+class ExitCode(IntEnum):
+    """The exit codes of ``subplans``."""
+
+    OK = 0
+    FAILED = 1
+    INVALID = 2
+    INTERRUPTED = 130
+
+
+class SchemaName(StrEnum):
+    """The JSON Schemas ``subplans schema`` prints."""
+
+    PLAN = "plan"
+    PROFILE = "profile"
+
+
+def _example(*commands: str) -> str:
+    """An epilog with example commands, rendered as a code block by ``--help``."""
+    title = "Example" if len(commands) == 1 else "Examples"
+    return f"{title}:\n\n```\n" + "\n".join(commands) + "\n```"
+
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+app = typer.Typer(
+    name="subplans",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings=_CONTEXT,
+    rich_markup_mode="markdown",
+    epilog=_example("subplans run plan.yaml --max-parallel 8 --profile keep-going"),
+)
+profile_app = typer.Typer(
+    name="profile",
+    no_args_is_help=True,
+    context_settings=_CONTEXT,
+    rich_markup_mode="markdown",
+    help="Automation profiles: list them, show one, or resolve a plan's effective settings.",
+    epilog=_example("subplans profile resolve plan.yaml --profile wide"),
+)
+app.add_typer(profile_app)
+
+
+# --- options ------------------------------------------------------------------------------
+
+PlanArgument = Annotated[
+    Path,
+    typer.Argument(help="The plan file (YAML).", show_default=False),
+]
+MaxParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-parallel",
+        "-j",
+        help="How many subplans run at once (1-32); overrides the plan's profiles.",
+        show_default=False,
+    ),
+]
+FailureModeOption = Annotated[
+    FailureMode | None,
+    typer.Option(
+        "--failure-mode",
+        help="fail_fast stops at the first failure; continue_on_error runs everything.",
+        show_default=False,
+    ),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        "-p",
+        help="A named profile for the whole plan (see `subplans profile list`).",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from subplans import __version__
+
+        typer.echo(f"subplans {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run a plan's subplans in parallel under a concurrency cap: safely, visibly and fast.
+
+    Exit codes: 0 every subplan and step completed, 1 the plan failed, 2 invalid input,
+    130 interrupted.
+    """
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def _invalid(problems: Iterable[object]) -> NoReturn:
+    """Print one ``error:`` line per problem on stderr and exit 2."""
+    for problem in problems:
+        # One line each, whatever the message holds: a line per problem is the contract.
+        typer.echo(f"error: {' '.join(str(problem).splitlines())}", err=True)
+    raise typer.Exit(ExitCode.INVALID)
+
+
+def _registry() -> ProfileRegistry:
+    from subplans.loader import load_global_config
+    from subplans.yamlfile import ProblemsError
+
+    try:
+        return load_global_config().registry
+    except ProblemsError as error:
+        _invalid(error.problems)
+
+
+def _checked_overrides(
+    config: GlobalConfig,
+    max_parallel: int | None,
+    failure_mode: FailureMode | None,
+    profile: str | None,
+) -> tuple[Overrides, list[str]]:
+    """The command-line overrides that are valid, and a problem for each one that is not."""
+    from subplans.loader import Overrides
+
+    problems: list[str] = []
+    if max_parallel is not None:
+        try:
+            check_max_parallel(max_parallel, "--max-parallel")
+        except ConfigError as error:
+            problems.append(str(error))
+            max_parallel = None
+    names = config.registry.names
+    if profile is not None and profile not in names:
+        problems.append(
+            f"--profile: unknown profile {profile!r}; known profiles: {', '.join(names)}"
+        )
+        profile = None
+    return Overrides(
+        max_parallel=max_parallel, failure_mode=failure_mode, profile=profile
+    ), problems
+
+
+def _load(
+    path: Path,
+    *,
+    max_parallel: int | None = None,
+    failure_mode: FailureMode | None = None,
+    profile: str | None = None,
+) -> PlanNode:
+    """Load the plan with the overrides; every problem (options and files) is one line, exit 2."""
+    from subplans.loader import load_global_config, load_plan
+    from subplans.yamlfile import ProblemsError
+
+    try:
+        config = load_global_config()
+    except ProblemsError as error:
+        _invalid(error.problems)
+    overrides, problems = _checked_overrides(config, max_parallel, failure_mode, profile)
+    try:
+        node = load_plan(path, config=config, overrides=overrides)
+    except ProblemsError as error:
+        _invalid([*problems, *error.problems])
+    if problems:
+        _invalid(problems)
+    return node
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+@app.command(
+    epilog=_example(
+        "subplans run plan.yaml",
+        "subplans run plan.yaml -j 8 --failure-mode continue_on_error",
+        "subplans run plan.yaml --events-jsonl - --quiet > events.jsonl",
+    )
+)
+def run(
+    plan: PlanArgument,
+    max_parallel: MaxParallelOption = None,
+    failure_mode: FailureModeOption = None,
+    profile: ProfileOption = None,
+    events_jsonl: Annotated[
+        str | None,
+        typer.Option(
+            "--events-jsonl",
+            metavar="PATH|-",
+            help="Write every event as one JSON object per line to PATH, or to stdout with `-` "
+            "(human output then goes to stderr).",
+            show_default=False,
+        ),
+    ] = None,
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress", help="No live view and no per-change lines: failures and the summary."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+) -> None:
+    """Run a plan: its steps in order, each step's subplans in parallel.
+
+    On a terminal a live view shows progress; otherwise one timestamped line per state change
+    is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once).
+    """
+    node = _load(plan, max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+    raise typer.Exit(_run(node, events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet))
+
+
+def _run(node: PlanNode, *, events_jsonl: str | None, no_progress: bool, quiet: bool) -> int:
+    """Run ``node`` with the output the options ask for; returns the exit code."""
+    from subplans.session import Outcome, RunSession, View, terminal_console
+
+    events: TextIO | None = None
+    if events_jsonl == "-":
+        events = sys.stdout
+    elif events_jsonl is not None:
+        try:
+            events = open(events_jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as error:
+            _invalid([f"--events-jsonl: cannot open {events_jsonl}: {error.strerror}"])
+    try:
+        human = sys.stderr if events is sys.stdout else sys.stdout
+        console = terminal_console(human)
+        if quiet:
+            view = View.QUIET
+        elif no_progress:
+            view = View.FAILURES
+        else:
+            view = View.LINES if console is None else View.LIVE
+        session = RunSession(node, human=human, console=console, view=view, events=events)
+        try:
+            session.prepare()
+        except OSError as error:
+            _invalid([f"cannot create the run folder {session.log_dir}: {error.strerror}"])
+        # With the events on stdout, anything a called function prints goes to stderr instead.
+        redirect = contextlib.redirect_stdout(sys.stderr) if events is sys.stdout else None
+        with redirect or contextlib.nullcontext():
+            outcome = asyncio.run(session.run())
+        if session.jsonl is not None and session.jsonl.error is not None:
+            typer.echo(f"warning: --events-jsonl: writing failed: {session.jsonl.error}", err=True)
+    finally:
+        if events is not None and events is not sys.stdout:
+            # A stream that failed keeps its unwritten buffer: closing it fails again.
+            with contextlib.suppress(OSError):
+                events.close()
+    return {
+        Outcome.COMPLETED: ExitCode.OK,
+        Outcome.FAILED: ExitCode.FAILED,
+        Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
+    }[outcome]
+
+
+# --- validate -----------------------------------------------------------------------------
+
+
+@app.command(epilog=_example("subplans validate plan.yaml"))
+def validate(plan: PlanArgument) -> None:
+    """Check a plan, its action and its nested plans without running anything.
+
+    Prints one line per problem (exit 2), or a one-line description of the plan (exit 0).
+    """
+    node = _load(plan)
+    units = node.walk_units()
+    nested = sum(1 for unit in units if unit.kind == "plan")
+    steps = len(node.steps)
+    typer.echo(
+        f"ok: {plan}: plan {node.name!r}, {steps} step{'' if steps == 1 else 's'}, "
+        f"{len(units)} subplan{'' if len(units) == 1 else 's'}"
+        + (f" ({nested} nested plan{'' if nested == 1 else 's'})" if nested else "")
+    )
+
+
+# --- profile ------------------------------------------------------------------------------
+
+
+@profile_app.command("list", epilog=_example("subplans profile list"))
+def profile_list() -> None:
+    """List the named profiles: the built-in ones, then those of the global config file."""
+    registry = _registry()
+    width = max(len(name) for name in registry.names)
+    for name in registry.names:
+        typer.echo(f"{name:<{width}}  {registry.describe(name)}")
+
+
+@profile_app.command("show", epilog=_example("subplans profile show keep-going"))
+def profile_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A profile name.")],
+) -> None:
+    """Show every field of a named profile and where its value comes from."""
+    from subplans.profiles import FIELDS, Level, ProfileError
+
+    registry = _registry()
+    if name not in registry.names:
+        _invalid([f"unknown profile {name!r}; known profiles: {', '.join(registry.names)}"])
+    file = registry.file if name in registry.custom else None
+    try:
+        resolved = registry.resolve([Level("profile", file, "profile", name)])
+    except ProfileError as error:  # pragma: no cover - the config loader expanded every profile
+        _invalid([error])
+    typer.echo(f"{name}: {registry.describe(name)}")
+    values = {field: _value(getattr(resolved, field)) for field in FIELDS}
+    width = max(len(v) for v in values.values())
+    for field in FIELDS:
+        source = resolved.sources[field]
+        where = "not set: built-in default"
+        if source.level == "profile":
+            where = source.key if source.file is None else f"{source.key} ({source.file})"
+        typer.echo(f"  {field:<12}  {values[field]:<{width}}  {where}")
+
+
+@profile_app.command(
+    "resolve",
+    epilog=_example("subplans profile resolve plan.yaml --max-parallel 8"),
+)
+def profile_resolve(
+    plan: PlanArgument,
+    max_parallel: MaxParallelOption = None,
+    failure_mode: FailureModeOption = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Print each effective profile field of a plan and its steps, with where it came from.
+
+    Takes the same overrides as `subplans run`; nested plans follow their step.
+    """
+    _echo_plan(_load(plan, max_parallel=max_parallel, failure_mode=failure_mode, profile=profile))
+
+
+def _echo_plan(node: PlanNode) -> None:
+    label = f"plan {node.id}" if node.id else "plan"
+    typer.echo(f"{label}: {node.name}  ({node.file})")
+    _echo_fields(node.profile)
+    for step in node.steps:
+        typer.echo(f"step {step.id}")
+        _echo_fields(step.profile)
+        for unit in step.units:
+            if unit.plan is not None:
+                _echo_plan(unit.plan)
+
+
+def _echo_fields(profile: ResolvedProfile) -> None:
+    from subplans.profiles import FIELDS
+
+    values = {name: _value(getattr(profile, name)) for name in FIELDS}
+    width = max(len(v) for v in values.values())
+    for name in FIELDS:
+        typer.echo(f"  {name:<12}  {values[name]:<{width}}  {profile.sources[name]}")
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, FailureMode):
+        return value.value
+    return str(value)
+
+
+# --- schema -------------------------------------------------------------------------------
+
+
+@app.command(epilog=_example("subplans schema plan > plan.schema.json"))
+def schema(
+    name: Annotated[SchemaName, typer.Argument(help="Which schema.", show_default=False)],
+) -> None:
+    """Print the JSON Schema of plan files or of automation profiles."""
+    from subplans.schemas import render
+
+    typer.echo(render(name.value), nl=False)
+
+
+# --- entry point --------------------------------------------------------------------------
+
+# Recent Typer versions vendor click: take click's base exception from Typer's own class.
+_ClickException: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``subplans`` command; returns the exit code (``ExitCode``)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="subplans", standalone_mode=False)
+    except _ClickException as error:
+        return _usage_error(error)
+    except typer.Abort:  # end of input while prompting, or Ctrl-C outside a run
+        return ExitCode.INTERRUPTED
+    finally:
+        _forget_closed_stdout()
+    return code if isinstance(code, int) else ExitCode.OK
+
+
+def _forget_closed_stdout() -> None:
+    """After ``subplans ... | head``: no "Exception ignored" noise when Python exits.
+
+    Python flushes stdout on the way out; if the reader has gone, point stdout at /dev/null
+    first (the recipe of the ``signal`` module's documentation).
+    """
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _usage_error(error: Any) -> int:
+    """A click usage error as one ``error:`` line; ``subplans`` alone prints its help."""
+    message: str = error.format_message()
+    if type(error).__name__ == "NoArgsIsHelpError":
+        if message.strip():  # pragma: no cover - click prints the help itself in some versions
+            typer.echo(message, err=True)
+        return ExitCode.INVALID
+    message = " ".join(message.split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    typer.echo(f"error: {message}{hint}", err=True)
+    return ExitCode.INVALID

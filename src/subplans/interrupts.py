@@ -1,0 +1,82 @@
+"""Stopping a run on SIGINT or SIGTERM: the first signal cancels it cleanly, a second kills.
+
+The first signal cancels the run's task: the dispatchers stop starting subplans and cancel the
+running ones, command subplans get SIGTERM to their process group and SIGKILL after
+``cancel_grace``, and each is recorded as failed by cancellation. A second signal while that is
+under way SIGKILLs every process group of the run at once; the cleanup then finishes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from subplans.process import ProcessGroups
+
+__all__ = ["SIGNALS", "Interrupts"]
+
+#: The signals that interrupt a run.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupts:
+    """Turns signals into cancellation of ``task``, then into SIGKILL of every process group.
+
+    ``notify`` is told, in one line of text, what each signal does.
+    """
+
+    def __init__(
+        self,
+        task: asyncio.Task[object],
+        groups: ProcessGroups,
+        *,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.task = task
+        self.groups = groups
+        self.notify = notify
+        #: How many interrupting signals arrived.
+        self.count = 0
+        #: The first one, such as ``signal.SIGINT``.
+        self.first: signal.Signals | None = None
+
+    def __repr__(self) -> str:
+        first = self.first.name if self.first is not None else "none"
+        return f"<Interrupts {self.count} received, first {first}, {len(self.groups)} live groups>"
+
+    @property
+    def interrupted(self) -> bool:
+        """True once a signal asked the run to stop."""
+        return self.count > 0
+
+    def handle(self, signum: int) -> None:
+        """React to one signal (the loop calls this; tests may too)."""
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            self.first = signal.Signals(signum)
+            self.task.cancel(f"interrupted by {name}")
+            self._tell(
+                f"{name}: stopping; running subplans get SIGTERM, then SIGKILL after their "
+                "cancel_grace (interrupt again to kill them now)"
+            )
+        else:
+            killed = self.groups.signal_all(signal.SIGKILL)
+            self._tell(f"{name} again: killed {killed} process group{'' if killed == 1 else 's'}")
+
+    @contextmanager
+    def installed(self, loop: asyncio.AbstractEventLoop) -> Iterator[Interrupts]:
+        """Handle ``SIGNALS`` on ``loop`` inside the block (main thread only)."""
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self.handle, sig)
+        try:
+            yield self
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def _tell(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(text)

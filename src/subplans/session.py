@@ -1,0 +1,217 @@
+"""One run of a plan from the command line: the executor, the sinks wired to its bus, the
+signal handlers, and the summary at the end.
+
+The sinks only listen; this module decides which ones a run gets:
+
+============  ===========================================================================
+``live``      a terminal: the live view, failures printed above it (``sinks.live``)
+``lines``     not a terminal: one timestamped line per state change (``sinks.lines``)
+``failures``  ``--no-progress``: only the failures, as they happen (``sinks.lines``)
+``quiet``     ``--quiet``: nothing until the summary
+============  ===========================================================================
+
+plus the JSONL stream when asked for (``sinks.jsonl``), and the summary (``sinks.summary``) in
+every case. Rich is imported only when the human output goes to a terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from subplans.events import EventBus
+from subplans.executor import PlanExecutor, PlanResult, new_run_id
+from subplans.interrupts import Interrupts
+from subplans.process import ProcessGroups
+from subplans.progress import ProgressReporter
+from subplans.sinks.jsonl import JsonlSink
+from subplans.sinks.plan_progress import PlanProgress
+from subplans.sinks.summary import RunSummary
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from subplans.loader import PlanNode
+
+__all__ = ["Outcome", "RunSession", "View", "terminal_console"]
+
+
+class View(StrEnum):
+    """How a run shows its progress."""
+
+    LIVE = "live"
+    LINES = "lines"
+    FAILURES = "failures"
+    QUIET = "quiet"
+
+
+class Outcome(StrEnum):
+    """How a run ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+#: Variables with which Rich may call a stream a terminal although it is no TTY.
+_TERMINAL_VARIABLES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def terminal_console(stream: TextIO) -> Console | None:
+    """A Rich console on ``stream`` if it is an interactive terminal (as Rich decides, so
+    ``FORCE_COLOR`` and ``TTY_INTERACTIVE`` count); None without importing Rich otherwise."""
+    isatty = getattr(stream, "isatty", None)
+    tty = bool(isatty is not None and isatty())
+    if not tty and not any(os.environ.get(name) for name in _TERMINAL_VARIABLES):
+        return None
+    from rich.console import Console
+
+    console = Console(file=stream, highlight=False)
+    return console if console.is_interactive else None
+
+
+class RunSession:
+    """Runs ``plan`` once with the sinks ``view`` calls for; ``events`` gets the JSONL stream.
+
+    Human output goes to ``human``: through ``console`` when that is given (a terminal), as
+    plain text otherwise. ``View.LIVE`` needs a console.
+    """
+
+    def __init__(
+        self,
+        plan: PlanNode,
+        *,
+        human: TextIO,
+        console: Console | None = None,
+        view: View = View.LINES,
+        events: TextIO | None = None,
+        run_id: str | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        if view is View.LIVE and console is None:
+            raise RuntimeError("the live view needs a terminal console")
+        self.plan = plan
+        self.human = human
+        self.console = console
+        self.view = view
+        self.run_id = run_id or new_run_id()
+        self.bus = EventBus()
+        self.jsonl: JsonlSink | None = None
+        if events is not None:
+            self.jsonl = JsonlSink(events, run_id=self.run_id)
+            self.bus.subscribe(self.jsonl)
+        self.reporter = ProgressReporter(self.bus)
+        self.progress = PlanProgress(plan)
+        self.bus.subscribe(self.progress)
+        self.groups = ProcessGroups()
+        self.executor = PlanExecutor(
+            plan, bus=self.bus, run_id=self.run_id, groups=self.groups, state_dir=state_dir
+        )
+        self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if view is View.LIVE:
+            from subplans.sinks.live import LiveView
+
+            assert console is not None
+            live = LiveView(console, self.reporter, self.progress, run_id=self.run_id)
+            self.bus.subscribe(live)
+            self._display = live
+        elif view is not View.QUIET:
+            from subplans.sinks.lines import PlainLines
+
+            self.bus.subscribe(PlainLines(human, failures_only=view is View.FAILURES))
+        self.summary: RunSummary | None = None
+
+    def __repr__(self) -> str:
+        return f"<RunSession {self.plan.name!r} run {self.run_id} view={self.view.value}>"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the run's logs go."""
+        return self.executor.run_dir / "logs"
+
+    def prepare(self) -> None:
+        """Create the run folder.
+
+        Raises:
+            OSError: it cannot be created.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run(self) -> Outcome:
+        """Run the plan, then print the summary; SIGINT and SIGTERM interrupt it cleanly."""
+        started = time.monotonic()
+        task = asyncio.create_task(self.executor.run(), name=f"subplans run {self.run_id}")
+        interrupts = Interrupts(task, self.groups, notify=self.say)
+        result: PlanResult | None = None
+        loop = asyncio.get_running_loop()
+        with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                if not interrupts.interrupted:
+                    raise  # not ours: whoever runs the session was cancelled
+        outcome = Outcome.INTERRUPTED if result is None else Outcome(result.state)
+        self.summary = RunSummary.collect(
+            self.progress,
+            self.reporter.snapshot(),
+            outcome=outcome.value,
+            elapsed=time.monotonic() - started,
+            run_id=self.run_id,
+            log_dir=self.log_dir,
+        )
+        # Nobody reads a closed pipe (``subplans run ... | head``): the outcome stands.
+        with contextlib.suppress(OSError):
+            if self.console is not None:
+                self.console.print(self.summary.render())
+            else:
+                self.human.write("".join(f"{line}\n" for line in self.summary.lines()))
+                self.human.flush()
+        return outcome
+
+    def say(self, text: str) -> None:
+        """One line for the human: above the live view, or on the human stream."""
+        with contextlib.suppress(OSError):
+            if self.console is not None:
+                from rich.text import Text
+
+                self.console.print(Text(text, style="yellow"))
+            else:
+                self.human.write(f"{text}\n")
+                self.human.flush()
+
+
+@contextlib.contextmanager
+def _pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Watch the run's children with pidfds in the loop instead of a thread per child.
+
+    Python 3.11's default watcher starts a thread for every process it waits for (3.12 uses
+    pidfds by default): at a thousand short commands that thread is a good part of each one's
+    cost. The previous watcher is restored afterwards.
+    """
+    if sys.version_info >= (3, 12) or not _pidfd_works():  # pragma: no cover - 3.11 on Linux
+        yield
+        return
+    previous = asyncio.get_child_watcher()
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
+    try:
+        yield
+    finally:
+        asyncio.set_child_watcher(previous)
+        watcher.close()
+
+
+def _pidfd_works() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):  # pragma: no cover - old kernels, seccomp filters
+        return False
+    return True

@@ -1,0 +1,13 @@
+"""Sinks of the ``subplans`` command: bus subscribers that turn events into output.
+
+Each module is one sink and depends on events only, never the other way round:
+
+- ``jsonl``: every event as one JSON object per line, for other tools
+- ``lines``: one plain, timestamped line per state change, for logs and CI
+- ``live``: the live terminal view (Rich)
+- ``plan_progress``: where the plan tree stands (current step, skipped work), shared by the views
+- ``summary``: the end-of-run summary
+- ``formatting``: the small text helpers they share
+
+Nothing is imported here, so that the command loads only the sinks it uses.
+"""

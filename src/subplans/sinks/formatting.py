@@ -1,0 +1,72 @@
+"""Text helpers shared by the human-readable sinks: times, durations and errors."""
+
+from __future__ import annotations
+
+import time
+
+from subplans.errors import SubplanCancelledError, SubplanError
+
+__all__ = [
+    "TAIL_LINES",
+    "clock_time",
+    "duration",
+    "error_text",
+    "is_cancellation",
+    "iso_time",
+    "tail",
+]
+
+#: How many lines of a failed command's output the views show.
+TAIL_LINES = 10
+
+
+def iso_time(seconds: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds: ``2026-11-28T00:04:53.372Z``."""
+    whole, millis = divmod(round(seconds * 1000), 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{millis:03d}Z"
+
+
+def duration(seconds: float) -> str:
+    """A short duration: ``0.10s``, ``12.3s``, ``2m05s``, ``1h02m``."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def clock_time(seconds: float) -> str:
+    """A duration as ``H:MM:SS``, like a stopwatch."""
+    minutes, secs = divmod(max(int(seconds), 0), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def error_text(error: BaseException | None) -> str:
+    """One line saying what went wrong; our own errors are sentences, others get their type."""
+    if error is None:
+        return ""
+    # An exception group's str() appends "(N sub-exceptions)": its own message reads better.
+    text = error.message if isinstance(error, BaseExceptionGroup) else str(error)
+    message = " ".join(text.split())
+    if isinstance(error, SubplanError):
+        return message or type(error).__name__
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def is_cancellation(error: BaseException | None) -> bool:
+    """True when a subplan failed because it was cancelled, not by its own doing."""
+    return isinstance(error, SubplanCancelledError)
+
+
+def tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
+    """The last ``lines`` lines of a failed command's output (none for other errors)."""
+    text = getattr(error, "output_tail", None)
+    if not isinstance(text, str) or not text:
+        return []
+    found = text.splitlines()
+    return found[max(len(found) - lines, 0) :]

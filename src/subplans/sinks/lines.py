@@ -1,0 +1,121 @@
+"""The plain sink: one timestamped line per state change, for logs, pipes and CI.
+
+::
+
+    2026-11-28T00:04:53.101Z  running    step port  (30 subplans)
+    2026-11-28T00:04:53.102Z  running    port/m0
+    2026-11-28T00:04:53.202Z  completed  port/m0  (0.10s)
+    2026-11-28T00:04:53.302Z  failed     port/m3  (0.20s)  exited with code 1
+        | SyntaxError: invalid syntax
+
+A failure is followed by the last lines of its output, indented. With ``failures_only`` it
+writes only failures (not those cancelled before they started), for ``--no-progress``.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from subplans.events import (
+    Event,
+    PlanFinished,
+    PlanStarted,
+    StepStateChanged,
+    SubplanRetrying,
+    SubplanSkipped,
+    SubplanStateChanged,
+)
+from subplans.sinks.formatting import duration, error_text, iso_time, tail
+from subplans.states import SubplanExecutionState
+
+__all__ = ["PlainLines"]
+
+_RUNNING = SubplanExecutionState.RUNNING
+_FAILED = SubplanExecutionState.FAILED
+_PENDING = SubplanExecutionState.PENDING
+
+
+class PlainLines:
+    """A bus subscriber writing one line per state change to ``stream``, flushed at once."""
+
+    __slots__ = ("_plan", "_started", "_stream", "error", "failures_only", "written")
+
+    def __init__(self, stream: TextIO, *, failures_only: bool = False) -> None:
+        self._stream = stream
+        self.failures_only = failures_only
+        # When each running subplan started (epoch seconds), for the duration on its last line.
+        self._started: dict[str, float] = {}
+        self._plan = ""
+        #: How many lines were written.
+        self.written = 0
+        #: The first write error (a closed pipe: ``subplans run ... | head``); nothing is
+        #: written after it, and the run goes on.
+        self.error: OSError | None = None
+
+    def __repr__(self) -> str:
+        what = "failures" if self.failures_only else "every state change"
+        return f"<PlainLines {what}, {self.written} written, {len(self._started)} running>"
+
+    def __call__(self, event: Event) -> None:
+        if self.error is not None:
+            return
+        if isinstance(event, SubplanStateChanged):
+            self._subplan(event)
+        elif self.failures_only:
+            return
+        elif isinstance(event, StepStateChanged):
+            self._step(event)
+        elif isinstance(event, SubplanSkipped):
+            self._write(event.time, "skipped", f"{event.subplan_id}  ({event.reason})")
+        elif isinstance(event, SubplanRetrying):
+            self._write(
+                event.time,
+                "retrying",
+                f"{event.subplan_id}  attempt {event.attempt} failed: "
+                f"{error_text(event.error)}; next in {duration(event.delay)}",
+            )
+        elif isinstance(event, PlanStarted) and not event.plan_id:
+            # The root plan only: a nested plan's start and end are its subplan's lines.
+            self._plan = event.name
+            self._write(
+                event.time, "started", f"plan {event.name}  ({event.file}, run {event.run_id})"
+            )
+        elif isinstance(event, PlanFinished) and not event.plan_id:
+            self._write(event.time, event.state, f"plan {self._plan}  ({duration(event.elapsed)})")
+
+    def _subplan(self, event: SubplanStateChanged) -> None:
+        state = event.state
+        if state is _PENDING:
+            return
+        if state is _RUNNING:
+            self._started[event.subplan_id] = event.time
+            if not self.failures_only:
+                self._write(event.time, "running", event.subplan_id)
+            return
+        began = self._started.pop(event.subplan_id, None)
+        never_started = event.previous is _PENDING
+        if self.failures_only and (state is not _FAILED or never_started):
+            return
+        took = "not started" if began is None else duration(event.time - began)
+        text = f"{event.subplan_id}  ({took})"
+        if state is _FAILED:
+            text += f"  {error_text(event.error)}"
+            text += "".join(f"\n    | {line}" for line in tail(event.error))
+        self._write(event.time, state.value, text)
+
+    def _step(self, event: StepStateChanged) -> None:
+        text = f"step {event.step_id}"
+        if event.state == "running":
+            text += f"  ({event.total} subplan{'' if event.total == 1 else 's'})"
+        elif event.state == "failed" and event.error is not None:
+            text += f"  {error_text(event.error)}"
+        self._write(event.time, event.state, text)
+
+    def _write(self, at: float, state: str, text: str) -> None:
+        try:
+            self._stream.write(f"{iso_time(at)}  {state:<9}  {text}\n")
+            self._stream.flush()
+        except OSError as error:
+            self.error = error
+            return
+        self.written += 1

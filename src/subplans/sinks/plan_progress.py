@@ -1,0 +1,98 @@
+"""Where a plan tree stands beyond the subplan counts: the current root step, the state of
+each root step, and how much work skipped steps and skipped (already completed) subplans took
+out of the run.
+
+``ProgressReporter`` counts the subplans that dispatchers have announced; a plan announces a
+step's subplans only when the step starts. The views want the whole plan, so this sink knows
+the tree's size up front (one walk of the loaded plan) and follows the steps, in O(1) per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from subplans.events import Event, StepStateChanged, SubplanSkipped
+
+if TYPE_CHECKING:
+    from subplans.loader import PlanNode, StepNode
+
+__all__ = ["PlanProgress", "StepView"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepView:
+    """A root step as the views show it."""
+
+    id: str
+    name: str
+    index: int
+    max_parallel: int
+    state: str
+
+
+def _size(step: StepNode, sizes: dict[str, int]) -> int:
+    """Units in ``step`` and in the plans nested below it; records the size of every step and
+    every unit (a unit counts itself and what its nested plan holds)."""
+    size = 0
+    for unit in step.units:
+        unit_size = 1
+        if unit.plan is not None:
+            unit_size += sum(_size(inner, sizes) for inner in unit.plan.steps)
+        sizes[unit.id] = unit_size
+        size += unit_size
+    sizes[step.id] = size
+    return size
+
+
+class PlanProgress:
+    """A bus subscriber that follows the steps of one plan tree."""
+
+    def __init__(self, plan: PlanNode) -> None:
+        self.plan = plan
+        self._sizes: dict[str, int] = {}
+        #: Every unit of the tree: subplans, and nested plans with their own units.
+        self.total = sum(_size(step, self._sizes) for step in plan.steps)
+        self._root = {step.id: index for index, step in enumerate(plan.steps)}
+        self._states = ["pending"] * len(plan.steps)
+        self._current: int | None = None
+        #: Units that will never run because their step was skipped.
+        self.skipped = 0
+        #: Units not run again because they already completed (``subplan_skipped`` events).
+        self.resumed = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<PlanProgress {self.plan.name!r} {self.total} units, {self.skipped} in skipped "
+            f"steps, {self.resumed} already completed>"
+        )
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, SubplanSkipped):
+            # Step and unit ids share one namespace (a single-unit step's unit has its id).
+            self.resumed += self._sizes.get(event.subplan_id, 1)
+            return
+        if not isinstance(event, StepStateChanged):
+            return
+        if event.state == "skipped":
+            self.skipped += self._sizes.get(event.step_id, 0)
+        index = self._root.get(event.step_id)
+        if index is not None:
+            self._states[index] = event.state
+            if event.state == "running":
+                self._current = index
+
+    @property
+    def current(self) -> StepView | None:
+        """The root step that runs now (or ran last), or None before the first one."""
+        if self._current is None:
+            return None
+        return self._view(self._current)
+
+    def steps(self) -> list[StepView]:
+        """Every root step with its state: pending, running, completed, failed or skipped."""
+        return [self._view(index) for index in range(len(self.plan.steps))]
+
+    def _view(self, index: int) -> StepView:
+        step = self.plan.steps[index]
+        return StepView(step.id, step.name, index, step.profile.max_parallel, self._states[index])

@@ -1,0 +1,94 @@
+"""Interrupts: the first signal cancels the run, a second SIGKILLs every process group."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from subplans.interrupts import SIGNALS, Interrupts
+from subplans.process import ProcessGroups
+
+
+class FakeGroups(ProcessGroups):
+    """Records what would be signalled instead of signalling."""
+
+    def __init__(self, live: int) -> None:
+        super().__init__()
+        self.live = live
+        self.sent: list[int] = []
+
+    def signal_all(self, sig: int) -> int:
+        self.sent.append(sig)
+        return self.live
+
+
+async def test_the_first_signal_cancels_the_run_and_says_so() -> None:
+    task = asyncio.create_task(asyncio.sleep(30))
+    told: list[str] = []
+    interrupts = Interrupts(task, FakeGroups(2), notify=told.append)
+
+    interrupts.handle(signal.SIGINT)
+
+    with pytest.raises(asyncio.CancelledError, match=r"^interrupted by SIGINT$"):
+        await task
+    assert interrupts.interrupted
+    assert interrupts.first is signal.SIGINT
+    assert told == [
+        "SIGINT: stopping; running subplans get SIGTERM, then SIGKILL after their cancel_grace "
+        "(interrupt again to kill them now)"
+    ]
+
+
+async def test_a_second_signal_kills_every_process_group_at_once() -> None:
+    task = asyncio.create_task(asyncio.sleep(30))
+    groups = FakeGroups(2)
+    told: list[str] = []
+    interrupts = Interrupts(task, groups, notify=told.append)
+
+    interrupts.handle(signal.SIGTERM)
+    interrupts.handle(signal.SIGINT)
+    groups.live = 1
+    interrupts.handle(signal.SIGINT)
+
+    assert groups.sent == [signal.SIGKILL, signal.SIGKILL]
+    assert told[1:] == [
+        "SIGINT again: killed 2 process groups",
+        "SIGINT again: killed 1 process group",
+    ]
+    assert repr(interrupts) == "<Interrupts 3 received, first SIGTERM, 0 live groups>"
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_without_notify_it_stays_quiet() -> None:
+    task = asyncio.create_task(asyncio.sleep(30))
+    interrupts = Interrupts(task, FakeGroups(0))
+    assert repr(interrupts) == "<Interrupts 0 received, first none, 0 live groups>"
+
+    interrupts.handle(signal.SIGINT)
+    interrupts.handle(signal.SIGINT)
+
+    assert task.cancelling() == 1
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_installed_handles_real_signals_and_restores_the_defaults() -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(asyncio.sleep(30))
+    handled = asyncio.Event()
+    interrupts = Interrupts(task, FakeGroups(0), notify=lambda _: handled.set())
+
+    with interrupts.installed(loop):
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(handled.wait(), 5)
+
+    assert interrupts.first is signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+    assert SIGNALS == (signal.SIGINT, signal.SIGTERM)
+    with pytest.raises(asyncio.CancelledError):
+        await task
