@@ -171,12 +171,13 @@ class RunSummary:
         rows, hidden = self.rows()
         if rows:
             table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-            table.add_column(f"  {_HEADER[0]}", style="red", no_wrap=True)
-            table.add_column(_HEADER[1])
-            table.add_column(_HEADER[2], justify="right", no_wrap=True)
-            # A log path is copied, not read: it keeps one line, and the error column wraps.
-            longest = max(len(row[3]) for row in rows)
-            table.add_column(_HEADER[3], no_wrap=True, min_width=longest)
+            # Ids and exit codes are never cut; the error wraps and a long log path folds, so a
+            # narrow terminal still shows every column.
+            widest = [max(len(row[i]) for row in rows) for i in range(4)]
+            table.add_column(f"  {_HEADER[0]}", style="red", no_wrap=True, min_width=widest[0] + 2)
+            table.add_column(_HEADER[1], min_width=min(widest[1], 24))
+            table.add_column(_HEADER[2], justify="right", no_wrap=True, min_width=len(_HEADER[2]))
+            table.add_column(_HEADER[3], overflow="fold")
             for name, error, code, log in rows:
                 table.add_row(f"  {name}", error, code, log)
             parts.append(table)
