@@ -91,7 +91,7 @@ MaxParallelOption = Annotated[
     typer.Option(
         "--max-parallel",
         "-j",
-        help="How many subplans run at once (1-32); overrides the plan's profiles.",
+        help="How many subplans run at once (1-32); acts at the plan level (a step's own setting still wins).",
         show_default=False,
     ),
 ]
