@@ -47,6 +47,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_dispatcher.py")
     session.run("python", "benchmarks/bench_cli.py")
+    session.run("python", "benchmarks/bench_store.py")
 
 
 @nox.session(python=PYTHON)

@@ -6,6 +6,10 @@ SubplanError
 ├── SubplanExecutionError               one subplan failed; __cause__ is its own error
 ├── SubplanCancelledError               recorded on a subplan that was cancelled
 ├── CommandFailedError                  a command exited non-zero, was killed or could not start
+├── StoreError                          the run store cannot be opened, read or written
+│   └── RunNotFoundError                no run with that id (or no run at all yet)
+├── RunBusyError                        another live process drives the run
+├── RunNotLiveError                     the run has no live owner to ask
 └── AggregateSubplanError               every failure of a continue-on-error dispatch
                                         (also an ExceptionGroup, so ``except*`` works)
 """
@@ -24,6 +28,10 @@ __all__ = [
     "CommandFailedError",
     "ConfigError",
     "InvalidTransitionError",
+    "RunBusyError",
+    "RunNotFoundError",
+    "RunNotLiveError",
+    "StoreError",
     "SubplanCancelledError",
     "SubplanError",
     "SubplanExecutionError",
@@ -134,3 +142,19 @@ def _describe(error: BaseException) -> str:
     text = str(error)
     name = type(error).__name__
     return f"{name}: {text}" if text else name
+
+
+class StoreError(SubplanError):
+    """The store cannot be opened, read or written; the one-line message names the path."""
+
+
+class RunNotFoundError(StoreError):
+    """No run with the id asked for (or no run at all) is in the store."""
+
+
+class RunBusyError(SubplanError):
+    """Another live process drives the run; the message names the run and that process."""
+
+
+class RunNotLiveError(SubplanError):
+    """The run has no live owner to signal: it has ended, or its owner is gone."""

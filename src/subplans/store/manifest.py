@@ -1,0 +1,123 @@
+"""What a run records about its plan: the file, a hash of the resolved tree, the profile with
+provenance, and every step and subplan id (so that resume can tell whether the plan changed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from subplans.loader import PlanNode, UnitNode
+
+__all__ = ["PlanManifest", "plan_hash"]
+
+
+def plan_hash(plan: PlanNode) -> str:
+    """The sha256 (hex) of the resolved plan tree.
+
+    It covers what decides the work: plan, step and unit ids and names, kinds, commands, call
+    targets and their keyword arguments, environment, working folders (relative to the root
+    plan's folder), ``always`` flags and the nested structure. Profiles, timeouts and retries
+    are execution policy, recorded separately, and leave it unchanged; so does moving the
+    plan's folder.
+    """
+    text = json.dumps(
+        _plan(plan, plan.folder), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plan(plan: PlanNode, root: Path) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "name": plan.name,
+        "steps": [
+            {
+                "id": step.id,
+                "name": step.name,
+                "always": step.always,
+                "units": [_unit(unit, root) for unit in step.units],
+            }
+            for step in plan.steps
+        ],
+    }
+
+
+def _unit(unit: UnitNode, root: Path) -> dict[str, Any]:
+    return {
+        "id": unit.id,
+        "kind": unit.kind,
+        "command": list(unit.command) if isinstance(unit.command, tuple) else unit.command,
+        "call": unit.call,
+        "kwargs": _canonical(unit.kwargs),
+        "env": dict(unit.env),
+        "cwd": _relative(unit.cwd, root),
+        "item": unit.item,
+        "plan": None if unit.plan is None else _plan(unit.plan, root),
+    }
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able, deterministic form of YAML values (keys as strings; dates and sets as text)."""
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanManifest:
+    """A plan as a run records it; build one with ``from_plan`` (or by hand for a bare dispatch)."""
+
+    file: str
+    name: str = ""
+    hash: str = ""
+    #: ``ResolvedProfile.to_dict()`` of the root plan: values and where each came from.
+    profile: Mapping[str, Any] = field(default_factory=dict)
+    #: Every step id, depth first in plan order (nested plans' steps after their subplan).
+    steps: tuple[str, ...] = ()
+    #: Every (subplan id, step id), depth first in plan order.
+    subplans: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_plan(cls, plan: PlanNode) -> PlanManifest:
+        """The manifest of a loaded plan tree."""
+        steps: list[str] = []
+        subplans: list[tuple[str, str]] = []
+        _collect(plan, steps, subplans)
+        return cls(
+            file=str(plan.file),
+            name=plan.name,
+            hash=plan_hash(plan),
+            profile=plan.profile.to_dict(),
+            steps=tuple(steps),
+            subplans=tuple(subplans),
+        )
+
+    @property
+    def subplan_ids(self) -> tuple[str, ...]:
+        """Every subplan id, in plan order."""
+        return tuple(subplan_id for subplan_id, _ in self.subplans)
+
+
+def _collect(plan: PlanNode, steps: list[str], subplans: list[tuple[str, str]]) -> None:
+    for step in plan.steps:
+        steps.append(step.id)
+        for unit in step.units:
+            subplans.append((unit.id, step.id))
+            if unit.plan is not None:
+                _collect(unit.plan, steps, subplans)

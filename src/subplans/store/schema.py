@@ -1,0 +1,173 @@
+"""The store's schema: numbered migrations, applied in order, each in its own transaction.
+
+``PRAGMA user_version`` holds the number of migrations applied; ``PRAGMA application_id`` marks
+the file as a subplans store. A database with a higher version than ``SCHEMA_VERSION`` was
+written by a newer subplans and is refused rather than misread. Migrations only ever append:
+never edit one that has shipped, add the next.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "SchemaError",
+    "migrate",
+]
+
+#: "SPLN" in ASCII: marks the file as ours (``file state.db`` shows it too).
+APPLICATION_ID = 0x53504C4E
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """The statements that take the schema from version ``n - 1`` to ``n``."""
+
+    description: str
+    statements: tuple[str, ...]
+
+
+class SchemaError(Exception):
+    """The file is not a store this version can use; the message says why (no path)."""
+
+
+# Foreign keys are declared for the reader but not enforced (PRAGMA foreign_keys stays off):
+# enforcing them would cost a lookup per inserted event.
+_INITIAL = Migration(
+    "runs, steps, subplans and events",
+    (
+        """
+        CREATE TABLE runs (
+            id            TEXT PRIMARY KEY,
+            plan_file     TEXT NOT NULL,
+            plan_name     TEXT NOT NULL DEFAULT '',
+            plan_hash     TEXT NOT NULL DEFAULT '',
+            profile       TEXT NOT NULL DEFAULT '{}',  -- JSON: values and their provenance
+            run_dir       TEXT,
+            status        TEXT NOT NULL
+                          CHECK (status IN ('running', 'completed', 'failed', 'cancelled')),
+            started_at    REAL NOT NULL,               -- epoch seconds
+            finished_at   REAL,
+            resumes       INTEGER NOT NULL DEFAULT 0,
+            owner_pid     INTEGER,
+            owner_host    TEXT,
+            owner_boot_id TEXT,                        -- /proc/sys/kernel/random/boot_id
+            owner_start   INTEGER                      -- field 22 of /proc/<pid>/stat
+        )
+        """,
+        "CREATE INDEX runs_by_start ON runs (started_at DESC, id DESC)",
+        """
+        CREATE TABLE steps (
+            run_id   TEXT NOT NULL REFERENCES runs (id),
+            step_id  TEXT NOT NULL,
+            position INTEGER,                          -- plan order
+            state    TEXT NOT NULL,                    -- pending, running, completed, failed, skipped
+            total    INTEGER NOT NULL DEFAULT 0,
+            started  REAL,
+            finished REAL,
+            error    TEXT,                             -- JSON
+            PRIMARY KEY (run_id, step_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE subplans (
+            run_id     TEXT NOT NULL REFERENCES runs (id),
+            subplan_id TEXT NOT NULL,
+            step_id    TEXT,
+            position   INTEGER,                        -- plan order, depth first
+            state      TEXT NOT NULL,                  -- pending, running, completed, failed
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            started    REAL,
+            finished   REAL,
+            exit_code  INTEGER,
+            error      TEXT,                           -- JSON
+            log_file   TEXT,
+            pgid       INTEGER,                        -- set while its process group may live
+            pgid_start INTEGER,                        -- the group leader's start time
+            PRIMARY KEY (run_id, subplan_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE events (
+            run_id     TEXT NOT NULL REFERENCES runs (id),
+            seq        INTEGER NOT NULL,               -- 1, 2, ... per run, in publish order
+            time       REAL NOT NULL,
+            kind       TEXT NOT NULL,
+            subplan_id TEXT,
+            step_id    TEXT,
+            payload    TEXT NOT NULL,                  -- JSON: to_dict() less event, timestamp
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL,)
+
+#: The schema version this subplans writes: the number of migrations.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(
+    connection: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> tuple[int, int]:
+    """Bring the schema up to ``len(migrations)``; returns the versions before and after.
+
+    ``connection`` must be in autocommit mode (``isolation_level=None``). Each migration runs in
+    one ``BEGIN IMMEDIATE`` transaction together with the version bump, so a failed one leaves
+    the previous version intact; two processes migrating at once serialise on the write lock.
+
+    Raises:
+        SchemaError: the file was written by a newer version, or by another application.
+        sqlite3.Error: a statement failed (the transaction was rolled back).
+    """
+    latest = len(migrations)
+    before = _version(connection)
+    _check(connection, before, latest)
+    version = before
+    while version < latest:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated between our look and the write lock.
+            version = _version(connection)
+            _check(connection, version, latest)
+            if version < latest:
+                for statement in migrations[version].statements:
+                    connection.execute(statement)
+                version += 1
+                connection.execute(f"PRAGMA user_version = {version}")
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    return before, version
+
+
+def _version(connection: sqlite3.Connection) -> int:
+    row = connection.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def _check(connection: sqlite3.Connection, version: int, latest: int) -> None:
+    application = int(connection.execute("PRAGMA application_id").fetchone()[0])
+    if application not in (0, APPLICATION_ID) or (
+        application == 0 and (version != 0 or _has_tables(connection))
+    ):
+        raise SchemaError("not a subplans store (an SQLite database of another application)")
+    if version > latest:
+        raise SchemaError(
+            f"written by a newer subplans (schema version {version}; "
+            f"this version knows up to {latest}); upgrade subplans to read it"
+        )
+
+
+def _has_tables(connection: sqlite3.Connection) -> bool:
+    row = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    return bool(row[0])
