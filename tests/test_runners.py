@@ -40,3 +40,12 @@ async def test_a_plan_runs_without_a_bus(tmp_path: Path) -> None:
     result = await PlanExecutor(load_plan(path, config=config), state_dir=tmp_path / "state").run()
     assert [s.state for s in result.steps] == ["failed", "skipped", "completed"]
     assert result.run_dir.parent == tmp_path / "state" / "runs"
+
+
+async def test_a_given_run_folder_is_used(tmp_path: Path) -> None:
+    path = write(tmp_path, "p.yaml", "name: p\nsteps: [{name: a, run: 'echo hi'}]\n")
+    config = GlobalConfig(tmp_path / "none", False, ProfileRegistry(), None)
+    executor = PlanExecutor(load_plan(path, config=config), run_dir=tmp_path / "here")
+    result = await executor.run()
+    assert result.run_dir == tmp_path / "here"
+    assert (tmp_path / "here" / "logs" / "a.log").read_text() == "hi\n"

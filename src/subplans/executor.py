@@ -135,6 +135,7 @@ class PlanExecutor:
         bus: EventBus | None = None,
         run_id: str | None = None,
         state_dir: Path | None = None,
+        run_dir: Path | None = None,
         groups: ProcessGroups | None = None,
         environ: Mapping[str, str] | None = None,
         skip: Collection[str] = frozenset(),
@@ -146,8 +147,11 @@ class PlanExecutor:
         self.skip_reason = skip_reason
         self.bus = bus
         self.run_id = run_id or new_run_id()
-        base = state_dir if state_dir is not None else plan.folder / ".subplans"
-        self.run_dir = base / "runs" / self.run_id
+        if run_dir is None:
+            base = state_dir if state_dir is not None else plan.folder / ".subplans"
+            run_dir = base / "runs" / self.run_id
+        #: Where logs go; a resumed run passes the folder of the run it continues.
+        self.run_dir = run_dir
         self.context = RunContext(
             self.run_id,
             self.run_dir,
