@@ -662,3 +662,96 @@ async def test_the_cancellers_message_is_the_reason(bus: EventBus, recorder: Rec
         await run
     errors = [e.error for e in recorder.of(SubplanStateChanged) if e.state is FAILED]
     assert [str(e) for e in errors] == ["interrupted by SIGINT", "interrupted by SIGINT"]
+
+
+# Regressions found in review.
+
+
+async def test_a_subplan_cancelled_before_its_first_step_is_not_abandoned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pins: a failure without an await cancelled siblings before they ran; they were reported
+    abandoned and their budget slots leaked."""
+    from subplans import AsyncSemaphoreLimiter
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    budget = AsyncSemaphoreLimiter(4)
+    d = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=2), budget=budget)
+    with pytest.raises(SubplanExecutionError) as caught:
+        await d.run([Subplan("a", boom), Subplan("b", waiting(asyncio.Event()))])
+    b = caught.value.results[1]
+    assert isinstance(b.error, SubplanCancelledError)
+    assert not b.error.abandoned
+    assert str(b.error) == "cancelled because subplan 'a' failed"
+    assert budget.in_use == 0
+    assert "abandoning" not in caplog.text
+    assert no_tasks_left()
+
+
+async def test_cancelling_the_caller_at_once_releases_everything() -> None:
+    from subplans import AsyncSemaphoreLimiter
+
+    budget = AsyncSemaphoreLimiter(8)
+    d = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=2), budget=budget)
+    task = asyncio.create_task(d.run([Subplan(x, waiting(asyncio.Event())) for x in "abc"]))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel("interrupted by SIGINT")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert budget.in_use == 0
+    assert no_tasks_left()
+
+
+async def test_a_base_exception_fails_the_subplan() -> None:
+    """Pins: a BaseException that is not an Exception left the subplan RUNNING forever."""
+
+    class Abort(BaseException):
+        pass
+
+    async def aborts() -> None:
+        raise Abort("custom")
+
+    with pytest.raises(AggregateSubplanError) as caught:
+        await dispatcher(mode="continue_on_error").run(
+            [Subplan("a", aborts), Subplan("b", returning(1))]
+        )
+    a, b = caught.value.results
+    assert isinstance(a.error, Abort)
+    assert (a.state, b.state) == (FAILED, COMPLETED)
+
+
+async def test_sys_exit_fails_only_that_subplan(bus: EventBus, recorder: Recorder) -> None:
+    async def exits() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(AggregateSubplanError) as caught:
+        await dispatcher(bus, mode="continue_on_error").run(
+            [Subplan("a", exits), Subplan("b", returning(1))]
+        )
+    assert isinstance(caught.value.results[0].error, SystemExit)
+    assert recorder.states("a") == [PENDING, RUNNING, FAILED]
+    assert recorder.states("b") == [PENDING, RUNNING, COMPLETED]
+
+
+async def test_an_abandoned_attempt_is_never_retried() -> None:
+    """Pins: a timed-out thread was retried beside its still-running first attempt."""
+    calls = 0
+
+    async def abandoned() -> None:
+        nonlocal calls
+        calls += 1
+        raise SubplanCancelledError("left running", abandoned=True)
+
+    with pytest.raises(SubplanExecutionError):
+        await dispatcher().run([Subplan("a", abandoned, retries=3, retry_delay=0)])
+    assert calls == 1
+
+
+async def test_a_timeout_says_how_long() -> None:
+    with pytest.raises(SubplanExecutionError) as caught:
+        await dispatcher().run([Subplan("slow", waiting(asyncio.Event()), timeout=0.01)])
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    assert str(caught.value.__cause__) == "timed out after 0.01s"

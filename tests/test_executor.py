@@ -468,3 +468,48 @@ async def test_skipping_completed_subplans_on_resume(tmp_path: Path, config: Glo
     ]
     assert recorder.states("fan/a") == []
     assert result.counts() == {"completed": 7, "failed": 0}
+
+
+async def test_a_sync_function_raising_stop_iteration_fails_cleanly() -> None:
+    """Pins: StopIteration cannot be set on a future; the subplan hung forever."""
+
+    def stops() -> None:
+        next(iter([]))
+
+    with pytest.raises(RuntimeError, match=r"^the function raised StopIteration$"):
+        await call_function(stops, {}, cancel_grace=1)
+
+
+async def test_sys_exit_in_a_sync_function_fails_only_that_subplan() -> None:
+    def exits() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(RuntimeError, match=r"^the function raised SystemExit\(3\)$"):
+        await call_function(exits, {}, cancel_grace=1)
+
+
+async def test_a_nested_plan_does_not_take_the_profile_retries(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    """Pins: profile default retries re-ran a whole nested plan, completed subplans included."""
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: outer
+        automation_profile: {retries: 1, timeout: 30}
+        steps:
+          - name: wrap
+            subplans:
+              - name: inner
+                plan:
+                  automation_profile: keep-going
+                  steps: [{name: s, subplans: [{name: ok, run: "echo ok >> ran.txt"}, {name: bad, run: "exit 3"}]}]
+        """,
+    )
+    plan = load_plan(path, config=config)
+    (unit,) = plan.steps[0].units
+    assert (unit.retries, unit.timeout) == (0, None)
+    result, _ = await execute(path, config)
+    assert result.state == "failed"
+    assert (tmp_path / "ran.txt").read_text() == "ok\n"

@@ -373,3 +373,78 @@ def test_problem_str() -> None:
 )
 def test_more_invalid_plans(tmp_path: Path, config: GlobalConfig, text: str, expected: str) -> None:
     assert problems(write(tmp_path, "p.yaml", text), config) == [expected]
+
+
+def test_placeholders_outside_for_each_are_reported(tmp_path: Path, config: GlobalConfig) -> None:
+    """Pins: a placeholder outside for_each crashed validation with a KeyError."""
+    path = write(tmp_path, "p.yaml", "name: p\nsteps:\n  - {name: a, run: 'echo {item} {index}'}\n")
+    assert problems(path, config) == [
+        "p.yaml:3:5: steps[0]: {index}, {item} is only replaced under for_each"
+    ]
+
+
+def test_generated_names_never_hold_a_slash(tmp_path: Path, config: GlobalConfig) -> None:
+    write(tmp_path, "src/a.py", "")
+    default = write(
+        tmp_path,
+        "p.yaml",
+        "name: p\nsteps: [{name: s, for_each: {glob: 'src/*.py'}, subplan: {run: 'true'}}]\n",
+    )
+    assert [u.id for u in load_plan(default, config=config).steps[0].units] == ["s/src_a.py"]
+    explicit = write(
+        tmp_path,
+        "q.yaml",
+        "name: q\nsteps: [{name: s, for_each: {glob: 'src/*.py'}, subplan: {name: '{item}', run: 'true'}}]\n",
+    )
+    assert problems(explicit, config) == [
+        "q.yaml:2:65: steps[0].subplan.name: for_each item 'src/a.py' gives the name 'src/a.py'; "
+        "a name must be non-empty, without '/' (try {stem} or {index})"
+    ]
+
+
+def test_call_modules_are_found_in_full_and_never_shadow_each_other(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    write(tmp_path, "tools/__init__.py", "")
+    write(tmp_path, "tools/work.py", "def f(): pass\n")
+    write(tmp_path, "sub/tools/__init__.py", "")
+    write(tmp_path, "sub/tools/work.py", "def f(): pass\n")
+    write(tmp_path, "sub/inner.yaml", "name: inner\nsteps: [{name: s, call: 'tools.work:f'}]\n")
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: p
+        steps:
+          - {name: a, call: "tools.work:f"}
+          - {name: b, call: "tools.nothere:f"}
+          - {name: c, plan: sub/inner.yaml}
+        """,
+    )
+    assert problems(path, config) == [
+        "p.yaml:4:21: steps[1].call: cannot find module 'tools.nothere'",
+        f"sub/inner.yaml:2:25: steps[0].call: module 'tools' is in both {tmp_path} and "
+        "sub; plans of one run share their imports, so give one of them another name",
+    ]
+
+
+def test_calls_into_installed_modules_are_fine(tmp_path: Path, config: GlobalConfig) -> None:
+    path = write(
+        tmp_path, "p.yaml", "name: p\nsteps: [{name: a, call: 'json.decoder:JSONDecoder'}]\n"
+    )
+    assert load_plan(path, config=config).steps[0].units[0].call == "json.decoder:JSONDecoder"
+
+
+def test_recursive_and_exploding_aliases_are_refused(tmp_path: Path, config: GlobalConfig) -> None:
+    """Pins: a recursive alias raised RecursionError; a billion laughs never finished."""
+    recursive = write(tmp_path, "r.yaml", "name: r\nsteps:\n  - name: a\n    run: &r [echo, *r]\n")
+    assert problems(recursive, config) == [
+        "r.yaml:4:10: steps[0].run[1]: an alias refers to itself"
+    ]
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for n in range(1, 7):
+        laughs += (
+            f"{'abcdefg'[n]}: &{'abcdefg'[n]} [" + ", ".join([f"*{'abcdefg'[n - 1]}"] * 10) + "]\n"
+        )
+    (line,) = problems(write(tmp_path, "l.yaml", laughs), config)
+    assert line.endswith("more than 100,000 values once aliases expand")

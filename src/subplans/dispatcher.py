@@ -193,6 +193,7 @@ class _Dispatch:
                 await asyncio.wait(
                     [*self.running.values(), self.stopped], return_when=asyncio.FIRST_COMPLETED
                 )
+                self._reap_unstarted()
             await self._drain()
         except asyncio.CancelledError as cancelled:
             # The canceller's message, when it gave one ("interrupted by SIGINT"), says why.
@@ -266,12 +267,33 @@ class _Dispatch:
                 self._fail(index, SubplanCancelledError("the subplan raised CancelledError"))
                 if task.cancelling():
                     raise
+        except BaseException as error:
+            # Not an Exception (SystemExit from sys.exit(), or a custom BaseException): the
+            # subplan fails, not the whole dispatch; only a real Ctrl-C goes on up.
+            self._fail(index, error)
+            if isinstance(error, KeyboardInterrupt):
+                raise
         finally:
-            del self.running[index]
-            # The terminal state was recorded above; only now does the slot free up.
-            if self.budget is not None and subplan.uses_budget:
-                self.budget.release()
-            self.limiter.release()
+            self._release(index)
+
+    def _release(self, index: int) -> None:
+        """Free a subplan's slots; its terminal state was recorded first."""
+        del self.running[index]
+        if self.budget is not None and self.subplans[index].uses_budget:
+            self.budget.release()
+        self.limiter.release()
+
+    def _reap_unstarted(self) -> None:
+        """Settle subplan tasks that were cancelled before their first step.
+
+        Such a task never ran ``_execute``, so neither its terminal state nor its slots were
+        handled there.
+        """
+        for index, task in list(self.running.items()):
+            if task.done():
+                reason = self.stop_reason or "cancelled before it started"
+                self._finish(index, _FAILED, error=SubplanCancelledError(reason))
+                self._release(index)
 
     async def _attempts(self, index: int, subplan: Subplan) -> None:
         timeout, delay = subplan.timeout, subplan.retry_delay
@@ -284,7 +306,11 @@ class _Dispatch:
                         value = await subplan.run()
             except Exception as error:
                 attempt = self.attempts[index]
-                if attempt > subplan.retries or self.stop_reason is not None:
+                if timeout is not None and isinstance(error, TimeoutError) and not error.args:
+                    error = TimeoutError(f"timed out after {timeout:g}s")
+                # An abandoned attempt may still be running: never start another beside it.
+                abandoned = getattr(error, "abandoned", False)
+                if attempt > subplan.retries or self.stop_reason is not None or abandoned:
                     self._fail(index, error)
                     return
                 if self.bus is not None:
@@ -342,6 +368,7 @@ class _Dispatch:
             return
         grace = self.config.cancel_grace
         await asyncio.wait(list(self.running.values()), timeout=grace)
+        self._reap_unstarted()
         for index in list(self.running):
             subplan_id = self.subplans[index].id
             logger.error(

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import difflib
 import glob as globbing
+import importlib.machinery
 import importlib.util
 import re
 import shlex
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -59,6 +59,7 @@ __all__ = [
 MAX_DEPTH = 8
 
 UnitKind = Literal["run", "call", "plan"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +197,25 @@ _PLACEHOLDER = re.compile(r"\{(item|index|stem)\}")
 
 
 def _substitute(text: str, values: Mapping[str, str], *, quote: bool = False) -> str:
+    if not values:  # outside for_each; placeholders there are reported by the loader
+        return text
+
     def replace(match: re.Match[str]) -> str:
         value = values[match.group(1)]
         return shlex.quote(value) if quote else value
 
     return _PLACEHOLDER.sub(replace, text)
+
+
+def _placeholders(value: Any) -> list[str]:
+    """Every placeholder written in ``value`` (strings, lists and mappings, recursively)."""
+    if isinstance(value, str):
+        return [f"{{{name}}}" for name in _PLACEHOLDER.findall(value)]
+    if isinstance(value, list | tuple):
+        return [found for v in value for found in _placeholders(v)]
+    if isinstance(value, dict):
+        return [found for v in value.values() for found in _placeholders(v)]
+    return []
 
 
 def _substitute_any(value: Any, values: Mapping[str, str]) -> Any:
@@ -266,6 +281,7 @@ class _Loader:
         self.problems: list[Problem] = []
         self.ids: dict[str, tuple[Path, str]] = {}
         self.located: dict[Path, Located] = {}
+        self.modules: dict[str, Path] = {}
 
     def root(self, path: Path) -> PlanNode | None:
         model = self.file(path, "a plan file")
@@ -408,7 +424,19 @@ class _Loader:
             for index, item in enumerate(items or []):
                 values = {"item": item, "index": str(index), "stem": Path(item).stem}
                 template = step.subplan
-                name = _substitute(template.name, values)
+                if "name" in template.model_fields_set:
+                    name = _substitute(template.name, values)
+                    if "/" in name or not name.strip():
+                        self.problem(
+                            file,
+                            (*loc, "subplan", "name"),
+                            f"for_each item {item!r} gives the name {name!r}; a name must be "
+                            "non-empty, without '/' (try {stem} or {index})",
+                        )
+                        continue
+                else:
+                    # The default name is the item, with '/' (a glob's folders) made '_'.
+                    name = item.replace("/", "_") or str(index)
                 if name in names:
                     self.problem(
                         file,
@@ -442,6 +470,22 @@ class _Loader:
             profile,
             tuple(u for u in units if u is not None),
         )
+
+    def find_module(self, dotted: str, folder: Path) -> str | None:
+        """A problem with a ``call`` module, or None; plans of one run share one import system,
+        so two plan folders that each hold a top-level ``tools`` would shadow each other."""
+        home, problem = _module_origin(dotted, folder)
+        if problem is not None:
+            return problem
+        top = dotted.split(".")[0]
+        if home is not None:
+            seen = self.modules.setdefault(top, home)
+            if seen != home:
+                return (
+                    f"module {top!r} is in both {seen} and {home}; plans of one run share "
+                    "their imports, so give one of them another name"
+                )
+        return None
 
     def items(self, spec: object, folder: Path, file: Path, loc: Loc) -> list[str] | None:
         if isinstance(spec, ForEachGlob):
@@ -487,6 +531,12 @@ class _Loader:
         self.ids[unit_id] = (file, format_location(loc))
         folder = file.parent
         values = values or {}
+        if not values:
+            written = _placeholders([unit.run, unit.cwd, unit.env, unit.with_, unit.plan])
+            if written:
+                shown = ", ".join(sorted(set(written)))
+                self.problem(file, loc, f"{shown} is only replaced under for_each")
+                return None
         env = {k: _substitute(v, values) for k, v in (unit.env or {}).items()}
         cwd = folder / _substitute(unit.cwd, values) if unit.cwd else folder
         kind: UnitKind
@@ -501,13 +551,9 @@ class _Loader:
                 command = tuple(_substitute(arg, values) for arg in unit.run)
         elif unit.call is not None:
             kind = "call"
-            module = unit.call.split(":")[0].split(".")[0]
-            if not _importable(module, folder):
-                self.problem(
-                    file,
-                    (*loc, "call"),
-                    f"cannot find module {module!r} (looked in {folder} and sys.path)",
-                )
+            problem = self.find_module(unit.call.split(":")[0], folder)
+            if problem is not None:
+                self.problem(file, (*loc, "call"), problem)
                 return None
             kwargs = _substitute_any(unit.with_ or {}, values)
         else:
@@ -525,8 +571,10 @@ class _Loader:
             call=unit.call,
             kwargs=kwargs,
             plan=nested,
-            timeout=unit.timeout if unit.timeout is not None else profile.timeout,
-            retries=unit.retries if unit.retries is not None else profile.retries,
+            # A profile's defaults are for the work itself; a nested plan's own subplans get
+            # them, so retrying or timing the whole nested plan happens only when asked for.
+            timeout=_own_or_default(unit.timeout, None if kind == "plan" else profile.timeout),
+            retries=_own_or_default(unit.retries, 0 if kind == "plan" else profile.retries),
             env=env,
             item=values.get("item"),
         )
@@ -562,9 +610,34 @@ def _loop(chain: tuple[Path, ...], again: Path) -> str:
     return f"the plan includes itself: {names}"
 
 
-def _importable(module: str, folder: Path) -> bool:
-    # Absolute: a relative entry on sys.path would change meaning with the working folder.
-    where = str(folder.resolve())
-    if where not in sys.path:
-        sys.path.insert(0, where)
-    return importlib.util.find_spec(module) is not None
+def _own_or_default(own: _T | None, default: _T) -> _T:
+    return own if own is not None else default
+
+
+def _module_origin(dotted: str, folder: Path) -> tuple[Path | None, str | None]:
+    """Where ``dotted`` would be imported from, found without importing (or running) anything.
+
+    Returns the folder its top-level package or module comes from (None for one on sys.path
+    other than ``folder``), or a problem.
+    """
+    parts = dotted.split(".")
+    top = importlib.machinery.PathFinder.find_spec(parts[0], [str(folder.resolve())])
+    home: Path | None = folder.resolve()
+    if top is None:
+        home = None
+        try:
+            top = importlib.util.find_spec(parts[0])
+        except (ImportError, ValueError):  # pragma: no cover - a broken package on sys.path
+            top = None
+    if top is None:
+        return None, f"cannot find module {parts[0]!r} (looked in {folder} and sys.path)"
+    spec = top
+    for depth, part in enumerate(parts[1:], start=2):
+        locations = spec.submodule_search_locations
+        found = (
+            importlib.machinery.PathFinder.find_spec(part, list(locations)) if locations else None
+        )
+        if found is None:
+            return None, f"cannot find module {'.'.join(parts[:depth])!r}"
+        spec = found
+    return home, None

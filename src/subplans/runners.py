@@ -199,10 +199,19 @@ async def call_function(
             future.set_result(value)
 
     def work() -> None:
+        error: BaseException | None = None
         try:
-            value, error = context.run(function, **kwargs), None
-        except BaseException as raised:
+            value = context.run(function, **kwargs)
+        except (StopIteration, StopAsyncIteration) as raised:
+            # A future refuses these (they mean something else to generators), as coroutines do.
+            value, error = None, RuntimeError(f"the function raised {type(raised).__name__}")
+            error.__cause__ = raised
+        except Exception as raised:
             value, error = None, raised
+        except BaseException as raised:
+            # sys.exit() in a script-style function ends the subplan, not the whole run.
+            value, error = None, RuntimeError(f"the function raised {raised!r}")
+            error.__cause__ = raised
         # The loop may have closed while an abandoned thread ran on: nobody is waiting then.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, error, value)

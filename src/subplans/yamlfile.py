@@ -100,7 +100,7 @@ def read_yaml(path: Path) -> Located:
     located = Located(path, data, {}, {})
     problems: list[Problem] = []
     if node is not None:
-        _walk(node, (), located, problems)
+        _Walk(located, problems).node(node, ())
     if problems:
         raise ProblemsError(problems)
     return located
@@ -110,16 +110,50 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _walk(node: yaml.Node, loc: Loc, located: Located, problems: list[Problem]) -> None:
-    located.positions[loc] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
+#: Aliases may share a node many times over; past this many visits a file is refused (a
+#: "billion laughs" document would otherwise take forever to walk and to validate).
+MAX_NODES = 100_000
+
+
+class _Walk:
+    """Records positions; refuses recursive aliases and documents that expand too far."""
+
+    def __init__(self, located: Located, problems: list[Problem]) -> None:
+        self.located = located
+        self.problems = problems
+        self.active: set[int] = set()
+        self.visits = 0
+
+    def node(self, node: yaml.Node, loc: Loc) -> bool:
+        """Walk ``node``; False once the document was refused."""
+        self.visits += 1
+        if self.visits > MAX_NODES:
+            self.problems.append(
+                self.located.problem(loc, f"more than {MAX_NODES:,} values once aliases expand")
+            )
+            return False
+        if id(node) in self.active:
+            self.problems.append(self.located.problem(loc, "an alias refers to itself"))
+            return False
+        self.located.positions.setdefault(loc, _mark(node))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return self.children(node, loc)
+            finally:
+                self.active.discard(id(node))
+        return True
+
+    def children(self, node: yaml.MappingNode | yaml.SequenceNode, loc: Loc) -> bool:
+        if isinstance(node, yaml.SequenceNode):
+            return all(self.node(item, (*loc, index)) for index, item in enumerate(node.value))
+        keys = self.located.key_positions
         for key_node, value_node in node.value:
             where = (*loc, key_node.value)
-            duplicate = where in located.key_positions
-            located.key_positions[where] = _mark(key_node)
+            duplicate = where in keys
+            keys[where] = _mark(key_node)
             if duplicate:
-                problems.append(located.problem(where, "duplicate key", at_key=True))
-            _walk(value_node, where, located, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, (*loc, index), located, problems)
+                self.problems.append(self.located.problem(where, "duplicate key", at_key=True))
+            if not self.node(value_node, where):
+                return False
+        return True
