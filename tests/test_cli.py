@@ -29,10 +29,11 @@ def plain(text: str) -> str:
 
 @pytest.fixture(autouse=True)
 def no_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No test reads the user's config file, and every run folder lands in ``tmp_path``."""
+    """No test reads the user's config file, and every run folder and store lands in
+    ``tmp_path``."""
     config = tmp_path / "config" / "config.yaml"
     monkeypatch.setenv("SUBPLANS_CONFIG", str(config))
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return config
@@ -244,7 +245,10 @@ def test_a_run_folder_that_cannot_be_created_is_invalid_input(tmp_path: Path) ->
     plan(tmp_path, OK_PLAN)
     (tmp_path / ".subplans").write_text("a file where the state folder goes")
 
-    result = runner.invoke(app, ["run", "plan.yaml", "--events-jsonl", "e.jsonl"])
+    # The store elsewhere: by default it lives in that folder too, and would be reported first.
+    result = runner.invoke(
+        app, ["run", "plan.yaml", "--events-jsonl", "e.jsonl", "--store", "store/state.db"]
+    )
 
     assert result.exit_code == ExitCode.INVALID
     assert re.fullmatch(

@@ -30,11 +30,13 @@ STATE_ORDERS = (
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """Our environment without a user config file or anything that makes Rich see a terminal."""
+    """Our environment without a user config file or store, or anything that makes Rich see a
+    terminal."""
     found = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"}
+        if k
+        not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"}
     }
     found["SUBPLANS_CONFIG"] = str(tmp_path / "no-config.yaml")
     return found

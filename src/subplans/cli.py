@@ -1,26 +1,31 @@
-"""The ``subplans`` command: ``run``, ``validate``, ``profile list|show|resolve``, ``schema``.
+"""The ``subplans`` command: ``run``, ``validate``, ``profile list|show|resolve``, ``schema``, and
+the commands about stored runs: ``runs``, ``status``, ``events``, ``logs``, ``resume``, ``cancel``.
 
 ``main()`` is the entry point. It runs the Typer app outside click's standalone mode, so that
 the exit codes are ours and a usage error is one ``error:`` line like any other invalid input:
 
 ====  ==============================================================================
-0     every subplan and step completed
+0     every subplan and step completed (or the command did what it was asked)
 1     the plan failed (a subplan or a step failed)
-2     invalid input: plan, profile, config file or command-line values
+2     invalid input: plan, profile, config file or command-line values; a store that
+      cannot be used; a run that is unknown, busy in another process or not live
 130   interrupted by SIGINT or SIGTERM; every process of the run was stopped first
 ====  ==============================================================================
 
-Heavy modules (pydantic through the loader, Rich, the executor, the sinks) are imported inside
-the commands, so that ``--help`` and ``--version`` start fast.
+The commands only parse options and report; a run is a ``session.RunSession``, what resume
+checks first is in ``resume``, and what the other store commands print is in ``reports``.
+Heavy modules (pydantic through the loader, Rich, the executor, the sinks, the store) are
+imported inside the commands, so that ``--help`` and ``--version`` start fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
@@ -33,6 +38,8 @@ from subplans.errors import ConfigError
 if TYPE_CHECKING:
     from subplans.loader import GlobalConfig, Overrides, PlanNode
     from subplans.profiles import ProfileRegistry, ResolvedProfile
+    from subplans.session import RunSession
+    from subplans.store import RunStore
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -67,7 +74,11 @@ app = typer.Typer(
     add_completion=False,
     context_settings=_CONTEXT,
     rich_markup_mode="markdown",
-    epilog=_example("subplans run plan.yaml --max-parallel 8 --profile keep-going"),
+    epilog=_example(
+        "subplans run plan.yaml --max-parallel 8 --profile keep-going",
+        "subplans status",
+        "subplans resume 20261128-000453-43a954",
+    ),
 )
 profile_app = typer.Typer(
     name="profile",
@@ -109,6 +120,68 @@ ProfileOption = Annotated[
         "--profile",
         "-p",
         help="A named profile for the whole plan (see `subplans profile list`).",
+        show_default=False,
+    ),
+]
+
+
+EventsJsonlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--events-jsonl",
+        metavar="PATH|-",
+        help="Write every event as one JSON object per line to PATH, or to stdout with `-` "
+        "(human output then goes to stderr).",
+        show_default=False,
+    ),
+]
+NoProgressOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-progress", help="No live view and no per-change lines: failures and the summary."
+    ),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")]
+PlanStoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        metavar="PATH",
+        help="The run store (SQLite); default: $SUBPLANS_STORE, else .subplans/state.db next "
+        "to the plan.",
+        show_default=False,
+    ),
+]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        metavar="PATH",
+        help="The run store (SQLite); default: $SUBPLANS_STORE, else ./.subplans/state.db.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _run_id(value: str | None) -> str | None:
+    """A run id that can name a lock file (as run ids do), or a usage error."""
+    from subplans.store.liveness import check_run_id
+
+    if value is not None:
+        try:
+            check_run_id(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    return value
+
+
+RunIdArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN_ID",
+        help="A run id, as `subplans runs` lists them.",
+        callback=_run_id,
         show_default=False,
     ),
 ]
@@ -226,37 +299,110 @@ def run(
     max_parallel: MaxParallelOption = None,
     failure_mode: FailureModeOption = None,
     profile: ProfileOption = None,
-    events_jsonl: Annotated[
-        str | None,
-        typer.Option(
-            "--events-jsonl",
-            metavar="PATH|-",
-            help="Write every event as one JSON object per line to PATH, or to stdout with `-` "
-            "(human output then goes to stderr).",
-            show_default=False,
-        ),
-    ] = None,
-    no_progress: Annotated[
-        bool,
-        typer.Option(
-            "--no-progress", help="No live view and no per-change lines: failures and the summary."
-        ),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary.")] = False,
+    events_jsonl: EventsJsonlOption = None,
+    no_progress: NoProgressOption = False,
+    quiet: QuietOption = False,
+    store: PlanStoreOption = None,
 ) -> None:
     """Run a plan: its steps in order, each step's subplans in parallel.
 
     On a terminal a live view shows progress; otherwise one timestamped line per state change
-    is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once).
+    is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once). The run
+    is recorded in the run store: see `subplans runs`, `status` and `resume`.
     """
+    from subplans.loader import Overrides
+    from subplans.resume import run_manifest
+    from subplans.store import default_store_path
+
     node = _load(plan, max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
-    raise typer.Exit(_run(node, events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet))
+    overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+    path = store if store is not None else default_store_path(node.file)
+    with _events_stream(events_jsonl) as events, _store_errors(), _opened(path) as db:
+        session = _session(node, events, no_progress=no_progress, quiet=quiet, store=db)
+        with _driving(db, session.run_id):
+            _prepare(session)
+            manifest = run_manifest(node, overrides)
+            db.start_run(session.run_id, manifest, run_dir=session.executor.run_dir.absolute())
+            code = _execute(session, events, db)
+    raise typer.Exit(code)
 
 
-def _run(node: PlanNode, *, events_jsonl: str | None, no_progress: bool, quiet: bool) -> int:
-    """Run ``node`` with the output the options ask for; returns the exit code."""
-    from subplans.session import Outcome, RunSession, View, terminal_console
+@app.command(
+    epilog=_example(
+        "subplans resume 20261128-000453-43a954",
+        "subplans resume 20261128-000453-43a954 --force --no-progress",
+    )
+)
+def resume(
+    run_id: RunIdArgument,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Resume even if the plan's subplans changed since the run started."
+        ),
+    ] = False,
+    events_jsonl: EventsJsonlOption = None,
+    no_progress: NoProgressOption = False,
+    quiet: QuietOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Run a stored run's plan again, skipping every subplan that completed.
 
+    Failed, cancelled, interrupted and never-started subplans run again (at least once: a
+    subplan that was running when its run was killed may have done part of its work). First,
+    every process the run left running is stopped. The plan file is read again, with the
+    run's original --max-parallel, --failure-mode and --profile; if its subplan ids changed,
+    resume refuses unless --force. Exit codes as `subplans run`.
+    """
+    from subplans.resume import (
+        describe_stopped,
+        recorded_overrides,
+        refusal,
+        run_manifest,
+        stop_leftovers,
+    )
+
+    with _store_errors(), _opened(_store_path(store), existing=True) as db:
+        found = db.get_run(run_id)
+        with _driving(db, run_id):
+            stopped = stop_leftovers(db, found)
+            overrides = recorded_overrides(found)
+            node = _load(
+                Path(found.plan_file),
+                max_parallel=overrides.max_parallel,
+                failure_mode=overrides.failure_mode,
+                profile=overrides.profile,
+            )
+            manifest = run_manifest(node, overrides)
+            diff = db.plan_diff(run_id, manifest)
+            problem = refusal(diff, force=force)
+            if problem is not None:
+                _invalid([problem])
+            with _events_stream(events_jsonl) as events:
+                session = _session(
+                    node,
+                    events,
+                    no_progress=no_progress,
+                    quiet=quiet,
+                    store=db,
+                    run_id=run_id,
+                    run_dir=None if found.run_dir is None else Path(found.run_dir),
+                    skip=db.completed_subplans(run_id),
+                )
+                if stopped:
+                    session.say(describe_stopped(run_id, stopped))
+                if diff.hash_changed:
+                    forced = "" if diff.ids_match else "; resuming anyway (--force)"
+                    session.say(f"{diff}{forced}")
+                _prepare(session)
+                db.resume_run(run_id, manifest)
+                code = _execute(session, events, db)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _events_stream(events_jsonl: str | None) -> Iterator[TextIO | None]:
+    """The stream ``--events-jsonl`` asks for (exit 2 if it cannot be opened), closed after."""
     events: TextIO | None = None
     if events_jsonl == "-":
         events = sys.stdout
@@ -266,30 +412,65 @@ def _run(node: PlanNode, *, events_jsonl: str | None, no_progress: bool, quiet: 
         except OSError as error:
             _invalid([f"--events-jsonl: cannot open {events_jsonl}: {error.strerror}"])
     try:
-        human = sys.stderr if events is sys.stdout else sys.stdout
-        console = terminal_console(human)
-        if quiet:
-            view = View.QUIET
-        elif no_progress:
-            view = View.FAILURES
-        else:
-            view = View.LINES if console is None else View.LIVE
-        session = RunSession(node, human=human, console=console, view=view, events=events)
-        try:
-            session.prepare()
-        except OSError as error:
-            _invalid([f"cannot create the run folder {session.log_dir}: {error.strerror}"])
-        # With the events on stdout, anything a called function prints goes to stderr instead.
-        redirect = contextlib.redirect_stdout(sys.stderr) if events is sys.stdout else None
-        with redirect or contextlib.nullcontext():
-            outcome = asyncio.run(session.run())
-        if session.jsonl is not None and session.jsonl.error is not None:
-            typer.echo(f"warning: --events-jsonl: writing failed: {session.jsonl.error}", err=True)
+        yield events
     finally:
         if events is not None and events is not sys.stdout:
             # A stream that failed keeps its unwritten buffer: closing it fails again.
             with contextlib.suppress(OSError):
                 events.close()
+
+
+def _session(
+    node: PlanNode,
+    events: TextIO | None,
+    *,
+    no_progress: bool,
+    quiet: bool,
+    **options: Any,
+) -> RunSession:
+    """A session of ``node`` with the human output the options and the terminal call for."""
+    from subplans.session import RunSession, View, terminal_console
+
+    human = sys.stderr if events is sys.stdout else sys.stdout
+    console = terminal_console(human)
+    if quiet:
+        view = View.QUIET
+    elif no_progress:
+        view = View.FAILURES
+    else:
+        view = View.LINES if console is None else View.LIVE
+    return RunSession(node, human=human, console=console, view=view, events=events, **options)
+
+
+def _prepare(session: RunSession) -> None:
+    try:
+        session.prepare()
+    except OSError as error:
+        _invalid([f"cannot create the run folder {session.log_dir}: {error.strerror}"])
+
+
+def _execute(session: RunSession, events: TextIO | None, store: RunStore) -> int:
+    """Run the session, recorded in ``store``; returns the exit code."""
+    from subplans.errors import StoreError
+    from subplans.session import Outcome
+
+    # With the events on stdout, anything a called function prints goes to stderr instead.
+    redirect = contextlib.redirect_stdout(sys.stderr) if events is sys.stdout else None
+    try:
+        with redirect or contextlib.nullcontext():
+            outcome = asyncio.run(session.run())
+    except BaseException as error:
+        # Ended before the executor could record an end (the recorder did not start, or
+        # Ctrl-C came before the signal handlers): the store must not show it running.
+        with contextlib.suppress(StoreError):
+            if store.get_run(session.run_id).recorded_status == "running":
+                interrupted = isinstance(error, KeyboardInterrupt)
+                store.finish_run(session.run_id, "cancelled" if interrupted else "failed")
+        raise
+    if session.jsonl is not None and session.jsonl.error is not None:
+        typer.echo(f"warning: --events-jsonl: writing failed: {session.jsonl.error}", err=True)
+    if session.store_error is not None:
+        typer.echo(f"warning: {session.store_error}", err=True)
     return {
         Outcome.COMPLETED: ExitCode.OK,
         Outcome.FAILED: ExitCode.FAILED,
@@ -412,6 +593,215 @@ def schema(
     from subplans.schemas import render
 
     typer.echo(render(name.value), nl=False)
+
+
+# --- stored runs --------------------------------------------------------------------------
+
+
+def _store_path(store: Path | None) -> Path:
+    from subplans.store import default_store_path
+
+    return store if store is not None else default_store_path()
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """A store that cannot be used, a run that is unknown, busy or not live: exit 2."""
+    from subplans.errors import RunBusyError, RunNotLiveError, StoreError
+
+    try:
+        yield
+    except (StoreError, RunBusyError, RunNotLiveError) as error:
+        _invalid([error])
+
+
+@contextlib.contextmanager
+def _opened(path: Path, *, existing: bool = False, readonly: bool = False) -> Iterator[RunStore]:
+    """The store at ``path``, created unless ``existing`` or ``readonly``: the commands about
+    past runs never create one. ``readonly`` skips the proof that it can be written."""
+    from subplans.store import RunStore
+
+    if existing and not path.exists():
+        RunStore.open(path, readonly=True)  # raises: "no store there yet"
+    with RunStore.open(path, readonly=readonly) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def _driving(store: RunStore, run_id: str) -> Iterator[None]:
+    """Hold the run's lock: no other process drives it meanwhile (RunBusyError if one does)."""
+    with store.lock(run_id):
+        yield
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C while waiting on a run: exit 130, without a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@app.command(epilog=_example("subplans runs", "subplans runs --json --limit 5"))
+def runs(
+    json_output: JsonOption = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="How many runs, newest first.")
+    ] = 20,
+    store: StoreOption = None,
+) -> None:
+    """List recent runs, newest first: status, started, duration and subplan counts.
+
+    A run whose process is gone without finishing it is `interrupted` (resume it).
+    """
+    from subplans.reports import run_lines
+
+    path = _store_path(store)
+    found = []
+    if path.exists():
+        with _store_errors(), _opened(path, readonly=True) as db:
+            found = db.list_runs(limit)
+    if json_output:
+        _echo_json([info.to_dict() for info in found])
+    elif not found:
+        typer.echo(f"no runs in the store {path}")
+    else:
+        typer.echo("\n".join(run_lines(found)))
+
+
+@app.command(epilog=_example("subplans status", "subplans status 20261128-000453-43a954 --json"))
+def status(
+    run_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="RUN_ID",
+            help="A run id; the latest run by default.",
+            callback=_run_id,
+            show_default=False,
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Show a run: its status, subplan counts, steps, what runs now and what failed.
+
+    Works while the run is live in another process. For an interrupted run (its process is
+    gone), any process it left running is stopped first, and listed.
+    """
+    from subplans.errors import StoreError
+    from subplans.reports import StatusReport
+    from subplans.resume import try_stop_leftovers
+
+    with _store_errors(), _opened(_store_path(store), readonly=True) as db:
+        found = db.get_run(run_id)
+        stopped = None
+        if found.status == "interrupted":
+            try:
+                stopped = try_stop_leftovers(db, found)
+            except StoreError as error:
+                typer.echo(
+                    f"warning: cannot stop what run {found.id} left running: {error}", err=True
+                )
+        report = StatusReport.collect(db, found, stopped or ())
+    if json_output:
+        _echo_json(report.to_dict())
+    else:
+        typer.echo("\n".join(report.lines()))
+
+
+@app.command(
+    epilog=_example(
+        "subplans events 20261128-000453-43a954 > events.jsonl",
+        "subplans events 20261128-000453-43a954 --follow",
+    )
+)
+def events(
+    run_id: RunIdArgument,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing new events until the run is no longer running."
+        ),
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Print a run's stored events as JSON lines, in order (each with `run_id` and `seq`)."""
+    from subplans.reports import write_events
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    # A reader that went away has all it wanted (`subplans events R | head`).
+    with (
+        _store_errors(),
+        _opened(_store_path(store), readonly=True) as db,
+        _interruptible(),
+        contextlib.suppress(BrokenPipeError),
+    ):
+        write_events(db, run_id, write, follow=follow)
+
+
+@app.command(epilog=_example("subplans logs 20261128-000453-43a954 port/plugins"))
+def logs(
+    run_id: RunIdArgument,
+    subplan: Annotated[
+        str,
+        typer.Argument(metavar="SUBPLAN", help="A subplan's id, such as port/plugins."),
+    ],
+    store: StoreOption = None,
+) -> None:
+    """Print the output (stdout and stderr) of a command subplan of a run."""
+    import shutil
+
+    with _store_errors(), _opened(_store_path(store), readonly=True) as db:
+        log = db.log_file(run_id, subplan)
+    if log is None:
+        _invalid([f"subplan {subplan!r} of run {run_id} has no log: it started no command"])
+    try:
+        with log.open("rb") as file:
+            sys.stdout.flush()
+            shutil.copyfileobj(file, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    except OSError as error:
+        _invalid([f"cannot read the log of {subplan!r}: {log}: {error.strerror}"])
+
+
+@app.command(
+    epilog=_example(
+        "subplans cancel 20261128-000453-43a954", "subplans cancel 20261128-000453-43a954 --wait"
+    )
+)
+def cancel(
+    run_id: RunIdArgument,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Return once the run has stopped, with its status.")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Ask a run that another process drives to stop, as Ctrl-C would.
+
+    Its subplans are cancelled (SIGTERM, then SIGKILL after their cancel_grace) and the run
+    ends `cancelled`. A run whose process is gone cannot be cancelled: resume it, or leave it.
+    """
+    import time
+
+    from subplans.reports import POLL_INTERVAL
+    from subplans.store import cancel_run
+
+    with _store_errors(), _opened(_store_path(store), readonly=True) as db:
+        owner = cancel_run(db, run_id)
+        typer.echo(f"asked run {run_id} to stop: sent SIGTERM to {owner}")
+        if wait:
+            with _interruptible():
+                while (found := db.get_run(run_id)).status == "running":
+                    time.sleep(POLL_INTERVAL)
+            typer.echo(f"run {run_id} {found.status}")
 
 
 # --- entry point --------------------------------------------------------------------------

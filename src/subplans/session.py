@@ -10,8 +10,12 @@ The sinks only listen; this module decides which ones a run gets:
 ``quiet``     ``--quiet``: nothing until the summary
 ============  ===========================================================================
 
-plus the JSONL stream when asked for (``sinks.jsonl``), and the summary (``sinks.summary``) in
-every case. Rich is imported only when the human output goes to a terminal.
+plus the JSONL stream when asked for (``sinks.jsonl``), the run store's recorder when given a
+store (``store.recorder``), and the summary (``sinks.summary``) in every case. Rich is imported
+only when the human output goes to a terminal.
+
+A resumed run is a session too: the run id and folder of the run it continues, and the subplans
+to skip (those that completed before).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from subplans.errors import StoreError
 from subplans.events import EventBus
 from subplans.executor import PlanExecutor, PlanResult, new_run_id
 from subplans.interrupts import Interrupts
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from subplans.loader import PlanNode
+    from subplans.store import RunRecorder, RunStore
 
 __all__ = ["Outcome", "RunSession", "View", "terminal_console"]
 
@@ -81,7 +87,9 @@ class RunSession:
     """Runs ``plan`` once with the sinks ``view`` calls for; ``events`` gets the JSONL stream.
 
     Human output goes to ``human``: through ``console`` when that is given (a terminal), as
-    plain text otherwise. ``View.LIVE`` needs a console.
+    plain text otherwise. ``View.LIVE`` needs a console. With ``store``, every event is recorded
+    there under ``run_id`` (the caller has started or resumed that run in the store). A resumed
+    run passes the ``run_dir`` it continues and the subplan ids to ``skip``.
     """
 
     def __init__(
@@ -94,6 +102,9 @@ class RunSession:
         events: TextIO | None = None,
         run_id: str | None = None,
         state_dir: Path | None = None,
+        run_dir: Path | None = None,
+        skip: Collection[str] = frozenset(),
+        store: RunStore | None = None,
     ) -> None:
         if view is View.LIVE and console is None:
             raise RuntimeError("the live view needs a terminal console")
@@ -112,8 +123,17 @@ class RunSession:
         self.bus.subscribe(self.progress)
         self.groups = ProcessGroups()
         self.executor = PlanExecutor(
-            plan, bus=self.bus, run_id=self.run_id, groups=self.groups, state_dir=state_dir
+            plan,
+            bus=self.bus,
+            run_id=self.run_id,
+            groups=self.groups,
+            state_dir=state_dir,
+            run_dir=run_dir,
+            skip=skip,
         )
+        self.store = store
+        #: Why the store stopped recording this run, if it did; the run itself went on.
+        self.store_error: StoreError | None = None
         self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if view is View.LIVE:
             from subplans.sinks.live import LiveView
@@ -145,18 +165,31 @@ class RunSession:
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     async def run(self) -> Outcome:
-        """Run the plan, then print the summary; SIGINT and SIGTERM interrupt it cleanly."""
+        """Run the plan, then print the summary; SIGINT and SIGTERM interrupt it cleanly.
+
+        Raises:
+            StoreError: the store's recorder cannot be started (nothing ran).
+        """
         started = time.monotonic()
+        recorder: RunRecorder | None = None
+        if self.store is not None:
+            # Subscribed before the executor publishes anything.
+            recorder = self.store.recorder(self.run_id, bus=self.bus)
         task = asyncio.create_task(self.executor.run(), name=f"subplans run {self.run_id}")
         interrupts = Interrupts(task, self.groups, notify=self.say)
         result: PlanResult | None = None
         loop = asyncio.get_running_loop()
-        with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                if not interrupts.interrupted:
-                    raise  # not ours: whoever runs the session was cancelled
+        try:
+            with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
+                try:
+                    result = await task
+                except asyncio.CancelledError:
+                    if not interrupts.interrupted:
+                        raise  # not ours: whoever runs the session was cancelled
+        finally:
+            if recorder is not None:
+                # Every terminal state is committed (fsynced) before the run reports its end.
+                self.store_error = await _closed(recorder)
         outcome = Outcome.INTERRUPTED if result is None else Outcome(result.state)
         self.summary = RunSummary.collect(
             self.progress,
@@ -185,6 +218,15 @@ class RunSession:
             else:
                 self.human.write(f"{text}\n")
                 self.human.flush()
+
+
+async def _closed(recorder: RunRecorder) -> StoreError | None:
+    """Close ``recorder`` once it has written everything; the store's failure, if any."""
+    try:
+        await recorder.aclose()
+    except StoreError as error:
+        return error
+    return None
 
 
 @contextlib.contextmanager

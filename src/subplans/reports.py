@@ -1,0 +1,221 @@
+"""What the commands about stored runs print: ``runs``, ``status`` and ``events``, as plain text or
+JSON, from the run store's queries.
+
+Nothing here changes a run; every query reads one consistent snapshot and works while the run
+is live in another process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from subplans.sinks.formatting import duration
+from subplans.store import RunInfo, RunStore, StepInfo, StoppedGroup, SubplanInfo
+from subplans.store.records import iso
+
+__all__ = [
+    "MAX_LISTED",
+    "POLL_INTERVAL",
+    "StatusReport",
+    "counts_text",
+    "run_lines",
+    "write_events",
+]
+
+#: Seconds between two looks at the store while following a run.
+POLL_INTERVAL = 0.1
+#: ``status`` lists at most this many running and failed subplans each, then counts the rest.
+MAX_LISTED = 10
+#: Events read per query: a long run streams in pieces.
+_EVENTS_PER_READ = 5_000
+#: Wide enough for every label of ``status`` ("interrupted").
+_LABEL_WIDTH = 11
+#: The order in which counts are shown.
+_COUNT_ORDER = ("completed", "failed", "running", "interrupted", "pending")
+
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``N total: N completed, N failed, ...`` with the states that have subplans."""
+    shown = [f"{counts[state]} {state}" for state in _COUNT_ORDER if counts.get(state)]
+    total = sum(counts.values())
+    return f"{total} total" + (f": {', '.join(shown)}" if shown else "")
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def run_lines(runs: Sequence[RunInfo]) -> list[str]:
+    """``subplans runs``: one line per run, newest first, under a header."""
+    header = ("run", "status", "started (UTC)", "took", "subplans", "plan")
+    rows = [header]
+    for run in runs:
+        took = "-" if run.duration is None else duration(run.duration)
+        rows.append(
+            (
+                run.id,
+                run.status,
+                _when(run.started_at),
+                took,
+                counts_text(run.counts),
+                run.plan_name,
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    took_column = header.index("took")  # durations line up on the right
+    return [
+        "  ".join(
+            f"{cell:>{widths[i]}}" if i == took_column else f"{cell:<{widths[i]}}"
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """``subplans status``: a run, its steps, what runs now, what failed, what was stopped."""
+
+    run: RunInfo
+    steps: Sequence[StepInfo]
+    #: Subplans recorded as running: running now, or (an interrupted run) when its owner died.
+    running: Sequence[SubplanInfo]
+    failures: Sequence[SubplanInfo]
+    #: Process groups the run's dead owner had left running, stopped just now.
+    stopped: Sequence[StoppedGroup] = ()
+
+    @classmethod
+    def collect(
+        cls, store: RunStore, run: RunInfo, stopped: Sequence[StoppedGroup] = ()
+    ) -> StatusReport:
+        """The report of ``run`` from ``store``."""
+        return cls(
+            run,
+            store.steps(run.id),
+            store.running_subplans(run.id),
+            store.failures(run.id),
+            tuple(stopped),
+        )
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the run's owner is gone without finishing it."""
+        return self.run.status == "interrupted"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable, as ``subplans status --json`` shows it: ``RunInfo.to_dict()`` plus
+        ``steps``, ``running``, ``interrupted`` (the subplans that were running when the owner
+        died), ``failures`` and ``stopped``."""
+        running = [subplan.to_dict() for subplan in self.running]
+        return {
+            **self.run.to_dict(),
+            "steps": [
+                {
+                    "id": step.step_id,
+                    "state": step.state,
+                    "total": step.total,
+                    "started_at": iso(step.started),
+                    "finished_at": iso(step.finished),
+                    "error": step.error,
+                }
+                for step in self.steps
+            ],
+            "running": [] if self.interrupted else running,
+            "interrupted": running if self.interrupted else [],
+            "failures": [subplan.to_dict() for subplan in self.failures],
+            "stopped": [
+                {
+                    "subplan_id": group.subplan_id,
+                    "pgid": group.pgid,
+                    "members": list(group.members),
+                    "signal": group.signal,
+                }
+                for group in self.stopped
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        """The report as plain text."""
+        run = self.run
+        started = f"{_when(run.started_at)} UTC"
+        if run.owner is not None:
+            started += f" by {run.owner}"
+        if run.resumes:
+            started += f", resumed {run.resumes} time{'' if run.resumes == 1 else 's'}"
+        found = [f"run {run.id}  {run.status}"]
+        found += _labelled("plan", [f"{run.plan_name}  ({run.plan_file})"])
+        found += _labelled("started", [started])
+        if run.finished_at is not None:
+            took = duration(run.finished_at - run.started_at)
+            found += _labelled("ended", [f"{_when(run.finished_at)} UTC, after {took}"])
+        found += _labelled("subplans", [counts_text(run.counts)])
+        if self.steps:
+            found += _labelled("steps", [", ".join(f"{s.step_id} {s.state}" for s in self.steps)])
+        found += _labelled(
+            "interrupted" if self.interrupted else "running",
+            [f"{s.subplan_id}  {duration(s.elapsed or 0.0)}" for s in self.running],
+        )
+        found += _labelled("failed", [_failure(s) for s in self.failures])
+        found += _labelled(
+            "stopped", [f"{g.subplan_id}  process group {g.pgid}, {g.signal}" for g in self.stopped]
+        )
+        if run.status in ("interrupted", "failed", "cancelled"):
+            found += _labelled("resume", [f"subplans resume {run.id}"])
+        return found
+
+
+def _failure(subplan: SubplanInfo) -> str:
+    error = subplan.error or {}
+    text = " ".join(str(error.get("message") or error.get("type") or "failed").split())
+    log = f"  log: {subplan.log_file}" if subplan.log_file else ""
+    return f"{subplan.subplan_id}  {text}{log}"
+
+
+def _labelled(label: str, items: Sequence[str]) -> list[str]:
+    """``  label  first item``, the others below it: at most ``MAX_LISTED``, then how many more;
+    nothing when there are no items."""
+    shown = [*items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        shown.append(f"+{len(items) - MAX_LISTED} more")
+    return [
+        f"  {label if index == 0 else '':<{_LABEL_WIDTH}}  {item}".rstrip()
+        for index, item in enumerate(shown)
+    ]
+
+
+def write_events(
+    store: RunStore,
+    run_id: str,
+    write: Callable[[str], None],
+    *,
+    follow: bool = False,
+    poll: float = POLL_INTERVAL,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Write the run's stored events, one JSON line each (``StoredEvent.to_dict()``), in order;
+    with ``follow``, go on writing new ones until the run is no longer running and none is left.
+    Returns how many were written.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    store.get_run(run_id)
+    last = written = 0
+    while True:
+        # The status first, the events second: once a read shows the run ended, the events
+        # read after it hold every event it wrote (its end commits with its last event).
+        live = follow and store.get_run(run_id).status == "running"
+        batch = store.events(run_id, after_seq=last, limit=_EVENTS_PER_READ)
+        if batch:
+            write("".join(_encode(event.to_dict()) + "\n" for event in batch))
+            last, written = batch[-1].seq, written + len(batch)
+            continue
+        if not live:
+            return written
+        sleep(poll)
