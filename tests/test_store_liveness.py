@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,6 +260,29 @@ def test_leftover_groups_of_a_dead_owner_get_sigterm_then_sigkill(store: RunStor
     finally:
         stop(polite)
         stop(stubborn)
+
+
+def test_a_group_that_never_reached_the_store_is_found_by_its_environment(
+    store: RunStore,
+) -> None:
+    """Pins: a command started just before its run was killed had no recorded group, so resume
+    could run that subplan again beside it."""
+    store.start_run("r1", manifest("s/late", "s/other"), owner=gone_owner())
+    env = {**os.environ, "SUBPLANS_RUN_ID": "r1", "SUBPLANS_SUBPLAN": "s/late"}
+    late = subprocess.Popen(["/bin/sh", "-c", "exec sleep 30"], start_new_session=True, env=env)
+    other_env = {**os.environ, "SUBPLANS_RUN_ID": "r10", "SUBPLANS_SUBPLAN": "s/other"}
+    other = subprocess.Popen(
+        ["/bin/sh", "-c", "exec sleep 30"], start_new_session=True, env=other_env
+    )
+    try:
+        wait_for(lambda: len(group_members(late.pid)) == 1 and len(group_members(other.pid)) == 1)
+        (stopped,) = stop_leftover_groups(store, "r1", grace=5.0)
+        assert stopped == StoppedGroup("s/late", late.pid, (late.pid,), "SIGTERM")
+        assert late.wait() == -signal.SIGTERM
+        assert group_members(other.pid) == [other.pid]  # another run's: left alone
+    finally:
+        stop(late)
+        stop(other)
 
 
 def test_a_group_whose_leader_is_gone_is_still_stopped(store: RunStore) -> None:

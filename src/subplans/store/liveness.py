@@ -261,15 +261,50 @@ def stop_leftover_groups(
     liveness = owner_liveness(run.owner)
     if run.recorded_status == "running" and liveness is not Liveness.GONE:
         raise RunBusyError(_busy_message(run_id, run.owner, liveness))
-    if not records:
-        return []
     if run.owner is not None and run.owner.boot_id != boot_id():
         targets: list[tuple[ProcessGroupRecord, list[int]]] = []  # a reboot ended them all
     else:
-        targets = _verified(records, live_process_groups())
+        live = live_process_groups()
+        targets = _verified(records, live)
+        # A command started just before its run was killed may not have reached the store: its
+        # processes still carry the run's id in their environment, so find them there too.
+        targets += _unrecorded(run_id, {record.pgid for record in records}, live)
     stopped = _stop(targets, grace, clock)
-    store.clear_process_groups(run_id, records)
+    if records:
+        store.clear_process_groups(run_id, records)
     return stopped
+
+
+def _unrecorded(
+    run_id: str, recorded: set[int], live: dict[int, list[int]]
+) -> list[tuple[ProcessGroupRecord, list[int]]]:
+    """Process groups with a member whose environment says it belongs to ``run_id``."""
+    from subplans.store.records import ProcessGroupRecord  # records imports this module
+
+    marker = f"SUBPLANS_RUN_ID={run_id}".encode()
+    ours = os.getpgrp()
+    found: dict[int, str] = {}
+    for pgid, members in live.items():
+        if pgid in recorded or pgid == ours:
+            continue
+        for pid in members:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as file:
+                    variables = file.read().split(b"\0")
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if marker in variables:
+                subplan = next(
+                    (
+                        v[len(b"SUBPLANS_SUBPLAN=") :]
+                        for v in variables
+                        if v.startswith(b"SUBPLANS_SUBPLAN=")
+                    ),
+                    b"?",
+                )
+                found[pgid] = subplan.decode(errors="replace")
+                break
+    return [(ProcessGroupRecord(found[pgid], pgid, None), live[pgid]) for pgid in sorted(found)]
 
 
 def _busy_message(run_id: str, owner: ProcessIdentity | None, liveness: Liveness) -> str:
