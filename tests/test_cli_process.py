@@ -295,3 +295,35 @@ def test_a_second_interrupt_kills_commands_that_ignore_sigterm(
     assert proc.wait(timeout=5) == 130
     assert_nothing_left(events)
     assert "SIGINT again: killed 3 process groups" in out.read_text()
+
+
+def test_processes_a_call_function_leaves_behind_are_stopped(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Pins: a `call` function's own children share the run's process group; they outlived
+    the run (and Ctrl-C, and cancel) because only command groups were tracked."""
+    write(
+        tmp_path,
+        "spawner.py",
+        """
+        import subprocess
+
+        def spawn():
+            child = subprocess.Popen(["sleep", "30"])
+            with open("child.pid", "w") as file:
+                file.write(str(child.pid))
+        """,
+    )
+    write(tmp_path, "plan.yaml", "name: leaky\nsteps: [{name: s, call: 'spawner:spawn'}]\n")
+    result = subplans("run", "plan.yaml", "-q", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    child = int((tmp_path / "child.pid").read_text())
+    wait_for(lambda: not _alive(child), "the leaked child to be stopped", timeout=2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False

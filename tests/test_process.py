@@ -18,7 +18,14 @@ import pytest
 from subplans import process
 from subplans.errors import CommandFailedError, SubplanError
 from subplans.events import describe_error
-from subplans.process import CommandResult, ProcessGroups, group_members, run_command
+from subplans.process import (
+    CommandResult,
+    ProcessGroups,
+    group_members,
+    processes_of_run,
+    run_command,
+    stop_processes,
+)
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
 # across fork and exec), so only SIGKILL stops this group of three.
@@ -566,3 +573,36 @@ async def test_signal_all_signals_live_groups_and_skips_gone_ones(tmp_path: Path
         await task
     assert list(groups) == [(gone.pid, "true")]
     assert groups.signal_all(signal.SIGTERM) == 0
+
+
+def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SUBPLANS_RUN_ID": "run-x", "SUBPLANS_SUBPLAN": "s/a"}
+    polite = subprocess.Popen(["sleep", "30"], env=env)
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(30)",
+        ],
+        env={**env, "SUBPLANS_SUBPLAN": "s/b"},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert stubborn.stdout is not None
+        assert stubborn.stdout.readline() == b"ready\n"
+        found = processes_of_run("run-x")
+        assert sorted(found[os.getpgrp()]) == sorted([(polite.pid, "s/a"), (stubborn.pid, "s/b")])
+        assert processes_of_run("run-y") == {}
+        stop_processes([polite.pid, stubborn.pid], grace=0.1)
+        assert polite.wait(timeout=5) == -signal.SIGTERM
+        assert stubborn.wait(timeout=5) == -signal.SIGKILL
+        stop_processes([polite.pid], grace=0)  # already gone: nothing to do
+    finally:
+        for child in (polite, stubborn):
+            child.kill()
+            child.wait()
+        assert stubborn.stdout is not None
+        stubborn.stdout.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
@@ -644,14 +645,15 @@ def _interruptible() -> Iterator[None]:
 
 
 def _echo_json(value: object) -> None:
-    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    typer.echo(json.dumps(value, indent=2, default=str))
 
 
 @app.command(epilog=_example("subplans runs", "subplans runs --json --limit 5"))
 def runs(
     json_output: JsonOption = False,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="How many runs, newest first.")
+        int,
+        typer.Option("--limit", "-n", min=1, max=100_000, help="How many runs, newest first."),
     ] = 20,
     store: StoreOption = None,
 ) -> None:
@@ -815,12 +817,19 @@ _ClickException: type[Exception] = next(
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``subplans`` command; returns the exit code (``ExitCode``)."""
     command = typer.main.get_command(app)
+    # Ids and output come from plans and commands: a terminal or pipe that cannot encode a
+    # character gets an escape, never a UnicodeEncodeError halfway through a summary.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = command.main(args=argv, prog_name="subplans", standalone_mode=False)
     except _ClickException as error:
         return _usage_error(error)
     except typer.Abort:  # end of input while prompting, or Ctrl-C outside a run
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `subplans runs | head`: the reader has all it wanted
+        code = ExitCode.OK
     finally:
         _forget_closed_stdout()
     return code if isinstance(code, int) else ExitCode.OK
@@ -832,6 +841,8 @@ def _forget_closed_stdout() -> None:
     Python flushes stdout on the way out; if the reader has gone, point stdout at /dev/null
     first (the recipe of the ``signal`` module's documentation).
     """
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        return
     try:
         sys.stdout.flush()
     except OSError:

@@ -23,7 +23,15 @@ from pathlib import Path
 from subplans.errors import CommandFailedError
 
 # CommandFailedError is what run_command raises: importable from here as well as from errors.
-__all__ = ["CommandFailedError", "CommandResult", "ProcessGroups", "group_members", "run_command"]
+__all__ = [
+    "CommandFailedError",
+    "CommandResult",
+    "ProcessGroups",
+    "group_members",
+    "processes_of_run",
+    "run_command",
+    "stop_processes",
+]
 
 logger = logging.getLogger("subplans")
 
@@ -336,3 +344,62 @@ def _read_tail(path: Path, start: int, lines: int) -> str:
         return ""
     found = data.decode(errors="replace").splitlines()
     return "\n".join(found[max(len(found) - lines, 0) :])
+
+
+def processes_of_run(run_id: str) -> dict[int, list[tuple[int, str]]]:
+    """Live processes whose environment says they belong to ``run_id``, by process group.
+
+    Every process a run starts carries ``SUBPLANS_RUN_ID`` (commands get it explicitly; the
+    children of ``call`` functions inherit it from the run's own environment), so this finds
+    them even when nothing else recorded them. Values are (pid, ``SUBPLANS_SUBPLAN`` or "?").
+    """
+    marker = f"SUBPLANS_RUN_ID={run_id}".encode()
+    found: dict[int, list[tuple[int, str]]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as file:
+                variables = file.read().split(b"\0")
+            state, pgid = _state_and_group(int(name))
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        if marker in variables and state not in ("Z", "X"):
+            prefix = b"SUBPLANS_SUBPLAN="
+            subplan = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"?")
+            found.setdefault(pgid, []).append((int(name), subplan.decode(errors="replace")))
+    return found
+
+
+def _state_and_group(pid: int) -> tuple[str, int]:
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        stat = file.read()
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[2])
+
+
+def stop_processes(pids: Sequence[int], *, grace: float) -> None:
+    """SIGTERM each of ``pids``, then SIGKILL whatever still runs after ``grace`` seconds.
+
+    For processes outside any group of ours (children of a ``call`` function share the run's
+    own process group, which must not be signalled as a whole). Blocking; waits in short steps.
+    """
+    import time
+
+    def alive(pid: int) -> bool:
+        try:
+            return _state_and_group(pid)[0] not in ("Z", "X")
+        except (OSError, ValueError):
+            return False
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    left = [pid for pid in pids if alive(pid)]
+    while left and time.monotonic() < deadline:
+        time.sleep(_POLL_INTERVAL)
+        left = [pid for pid in left if alive(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

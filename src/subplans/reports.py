@@ -37,7 +37,7 @@ _LABEL_WIDTH = 11
 #: The order in which counts are shown.
 _COUNT_ORDER = ("completed", "failed", "running", "interrupted", "pending")
 
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+_encode = json.JSONEncoder(default=str).encode
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

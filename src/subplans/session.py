@@ -34,7 +34,7 @@ from subplans.errors import StoreError
 from subplans.events import EventBus
 from subplans.executor import PlanExecutor, PlanResult, new_run_id
 from subplans.interrupts import Interrupts
-from subplans.process import ProcessGroups
+from subplans.process import ProcessGroups, processes_of_run, stop_processes
 from subplans.progress import ProgressReporter
 from subplans.sinks.jsonl import JsonlSink
 from subplans.sinks.plan_progress import PlanProgress
@@ -175,6 +175,10 @@ class RunSession:
         if self.store is not None:
             # Subscribed before the executor publishes anything.
             recorder = self.store.recorder(self.run_id, bus=self.bus)
+        # Children of `call` functions inherit the run's id, as commands get it: so they can be
+        # found, and stopped, when the run ends or after it was killed.
+        previous_run_id = os.environ.get("SUBPLANS_RUN_ID")
+        os.environ["SUBPLANS_RUN_ID"] = self.run_id
         task = asyncio.create_task(self.executor.run(), name=f"subplans run {self.run_id}")
         interrupts = Interrupts(task, self.groups, notify=self.say)
         result: PlanResult | None = None
@@ -187,6 +191,16 @@ class RunSession:
                     if not interrupts.interrupted:
                         raise  # not ours: whoever runs the session was cancelled
         finally:
+            # A `call` function may have started processes of its own and left them running:
+            # they share our process group, so they are stopped one by one.
+            ours = processes_of_run(self.run_id).get(os.getpgrp(), [])
+            if ours:
+                grace = 0.0 if interrupts.count > 1 else self.plan.profile.cancel_grace
+                await asyncio.to_thread(stop_processes, [pid for pid, _ in ours], grace=grace)
+            if previous_run_id is None:
+                del os.environ["SUBPLANS_RUN_ID"]
+            else:
+                os.environ["SUBPLANS_RUN_ID"] = previous_run_id
             if recorder is not None:
                 # Every terminal state is committed (fsynced) before the run reports its end.
                 self.store_error = await _closed(recorder)

@@ -27,7 +27,7 @@ class JsonlSink:
         #: The first write error, if any; nothing is written after it.
         self.error: OSError | None = None
         # Anything a to_dict() cannot encode (never expected) becomes its str, not a crash.
-        self._encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+        self._encode = json.JSONEncoder(default=str).encode
 
     def __repr__(self) -> str:
         broken = f", failed: {self.error}" if self.error is not None else ""

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from subplans.errors import RunBusyError, RunNotLiveError, StoreError
+from subplans.process import processes_of_run
 
 if TYPE_CHECKING:
     from subplans.store.records import ProcessGroupRecord
@@ -278,33 +279,21 @@ def stop_leftover_groups(
 def _unrecorded(
     run_id: str, recorded: set[int], live: dict[int, list[int]]
 ) -> list[tuple[ProcessGroupRecord, list[int]]]:
-    """Process groups with a member whose environment says it belongs to ``run_id``."""
+    """Process groups that belong to ``run_id`` by their environment but were never recorded.
+
+    Only a group every live member of which carries the run's id: a group shared with
+    something else (the shell that started the run) is never signalled as a whole.
+    """
     from subplans.store.records import ProcessGroupRecord  # records imports this module
 
-    marker = f"SUBPLANS_RUN_ID={run_id}".encode()
     ours = os.getpgrp()
-    found: dict[int, str] = {}
-    for pgid, members in live.items():
-        if pgid in recorded or pgid == ours:
+    targets = []
+    for pgid, marked in sorted(processes_of_run(run_id).items()):
+        members = live.get(pgid, [])
+        if pgid in recorded or pgid == ours or sorted(p for p, _ in marked) != members:
             continue
-        for pid in members:
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as file:
-                    variables = file.read().split(b"\0")
-            except OSError:  # gone meanwhile, or not ours to read
-                continue
-            if marker in variables:
-                subplan = next(
-                    (
-                        v[len(b"SUBPLANS_SUBPLAN=") :]
-                        for v in variables
-                        if v.startswith(b"SUBPLANS_SUBPLAN=")
-                    ),
-                    b"?",
-                )
-                found[pgid] = subplan.decode(errors="replace")
-                break
-    return [(ProcessGroupRecord(found[pgid], pgid, None), live[pgid]) for pgid in sorted(found)]
+        targets.append((ProcessGroupRecord(marked[0][1], pgid, None), members))
+    return targets
 
 
 def _busy_message(run_id: str, owner: ProcessIdentity | None, liveness: Liveness) -> str:
