@@ -813,3 +813,21 @@ def test_cancel_of_a_run_that_ended_is_exit_2(tmp_path: Path) -> None:
 
     assert result.exit_code == ExitCode.INVALID
     assert result.stderr == f"error: run {run_id} has already ended (failed)\n"
+
+
+def test_an_unusable_store_keeps_the_events_file(tmp_path: Path) -> None:
+    """Pins: the --events-jsonl file was emptied before the store was found unusable."""
+    write(tmp_path, "plan.yaml", COUNTING)
+    (tmp_path / "events.jsonl").write_text('{"kept": true}\n')
+    (tmp_path / "garbage.db").write_bytes(b"not a database at all" * 100)
+
+    result = invoke(
+        "run", "plan.yaml", "-q", "--events-jsonl", "events.jsonl", "--store", "garbage.db"
+    )
+
+    assert result.exit_code == ExitCode.INVALID
+    assert (tmp_path / "events.jsonl").read_text() == '{"kept": true}\n'
+    (tmp_path / "fixed").write_text("")  # the plan's flaky subplan passes now
+    assert invoke("run", "plan.yaml", "-q", "--events-jsonl", "events.jsonl").exit_code == 0
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["event"] == "plan_started"

@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from enum import IntEnum, StrEnum
@@ -319,6 +320,7 @@ def run(
     overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
     path = store if store is not None else default_store_path(node.file)
     with _events_stream(events_jsonl) as events, _store_errors(), _opened(path) as db:
+        _start_afresh(events)
         session = _session(node, events, no_progress=no_progress, quiet=quiet, store=db)
         with _driving(db, session.run_id):
             _prepare(session)
@@ -380,6 +382,7 @@ def resume(
             if problem is not None:
                 _invalid([problem])
             with _events_stream(events_jsonl) as events:
+                _start_afresh(events)
                 session = _session(
                     node,
                     events,
@@ -409,7 +412,8 @@ def _events_stream(events_jsonl: str | None) -> Iterator[TextIO | None]:
         events = sys.stdout
     elif events_jsonl is not None:
         try:
-            events = open(events_jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            # Appending, not truncating: if the store then turns out unusable, nothing is lost.
+            events = open(events_jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as error:
             _invalid([f"--events-jsonl: cannot open {events_jsonl}: {error.strerror}"])
     try:
@@ -419,6 +423,15 @@ def _events_stream(events_jsonl: str | None) -> Iterator[TextIO | None]:
             # A stream that failed keeps its unwritten buffer: closing it fails again.
             with contextlib.suppress(OSError):
                 events.close()
+
+
+def _start_afresh(events: TextIO | None) -> None:
+    """Empty an ``--events-jsonl`` file once the run is sure to start (stdout is left alone)."""
+    if events is None or events is sys.stdout:
+        return
+    # A regular file only: /dev/null, a FIFO or a device has nothing to empty.
+    if stat.S_ISREG(os.fstat(events.fileno()).st_mode):
+        events.truncate(0)
 
 
 def _session(
