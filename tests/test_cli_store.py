@@ -831,3 +831,29 @@ def test_an_unusable_store_keeps_the_events_file(tmp_path: Path) -> None:
     assert invoke("run", "plan.yaml", "-q", "--events-jsonl", "events.jsonl").exit_code == 0
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["event"] == "plan_started"
+
+
+def test_a_cancel_that_comes_while_the_run_is_registered_stops_it_cleanly(
+    tmp_path: Path, db: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pins: a SIGTERM (`subplans cancel`) before the run's handlers were in place killed it
+    outright, leaving the run 'running' in the store."""
+    import signal as signals
+
+    write(tmp_path, "plan.yaml", COUNTING)
+    start_run = RunStore.start_run
+
+    def start_then_signalled(self: RunStore, *args: Any, **kwargs: Any) -> None:
+        start_run(self, *args, **kwargs)
+        os.kill(os.getpid(), signals.SIGTERM)  # noted, not fatal
+
+    monkeypatch.setattr(RunStore, "start_run", start_then_signalled)
+    previous = signals.getsignal(signals.SIGTERM)
+
+    result = invoke("run", "plan.yaml", "-q")
+
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert "SIGTERM: stopping" in result.stdout
+    assert not (tmp_path / "ran.txt").exists()
+    assert db.get_run().recorded_status == "cancelled"
+    assert signals.getsignal(signals.SIGTERM) == previous

@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -322,7 +323,8 @@ def run(
     with _events_stream(events_jsonl) as events, _store_errors(), _opened(path) as db:
         _start_afresh(events)
         session = _session(node, events, no_progress=no_progress, quiet=quiet, store=db)
-        with _driving(db, session.run_id):
+        with _driving(db, session.run_id) as noted:
+            session.early_signals = noted
             _prepare(session)
             manifest = run_manifest(node, overrides)
             db.start_run(session.run_id, manifest, run_dir=session.executor.run_dir.absolute())
@@ -367,7 +369,7 @@ def resume(
 
     with _store_errors(), _opened(_store_path(store), existing=True) as db:
         found = db.get_run(run_id)
-        with _driving(db, run_id):
+        with _driving(db, run_id) as noted:
             stopped = stop_leftovers(db, found)
             overrides = recorded_overrides(found)
             node = _load(
@@ -393,6 +395,7 @@ def resume(
                     run_dir=None if found.run_dir is None else Path(found.run_dir),
                     skip=db.completed_subplans(run_id),
                 )
+                session.early_signals = noted
                 if stopped:
                     session.say(describe_stopped(run_id, stopped))
                 if diff.hash_changed:
@@ -473,6 +476,10 @@ def _execute(session: RunSession, events: TextIO | None, store: RunStore) -> int
     try:
         with redirect or contextlib.nullcontext():
             outcome = asyncio.run(session.run())
+        # The loop gave SIGINT and SIGTERM back to their defaults; the run has ended and is
+        # recorded, so a late `subplans cancel` changes nothing (``_driving`` restores them).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
     except BaseException as error:
         # Ended before the executor could record an end (the recorder did not start, or
         # Ctrl-C came before the signal handlers): the store must not show it running.
@@ -481,6 +488,15 @@ def _execute(session: RunSession, events: TextIO | None, store: RunStore) -> int
                 interrupted = isinstance(error, KeyboardInterrupt)
                 store.finish_run(session.run_id, "cancelled" if interrupted else "failed")
         raise
+    # A run interrupted before its executor started published no end: record it (unless the
+    # store failed mid-run: then it stays unfinished, to show as interrupted).
+    with contextlib.suppress(StoreError):
+        if (
+            outcome is Outcome.INTERRUPTED
+            and session.store_error is None
+            and store.get_run(session.run_id).recorded_status == "running"
+        ):
+            store.finish_run(session.run_id, "cancelled")
     if session.jsonl is not None and session.jsonl.error is not None:
         typer.echo(f"warning: --events-jsonl: writing failed: {session.jsonl.error}", err=True)
     if session.store_error is not None:
@@ -642,10 +658,25 @@ def _opened(path: Path, *, existing: bool = False, readonly: bool = False) -> It
 
 
 @contextlib.contextmanager
-def _driving(store: RunStore, run_id: str) -> Iterator[None]:
-    """Hold the run's lock: no other process drives it meanwhile (RunBusyError if one does)."""
-    with store.lock(run_id):
-        yield
+def _driving(store: RunStore, run_id: str) -> Iterator[list[int]]:
+    """Hold the run's lock: no other process drives it meanwhile (RunBusyError if one does).
+
+    Meanwhile SIGINT and SIGTERM (what ``subplans cancel`` sends) are noted, not fatal: one that
+    arrives while the run is being registered is handled as soon as the run can stop cleanly,
+    and one that arrives after the run ended changes nothing. Yields the list they go to.
+    """
+    noted: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        noted.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with store.lock(run_id):
+            yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

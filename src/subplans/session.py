@@ -134,6 +134,9 @@ class RunSession:
         self.store = store
         #: Why the store stopped recording this run, if it did; the run itself went on.
         self.store_error: StoreError | None = None
+        #: Interrupting signals that arrived before the run's own handlers were in place (the
+        #: command defers them while it registers the run); the run starts by handling them.
+        self.early_signals: list[int] = []
         self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if view is View.LIVE:
             from subplans.sinks.live import LiveView
@@ -185,6 +188,8 @@ class RunSession:
         loop = asyncio.get_running_loop()
         try:
             with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
+                for signum in self.early_signals:
+                    interrupts.handle(signum)
                 try:
                     result = await task
                 except asyncio.CancelledError:
