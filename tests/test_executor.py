@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -513,3 +514,24 @@ async def test_a_nested_plan_does_not_take_the_profile_retries(
     result, _ = await execute(path, config)
     assert result.state == "failed"
     assert (tmp_path / "ran.txt").read_text() == "ok\n"
+
+
+async def test_a_second_interrupt_cuts_a_threads_grace_short() -> None:
+    """Pins: after a second Ctrl-C the run still waited out a blocked function's grace."""
+    from subplans.process import ProcessGroups
+
+    release = threading.Event()
+    groups = ProcessGroups()
+    task = asyncio.create_task(
+        call_function(release.wait, {"timeout": 30}, cancel_grace=30, hurried=groups.hurried)
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.sleep(0)
+    assert groups.signal_all(signal.SIGKILL) == 0
+    with pytest.raises(ThreadAbandonedError) as caught:
+        await asyncio.wait_for(task, 5)
+    assert str(caught.value) == (
+        "the function was still running in its worker thread after cancellation; abandoned"
+    )
+    release.set()

@@ -56,10 +56,12 @@ class CommandResult:
 class ProcessGroups:
     """A registry of live process groups started by a run, so that an interrupt can kill them all at once."""
 
-    __slots__ = ("_groups",)
+    __slots__ = ("_groups", "hurried")
 
     def __init__(self) -> None:
         self._groups: dict[int, str] = {}
+        #: Set once everything was told to die now (SIGKILL to all): grace periods end early.
+        self.hurried = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<ProcessGroups {len(self._groups)} live>"
@@ -92,6 +94,8 @@ class ProcessGroups:
 
     def signal_all(self, sig: int) -> int:
         """Send ``sig`` to every registered group; returns how many still existed to receive it."""
+        if sig == signal.SIGKILL:
+            self.hurried.set()
         signalled = 0
         for pgid in list(self._groups):
             try:

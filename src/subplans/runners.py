@@ -98,7 +98,7 @@ def build_subplan(unit: UnitNode, context: RunContext, *, cancel_grace: float) -
     if unit.kind == "run":
         run = _command(unit, context, cancel_grace)
     elif unit.kind == "call":
-        run = _callable(unit, cancel_grace)
+        run = _callable(unit, cancel_grace, context.groups.hurried)
     else:
         run = _nested(unit, context)
     return Subplan(
@@ -133,13 +133,15 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
     return run
 
 
-def _callable(unit: UnitNode, grace: float) -> Callable[[], Awaitable[Any]]:
+def _callable(unit: UnitNode, grace: float, hurried: asyncio.Event) -> Callable[[], Awaitable[Any]]:
     assert unit.call is not None
     target, folder, kwargs = unit.call, unit.folder, dict(unit.kwargs)
 
     async def run() -> Any:
         function = import_target(target, folder)
-        return await call_function(function, kwargs, cancel_grace=grace, label=unit.id)
+        return await call_function(
+            function, kwargs, cancel_grace=grace, label=unit.id, hurried=hurried
+        )
 
     return run
 
@@ -177,6 +179,7 @@ async def call_function(
     *,
     cancel_grace: float,
     label: str = "",
+    hurried: asyncio.Event | None = None,
 ) -> Any:
     """Await an ``async def``; run a plain function in a worker thread.
 
@@ -221,11 +224,22 @@ async def call_function(
     try:
         value = await asyncio.shield(future)
     except asyncio.CancelledError:
-        done, _ = await asyncio.wait([future], timeout=cancel_grace)
-        if not done:
+        # The grace ends early when the run is told to die now (a second Ctrl-C).
+        hurry = None if hurried is None else asyncio.ensure_future(hurried.wait())
+        try:
+            await asyncio.wait(
+                [future] if hurry is None else [future, hurry],
+                timeout=cancel_grace,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if hurry is not None:
+                hurry.cancel()
+        if not future.done():
+            waited = "" if hurried is not None and hurried.is_set() else f" {cancel_grace:g}s"
             raise ThreadAbandonedError(
-                f"the function was still running in its worker thread {cancel_grace:g}s "
-                "after cancellation; abandoned",
+                f"the function was still running in its worker thread{waited} after "
+                "cancellation; abandoned",
                 abandoned=True,
             ) from None
         future.exception()  # retrieved: its outcome no longer matters once cancelled
