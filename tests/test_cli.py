@@ -3,8 +3,11 @@ exit codes and the one-line usage errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -695,3 +698,19 @@ def test_a_closed_stdout_is_pointed_at_dev_null_before_python_exits(
 
     assert stat.S_ISCHR(os.fstat(write_end).st_mode)  # /dev/null now
     stream.close()
+
+
+def test_a_reader_that_goes_away_is_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins: `subplans schema plan | head -1` exited 1, the code of a failed plan."""
+    import io as _io
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    stream = _io.TextIOWrapper(_io.FileIO(write_end, "w"), write_through=True)
+    monkeypatch.setattr(sys, "stdout", stream)
+    try:
+        assert main(["schema", "plan"]) == ExitCode.OK
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):
+            stream.close()

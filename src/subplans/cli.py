@@ -874,6 +874,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `subplans runs | head`: the reader has all it wanted
         code = ExitCode.OK
+    except SystemExit as exiting:
+        # click answers a broken pipe itself with exit 1 after wrapping stdout; that is the
+        # reader having all it wanted, not a failed plan.
+        if type(sys.stdout).__name__ != "PacifyFlushWrapper":
+            raise
+        code = ExitCode.OK if exiting.code == 1 else exiting.code
     finally:
         _forget_closed_stdout()
     return code if isinstance(code, int) else ExitCode.OK
