@@ -535,3 +535,38 @@ async def test_a_second_interrupt_cuts_a_threads_grace_short() -> None:
         "the function was still running in its worker thread after cancellation; abandoned"
     )
     release.set()
+
+
+async def test_a_nested_plan_per_item_gets_the_item(tmp_path: Path, config: GlobalConfig) -> None:
+    """One nested plan per module: its commands see the module through env and SUBPLANS_ITEM."""
+    write(
+        tmp_path,
+        "one.yaml",
+        """
+        name: one
+        steps:
+          - name: port
+            run: 'echo "$SUBPLANS_ITEM $MODULE $SUBPLANS_SUBPLAN" >> ran.txt'
+          - name: deeper
+            plan: {steps: [{name: check, run: 'echo "check $MODULE" >> ran.txt'}]}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: all
+        steps:
+          - name: modules
+            for_each: [alpha, beta]
+            subplan: {plan: one.yaml, env: {MODULE: "mod-{item}"}}
+        """,
+    )
+    result, _ = await execute(path, config)
+    assert result.state == "completed"
+    assert sorted((tmp_path / "ran.txt").read_text().splitlines()) == [
+        "alpha mod-alpha modules/alpha/port",
+        "beta mod-beta modules/beta/port",
+        "check mod-alpha",
+        "check mod-beta",
+    ]

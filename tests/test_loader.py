@@ -448,3 +448,11 @@ def test_recursive_and_exploding_aliases_are_refused(tmp_path: Path, config: Glo
         )
     (line,) = problems(write(tmp_path, "l.yaml", laughs), config)
     assert line.endswith("more than 100,000 values once aliases expand")
+
+
+def test_cwd_on_a_nested_plan_is_reported(tmp_path: Path, config: GlobalConfig) -> None:
+    write(tmp_path, "inner.yaml", "name: inner\nsteps: [{name: s, run: 'true'}]\n")
+    path = write(tmp_path, "p.yaml", "name: p\nsteps: [{name: a, plan: inner.yaml, cwd: sub}]\n")
+    assert problems(path, config) == [
+        "p.yaml:2:42: steps[0].cwd: has no effect on a nested plan; set it on its subplans"
+    ]

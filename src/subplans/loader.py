@@ -14,7 +14,7 @@ import importlib.util
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -558,9 +558,18 @@ class _Loader:
             kwargs = _substitute_any(unit.with_ or {}, values)
         else:
             kind = "plan"
+            if unit.cwd is not None:
+                self.problem(
+                    file, (*loc, "cwd"), "has no effect on a nested plan; set it on its subplans"
+                )
+                return None
             nested = self.nested(unit, file, loc, unit_id, depth, chain, values)
             if nested is None:
                 return None
+            if env or values.get("item") is not None:
+                # What the plan subplan was given reaches the work inside: "one nested plan per
+                # module" gets its module through env and SUBPLANS_ITEM.
+                nested = _inherit(nested, env, values.get("item"))
         return UnitNode(
             id=unit_id,
             name=name,
@@ -608,6 +617,25 @@ class _Loader:
 def _loop(chain: tuple[Path, ...], again: Path) -> str:
     names = " -> ".join(p.name for p in (*chain, again))
     return f"the plan includes itself: {names}"
+
+
+def _inherit(plan: PlanNode, env: Mapping[str, str], item: str | None) -> PlanNode:
+    """``plan`` with ``env`` under each of its units' own env, and ``item`` where they have none."""
+    steps = []
+    for step in plan.steps:
+        units = []
+        for unit in step.units:
+            nested = None if unit.plan is None else _inherit(unit.plan, env, item)
+            units.append(
+                replace(
+                    unit,
+                    env={**env, **unit.env},
+                    item=unit.item if unit.item is not None else item,
+                    plan=nested,
+                )
+            )
+        steps.append(replace(step, units=tuple(units)))
+    return replace(plan, steps=tuple(steps))
 
 
 def _own_or_default(own: _T | None, default: _T) -> _T:
