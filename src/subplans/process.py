@@ -28,6 +28,7 @@ __all__ = [
     "CommandResult",
     "ProcessGroups",
     "group_members",
+    "proc_stat",
     "processes_of_run",
     "run_command",
     "stop_processes",
@@ -132,11 +133,25 @@ def _read_stat(pid: str) -> bytes:
         return b""  # it ended between the listing and the read
 
 
-def _is_live_member(stat: bytes, pgid: int) -> bool:
+def _parse_stat(stat: bytes) -> tuple[str, int, int] | None:
+    """(state, process group, start time) from the text of ``/proc/<pid>/stat``."""
     # The command name (field 2) may hold spaces and parentheses: the fields after it start past
-    # its last ")", with the state (field 3) first and the process group (field 5) third.
+    # its last ")": state is field 3, the process group field 5, the start time field 22.
     fields = stat[stat.rfind(b")") + 2 :].split()
-    return len(fields) > 2 and fields[0] != b"Z" and int(fields[2]) == pgid
+    if len(fields) < 20:
+        return None
+    return fields[0].decode(), int(fields[2]), int(fields[19])
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, process group, start time in clock ticks since boot) of ``pid``, or None if
+    there is no such process."""
+    return _parse_stat(_read_stat(str(pid)))
+
+
+def _is_live_member(stat: bytes, pgid: int) -> bool:
+    found = _parse_stat(stat)
+    return found is not None and found[0] != "Z" and found[1] == pgid
 
 
 async def run_command(
@@ -365,21 +380,15 @@ def processes_of_run(run_id: str) -> dict[int, list[tuple[int, str]]]:
         try:
             with open(f"/proc/{name}/environ", "rb") as file:
                 variables = file.read().split(b"\0")
-            state, pgid = _state_and_group(int(name))
-        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+        except OSError:  # gone meanwhile, or not ours to read
             continue
-        if marker in variables and state not in ("Z", "X"):
+        found_stat = proc_stat(int(name)) if marker in variables else None
+        if found_stat is not None and found_stat[0] not in ("Z", "X"):
+            pgid = found_stat[1]
             prefix = b"SUBPLANS_SUBPLAN="
             subplan = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"?")
             found.setdefault(pgid, []).append((int(name), subplan.decode(errors="replace")))
     return found
-
-
-def _state_and_group(pid: int) -> tuple[str, int]:
-    with open(f"/proc/{pid}/stat", "rb") as file:
-        stat = file.read()
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2])
 
 
 def stop_processes(pids: Sequence[int], *, grace: float) -> None:
@@ -391,10 +400,8 @@ def stop_processes(pids: Sequence[int], *, grace: float) -> None:
     import time
 
     def alive(pid: int) -> bool:
-        try:
-            return _state_and_group(pid)[0] not in ("Z", "X")
-        except (OSError, ValueError):
-            return False
+        found = proc_stat(pid)
+        return found is not None and found[0] not in ("Z", "X")
 
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

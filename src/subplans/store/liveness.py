@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from subplans.errors import RunBusyError, RunNotLiveError, StoreError
-from subplans.process import processes_of_run
+from subplans.process import proc_stat, processes_of_run
 
 if TYPE_CHECKING:
     from subplans.store.records import ProcessGroupRecord
@@ -73,22 +73,9 @@ def boot_id() -> str:
         return ""
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time) of ``pid``, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fields after it start past
-    # its last ")": state is field 3, the process group field 5, the start time field 22.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[2]), int(fields[19])
-
-
 def process_start_time(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot; None if it does not exist."""
-    found = _stat(pid)
+    found = proc_stat(pid)
     return None if found is None else found[2]
 
 
@@ -125,7 +112,7 @@ def owner_liveness(owner: ProcessIdentity | None) -> Liveness:
         return Liveness.UNKNOWN
     if owner.boot_id != boot_id():
         return Liveness.GONE
-    found = _stat(owner.pid)
+    found = proc_stat(owner.pid)
     if found is None or found[0] in ("Z", "X") or found[2] != owner.start_time:
         return Liveness.GONE
     return Liveness.ALIVE
@@ -136,7 +123,7 @@ def live_process_groups() -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
-            found = _stat(int(name))
+            found = proc_stat(int(name))
             if found is not None and found[0] not in ("Z", "X"):
                 groups.setdefault(found[1], []).append(int(name))
     for members in groups.values():
@@ -311,7 +298,7 @@ def _verified(
         members = live.get(record.pgid)
         if not members:
             continue
-        leader = _stat(record.pgid)
+        leader = proc_stat(record.pgid)
         if leader is not None and (record.start_time is None or leader[2] != record.start_time):
             # The group id now belongs to a new leader: some unrelated process group.
             logger.info(
