@@ -511,6 +511,7 @@ def test_profile_show_a_built_in_profile() -> None:
         "  cancel_grace  5.0                not set: built-in default",
         "  timeout       none               not set: built-in default",
         "  retries       0                  not set: built-in default",
+        "  idempotent    true               not set: built-in default",
     ]
 
 
@@ -530,6 +531,7 @@ def test_profile_show_a_custom_profile_names_its_file(no_user_config: Path) -> N
         "  cancel_grace  5.0        not set: built-in default",
         f"  timeout       30.0       profile = 'fast' (profiles.fast.timeout) ({no_user_config})",
         f"  retries       2          profile = 'fast' (profiles.fast.retries) ({no_user_config})",
+        "  idempotent    true       not set: built-in default",
     ]
 
 
@@ -580,30 +582,35 @@ def test_profile_resolve_prints_each_field_with_its_source(tmp_path: Path) -> No
           cancel_grace  5.0        default (profile = 'default' (built-in))
           timeout       none       default (built-in profile 'default' (no timeout))
           retries       0          default (profile = 'default' (built-in))
+          idempotent    true       default (profile = 'default' (built-in))
         step prepare
           max_parallel  4          plan (plan.yaml: automation_profile = 'keep-going' (built-in))
           failure_mode  fail_fast  plan (--failure-mode)
           cancel_grace  5.0        default (profile = 'default' (built-in))
           timeout       none       default (built-in profile 'default' (no timeout))
           retries       0          default (profile = 'default' (built-in))
+          idempotent    true       default (profile = 'default' (built-in))
         step port
           max_parallel  8          step (plan.yaml: steps[1].max_parallel)
           failure_mode  fail_fast  plan (--failure-mode)
           cancel_grace  5.0        default (profile = 'default' (built-in))
           timeout       none       default (built-in profile 'default' (no timeout))
           retries       0          default (profile = 'default' (built-in))
+          idempotent    true       default (profile = 'default' (built-in))
         plan port/docs: inner  (inner.yaml)
           max_parallel  1          plan (inner.yaml: automation_profile = 'serial' (built-in))
           failure_mode  fail_fast  plan (inner.yaml: automation_profile = 'serial' (built-in))
           cancel_grace  5.0        default (profile = 'default' (built-in))
           timeout       none       default (built-in profile 'default' (no timeout))
           retries       0          default (profile = 'default' (built-in))
+          idempotent    true       default (profile = 'default' (built-in))
         step port/docs/build
           max_parallel  1          plan (inner.yaml: automation_profile = 'serial' (built-in))
           failure_mode  fail_fast  plan (inner.yaml: automation_profile = 'serial' (built-in))
           cancel_grace  5.0        default (profile = 'default' (built-in))
           timeout       none       default (built-in profile 'default' (no timeout))
           retries       0          default (profile = 'default' (built-in))
+          idempotent    true       default (profile = 'default' (built-in))
         """
     )
 

@@ -89,7 +89,7 @@ def test_a_full_plan_loads(tmp_path: Path, config: GlobalConfig) -> None:
     )
     assert unit.env == {"A": "1"}
     assert [u.id for u in globbed.units] == ["globbed/a-0", "globbed/b-1", "globbed/c-2"]
-    assert globbed.units[2].command == "cat src/pkg/c.py"
+    assert globbed.units[2].command == "cat 'src/pkg/c.py'"
     assert globbed.units[2].env == {"ITEM": "src/pkg/c.py"}
     assert globbed.units[2].item == "src/pkg/c.py"
     assert [u.kwargs for u in lined.units] == [
@@ -128,8 +128,8 @@ def test_shell_strings_quote_items(tmp_path: Path, config: GlobalConfig) -> None
     )
     plan = load_plan(path, config=config)
     assert [u.command for u in plan.steps[0].units] == [
-        "echo 'x; touch pwned' > out-0.txt",
-        "echo '$(touch pwned2)' > out-1.txt",
+        "echo 'x; touch pwned' > out-'0'.txt",
+        "echo '$(touch pwned2)' > out-'1'.txt",
     ]
 
 
@@ -346,7 +346,7 @@ def test_unreadable_file(tmp_path: Path, config: GlobalConfig) -> None:
     path = tmp_path / "bad.yaml"
     path.write_bytes(b"name: \xff\xfe\n")
     (line,) = problems(path, config)
-    assert line.startswith("bad.yaml: cannot read:")
+    assert line == "bad.yaml:1:7: not UTF-8: cannot decode byte 0xff"
 
 
 def test_problem_str() -> None:

@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from subplans import process
+from subplans import process, stopping
 from subplans.errors import CommandFailedError, SubplanError
 from subplans.events import describe_error
 from subplans.process import (
     CommandResult,
     ProcessGroups,
     group_members,
-    processes_of_run,
     run_command,
-    stop_processes,
+    stop_run_processes,
 )
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
@@ -443,16 +442,24 @@ async def test_a_raising_on_start_stops_the_command(tmp_path: Path) -> None:
 async def test_members_that_outlive_the_settle_timeout_are_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(process, "_SETTLE_TIMEOUT", 0.0)
+    # Signals that never arrive: the straggler lives on, and is given up on at once.
+    monkeypatch.setattr(stopping, "SETTLE_TIMEOUT", 0.0)
+    monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: None)
 
     with caplog.at_level(logging.WARNING, logger="subplans"):
-        result = await run_command("sleep 30 & echo $!", log_file=tmp_path / "bg.log")
+        result = await run_command(
+            "sleep 30 & echo $!", log_file=tmp_path / "bg.log", cancel_grace=0
+        )
 
-    # The straggler got SIGKILL before the warning, so it still goes, only unwatched.
+    straggler = int(result.output_tail)
+    try:
+        assert group_members(result.pid) == [straggler]
+        message = rf"^processes \[{straggler}\] survived SIGKILL for 0.0 s; giving up on them$"
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert re.match(message, caplog.records[0].getMessage())
+    finally:
+        os.kill(straggler, signal.SIGKILL)
     await eventually(lambda: group_members(result.pid) == [])
-    message = rf"^process group {result.pid} still has members \[{result.output_tail}\] "
-    assert [r.levelname for r in caplog.records] == ["WARNING"]
-    assert re.match(message, caplog.records[0].getMessage())
 
 
 # --- group_members ----------------------------------------------------------------------------
@@ -578,8 +585,10 @@ async def test_signal_all_signals_live_groups_and_skips_gone_ones(tmp_path: Path
 def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:
     import subprocess
     import sys
+    import uuid
 
-    env = {**os.environ, "SUBPLANS_RUN_ID": "run-x", "SUBPLANS_SUBPLAN": "s/a"}
+    run_id = f"run-{uuid.uuid4().hex}"  # never another test's, running at the same time
+    env = {**os.environ, "SUBPLANS_RUN_ID": run_id, "SUBPLANS_SUBPLAN": "s/a"}
     polite = subprocess.Popen(["sleep", "30"], env=env)
     stubborn = subprocess.Popen(
         [
@@ -590,18 +599,17 @@ def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:
         env={**env, "SUBPLANS_SUBPLAN": "s/b"},
         stdout=subprocess.PIPE,
     )
+    other = subprocess.Popen(["sleep", "30"], env={**env, "SUBPLANS_RUN_ID": f"{run_id}-y"})
     try:
         assert stubborn.stdout is not None
         assert stubborn.stdout.readline() == b"ready\n"
-        found = processes_of_run("run-x")
-        assert sorted(found[os.getpgrp()]) == sorted([(polite.pid, "s/a"), (stubborn.pid, "s/b")])
-        assert processes_of_run("run-y") == {}
-        stop_processes([polite.pid, stubborn.pid], grace=0.1)
+        assert stop_run_processes(run_id, grace=0.1) == 2
         assert polite.wait(timeout=5) == -signal.SIGTERM
         assert stubborn.wait(timeout=5) == -signal.SIGKILL
-        stop_processes([polite.pid], grace=0)  # already gone: nothing to do
+        assert other.poll() is None  # another run's
+        assert stop_run_processes(run_id, grace=0) == 0  # already gone: nothing to do
     finally:
-        for child in (polite, stubborn):
+        for child in (polite, stubborn, other):
             child.kill()
             child.wait()
         assert stubborn.stdout is not None

@@ -17,9 +17,9 @@ from subplans.resume import (
     refusal,
     run_manifest,
     stop_leftovers,
-    try_stop_leftovers,
+    stop_leftovers_locked,
 )
-from subplans.store import PlanDiff, PlanManifest, RunStore, StoppedGroup
+from subplans.store import PlanDiff, PlanManifest, RunBusyError, RunStore, StoppedGroup
 
 from .store_support import gone_owner, load, manifest, open_store
 
@@ -114,13 +114,13 @@ def test_leftovers_get_the_runs_own_cancel_grace(
     assert graces == [0.5, 5.0]
 
 
-def test_status_leaves_leftovers_alone_while_another_process_holds_the_lock(
+def test_cancel_leaves_leftovers_alone_while_another_process_holds_the_lock(
     store: RunStore,
 ) -> None:
     store.start_run("r1", manifest("s/a"), owner=gone_owner())
     run = store.get_run("r1")
 
-    with store.lock("r1"):
-        assert try_stop_leftovers(store, run) is None
-    assert try_stop_leftovers(store, run) == []
+    with store.lock("r1"), pytest.raises(RunBusyError, match=r"^run r1 is being driven by "):
+        stop_leftovers_locked(store, run)
+    assert stop_leftovers_locked(store, run) == []
     assert not store.lock("r1").held

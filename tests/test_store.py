@@ -402,7 +402,7 @@ def fill(store: RunStore) -> None:
         INSERT INTO events VALUES ('r2', 3, 200.2, 'step_state_changed', NULL, 's', '{}');
         """
     )
-    store.start_run("r3", manifest(), started_at=300.0, owner=other_host_owner())
+    store.start_run("r3", manifest(), started_at=300.0, owner=other_host_owner(), concurrent=True)
 
 
 def test_list_runs_newest_first_with_counts(tmp_path: Path) -> None:
@@ -613,7 +613,7 @@ def test_resume_run_refuses_a_live_owner(store: RunStore) -> None:
     stranger = ProcessIdentity(1, "elsewhere", "b", 1)
     with pytest.raises(RunBusyError, match=r"^run r1 is still being driven by process \d+ on "):
         store.resume_run("r1", owner=stranger)
-    store.start_run("r2", manifest(), owner=other_host_owner())
+    store.start_run("r2", manifest(), owner=other_host_owner(), concurrent=True)
     with pytest.raises(
         RunBusyError, match=r"^run r2 is still being driven by a process on another"
     ):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from subplans import stopping
 from subplans.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.process import group_members
 from subplans.states import SubplanExecutionState
@@ -332,14 +333,15 @@ def test_a_group_that_survives_sigkill_is_given_up_on(
 ) -> None:
     store.start_run("r1", manifest("s/a"), owner=gone_owner())
     unkillable = start_group("exec sleep 30")
-    monkeypatch.setattr(liveness_module, "_killpg", lambda pgid, sig: None)
-    monkeypatch.setattr(liveness_module, "_KILL_SETTLE", 0.0)
+    # Signals that never arrive: it lives on, and is given up on at once.
+    monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: None)
+    monkeypatch.setattr(stopping, "SETTLE_TIMEOUT", 0.0)
     try:
         record_groups(store, "r1", {"s/a": unkillable.pid})
         with caplog.at_level(logging.WARNING, logger="subplans"):
             (stopped,) = stop_leftover_groups(store, "r1", grace=0.0)
         assert stopped.signal == "SIGKILL"
-        assert f"process groups [{unkillable.pid}] survived SIGKILL; giving up" in caplog.text
+        assert f"processes [{unkillable.pid}] survived SIGKILL for 0.0 s; giving up" in caplog.text
     finally:
         stop(unkillable)
 
@@ -348,7 +350,7 @@ def test_the_groups_of_a_live_run_are_its_own(store: RunStore) -> None:
     store.start_run("r1", manifest("s/a"))
     with pytest.raises(RunBusyError, match=r"^run r1 is still being driven by process \d+ on "):
         stop_leftover_groups(store, "r1")
-    store.start_run("r2", manifest("s/a"), owner=other_host_owner())
+    store.start_run("r2", manifest("s/a"), owner=other_host_owner(), concurrent=True)
     with pytest.raises(RunBusyError, match=r"^run r2 is driven from not-.*; its processes cannot"):
         stop_leftover_groups(store, "r2")
     store._db.execute("UPDATE runs SET owner_pid = NULL WHERE id = 'r2'")
@@ -417,7 +419,7 @@ def test_cancel_refuses_runs_without_a_live_owner_here(store: RunStore) -> None:
     store._db.execute("UPDATE runs SET owner_pid = NULL WHERE id = 'r2'")
     with pytest.raises(RunNotLiveError, match=r"^run r2 is driven by an unknown process; cancel"):
         cancel_run(store, "r2")
-    store.start_run("r3", manifest(), owner=gone_owner())
+    store.start_run("r3", manifest(), owner=gone_owner(), concurrent=True)
     with pytest.raises(RunNotLiveError, match=r"^run r3 was interrupted: "):
         cancel_run(store, "r3")
 

@@ -18,6 +18,11 @@ does not pay for pydantic and YAML.
 
 from __future__ import annotations
 
+# First of all: in the `subplans` command, SIGINT and SIGTERM end it cleanly from here on,
+# imports included (see signal_guard; nothing changes for a program importing the library).
+from subplans import signal_guard  # noqa: F401
+
+# isort: split
 import logging
 from importlib.metadata import PackageNotFoundError, version
 

@@ -20,12 +20,10 @@ imported inside the commands, so that ``--help`` and ``--version`` start fast.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
 import os
-import signal
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,14 +33,16 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 
+from subplans import signal_guard
 from subplans.config import FailureMode, check_max_parallel
 from subplans.errors import ConfigError
+from subplans.sinks.formatting import visible
 
 if TYPE_CHECKING:
     from subplans.loader import GlobalConfig, Overrides, PlanNode
     from subplans.profiles import ProfileRegistry, ResolvedProfile
     from subplans.session import RunSession
-    from subplans.store import RunStore
+    from subplans.store import RunInfo, RunStore
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -165,6 +165,14 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+ConcurrentOption = Annotated[
+    bool,
+    typer.Option(
+        "--concurrent",
+        help="Run even if the plan is running in the store already (its work may then be "
+        "done twice at once).",
+    ),
+]
 
 
 def _run_id(value: str | None) -> str | None:
@@ -220,8 +228,9 @@ def _root(
 def _invalid(problems: Iterable[object]) -> NoReturn:
     """Print one ``error:`` line per problem on stderr and exit 2."""
     for problem in problems:
-        # One line each, whatever the message holds: a line per problem is the contract.
-        typer.echo(f"error: {' '.join(str(problem).splitlines())}", err=True)
+        # One line each, whatever the message holds: a line per problem is the contract, and
+        # a control character it quotes (from a plan, an item, a file name) is shown, not obeyed.
+        typer.echo(f"error: {visible(' '.join(str(problem).splitlines()))}", err=True)
     raise typer.Exit(ExitCode.INVALID)
 
 
@@ -306,12 +315,14 @@ def run(
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
     store: PlanStoreOption = None,
+    concurrent: ConcurrentOption = False,
 ) -> None:
     """Run a plan: its steps in order, each step's subplans in parallel.
 
     On a terminal a live view shows progress; otherwise one timestamped line per state change
     is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once). The run
-    is recorded in the run store: see `subplans runs`, `status` and `resume`.
+    is recorded in the run store: see `subplans runs`, `status` and `resume`. A plan that is
+    running in the store already is refused, unless --concurrent.
     """
     from subplans.loader import Overrides
     from subplans.resume import run_manifest
@@ -321,13 +332,21 @@ def run(
     overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
     path = store if store is not None else default_store_path(node.file)
     with _events_stream(events_jsonl) as events, _store_errors(), _opened(path) as db:
-        _start_afresh(events)
+        manifest = run_manifest(node, overrides)
         session = _session(node, events, no_progress=no_progress, quiet=quiet, store=db)
+        # Refused before the run folder exists; and if another run of the plan got in between,
+        # refused by start_run, which removes again the (empty) folder made meanwhile.
+        made = (session.log_dir, session.log_dir.parent)
+        if not concurrent:
+            with _once_at_a_time(made):
+                db.check_plan_free(manifest.file)
         with _driving(db, session.run_id) as noted:
             session.early_signals = noted
             _prepare(session)
-            manifest = run_manifest(node, overrides)
-            db.start_run(session.run_id, manifest, run_dir=session.executor.run_dir.absolute())
+            with _once_at_a_time(made):
+                run_dir = session.executor.run_dir.absolute()
+                db.start_run(session.run_id, manifest, run_dir=run_dir, concurrent=concurrent)
+            _start_afresh(events)
             code = _execute(session, events, db)
     raise typer.Exit(code)
 
@@ -346,6 +365,23 @@ def resume(
             "--force", help="Resume even if the plan's subplans changed since the run started."
         ),
     ] = False,
+    rerun_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-unknown",
+            help="Run again the subplans marked idempotent: false that were running when the "
+            "run stopped (they may have done their work).",
+        ),
+    ] = False,
+    skip_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unknown",
+            help="Record those subplans completed instead, as you assert (the reason is "
+            "stored with the run).",
+        ),
+    ] = False,
+    concurrent: ConcurrentOption = False,
     events_jsonl: EventsJsonlOption = None,
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
@@ -357,18 +393,27 @@ def resume(
     subplan that was running when its run was killed may have done part of its work). First,
     every process the run left running is stopped. The plan file is read again, with the
     run's original --max-parallel, --failure-mode and --profile; if its subplan ids changed,
-    resume refuses unless --force. Exit codes as `subplans run`.
+    resume refuses unless --force. The subplans that were running when the run stopped are
+    listed; if any is marked idempotent: false, resume refuses unless --rerun-unknown or
+    --skip-unknown. Exit codes as `subplans run`.
     """
     from subplans.resume import (
+        SKIP_UNKNOWN_REASON,
         describe_stopped,
         recorded_overrides,
         refusal,
         run_manifest,
         stop_leftovers,
+        unknown_outcomes,
     )
 
+    if rerun_unknown and skip_unknown:
+        _invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
     with _store_errors(), _opened(_store_path(store), existing=True) as db:
         found = db.get_run(run_id)
+        if not concurrent:
+            with _once_at_a_time():
+                db.check_plan_free(found.plan_file, run_id=run_id)
         with _driving(db, run_id) as noted:
             stopped = stop_leftovers(db, found)
             overrides = recorded_overrides(found)
@@ -383,8 +428,13 @@ def resume(
             problem = refusal(diff, force=force)
             if problem is not None:
                 _invalid([problem])
+            # Whatever was running when the run stopped may have done its work already.
+            unknown = unknown_outcomes(db, run_id, node)
+            if unknown.not_idempotent and not (rerun_unknown or skip_unknown):
+                typer.echo(unknown.listing, err=True)
+                _invalid([unknown.refusal()])
+            assumed = unknown.assumed if skip_unknown else ()
             with _events_stream(events_jsonl) as events:
-                _start_afresh(events)
                 session = _session(
                     node,
                     events,
@@ -393,7 +443,7 @@ def resume(
                     store=db,
                     run_id=run_id,
                     run_dir=None if found.run_dir is None else Path(found.run_dir),
-                    skip=db.completed_subplans(run_id),
+                    skip=db.completed_subplans(run_id).union(assumed),
                 )
                 session.early_signals = noted
                 if stopped:
@@ -401,10 +451,40 @@ def resume(
                 if diff.hash_changed:
                     forced = "" if diff.ids_match else "; resuming anyway (--force)"
                     session.say(f"{diff}{forced}")
+                if unknown.subplans:
+                    session.say(unknown.describe(skip=skip_unknown))
                 _prepare(session)
-                db.resume_run(run_id, manifest)
+                with _once_at_a_time():
+                    db.resume_run(
+                        run_id,
+                        manifest,
+                        concurrent=concurrent,
+                        assume_completed=assumed,
+                        reason=SKIP_UNKNOWN_REASON,
+                    )
+                _start_afresh(events)
                 code = _execute(session, events, db)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _once_at_a_time(made: Sequence[Path] = ()) -> Iterator[None]:
+    """A plan that is running in the store already: exit 2, saying what to do. The folders
+    ``made`` for the refused run, if they were, are removed again (only while empty)."""
+    from subplans.errors import PlanRunningError
+
+    try:
+        yield
+    except PlanRunningError as error:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        _invalid(
+            [
+                f"{error}; wait for it to end, stop it with `subplans cancel {error.run_id}`, "
+                "or pass --concurrent to run it anyway"
+            ]
+        )
 
 
 @contextlib.contextmanager
@@ -475,11 +555,9 @@ def _execute(session: RunSession, events: TextIO | None, store: RunStore) -> int
     redirect = contextlib.redirect_stdout(sys.stderr) if events is sys.stdout else None
     try:
         with redirect or contextlib.nullcontext():
-            outcome = asyncio.run(session.run())
-        # The loop gave SIGINT and SIGTERM back to their defaults; the run has ended and is
-        # recorded, so a late `subplans cancel` changes nothing (``_driving`` restores them).
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+            outcome = session.run_blocking()
+        # The run has ended and is recorded: a late `subplans cancel` changes nothing.
+        signal_guard.GUARD.settle()
     except BaseException as error:
         # Ended before the executor could record an end (the recorder did not start, or
         # Ctrl-C came before the signal handlers): the store must not show it running.
@@ -607,6 +685,8 @@ def _echo_fields(profile: ResolvedProfile) -> None:
 def _value(value: object) -> str:
     if value is None:
         return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, FailureMode):
         return value.value
     return str(value)
@@ -662,21 +742,12 @@ def _driving(store: RunStore, run_id: str) -> Iterator[list[int]]:
     """Hold the run's lock: no other process drives it meanwhile (RunBusyError if one does).
 
     Meanwhile SIGINT and SIGTERM (what ``subplans cancel`` sends) are noted, not fatal: one that
-    arrives while the run is being registered is handled as soon as the run can stop cleanly,
-    and one that arrives after the run ended changes nothing. Yields the list they go to.
+    arrives while the run is being registered is handled as soon as the run can stop cleanly
+    (or ends the command with exit 130 if the run never starts), and one that arrives after the
+    run ended changes nothing. Yields the list they go to.
     """
-    noted: list[int] = []
-
-    def note(signum: int, frame: object) -> None:
-        noted.append(signum)
-
-    previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with store.lock(run_id):
-            yield noted
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with signal_guard.GUARD.deferred() as noted, store.lock(run_id):
+        yield noted
 
 
 @contextlib.contextmanager
@@ -737,23 +808,21 @@ def status(
     """Show a run: its status, subplan counts, steps, what runs now and what failed.
 
     Works while the run is live in another process. For an interrupted run (its process is
-    gone), any process it left running is stopped first, and listed.
+    gone), it lists any process the run left running; `subplans cancel RUN_ID` stops them.
+    Nothing is ever stopped or changed by status.
     """
-    from subplans.errors import StoreError
+    from subplans.errors import RunBusyError
     from subplans.reports import StatusReport
-    from subplans.resume import try_stop_leftovers
+    from subplans.store import find_leftovers
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
         found = db.get_run(run_id)
-        stopped = None
+        leftovers = []
         if found.status == "interrupted":
-            try:
-                stopped = try_stop_leftovers(db, found)
-            except StoreError as error:
-                typer.echo(
-                    f"warning: cannot stop what run {found.id} left running: {error}", err=True
-                )
-        report = StatusReport.collect(db, found, stopped or ())
+            # Busy: resumed since the line above; its processes are its own again.
+            with contextlib.suppress(RunBusyError):
+                leftovers = find_leftovers(db, found.id)
+        report = StatusReport.collect(db, found, leftovers)
     if json_output:
         _echo_json(report.to_dict())
     else:
@@ -802,8 +871,12 @@ def logs(
     ],
     store: StoreOption = None,
 ) -> None:
-    """Print the output (stdout and stderr) of a command subplan of a run."""
-    import shutil
+    """Print the output (stdout and stderr) of a command subplan of a run.
+
+    Exactly as written when piped or redirected; on a terminal, control characters (escape
+    sequences) are shown as escapes such as `\x1b`, not obeyed.
+    """
+    from subplans.reports import write_log
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
         log = db.log_file(run_id, subplan)
@@ -812,7 +885,7 @@ def logs(
     try:
         with log.open("rb") as file:
             sys.stdout.flush()
-            shutil.copyfileobj(file, sys.stdout.buffer)
+            write_log(file, sys.stdout.buffer, terminal=sys.stdout.isatty())
             sys.stdout.buffer.flush()
     except OSError as error:
         _invalid([f"cannot read the log of {subplan!r}: {log}: {error.strerror}"])
@@ -833,7 +906,8 @@ def cancel(
     """Ask a run that another process drives to stop, as Ctrl-C would.
 
     Its subplans are cancelled (SIGTERM, then SIGKILL after their cancel_grace) and the run
-    ends `cancelled`. A run whose process is gone cannot be cancelled: resume it, or leave it.
+    ends `cancelled`. For an interrupted run (its process is gone), it stops the processes the
+    run left running, the same way; the run stays interrupted, to be resumed or left.
     """
     import time
 
@@ -841,6 +915,10 @@ def cancel(
     from subplans.store import cancel_run
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
+        found = db.get_run(run_id)
+        if found.status == "interrupted":
+            _cancel_leftovers(db, found)
+            return
         owner = cancel_run(db, run_id)
         typer.echo(f"asked run {run_id} to stop: sent SIGTERM to {owner}")
         if wait:
@@ -848,6 +926,19 @@ def cancel(
                 while (found := db.get_run(run_id)).status == "running":
                     time.sleep(POLL_INTERVAL)
             typer.echo(f"run {run_id} {found.status}")
+
+
+def _cancel_leftovers(db: RunStore, run: RunInfo) -> None:
+    """``cancel`` of an interrupted run: stop what it left running (holding its lock), say so."""
+    from subplans.resume import describe_stopped, stop_leftovers_locked
+
+    with _interruptible():
+        stopped = stop_leftovers_locked(db, run)
+    if stopped:
+        typer.echo(describe_stopped(run.id, stopped))
+    else:
+        typer.echo(f"run {run.id} was interrupted and left nothing running")
+    typer.echo(f"run {run.id} stays interrupted: resume it with `subplans resume {run.id}`")
 
 
 # --- entry point --------------------------------------------------------------------------
@@ -860,6 +951,15 @@ _ClickException: type[Exception] = next(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``subplans`` command; returns the exit code (``ExitCode``)."""
+    # SIGINT and SIGTERM: exit 130 and one line at any moment (signal_guard).
+    with signal_guard.GUARD.guarded():
+        try:
+            return _main(argv)
+        except signal_guard.CommandInterrupted:
+            return ExitCode.INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     command = typer.main.get_command(app)
     # Ids and output come from plans and commands: a terminal or pipe that cannot encode a
     # character gets an escape, never a UnicodeEncodeError halfway through a summary.

@@ -140,7 +140,10 @@ class ParallelSubplanDispatcher:
             SubplanExecutionError: fail-fast, for the first failure (after every other
                 subplan was cancelled and has finished, up to ``cancel_grace``).
             AggregateSubplanError: continue-on-error, when any subplan failed.
-            asyncio.CancelledError: the caller was cancelled; every subplan was stopped first.
+            asyncio.CancelledError: the caller was cancelled (once or more); every subplan was
+                stopped and reached its terminal state first.
+            KeyboardInterrupt: a subplan or an event subscriber raised it; the dispatch was
+                stopped as if its caller had been cancelled.
         """
         items = list(subplans)
         seen: set[str] = set()
@@ -176,6 +179,8 @@ class _Dispatch:
         self.running: dict[int, asyncio.Task[None]] = {}
         self.stop_reason: str | None = None
         self.first_failure: int | None = None
+        #: A KeyboardInterrupt from a subplan or a subscriber: raised once everything is terminal.
+        self.interrupt: KeyboardInterrupt | None = None
         loop = asyncio.get_running_loop()
         self.stopped: asyncio.Future[None] = loop.create_future()
         # Created now, first runs when run() first awaits: after the pending events are out.
@@ -183,28 +188,38 @@ class _Dispatch:
 
     async def run(self) -> list[SubplanResult]:
         bus, started = self.bus, time.monotonic()
-        if bus is not None:
-            bus.publish(DispatchStarted(self.name, len(self.subplans), self.config))
-        for subplan in self.subplans:
-            self.tracker.add(subplan.id)
+        cancel: asyncio.CancelledError | None = None
+        unwatch = bus.watch_interrupts(self._interrupted) if bus is not None else None
         try:
-            await asyncio.wait([self.feeder])
-            while self.running and self.stop_reason is None:
-                await asyncio.wait(
-                    [*self.running.values(), self.stopped], return_when=asyncio.FIRST_COMPLETED
-                )
-                self._reap_unstarted()
-            await self._drain()
-        except asyncio.CancelledError as cancelled:
-            # The canceller's message, when it gave one ("interrupted by SIGINT"), says why.
-            reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
-            self._stop(str(reason) if reason else "the dispatch was cancelled")
-            await self._drain()
-            raise
+            if bus is not None:
+                bus.publish(DispatchStarted(self.name, len(self.subplans), self.config))
+            for subplan in self.subplans:
+                self.tracker.add(subplan.id)
+            try:
+                await asyncio.wait([self.feeder])
+                while self.running and self.stop_reason is None:
+                    await asyncio.wait(
+                        [*self.running.values(), self.stopped],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    self._reap_unstarted()
+            except asyncio.CancelledError as cancelled:
+                # The canceller's message, when it gave one ("interrupted by SIGINT"), says why.
+                reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
+                self._stop(str(reason) if reason else "the dispatch was cancelled")
+                cancel = cancelled
+            # However often the caller is cancelled meanwhile, every subplan gets to its end.
+            cancel = await self._drain() or cancel
         finally:
             self._fail_never_started()
             if bus is not None:
                 bus.publish(DispatchFinished(self.name, self.tracker.counts(), _since(started)))
+            if unwatch is not None:
+                unwatch()
+        if self.interrupt is not None:
+            raise self.interrupt
+        if cancel is not None:
+            raise cancel
         results: list[SubplanResult] = self.results  # type: ignore[assignment]
         return self._outcome(results)
 
@@ -242,6 +257,8 @@ class _Dispatch:
             self.tracker.transition(subplan.id, _RUNNING, attempt=1)
             task = loop.create_task(self._execute(index, subplan))
             self.running[index] = task
+            if self.stop_reason is not None:
+                task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
     async def _execute(self, index: int, subplan: Subplan) -> None:
         try:
@@ -267,12 +284,15 @@ class _Dispatch:
                 self._fail(index, SubplanCancelledError("the subplan raised CancelledError"))
                 if task.cancelling():
                     raise
+        except KeyboardInterrupt as error:
+            # A Ctrl-C stops the whole dispatch, which raises it once everything is terminal.
+            # Raised from this task it would break out of the event loop half-way instead.
+            self._finish(index, _FAILED, error=error)
+            self._interrupted(error)
         except BaseException as error:
             # Not an Exception (SystemExit from sys.exit(), or a custom BaseException): the
-            # subplan fails, not the whole dispatch; only a real Ctrl-C goes on up.
+            # subplan fails, not the whole dispatch.
             self._fail(index, error)
-            if isinstance(error, KeyboardInterrupt):
-                raise
         finally:
             self._release(index)
 
@@ -302,8 +322,10 @@ class _Dispatch:
                 if timeout is None:
                     value = await subplan.run()
                 else:
-                    async with asyncio.timeout(timeout):
+                    deadline = asyncio.get_running_loop().time() + timeout
+                    async with asyncio.timeout_at(deadline) as timer:
                         value = await subplan.run()
+                    _check_kept(timer, timeout, deadline)
             except Exception as error:
                 attempt = self.attempts[index]
                 if timeout is not None and isinstance(error, TimeoutError) and not error.args:
@@ -355,20 +377,34 @@ class _Dispatch:
         logger.info("stopping dispatch%s: %s", f" {self.name}" if self.name else "", reason)
         self.stopped.set_result(None)
         self.feeder.cancel()
-        current = asyncio.current_task()
-        for task in self.running.values():
-            if task is not current:
+        for index, task in self.running.items():
+            # Not one that is recording its own end (the failure that stops the rest); the
+            # current task otherwise: a subscriber may interrupt while a subplan publishes.
+            if self.results[index] is None:
                 task.cancel(reason)
 
-    async def _drain(self) -> None:
-        """Wait for the cancelled subplans, up to ``cancel_grace``; report the stragglers."""
-        if not self.feeder.done():
-            await asyncio.wait([self.feeder])
-        if not self.running:
-            return
+    def _interrupted(self, error: KeyboardInterrupt) -> None:
+        """Stop as a cancelled caller would; ``run()`` raises ``error`` at the end."""
+        if self.interrupt is None:
+            self.interrupt = error
+        self._stop("interrupted by KeyboardInterrupt")
+
+    async def _drain(self) -> asyncio.CancelledError | None:
+        """Wait for the cancelled subplans, up to ``cancel_grace``; report the stragglers.
+
+        A cancellation of the caller meanwhile is returned, not raised: it cannot cut the
+        bookkeeping short (and the subplans were cancelled already).
+        """
+        cancel: asyncio.CancelledError | None = None
+        while not self.feeder.done():
+            cancel = await _through_cancel(asyncio.wait([self.feeder])) or cancel
+        loop = asyncio.get_running_loop()
         grace = self.config.cancel_grace
-        await asyncio.wait(list(self.running.values()), timeout=grace)
-        self._reap_unstarted()
+        deadline = loop.time() + grace
+        while self.running and (left := deadline - loop.time()) > 0:
+            waiting = asyncio.wait(list(self.running.values()), timeout=left)
+            cancel = await _through_cancel(waiting) or cancel
+            self._reap_unstarted()
         for index in list(self.running):
             subplan_id = self.subplans[index].id
             logger.error(
@@ -379,6 +415,7 @@ class _Dispatch:
                 abandoned=True,
             )
             self._finish(index, _FAILED, error=error)
+        return cancel
 
     def _fail_never_started(self) -> None:
         reason = self.stop_reason or "the dispatch ended before it started"
@@ -389,3 +426,21 @@ class _Dispatch:
 
 def _since(start: float) -> float:
     return time.monotonic() - start
+
+
+def _check_kept(timer: asyncio.Timeout, timeout: float, deadline: float) -> None:
+    """Raise TimeoutError if the attempt swallowed its timeout's cancellation and returned."""
+    # A function of its own: on 3.11 coverage loses the lines of a frame resumed by a cancel
+    # until its next await (python/cpython#106749).
+    if timer.expired():
+        over = asyncio.get_running_loop().time() - deadline
+        raise TimeoutError(f"ignored its timeout of {timeout:g}s and ran {over:.1f}s over")
+
+
+async def _through_cancel(awaitable: Awaitable[object]) -> asyncio.CancelledError | None:
+    """Await ``awaitable``; a cancellation is returned instead of raised, so cleanup goes on."""
+    try:
+        await awaitable
+    except asyncio.CancelledError as cancel:
+        return cancel
+    return None

@@ -9,6 +9,7 @@ SubplanError
 ├── StoreError                          the run store cannot be opened, read or written
 │   └── RunNotFoundError                no run with that id (or no run at all yet)
 ├── RunBusyError                        another live process drives the run
+│   └── PlanRunningError                another live run of the same plan file is in the store
 ├── RunNotLiveError                     the run has no live owner to ask
 └── AggregateSubplanError               every failure of a continue-on-error dispatch
                                         (also an ExceptionGroup, so ``except*`` works)
@@ -28,6 +29,7 @@ __all__ = [
     "CommandFailedError",
     "ConfigError",
     "InvalidTransitionError",
+    "PlanRunningError",
     "RunBusyError",
     "RunNotFoundError",
     "RunNotLiveError",
@@ -154,6 +156,20 @@ class RunNotFoundError(StoreError):
 
 class RunBusyError(SubplanError):
     """Another live process drives the run; the message names the run and that process."""
+
+
+class PlanRunningError(RunBusyError):
+    """Another live run of the same plan file is in the store: running the plan twice at once
+    could do the same work twice. The attributes name that run and the process driving it."""
+
+    def __init__(
+        self, message: str, *, run_id: str, plan_file: str, pid: int | None, host: str | None
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.plan_file = plan_file
+        self.pid = pid
+        self.host = host
 
 
 class RunNotLiveError(SubplanError):

@@ -270,6 +270,7 @@ class EventBus:
     def __init__(self) -> None:
         # A tuple, replaced on (un)subscribe, so a subscriber may unsubscribe while being called.
         self._subscribers: tuple[Subscriber, ...] = ()
+        self._interrupt_watchers: tuple[Callable[[KeyboardInterrupt], None], ...] = ()
         self._published = 0
         self._subscriber_errors = 0
 
@@ -306,12 +307,33 @@ class EventBus:
 
         return unsubscribe
 
+    def watch_interrupts(self, callback: Callable[[KeyboardInterrupt], None]) -> Callable[[], None]:
+        """Call ``callback`` when a subscriber raises ``KeyboardInterrupt`` (a dispatch stops on
+        it); returns a function that stops watching."""
+        self._interrupt_watchers = (*self._interrupt_watchers, callback)
+
+        def unwatch() -> None:
+            watchers = list(self._interrupt_watchers)
+            if callback in watchers:
+                watchers.remove(callback)
+                self._interrupt_watchers = tuple(watchers)
+
+        return unwatch
+
     def publish(self, event: Event) -> None:
-        """Deliver ``event`` to every subscriber, in subscription order."""
+        """Deliver ``event`` to every subscriber, in subscription order.
+
+        Whatever a subscriber raises is logged and skipped, ``SystemExit`` and
+        ``KeyboardInterrupt`` included: the others still get the event. A
+        ``KeyboardInterrupt`` is then passed to the interrupt watchers.
+        """
         self._published += 1
         for callback in self._subscribers:
             try:
                 callback(event)
-            except Exception:
+            except BaseException as error:
                 self._subscriber_errors += 1
                 logger.exception("event subscriber %r raised; ignoring it", callback)
+                if isinstance(error, KeyboardInterrupt):
+                    for watcher in self._interrupt_watchers:
+                        watcher(error)

@@ -39,8 +39,9 @@ __all__ = [
     "new_run_id",
 ]
 
-#: Seconds the dispatcher waits beyond ``cancel_grace`` for a runner to SIGKILL and reap.
-KILL_MARGIN = 2.0
+#: Seconds the dispatcher waits beyond ``cancel_grace`` for a runner to SIGKILL and reap. With
+#: what the end of a run takes, a stopped run exits within ``cancel_grace`` + 2 s.
+KILL_MARGIN = 1.0
 
 _FAILED = SubplanExecutionState.FAILED
 _COMPLETED = SubplanExecutionState.COMPLETED
@@ -169,6 +170,8 @@ class PlanExecutor:
 
         Raises:
             asyncio.CancelledError: the run was cancelled; every subplan was stopped first.
+            KeyboardInterrupt: a subplan or an event subscriber raised it; every subplan was
+                stopped first, as on cancellation.
         """
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         return await self._run_plan(self.plan, self.context)
@@ -195,7 +198,8 @@ class PlanExecutor:
                 result = await self._run_step(step, context)
                 steps.append(result)
                 failed = failed or result.state == "failed"
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # KeyboardInterrupt: a subplan or a subscriber raised it, and the step stopped.
             if bus is not None:
                 bus.publish(PlanFinished(plan.id, "cancelled", time.time() - started))
             raise
@@ -243,7 +247,7 @@ class PlanExecutor:
             state = "completed"
         except (SubplanExecutionError, AggregateSubplanError) as failure:
             results, state, error = failure.results, "failed", failure
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, KeyboardInterrupt):
             if bus is not None:
                 reason = SubplanCancelledError("the run was cancelled")
                 bus.publish(StepStateChanged(step.id, "running", "failed", len(step.units), reason))

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from types import FrameType
 
 from subplans.process import ProcessGroups
 
@@ -68,15 +70,40 @@ class Interrupts:
 
     @contextmanager
     def installed(self, loop: asyncio.AbstractEventLoop) -> Iterator[Interrupts]:
-        """Handle ``SIGNALS`` on ``loop`` inside the block (main thread only)."""
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, self.handle, sig)
+        """Handle ``SIGNALS`` on ``loop`` inside the block (main thread only).
+
+        The handlers that were there before are back after the block, straight from ours: not
+        ``loop.add_signal_handler``, whose removal passes through the default action, and
+        SIGTERM's default ends the process by the signal (-15) in the middle of the summary.
+        """
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            loop.call_soon_threadsafe(self.handle, signum)
+
+        # Python runs a handler in the main thread, once it runs again: a signal that lands in
+        # another thread writes to this socket, and so wakes the loop (as asyncio's own do).
+        wake, woken = socket.socketpair()
+        wake.setblocking(False)
+        woken.setblocking(False)
+        loop.add_reader(woken.fileno(), _drain, woken)
+        previous_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
+        previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
         try:
             yield self
         finally:
-            for sig in SIGNALS:
-                loop.remove_signal_handler(sig)
+            for sig, handler in previous.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            signal.set_wakeup_fd(previous_fd)
+            loop.remove_reader(woken.fileno())
+            wake.close()
+            woken.close()
 
     def _tell(self, text: str) -> None:
         if self.notify is not None:
             self.notify(text)
+
+
+def _drain(woken: socket.socket) -> None:
+    with suppress(OSError):  # BlockingIOError once empty
+        while woken.recv(4096):
+            pass

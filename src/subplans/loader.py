@@ -11,8 +11,6 @@ import difflib
 import glob as globbing
 import importlib.machinery
 import importlib.util
-import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +40,7 @@ from subplans.profiles import (
     ResolvedProfile,
     global_config_path,
 )
+from subplans.shellquote import PLACEHOLDER, ShellTemplateError, shell_template
 from subplans.yamlfile import Loc, Located, Problem, ProblemsError, format_location, read_yaml
 
 __all__ = [
@@ -79,6 +78,8 @@ class UnitNode:
     retries: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     item: str | None = None
+    #: False: its work must not run twice; resume asks before running it again.
+    idempotent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,24 +194,22 @@ def load_plan(
     return root
 
 
-_PLACEHOLDER = re.compile(r"\{(item|index|stem)\}")
-
-
-def _substitute(text: str, values: Mapping[str, str], *, quote: bool = False) -> str:
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with the placeholders replaced as they are (not for a ``run`` string)."""
     if not values:  # outside for_each; placeholders there are reported by the loader
         return text
+    return PLACEHOLDER.sub(lambda match: values[match.group(1)], text)
 
-    def replace(match: re.Match[str]) -> str:
-        value = values[match.group(1)]
-        return shlex.quote(value) if quote else value
 
-    return _PLACEHOLDER.sub(replace, text)
+_NUL_ITEM = (
+    "a for_each item has a NUL byte, which no command, environment variable or path can hold"
+)
 
 
 def _placeholders(value: Any) -> list[str]:
     """Every placeholder written in ``value`` (strings, lists and mappings, recursively)."""
     if isinstance(value, str):
-        return [f"{{{name}}}" for name in _PLACEHOLDER.findall(value)]
+        return [f"{{{name}}}" for name in PLACEHOLDER.findall(value)]
     if isinstance(value, list | tuple):
         return [found for v in value for found in _placeholders(v)]
     if isinstance(value, dict):
@@ -235,6 +234,7 @@ _FRIENDLY = {
     "for_each": "must be a list of strings, {glob: PATTERN} or {lines: FILE}",
     "call": "must look like package.module:function",
     "name": "must be a non-empty name without '/'",
+    "idempotent": "must be true or false",
 }
 
 
@@ -267,8 +267,9 @@ def _validate(model: Any, data: Any, located: Located, what: str) -> Any:
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            loc = tuple(p for p in item["loc"] if p not in UNION_TAGS)
-            at_key = item["type"] == "extra_forbidden"
+            # A mapping key's own error (an env name) ends in "[key]": shown at the key.
+            at_key = item["type"] == "extra_forbidden" or item["loc"][-1:] == ("[key]",)
+            loc = tuple(p for p in item["loc"] if p not in UNION_TAGS and p != "[key]")
             problems.append(located.problem(loc, _message(item, loc), at_key=at_key))
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise ProblemsError(problems) from None
@@ -390,7 +391,11 @@ class _Loader:
         chain: tuple[Path, ...],
         plan_levels: list[Level],
     ) -> StepNode | None:
-        direct = ProfileFields(max_parallel=step.max_parallel, failure_mode=step.failure_mode)
+        direct = ProfileFields(
+            max_parallel=step.max_parallel,
+            failure_mode=step.failure_mode,
+            idempotent=step.idempotent,
+        )
         levels = [
             Level("step", file, format_location(loc), direct),
             Level(
@@ -420,6 +425,8 @@ class _Loader:
         elif step.for_each is not None:
             assert step.subplan is not None
             items = self.items(step.for_each, folder, file, (*loc, "for_each"))
+            if not self.template_checks(step.subplan, file, (*loc, "subplan")):
+                return None
             names = set()
             for index, item in enumerate(items or []):
                 values = {"item": item, "index": str(index), "stem": Path(item).stem}
@@ -471,6 +478,18 @@ class _Loader:
             tuple(u for u in units if u is not None),
         )
 
+    def template_checks(self, template: SubplanTemplate, file: Path, loc: Loc) -> bool:
+        """False when placeholders of a ``run`` string stand where they cannot be quoted."""
+        if not isinstance(template.run, str):
+            return True
+        try:
+            shell_template(template.run)
+        except ShellTemplateError as error:
+            for message in error.problems:
+                self.problem(file, (*loc, "run"), message)
+            return False
+        return True
+
     def find_module(self, dotted: str, folder: Path) -> str | None:
         """A problem with a ``call`` module, or None; plans of one run share one import system,
         so two plan folders that each hold a top-level ``tools`` would shadow each other."""
@@ -505,8 +524,16 @@ class _Loader:
                 reason = getattr(error, "strerror", None) or str(error)
                 self.problem(file, (*loc, "lines"), f"cannot read {source}: {reason}")
                 return None
-            lines = (line.strip() for line in text.splitlines())
-            return [line for line in lines if line and not line.startswith("#")]
+            lines = text.splitlines()
+            for number, line in enumerate(lines, start=1):
+                if "\x00" in line:
+                    column = line.index("\x00") + 1
+                    self.problems.append(
+                        Problem(source, "", f"{_NUL_ITEM} ({line.strip()!r})", number, column)
+                    )
+                    return None
+            stripped = (line.strip() for line in lines)
+            return [line for line in stripped if line and not line.startswith("#")]
         assert isinstance(spec, list)
         return list(spec)
 
@@ -546,7 +573,8 @@ class _Loader:
         if unit.run is not None:
             kind = "run"
             if isinstance(unit.run, str):
-                command = _substitute(unit.run, values, quote=True)
+                # Checked by template_checks: each value goes in quoted for its place.
+                command = shell_template(unit.run).render(values) if values else unit.run
             else:
                 command = tuple(_substitute(arg, values) for arg in unit.run)
         elif unit.call is not None:
@@ -586,6 +614,7 @@ class _Loader:
             retries=_own_or_default(unit.retries, 0 if kind == "plan" else profile.retries),
             env=env,
             item=values.get("item"),
+            idempotent=_own_or_default(unit.idempotent, profile.idempotent),
         )
 
     def nested(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -68,9 +69,39 @@ Retries = Annotated[
     Field(ge=0, description="How many more times a failed attempt runs."),
     BeforeValidator(check_retries),
 ]
+Idempotent = Annotated[
+    bool,
+    Field(
+        strict=True,
+        description="false: the work must not run twice, so resume asks before running it "
+        "again if it was running when its run stopped.",
+    ),
+]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(
+            f"{value!r} has a NUL byte, which no command, environment variable or path can hold"
+        )
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not value or "=" in value:
+        raise ValueError(
+            f"an environment variable name must be non-empty and without '=', got {value!r}"
+        )
+    return _no_nul(value)
+
+
+#: Text that reaches a process or the file system: a NUL byte would only fail when it runs.
+Text = Annotated[str, AfterValidator(_no_nul)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
 Name = Annotated[
     str,
     Field(min_length=1, pattern=r"^[^/\s][^/]*$", description="Unique among siblings; no '/'."),
+    AfterValidator(_no_nul),
 ]
 #: Union members are told apart by the input's type, so an error names one member only;
 #: the tags below never appear in error locations (the loader drops them).
@@ -84,7 +115,7 @@ def _by_type(value: object) -> str:
 
 
 Command = Annotated[
-    Annotated[str, Tag("text")] | Annotated[list[str], Field(min_length=1), Tag("list")],
+    Annotated[Text, Tag("text")] | Annotated[list[Text], Field(min_length=1), Tag("list")],
     Discriminator(_by_type),
     Field(description="A string runs through /bin/sh -c; a list is an argv run without a shell."),
 ]
@@ -110,6 +141,7 @@ class ProfileFields(_Strict):
     cancel_grace: CancelGrace | None = None
     timeout: Timeout | None = Field(default=None, description="Default per-attempt timeout.")
     retries: Retries | None = Field(default=None, description="Default retries of subplans.")
+    idempotent: Idempotent | None = None
 
 
 #: A profile is a name, a mapping of fields, or a mapping with ``profile: NAME`` plus fields.
@@ -122,13 +154,13 @@ ProfileSpec = Annotated[
 class ForEachGlob(_Strict):
     """Items are the files matching a glob, relative to the plan's folder, sorted."""
 
-    glob: str = Field(min_length=1)
+    glob: Text = Field(min_length=1)
 
 
 class ForEachLines(_Strict):
     """Items are the non-blank lines of a file (``#`` starts a comment line)."""
 
-    lines: str = Field(min_length=1)
+    lines: Text = Field(min_length=1)
 
 
 def _for_each_kind(value: object) -> str:
@@ -138,14 +170,14 @@ def _for_each_kind(value: object) -> str:
 
 
 ForEach = Annotated[
-    Annotated[list[str], Tag("list")]
+    Annotated[list[Text], Tag("list")]
     | Annotated[ForEachGlob, Tag("fields")]
     | Annotated[ForEachLines, Tag("lines")],
     Discriminator(_for_each_kind),
     Field(description="A list of strings, {glob: pattern} or {lines: file}."),
 ]
 PlanRef = Annotated[
-    Annotated[str, Tag("text")] | Annotated["InlinePlan", Tag("fields")],
+    Annotated[Text, Tag("text")] | Annotated["InlinePlan", Tag("fields")],
     Discriminator(_by_type),
 ]
 
@@ -163,8 +195,11 @@ class _Unit(_Strict):
     )
     timeout: Timeout | None = None
     retries: Retries | None = None
-    env: dict[str, str] | None = Field(default=None, description="Extra environment variables.")
-    cwd: str | None = Field(default=None, description="Working folder, relative to the plan's.")
+    env: dict[EnvName, Text] | None = Field(
+        default=None, description="Extra environment variables."
+    )
+    cwd: Text | None = Field(default=None, description="Working folder, relative to the plan's.")
+    idempotent: Idempotent | None = None
 
     def unit_kinds(self) -> list[str]:
         return [kind for kind in ("run", "call", "plan") if getattr(self, kind) is not None]
@@ -193,7 +228,7 @@ class SubplanModel(_Unit):
 class SubplanTemplate(_Unit):
     """The subplan of a ``for_each`` step; ``{item}``, ``{index}`` and ``{stem}`` are replaced."""
 
-    name: str = Field(default="{item}", min_length=1)
+    name: Text = Field(default="{item}", min_length=1)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SubplanTemplate:
@@ -246,7 +281,7 @@ class PlanFile(_Strict):
     schema_: str | None = Field(default=None, alias="$schema", description="Ignored; for editors.")
     name: str = Field(min_length=1)
     description: str | None = None
-    action: str | None = Field(default=None, description="Path of an action file to build on.")
+    action: Text | None = Field(default=None, description="Path of an action file to build on.")
     automation_profile: ProfileSpec | None = None
     steps: list[StepModel] | None = Field(
         default=None, description="Run in order; taken from the action when absent."

@@ -1,9 +1,11 @@
 """Run one command as a subplan in its own process group, and never leave any of it running.
 
 The command gets a new session, so its children and grandchildren share one process group that
-can be signalled as a whole. Cancellation sends SIGTERM to the group, waits ``cancel_grace``
-seconds for the leader, then sends SIGKILL; however the command ends, ``run_command`` returns
-only once no live process of the group is left. Linux only: group membership is read from
+can be signalled as a whole. However the command ends, ``run_command`` returns only once none
+of its processes is left: those of its session (whatever process group they moved to, as
+coreutils ``timeout`` does), its descendants, and those that carry its ``SUBPLANS_RUN_ID`` and
+``SUBPLANS_SUBPLAN`` (``stopping.Family``). Each gets SIGTERM, then SIGKILL once
+``cancel_grace`` seconds pass (``stopping.Stopping``). Linux only: processes are read from
 ``/proc``.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -21,6 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from subplans.errors import CommandFailedError
+from subplans.stopping import (
+    Family,
+    ProcessInfo,
+    Stopping,
+    Window,
+    forks_so_far,
+    marker_of,
+    parse_stat,
+    read_process,
+    read_stat,
+    stop,
+    stop_async,
+)
 
 # CommandFailedError is what run_command raises: importable from here as well as from errors.
 __all__ = [
@@ -28,20 +44,14 @@ __all__ = [
     "CommandResult",
     "ProcessGroups",
     "group_members",
-    "proc_stat",
-    "processes_of_run",
     "run_command",
-    "stop_processes",
+    "stop_run_processes",
 ]
 
 logger = logging.getLogger("subplans")
 
 #: The output tail is read from at most this many bytes at the end of the log.
 _TAIL_BYTES = 64 * 1024
-#: How long to wait, after SIGKILL, for the members of a group to vanish.
-_SETTLE_TIMEOUT = 5.0
-#: How often to look again whether a group is empty.
-_POLL_INTERVAL = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +67,15 @@ class CommandResult:
 class ProcessGroups:
     """A registry of live process groups started by a run, so that an interrupt can kill them all at once."""
 
-    __slots__ = ("_groups", "hurried")
+    __slots__ = ("_groups", "empty", "hurried")
 
     def __init__(self) -> None:
         self._groups: dict[int, str] = {}
         #: Set once everything was told to die now (SIGKILL to all): grace periods end early.
         self.hurried = asyncio.Event()
+        #: Set while no group is registered.
+        self.empty = asyncio.Event()
+        self.empty.set()
 
     def __repr__(self) -> str:
         return f"<ProcessGroups {len(self._groups)} live>"
@@ -83,6 +96,7 @@ class ProcessGroups:
         if pgid in self._groups:
             raise RuntimeError(f"process group {pgid} is already registered")
         self._groups[pgid] = label
+        self.empty.clear()
 
     def unregister(self, pgid: int) -> None:
         """Forget a group that is gone.
@@ -92,6 +106,8 @@ class ProcessGroups:
         """
         if self._groups.pop(pgid, None) is None:
             raise RuntimeError(f"process group {pgid} is not registered")
+        if not self._groups:
+            self.empty.set()
 
     def signal_all(self, sig: int) -> int:
         """Send ``sig`` to every registered group; returns how many still existed to receive it."""
@@ -126,32 +142,12 @@ def group_members(pgid: int) -> list[int]:
 
 
 def _read_stat(pid: str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            return file.read()
-    except OSError:
-        return b""  # it ended between the listing and the read
-
-
-def _parse_stat(stat: bytes) -> tuple[str, int, int] | None:
-    """(state, process group, start time) from the text of ``/proc/<pid>/stat``."""
-    # The command name (field 2) may hold spaces and parentheses: the fields after it start past
-    # its last ")": state is field 3, the process group field 5, the start time field 22.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if len(fields) < 20:
-        return None
-    return fields[0].decode(), int(fields[2]), int(fields[19])
-
-
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time in clock ticks since boot) of ``pid``, or None if
-    there is no such process."""
-    return _parse_stat(_read_stat(str(pid)))
+    return read_stat(int(pid)) or b""  # b"": it ended between the listing and the read
 
 
 def _is_live_member(stat: bytes, pgid: int) -> bool:
-    found = _parse_stat(stat)
-    return found is not None and found[0] != "Z" and found[1] == pgid
+    found = parse_stat(0, stat)
+    return found is not None and found.state != "Z" and found.pgid == pgid
 
 
 async def run_command(
@@ -185,6 +181,7 @@ async def run_command(
         raise ValueError(f"tail_lines must be an integer >= 0, got {tail_lines!r}")
 
     fd, start = _open_log(log_file)
+    forks = forks_so_far()  # read before the command starts (see Window)
     try:
         proc, early_cancel = await _spawn(argv, fd=fd, cwd=cwd, env=env)
     except OSError as error:
@@ -195,6 +192,8 @@ async def run_command(
         os.close(fd)
 
     pgid = proc.pid
+    # Every process of the command is created after its leader: its pid comes first.
+    family = Family(roots=((pgid, None),), marker=marker_of(env), since=Window(pgid - 1, forks))
     try:
         if groups is not None:
             groups.register(pgid, command if isinstance(command, str) else shlex.join(argv))
@@ -205,7 +204,7 @@ async def run_command(
         returncode = await proc.wait()
     finally:
         try:
-            await _end_group(proc, pgid, cancel_grace)
+            await _end_group(proc, family, cancel_grace, groups)
         finally:
             if groups is not None:
                 groups.unregister(pgid)
@@ -288,44 +287,47 @@ def _cannot_start(
     )
 
 
-async def _end_group(proc: asyncio.subprocess.Process, pgid: int, grace: float) -> None:
-    """Leave no process of the group running, however the command ended.
+async def _end_group(
+    proc: asyncio.subprocess.Process, family: Family, grace: float, groups: ProcessGroups | None
+) -> None:
+    """Leave no process of the command running, however the command ended.
 
-    A leader that still runs gets SIGTERM with the whole group, and SIGKILL once ``grace``
-    seconds pass; then the leader is reaped, and whatever is left of the group gets SIGKILL
-    and is watched, bounded, until it is gone. A cancellation meanwhile cuts the grace short,
-    never the cleanup: the last one is raised once the group is gone.
+    Every process of ``family`` gets SIGTERM, and SIGKILL once ``grace`` seconds pass, until
+    none is left (``Stopping``); then the leader is reaped. A cancellation meanwhile, or a
+    second Ctrl-C (``groups.hurried``), cuts the grace short, never the cleanup: the last
+    cancellation is raised once all is gone.
     """
-    cancel: asyncio.CancelledError | None = None
+    pgid = proc.pid
+    leader: asyncio.Future[int] | None = None
+    first = None
     if proc.returncode is None:
-        _signal_group(pgid, signal.SIGTERM)
-        cancel = await _through_cancel(_exit_within(proc, grace))
-    while proc.returncode is None:
-        _signal_group(pgid, signal.SIGKILL)
-        cancel = await _through_cancel(proc.wait()) or cancel
-    # Orphans are not our children: they cannot be waited for, only watched until they vanish.
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _SETTLE_TIMEOUT
-    while members := group_members(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-        if loop.time() >= deadline:
-            logger.warning(
-                "process group %d still has members %s %.1f s after SIGKILL; giving up on them",
-                pgid,
-                members,
-                _SETTLE_TIMEOUT,
-            )
-            break
-        cancel = await _through_cancel(asyncio.sleep(_POLL_INTERVAL)) or cancel
+        # Not reaped yet: the pid is still the leader's, the one root to follow by descent.
+        # (Once reaped, a process with its pid is another one: the root is the session alone.)
+        first = read_process(pgid)
+        start = None if first is None else first.start_time
+        family = dataclasses.replace(family, roots=((pgid, start),))
+        leader = asyncio.ensure_future(proc.wait())
+
+    def find() -> dict[int, ProcessInfo]:
+        # The other commands' sessions are theirs: not worth reading their environments.
+        others = () if groups is None else {other for other, _ in groups if other != pgid}
+        found = family.members(exclude=others)
+        if first is not None and leader is not None and not leader.done():
+            found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
+        return found
+
+    try:
+        # A command that ended by itself, alone, ends here: one look in /proc, nothing to await.
+        cancel = await stop_async(
+            Stopping(find, grace=grace),
+            wake=() if leader is None else (leader,),
+            hurried=None if groups is None else groups.hurried,
+        )
+    finally:
+        if leader is not None:
+            leader.cancel()  # done by now, unless something above raised
     if cancel is not None:
         raise cancel
-
-
-async def _exit_within(proc: asyncio.subprocess.Process, timeout: float) -> None:
-    # wait_for, not asyncio.timeout: in 3.11 a timeout inside an already cancelled task raises
-    # CancelledError instead of TimeoutError.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), timeout)
 
 
 async def _through_cancel(awaitable: Awaitable[object]) -> asyncio.CancelledError | None:
@@ -335,12 +337,6 @@ async def _through_cancel(awaitable: Awaitable[object]) -> asyncio.CancelledErro
     except asyncio.CancelledError as cancel:
         return cancel
     return None
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    # Gone already, or only members we may not signal left (setuid): nothing more to do here.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _signal_name(number: int) -> str:
@@ -365,52 +361,14 @@ def _read_tail(path: Path, start: int, lines: int) -> str:
     return "\n".join(found[max(len(found) - lines, 0) :])
 
 
-def processes_of_run(run_id: str) -> dict[int, list[tuple[int, str]]]:
-    """Live processes whose environment says they belong to ``run_id``, by process group.
+def stop_run_processes(run_id: str, *, grace: float) -> int:
+    """Stop every process that carries ``SUBPLANS_RUN_ID=run_id``, and their descendants:
+    SIGTERM, then SIGKILL after ``grace`` seconds; returns how many were signalled.
 
-    Every process a run starts carries ``SUBPLANS_RUN_ID`` (commands get it explicitly; the
-    children of ``call`` functions inherit it from the run's own environment), so this finds
-    them even when nothing else recorded them. Values are (pid, ``SUBPLANS_SUBPLAN`` or "?").
+    For what the run's ``call`` functions started (they inherit the run's id from its own
+    environment, and share its process group or moved to another): at the run's end, every
+    command's processes are gone already. Blocking; it never signals the calling process or its
+    parents.
     """
-    marker = f"SUBPLANS_RUN_ID={run_id}".encode()
-    found: dict[int, list[tuple[int, str]]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as file:
-                variables = file.read().split(b"\0")
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        found_stat = proc_stat(int(name)) if marker in variables else None
-        if found_stat is not None and found_stat[0] not in ("Z", "X"):
-            pgid = found_stat[1]
-            prefix = b"SUBPLANS_SUBPLAN="
-            subplan = next((v[len(prefix) :] for v in variables if v.startswith(prefix)), b"?")
-            found.setdefault(pgid, []).append((int(name), subplan.decode(errors="replace")))
-    return found
-
-
-def stop_processes(pids: Sequence[int], *, grace: float) -> None:
-    """SIGTERM each of ``pids``, then SIGKILL whatever still runs after ``grace`` seconds.
-
-    For processes outside any group of ours (children of a ``call`` function share the run's
-    own process group, which must not be signalled as a whole). Blocking; waits in short steps.
-    """
-    import time
-
-    def alive(pid: int) -> bool:
-        found = proc_stat(pid)
-        return found is not None and found[0] not in ("Z", "X")
-
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    left = [pid for pid in pids if alive(pid)]
-    while left and time.monotonic() < deadline:
-        time.sleep(_POLL_INTERVAL)
-        left = [pid for pid in left if alive(pid)]
-    for pid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    family = Family(marker=(os.fsencode(f"SUBPLANS_RUN_ID={run_id}"),))
+    return len(stop(Stopping(family.members, grace=grace)).signalled)

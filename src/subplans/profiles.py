@@ -25,11 +25,15 @@ __all__ = [
 ]
 
 #: The fields a profile sets, in display order.
-FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries")
+FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries", "idempotent")
 
 BUILTIN_PROFILES: dict[str, ProfileFields] = {
     "default": ProfileFields(
-        max_parallel=4, failure_mode=FailureMode.FAIL_FAST, cancel_grace=5.0, retries=0
+        max_parallel=4,
+        failure_mode=FailureMode.FAIL_FAST,
+        cancel_grace=5.0,
+        retries=0,
+        idempotent=True,
     ),
     "serial": ProfileFields(max_parallel=1, failure_mode=FailureMode.FAIL_FAST),
     "keep-going": ProfileFields(max_parallel=4, failure_mode=FailureMode.CONTINUE_ON_ERROR),
@@ -90,6 +94,8 @@ class ResolvedProfile:
     cancel_grace: float
     timeout: float | None
     retries: int
+    #: False: subplans must not run twice (resume asks before running one again).
+    idempotent: bool
     sources: Mapping[str, Source]
 
     def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:

@@ -2,19 +2,21 @@
 JSON, from the run store's queries.
 
 Nothing here changes a run; every query reads one consistent snapshot and works while the run
-is live in another process.
+is live in another process. The text is ``visible()``: ids, errors and commands come from plans
+and subplans, and no control character in them reaches the terminal raw.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
-from subplans.sinks.formatting import duration
-from subplans.store import RunInfo, RunStore, StepInfo, StoppedGroup, SubplanInfo
+from subplans.sinks.formatting import duration, visible
+from subplans.store import Leftover, RunInfo, RunStore, StepInfo, SubplanInfo
 from subplans.store.records import iso
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "counts_text",
     "run_lines",
     "write_events",
+    "write_log",
 ]
 
 #: Seconds between two looks at the store while following a run.
@@ -64,7 +67,7 @@ def run_lines(runs: Sequence[RunInfo]) -> list[str]:
                 _when(run.started_at),
                 took,
                 counts_text(run.counts),
-                run.plan_name,
+                visible(run.plan_name),
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
@@ -80,19 +83,19 @@ def run_lines(runs: Sequence[RunInfo]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    """``subplans status``: a run, its steps, what runs now, what failed, what was stopped."""
+    """``subplans status``: a run, its steps, what runs now, what failed, what is left over."""
 
     run: RunInfo
     steps: Sequence[StepInfo]
     #: Subplans recorded as running: running now, or (an interrupted run) when its owner died.
     running: Sequence[SubplanInfo]
     failures: Sequence[SubplanInfo]
-    #: Process groups the run's dead owner had left running, stopped just now.
-    stopped: Sequence[StoppedGroup] = ()
+    #: Processes the run's dead owner left running (shown, never stopped, by ``status``).
+    leftovers: Sequence[Leftover] = ()
 
     @classmethod
     def collect(
-        cls, store: RunStore, run: RunInfo, stopped: Sequence[StoppedGroup] = ()
+        cls, store: RunStore, run: RunInfo, leftovers: Sequence[Leftover] = ()
     ) -> StatusReport:
         """The report of ``run`` from ``store``."""
         return cls(
@@ -100,7 +103,7 @@ class StatusReport:
             store.steps(run.id),
             store.running_subplans(run.id),
             store.failures(run.id),
-            tuple(stopped),
+            tuple(leftovers),
         )
 
     @property
@@ -111,7 +114,7 @@ class StatusReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable, as ``subplans status --json`` shows it: ``RunInfo.to_dict()`` plus
         ``steps``, ``running``, ``interrupted`` (the subplans that were running when the owner
-        died), ``failures`` and ``stopped``."""
+        died), ``failures`` and ``leftovers``."""
         running = [subplan.to_dict() for subplan in self.running]
         return {
             **self.run.to_dict(),
@@ -129,14 +132,14 @@ class StatusReport:
             "running": [] if self.interrupted else running,
             "interrupted": running if self.interrupted else [],
             "failures": [subplan.to_dict() for subplan in self.failures],
-            "stopped": [
+            "leftovers": [
                 {
-                    "subplan_id": group.subplan_id,
-                    "pgid": group.pgid,
-                    "members": list(group.members),
-                    "signal": group.signal,
+                    "subplan_id": left.subplan_id,
+                    "pid": left.pid,
+                    "pgid": left.pgid,
+                    "command": left.command,
                 }
-                for group in self.stopped
+                for left in self.leftovers
             ],
         }
 
@@ -163,11 +166,23 @@ class StatusReport:
         )
         found += _labelled("failed", [_failure(s) for s in self.failures])
         found += _labelled(
-            "stopped", [f"{g.subplan_id}  process group {g.pgid}, {g.signal}" for g in self.stopped]
+            "left over",
+            [
+                f"{left.subplan_id}  pid {left.pid}, process group {left.pgid}: "
+                f"{_cut(left.command)}"
+                for left in self.leftovers
+            ],
         )
+        if self.leftovers:
+            found += _labelled("stop them", [f"subplans cancel {run.id}"])
         if run.status in ("interrupted", "failed", "cancelled"):
             found += _labelled("resume", [f"subplans resume {run.id}"])
-        return found
+        return [visible(line) for line in found]
+
+
+def _cut(text: str, width: int = 80) -> str:
+    """A command line cut to ``width`` characters."""
+    return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
 def _failure(subplan: SubplanInfo) -> str:
@@ -219,3 +234,16 @@ def write_events(
         if not live:
             return written
         sleep(poll)
+
+
+def write_log(source: BinaryIO, target: BinaryIO, *, terminal: bool) -> None:
+    """Copy a subplan's log from ``source`` to ``target``: byte for byte, or for a
+    ``terminal`` line by line, ``visible()`` (a CRLF line end stays one line end)."""
+    if not terminal:
+        shutil.copyfileobj(source, target)
+        return
+    for raw in source:
+        line = raw.removesuffix(b"\n")
+        ended = len(line) < len(raw)
+        text = visible(line.removesuffix(b"\r").decode(errors="backslashreplace"))
+        target.write(f"{text}\n".encode() if ended else text.encode())

@@ -2,10 +2,14 @@
 the same way, and what must happen before anything of a run runs again.
 
 ``resume`` goes in this order (section 14 of the specification): take the run's lock (refused
-while another process drives it), stop every process group a dead owner left running
+while another process drives it), stop every process a dead owner left running
 (``stop_leftovers``), reload the plan file with the overrides the run was started with
 (``recorded_overrides``), compare its subplan ids with the run's (``refusal``), then
 ``RunStore.resume_run`` and run the plan again, skipping each subplan that completed.
+
+Before anything runs again, the subplans whose outcome is unknown (they were running when the
+run stopped) are listed (``unknown_outcomes``): those marked ``idempotent: false`` must not run
+twice, so resume goes ahead only when the operator says what to do with them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.config import FailureMode
-from subplans.errors import RunBusyError
 from subplans.loader import Overrides
 from subplans.store import (
     PlanManifest,
@@ -31,12 +34,15 @@ if TYPE_CHECKING:
     from subplans.store import PlanDiff
 
 __all__ = [
+    "SKIP_UNKNOWN_REASON",
+    "UnknownOutcomes",
     "describe_stopped",
     "recorded_overrides",
     "refusal",
     "run_manifest",
     "stop_leftovers",
-    "try_stop_leftovers",
+    "stop_leftovers_locked",
+    "unknown_outcomes",
 ]
 
 #: Where a run's profile record keeps the command-line overrides it was started with.
@@ -77,8 +83,8 @@ def recorded_overrides(run: RunInfo) -> Overrides:
 
 
 def stop_leftovers(store: RunStore, run: RunInfo) -> list[StoppedGroup]:
-    """Stop the process groups ``run``'s dead owner left running, with the run's
-    ``cancel_grace``; call it holding the run's lock.
+    """Stop the processes ``run``'s dead owner left running, with the run's ``cancel_grace``;
+    call it holding the run's lock.
 
     Raises:
         RunBusyError: the run's owner is alive, or runs on another host.
@@ -90,22 +96,17 @@ def stop_leftovers(store: RunStore, run: RunInfo) -> list[StoppedGroup]:
     )
 
 
-def try_stop_leftovers(store: RunStore, run: RunInfo) -> list[StoppedGroup] | None:
-    """``stop_leftovers`` for an interrupted run, if its lock is free now; None if another
-    process holds it (it is resuming the run: the leftovers are its business).
+def stop_leftovers_locked(store: RunStore, run: RunInfo) -> list[StoppedGroup]:
+    """``stop_leftovers``, holding the run's lock meanwhile (``subplans cancel`` of an
+    interrupted run).
 
     Raises:
+        RunBusyError: another process holds the lock (it is resuming the run), or the run's
+            owner is alive.
         StoreError: the lock file cannot be created.
     """
-    lock = store.lock(run.id)
-    try:
-        lock.acquire()
-    except RunBusyError:
-        return None
-    try:
+    with store.lock(run.id):
         return stop_leftovers(store, run)
-    finally:
-        lock.release()
 
 
 def refusal(diff: PlanDiff, *, force: bool) -> str | None:
@@ -125,3 +126,81 @@ def describe_stopped(run_id: str, stopped: Sequence[StoppedGroup]) -> str:
         f"stopped {count} process group{'' if count == 1 else 's'} that run {run_id} "
         f"left running: {groups}"
     )
+
+
+#: Why ``resume --skip-unknown`` recorded a subplan completed (kept in its ``subplan_skipped``).
+SKIP_UNKNOWN_REASON = (
+    "recorded completed, as the operator asserts (resume --skip-unknown): it was running when "
+    "the run stopped, so whether it did its work was unknown"
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UnknownOutcomes:
+    """The subplans of a run that were running when it stopped: they may have done part or
+    all of their work. ``not_idempotent`` are those of them marked ``idempotent: false``;
+    ``--skip-unknown`` records ``assumed`` completed: those, and everything inside the nested
+    plans among them."""
+
+    run_id: str
+    subplans: tuple[str, ...]
+    not_idempotent: tuple[str, ...]
+    assumed: tuple[str, ...]
+
+    @property
+    def listing(self) -> str:
+        """One line: whose outcome is unknown, the non-idempotent ones marked."""
+        listed = ", ".join(
+            f"{subplan_id} (idempotent: false)" if subplan_id in self.not_idempotent else subplan_id
+            for subplan_id in self.subplans
+        )
+        return (
+            f"the outcome of {_count(len(self.subplans))} of run {self.run_id} is unknown "
+            f"(running when it stopped): {listed}"
+        )
+
+    def describe(self, *, skip: bool = False) -> str:
+        """The listing, and what resume does with them: with ``skip`` (``--skip-unknown``),
+        the non-idempotent ones are recorded completed; every other one runs again."""
+        if skip and self.not_idempotent:
+            again = sum(1 for subplan_id in self.subplans if subplan_id not in self.assumed)
+            rest = f"; {_count(again)} run again" if again else ""
+            return (
+                f"{self.listing}; {', '.join(self.not_idempotent)} recorded completed, as you "
+                f"assert (--skip-unknown){rest}"
+            )
+        return f"{self.listing}; they run again"
+
+    def refusal(self) -> str:
+        """Why resume does not go ahead without ``--rerun-unknown`` or ``--skip-unknown``."""
+        count = len(self.not_idempotent)
+        them = "it" if count == 1 else "them"
+        return (
+            f"{_count(count)} of run {self.run_id} "
+            f"{'is' if count == 1 else 'are'} marked idempotent: false and may have done "
+            f"{'its' if count == 1 else 'their'} work before the run stopped: "
+            f"{', '.join(self.not_idempotent)}; resume with --rerun-unknown to run {them} "
+            f"again, or --skip-unknown to record {them} completed"
+        )
+
+
+def _count(n: int) -> str:
+    return f"{n} subplan{'' if n == 1 else 's'}"
+
+
+def unknown_outcomes(store: RunStore, run_id: str, plan: PlanNode) -> UnknownOutcomes:
+    """The subplans of ``run_id`` recorded as running (its owner died meanwhile), in plan
+    order, and which of them ``plan`` marks ``idempotent: false``. Subplans no longer in the
+    plan are left out: resume drops them."""
+    units = plan.walk_units()
+    idempotent = {unit.id: unit.idempotent for unit in units}
+    running = tuple(
+        info.subplan_id
+        for info in store.subplans(run_id, state="running")
+        if info.subplan_id in idempotent
+    )
+    marked = tuple(subplan_id for subplan_id in running if not idempotent[subplan_id])
+    # A nested plan recorded completed holds its subplans' work: they are recorded so too.
+    inside = tuple(f"{subplan_id}/" for subplan_id in marked)
+    assumed = tuple(unit.id for unit in units if unit.id in marked or unit.id.startswith(inside))
+    return UnknownOutcomes(run_id, running, marked, assumed)

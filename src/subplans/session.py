@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -32,10 +33,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from subplans.errors import StoreError
 from subplans.events import EventBus
-from subplans.executor import PlanExecutor, PlanResult, new_run_id
+from subplans.executor import KILL_MARGIN, PlanExecutor, PlanResult, new_run_id
 from subplans.interrupts import Interrupts
-from subplans.process import ProcessGroups, processes_of_run, stop_processes
+from subplans.process import ProcessGroups, stop_run_processes
 from subplans.progress import ProgressReporter
+from subplans.sinks.formatting import visible
 from subplans.sinks.jsonl import JsonlSink
 from subplans.sinks.plan_progress import PlanProgress
 from subplans.sinks.summary import RunSummary
@@ -65,6 +67,9 @@ class Outcome(StrEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
 
+
+#: How long tasks left when the run is over (they ignored cancellation) get to end.
+_LEFTOVER_WAIT = 0.1
 
 #: Variables with which Rich may call a stream a terminal although it is no TTY.
 _TERMINAL_VARIABLES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
@@ -182,26 +187,29 @@ class RunSession:
         # found, and stopped, when the run ends or after it was killed.
         previous_run_id = os.environ.get("SUBPLANS_RUN_ID")
         os.environ["SUBPLANS_RUN_ID"] = self.run_id
-        task = asyncio.create_task(self.executor.run(), name=f"subplans run {self.run_id}")
+        task = asyncio.create_task(self._execute(), name=f"subplans run {self.run_id}")
         interrupts = Interrupts(task, self.groups, notify=self.say)
         result: PlanResult | None = None
         loop = asyncio.get_running_loop()
         try:
             with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
-                for signum in self.early_signals:
-                    interrupts.handle(signum)
+                # Taken off the list: the command's guard acts on those nobody handled.
+                while self.early_signals:
+                    interrupts.handle(self.early_signals.pop(0))
                 try:
                     result = await task
                 except asyncio.CancelledError:
                     if not interrupts.interrupted:
                         raise  # not ours: whoever runs the session was cancelled
+                finally:
+                    await self._end_abandoned()
         finally:
-            # A `call` function may have started processes of its own and left them running:
-            # they share our process group, so they are stopped one by one.
-            ours = processes_of_run(self.run_id).get(os.getpgrp(), [])
-            if ours:
-                grace = 0.0 if interrupts.count > 1 else self.plan.profile.cancel_grace
-                await asyncio.to_thread(stop_processes, [pid for pid, _ in ours], grace=grace)
+            # A `call` function may have started processes of its own and left them running
+            # (every command's were stopped as it ended), in our process group, which is not
+            # theirs alone, or in one they moved to: they carry the run's id, and are stopped
+            # one by one, with whatever they start meanwhile.
+            grace = 0.0 if interrupts.count > 1 else self.plan.profile.cancel_grace
+            await asyncio.to_thread(stop_run_processes, self.run_id, grace=grace)
             if previous_run_id is None:
                 del os.environ["SUBPLANS_RUN_ID"]
             else:
@@ -227,8 +235,55 @@ class RunSession:
                 self.human.flush()
         return outcome
 
+    def run_blocking(self) -> Outcome:
+        """``run()`` in an event loop of its own, like ``asyncio.run``, but bounded: a task the
+        run abandoned because it ignores cancellation (an ``async`` function that catches every
+        ``CancelledError``) had its grace: it is cancelled once more, then closed; it never
+        keeps the command from exiting."""
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        main = loop.create_task(self.run())
+        try:
+            return loop.run_until_complete(main)
+        finally:
+            try:
+                if not main.done():  # something broke out of the loop: its cleanup still runs
+                    main.cancel()
+                    loop.run_until_complete(asyncio.wait([main]))
+                _close_leftovers(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def _execute(self) -> PlanResult | None:
+        """The executor's run; None when a subplan or a subscriber raised KeyboardInterrupt."""
+        try:
+            return await self.executor.run()
+        except KeyboardInterrupt:
+            # Every subplan was stopped as on Ctrl-C; raised from this task, it would break out
+            # of the event loop.
+            self.say("KeyboardInterrupt raised in the run: it was stopped")
+            return None
+
+    async def _end_abandoned(self) -> None:
+        """Kill the commands of subplans the run abandoned, and wait for them, bounded.
+
+        The run is over, and they had their grace: a nested plan with a longer
+        ``cancel_grace`` than its parent's step is abandoned while its commands still stop.
+        Waited for here, while the loop still watches its children.
+        """
+        if self.groups.empty.is_set():
+            return
+        self.groups.signal_all(signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.groups.empty.wait(), KILL_MARGIN)
+
     def say(self, text: str) -> None:
-        """One line for the human: above the live view, or on the human stream."""
+        """One line for the human: above the live view, or on the human stream; ``visible()``
+        (it may quote what a subplan left running)."""
+        text = visible(text)
         with contextlib.suppress(OSError):
             if self.console is not None:
                 from rich.text import Text
@@ -237,6 +292,24 @@ class RunSession:
             else:
                 self.human.write(f"{text}\n")
                 self.human.flush()
+
+
+def _close_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still in ``loop``, wait ``_LEFTOVER_WAIT`` at most, then close those
+    that ignore it (their ``finally`` blocks run; asyncio is told not to report them)."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=_LEFTOVER_WAIT))
+    for task in tasks:
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # abandoned: its outcome was recorded as abandoned already
+            continue
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+        with contextlib.suppress(RuntimeError):  # it awaits again in its finally: let it be
+            task.get_coro().close()
 
 
 async def _closed(recorder: RunRecorder) -> StoreError | None:

@@ -69,32 +69,32 @@ def format_location(loc: Loc) -> str:
     """``("steps", 2, "subplans", 0, "max_parallel")`` -> ``steps[2].subplans[0].max_parallel``."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part or not part.isprintable():  # an empty or unprintable key, shown quoted
+            text += f"[{part!r}]"
+        else:
+            text += f".{part}" if text else part
     return text
 
 
 def read_yaml(path: Path) -> Located:
     """Parse ``path``, keeping positions; every failure is a ``ProblemsError``."""
+    text = _read_text(path)
+    node: yaml.Node | None = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProblemsError([Problem(path, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ProblemsError([Problem(path, "", f"cannot read: {reason}")]) from None
-    loader = yaml.SafeLoader(text)
+        # The reader refuses control characters as soon as it is built: inside the ``try``.
+        loader = _SafeLoader(text)
+    except yaml.reader.ReaderError:
+        raise ProblemsError([_unprintable(path, text)]) from None
     try:
         node = loader.get_single_node()
         data = None if node is None else loader.construct_document(node)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        what = error.problem or error.context or "invalid YAML"
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
-        raise ProblemsError(
-            [Problem(path, "", f"YAML syntax error: {what}", line, column)]
-        ) from None
-    except yaml.YAMLError as error:
-        raise ProblemsError([Problem(path, "", f"YAML error: {error}")]) from None
+    except _TooDeepError as error:
+        raise ProblemsError([_at_mark(path, error, str(error.problem))]) from None
+    except yaml.YAMLError as error:  # with a mark, as every error of a parsed str has
+        what = getattr(error, "problem", None) or getattr(error, "context", None) or str(error)
+        raise ProblemsError([_at_mark(path, error, f"YAML syntax error: {what}")]) from None
     finally:
         loader.dispose()
     located = Located(path, data, {}, {})
@@ -106,13 +106,88 @@ def read_yaml(path: Path) -> Located:
     return located
 
 
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ProblemsError([Problem(path, "", "no such file")]) from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ProblemsError([Problem(path, "", f"cannot read: {reason}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_column(raw[: error.start].decode("utf-8", "replace"))
+        byte = raw[error.start : error.start + 1].hex()
+        raise ProblemsError(
+            [Problem(path, "", f"not UTF-8: cannot decode byte 0x{byte}", line, column)]
+        ) from None
+    # As reading in text mode would: YAML sees one kind of line break.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _line_column(before: str) -> tuple[int, int]:
+    """The 1-based line and column of the character that follows ``before``."""
+    return before.count("\n") + 1, len(before) - before.rfind("\n")
+
+
+def _unprintable(path: Path, text: str) -> Problem:
+    match = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    assert match is not None  # the reader refused the text for such a character
+    line, column = _line_column(text[: match.start()])
+    code = ord(match.group())
+    kind = "a control character" if code < 0x20 or 0x7F <= code <= 0x9F else "a non-character"
+    return Problem(
+        path,
+        "",
+        f"the character U+{code:04X} ({kind}) is not allowed in YAML; remove it, or write it "
+        "escaped inside a double-quoted string",
+        line,
+        column,
+    )
+
+
+def _at_mark(path: Path, error: yaml.YAMLError, message: str) -> Problem:
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return Problem(path, "", message, line, column)
+
+
+#: How deep collections may nest. The composer (and the walk below) recurse once per level;
+#: a limit far below Python's recursion limit turns "[[[[..." into one line, not a traceback.
+MAX_NESTING = 100
+
+
+class _TooDeepError(yaml.MarkedYAMLError):
+    """A document nests collections more than ``MAX_NESTING`` levels deep."""
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested more than ``MAX_NESTING`` levels deep."""
+
+    _nesting = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._nesting >= MAX_NESTING:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _TooDeepError(
+                problem=f"nested more than {MAX_NESTING} levels deep", problem_mark=mark
+            )
+        self._nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._nesting -= 1
+
+
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-#: Aliases may share a node many times over; past this many visits a file is refused (a
-#: "billion laughs" document would otherwise take forever to walk and to validate).
-MAX_NODES = 100_000
+#: Aliases may share a node many times over; past this many values reached again through an
+#: alias a file is refused (a "billion laughs" document would otherwise take forever to walk and
+#: to validate). Values written out are not counted: an honest plan may be as long as it needs.
+MAX_ALIAS_VALUES = 100_000
 
 
 class _Walk:
@@ -122,19 +197,32 @@ class _Walk:
         self.located = located
         self.problems = problems
         self.active: set[int] = set()
-        self.visits = 0
+        self.seen: set[int] = set()
+        self.expanded = 0
 
     def node(self, node: yaml.Node, loc: Loc) -> bool:
         """Walk ``node``; False once the document was refused."""
-        self.visits += 1
-        if self.visits > MAX_NODES:
-            self.problems.append(
-                self.located.problem(loc, f"more than {MAX_NODES:,} values once aliases expand")
-            )
-            return False
-        if id(node) in self.active:
-            self.problems.append(self.located.problem(loc, "an alias refers to itself"))
-            return False
+        if id(node) in self.seen:
+            if id(node) in self.active:
+                self.problems.append(self.located.problem(loc, "an alias refers to itself"))
+                return False
+            self.expanded += 1
+            if self.expanded > MAX_ALIAS_VALUES:
+                self.problems.append(
+                    self.located.problem(
+                        loc, f"more than {MAX_ALIAS_VALUES:,} values once aliases expand"
+                    )
+                )
+                return False
+            if len(loc) > MAX_NESTING:
+                self.problems.append(
+                    self.located.problem(
+                        loc, f"nested more than {MAX_NESTING} levels deep once aliases expand"
+                    )
+                )
+                return False
+        else:
+            self.seen.add(id(node))
         self.located.positions.setdefault(loc, _mark(node))
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
             self.active.add(id(node))

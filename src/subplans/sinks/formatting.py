@@ -1,4 +1,5 @@
-"""Text helpers shared by the human-readable sinks: times, durations and errors."""
+"""Text helpers shared by the human-readable sinks: times, durations, errors, and ``visible()``,
+the one function that makes text from plans and subplans safe to show on a terminal."""
 
 from __future__ import annotations
 
@@ -14,10 +15,40 @@ __all__ = [
     "is_cancellation",
     "iso_time",
     "tail",
+    "visible",
 ]
 
 #: How many lines of a failed command's output the views show.
 TAIL_LINES = 10
+
+#: Bidirectional controls (the "Trojan Source" ones and the marks): they reorder what follows.
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+#: What ``visible()`` escapes: every C0 control but the tab, DEL, every C1 control, the line and
+#: paragraph separators, and the bidirectional controls.
+_ESCAPES = {
+    code: chr(code).encode("unicode_escape").decode("ascii")
+    for code in (
+        *range(0x09),
+        *range(0x0A, 0x20),
+        *range(0x7F, 0xA0),
+        0x2028,
+        0x2029,
+        *map(ord, _BIDI),
+    )
+}
+
+
+def visible(text: str) -> str:
+    """``text`` as a terminal may show it: each control character as a visible escape.
+
+    A subplan's output, its error, an item or a file name may hold escape sequences (a new
+    window title, a cleared screen, a moved cursor, colours), a carriage return or a BEL, C1
+    controls (``\x9b`` is a CSI of its own) or bidirectional overrides: shown raw they rewrite
+    the operator's screen. They become ``\x1b``, ``\r``, ``\x9b``, ``\u202e``; a tab stays;
+    a line feed becomes ``\n`` (split lines first where they are wanted). Everything a terminal
+    reads goes through here; the JSONL events and the log files keep the exact text.
+    """
+    return text.translate(_ESCAPES)
 
 
 def iso_time(seconds: float) -> str:
@@ -47,12 +78,13 @@ def clock_time(seconds: float) -> str:
 
 
 def error_text(error: BaseException | None) -> str:
-    """One line saying what went wrong; our own errors are sentences, others get their type."""
+    """One line saying what went wrong, ``visible()``; our own errors are sentences, others get
+    their type."""
     if error is None:
         return ""
     # An exception group's str() appends "(N sub-exceptions)": its own message reads better.
     text = error.message if isinstance(error, BaseExceptionGroup) else str(error)
-    message = " ".join(text.split())
+    message = visible(" ".join(text.split()))
     if isinstance(error, SubplanError):
         return message or type(error).__name__
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -64,9 +96,11 @@ def is_cancellation(error: BaseException | None) -> bool:
 
 
 def tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:
-    """The last ``lines`` lines of a failed command's output (none for other errors)."""
+    """The last ``lines`` lines of a failed command's output, ``visible()`` (none for other
+    errors)."""
     text = getattr(error, "output_tail", None)
     if not isinstance(text, str) or not text:
         return []
+    # Every line break a terminal obeys (a carriage return too) starts a line of its own.
     found = text.splitlines()
-    return found[max(len(found) - lines, 0) :]
+    return [visible(line) for line in found[max(len(found) - lines, 0) :]]

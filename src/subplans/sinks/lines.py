@@ -9,7 +9,9 @@
         | SyntaxError: invalid syntax
 
 A failure is followed by the last lines of its output, indented. With ``failures_only`` it
-writes only failures (not those cancelled before they started), for ``--no-progress``.
+writes only failures (not those cancelled before they started), for ``--no-progress``. Text
+from plans and subplans (ids, names, errors, output) is ``visible()``: no control character
+reaches the stream raw.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from subplans.events import (
     SubplanSkipped,
     SubplanStateChanged,
 )
-from subplans.sinks.formatting import duration, error_text, iso_time, tail
+from subplans.sinks.formatting import duration, error_text, iso_time, tail, visible
 from subplans.states import SubplanExecutionState
 
 __all__ = ["PlainLines"]
@@ -66,19 +68,23 @@ class PlainLines:
         elif isinstance(event, StepStateChanged):
             self._step(event)
         elif isinstance(event, SubplanSkipped):
-            self._write(event.time, "skipped", f"{event.subplan_id}  ({event.reason})")
+            self._write(
+                event.time, "skipped", f"{visible(event.subplan_id)}  ({visible(event.reason)})"
+            )
         elif isinstance(event, SubplanRetrying):
             self._write(
                 event.time,
                 "retrying",
-                f"{event.subplan_id}  attempt {event.attempt} failed: "
+                f"{visible(event.subplan_id)}  attempt {event.attempt} failed: "
                 f"{error_text(event.error)}; next in {duration(event.delay)}",
             )
         elif isinstance(event, PlanStarted) and not event.plan_id:
             # The root plan only: a nested plan's start and end are its subplan's lines.
-            self._plan = event.name
+            self._plan = visible(event.name)
             self._write(
-                event.time, "started", f"plan {event.name}  ({event.file}, run {event.run_id})"
+                event.time,
+                "started",
+                f"plan {self._plan}  ({visible(event.file)}, run {event.run_id})",
             )
         elif isinstance(event, PlanFinished) and not event.plan_id:
             self._write(event.time, event.state, f"plan {self._plan}  ({duration(event.elapsed)})")
@@ -90,21 +96,21 @@ class PlainLines:
         if state is _RUNNING:
             self._started[event.subplan_id] = event.time
             if not self.failures_only:
-                self._write(event.time, "running", event.subplan_id)
+                self._write(event.time, "running", visible(event.subplan_id))
             return
         began = self._started.pop(event.subplan_id, None)
         never_started = event.previous is _PENDING
         if self.failures_only and (state is not _FAILED or never_started):
             return
         took = "not started" if began is None else duration(event.time - began)
-        text = f"{event.subplan_id}  ({took})"
+        text = f"{visible(event.subplan_id)}  ({took})"
         if state is _FAILED:
             text += f"  {error_text(event.error)}"
             text += "".join(f"\n    | {line}" for line in tail(event.error))
         self._write(event.time, state.value, text)
 
     def _step(self, event: StepStateChanged) -> None:
-        text = f"step {event.step_id}"
+        text = f"step {visible(event.step_id)}"
         if event.state == "running":
             text += f"  ({event.total} subplan{'' if event.total == 1 else 's'})"
         elif event.state == "failed" and event.error is not None:

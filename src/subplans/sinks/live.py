@@ -4,6 +4,9 @@ the longest-running subplans, and each failure printed above it as it happens.
 Rendering is pulled, not pushed: Rich's refresh thread calls ``render()`` a bounded number of
 times a second, and ``render()`` reads the ``ProgressReporter`` snapshot. Per event the view
 does nothing but print the rare failure, so a plan of thousands of subplans stays smooth.
+
+Text from plans and subplans is ``visible()`` and given to Rich as ``Text``, never as a string
+Rich would read markup in: ``[bold red]`` in an error is shown as it is.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from rich.text import Text
 
 from subplans.events import Event, SubplanStateChanged
 from subplans.progress import ProgressReporter
-from subplans.sinks.formatting import clock_time, duration, error_text, is_cancellation, tail
+from subplans.sinks.formatting import (
+    clock_time,
+    duration,
+    error_text,
+    is_cancellation,
+    tail,
+    visible,
+)
 from subplans.sinks.plan_progress import PlanProgress
 from subplans.states import SubplanExecutionState
 
@@ -95,17 +105,18 @@ class LiveView:
 
     def failure(self, event: SubplanStateChanged) -> RenderableType:
         """How a failure is printed above the live area."""
+        subplan_id = visible(event.subplan_id)
         if is_cancellation(event.error):
             return Text.assemble(
-                ("■ ", "yellow"), (event.subplan_id, "bold"), f"  {error_text(event.error)}"
+                ("■ ", "yellow"), (subplan_id, "bold"), f"  {error_text(event.error)}"
             )
         headline = Text.assemble(
-            ("✗ ", "bold red"), (event.subplan_id, "bold red"), f"  {error_text(event.error)}"
+            ("✗ ", "bold red"), (subplan_id, "bold red"), f"  {error_text(event.error)}"
         )
         lines = [Text(f"    │ {line}", style="dim") for line in tail(event.error)]
         log_file = getattr(event.error, "log_file", None)
         if log_file:
-            lines.append(Text(f"    log: {log_file}", style="dim"))
+            lines.append(Text(f"    log: {visible(str(log_file))}", style="dim"))
         return Group(headline, *lines)
 
     def render(self) -> RenderableType:
@@ -122,10 +133,10 @@ class LiveView:
         pending = max(total - done - running, 0)
         step = progress.current
 
-        header = Text.assemble((progress.plan.name, "bold"))
+        header = Text.assemble((visible(progress.plan.name), "bold"))
         if step is not None:
             header.append(f"  step {step.index + 1}/{len(progress.plan.steps)} ")
-            header.append(step.name, style="bold cyan")
+            header.append(visible(step.name), style="bold cyan")
         header.append(f"  run {self.run_id}", style="dim")
 
         left = pending + running
@@ -166,7 +177,7 @@ class LiveView:
             table.add_column(no_wrap=True, overflow="ellipsis")
             table.add_column(justify="right", style="yellow")
             for subplan_id, began in longest:
-                table.add_row(f"  {subplan_id}", duration(now - began))
+                table.add_row(Text(f"  {visible(subplan_id)}"), Text(duration(now - began)))
             parts.append(table)
             more = len(snapshot.running) - len(longest)
             if more > 0:

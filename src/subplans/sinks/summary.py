@@ -4,6 +4,7 @@ It is built from what the sinks followed (the ``ProgressReporter`` snapshot and
 ``PlanProgress``), not from the executor's result: an interrupted run has no result, yet its
 summary must say what ran, what failed and what was cancelled. ``lines()`` is plain text for
 logs and pipes; ``render()`` is the same for a terminal, with colour (Rich is imported only then).
+Text from plans and subplans is ``visible()`` in both, and never read as Rich markup.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subplans.progress import Failure, ProgressSnapshot
-from subplans.sinks.formatting import duration, error_text, is_cancellation
+from subplans.sinks.formatting import duration, error_text, is_cancellation, visible
 from subplans.states import SubplanExecutionState
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ class RunSummary:
 
     def headline(self) -> str:
         """``plan NAME OUTCOME in WALL TIME  (run RUN_ID)``."""
-        return f"plan {self.plan} {self.outcome} in {duration(self.elapsed)}  (run {self.run_id})"
+        plan = visible(self.plan)
+        return f"plan {plan} {self.outcome} in {duration(self.elapsed)}  (run {self.run_id})"
 
     def totals(self) -> str:
         """``N total, N completed, N failed[, N already completed][, N not run]``."""
@@ -100,7 +102,8 @@ class RunSummary:
         return ", ".join(shown)
 
     def rows(self) -> tuple[list[tuple[str, str, str, str]], int]:
-        """The failure table (failures that are not cancellations) and how many rows it hides."""
+        """The failure table (failures that are not cancellations) and how many rows it hides;
+        every cell ``visible()``."""
         errors = [f for f in self.failures if not is_cancellation(f.error)]
         rows = []
         for failure in errors[:MAX_FAILURE_ROWS]:
@@ -109,10 +112,12 @@ class RunSummary:
             log_file = getattr(error, "log_file", None)
             rows.append(
                 (
-                    failure.subplan_id,
+                    visible(failure.subplan_id),
                     error_text(error),
-                    str(code) if code is not None else (getattr(error, "signal", None) or ""),
-                    _shown_path(Path(log_file)) if log_file else "",
+                    str(code)
+                    if code is not None
+                    else visible(getattr(error, "signal", None) or ""),
+                    visible(_shown_path(Path(log_file))) if log_file else "",
                 )
             )
         return rows, max(len(errors) - MAX_FAILURE_ROWS, 0)
@@ -124,12 +129,12 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         """The summary as plain text lines."""
-        steps = ", ".join(f"{step.name} {step.state}" for step in self.steps)
+        steps = ", ".join(f"{visible(step.name)} {step.state}" for step in self.steps)
         found = [
             self.headline(),
             f"  subplans  {self.totals()}",
             f"  steps     {steps}",
-            f"  logs      {_shown_path(self.log_dir)}",
+            f"  logs      {visible(_shown_path(self.log_dir))}",
         ]
         rows, hidden = self.rows()
         if rows:
@@ -153,7 +158,9 @@ class RunSummary:
 
         parts: list[RenderableType] = []
         headline = Text()
-        headline.append(f"plan {self.plan} {self.outcome}", style=_OUTCOME_STYLE[self.outcome])
+        headline.append(
+            f"plan {visible(self.plan)} {self.outcome}", style=_OUTCOME_STYLE[self.outcome]
+        )
         headline.append(f" in {duration(self.elapsed)}  (run {self.run_id})")
         parts.append(headline)
         facts = Text()
@@ -163,10 +170,10 @@ class RunSummary:
         for index, step in enumerate(self.steps):
             if index:
                 facts.append(", ")
-            facts.append(f"{step.name} ")
+            facts.append(f"{visible(step.name)} ")
             facts.append(step.state, style=_STEP_STYLE.get(step.state, "dim"))
         facts.append("\n  logs      ", style="bold")
-        facts.append(_shown_path(self.log_dir))
+        facts.append(visible(_shown_path(self.log_dir)))
         parts.append(facts)
         rows, hidden = self.rows()
         if rows:
@@ -179,7 +186,8 @@ class RunSummary:
             table.add_column(_HEADER[2], justify="right", no_wrap=True, min_width=len(_HEADER[2]))
             table.add_column(_HEADER[3], overflow="fold")
             for name, error, code, log in rows:
-                table.add_row(f"  {name}", error, code, log)
+                # Text, not str: Rich reads markup in a string cell ("[bold]" in an error).
+                table.add_row(Text(f"  {name}"), Text(error), Text(code), Text(log))
             parts.append(table)
         if hidden:
             parts.append(Text(f"  +{hidden} more failed: see the logs or --events-jsonl"))

@@ -4,11 +4,11 @@ from another terminal and resumed after a crash.
 Layers, each depending only on those above it:
 
 - errors (in ``subplans.errors``): ``StoreError``, ``RunNotFoundError``, ``RunBusyError``,
-  ``RunNotLiveError``
+  ``PlanRunningError``, ``RunNotLiveError``
 - ``schema``: the DDL as numbered migrations (``PRAGMA user_version``)
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
-- ``liveness``: run owners (``ProcessIdentity``), ``RunLock``, ``stop_leftover_groups``,
-  ``cancel_run``
+- ``liveness``: run owners (``ProcessIdentity``), ``RunLock``, ``find_leftovers``,
+  ``stop_leftover_groups``, ``cancel_run``
 - ``records``: what queries return (``RunInfo``, ``SubplanInfo``, ``StoredEvent``, ...)
 - ``store``: ``RunStore`` (open, the owner's writes, the CLI's queries)
 - ``recorder``: ``RunRecorder``, the bus subscriber that writes events in batches off the loop
@@ -18,13 +18,21 @@ Data flows one way: the recorder depends on events, never the other way round.
 
 from __future__ import annotations
 
-from subplans.errors import RunBusyError, RunNotFoundError, RunNotLiveError, StoreError
+from subplans.errors import (
+    PlanRunningError,
+    RunBusyError,
+    RunNotFoundError,
+    RunNotLiveError,
+    StoreError,
+)
 from subplans.store.liveness import (
+    Leftover,
     Liveness,
     ProcessIdentity,
     RunLock,
     StoppedGroup,
     cancel_run,
+    find_leftovers,
     owner_liveness,
     stop_leftover_groups,
 )
@@ -46,9 +54,11 @@ from subplans.store.store import RunStore, default_store_path
 __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "Leftover",
     "Liveness",
     "PlanDiff",
     "PlanManifest",
+    "PlanRunningError",
     "ProcessGroupRecord",
     "ProcessIdentity",
     "RecorderStatistics",
@@ -67,6 +77,7 @@ __all__ = [
     "SubplanInfo",
     "cancel_run",
     "default_store_path",
+    "find_leftovers",
     "owner_liveness",
     "plan_hash",
     "stop_leftover_groups",

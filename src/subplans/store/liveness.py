@@ -1,9 +1,13 @@
-"""Who owns a run and is it still alive; the run lock; stopping what a dead owner left running.
+"""Who owns a run and is it still alive; the run lock; what a dead owner left running.
 
 A run records its owner as a ``ProcessIdentity``: pid, host, boot id and the process's start
 time (field 22 of ``/proc/<pid>/stat``, in clock ticks since boot), so that a pid reused by
 another process, or a reboot, never passes for the owner. Liveness can only be judged on the
 owner's own host; from anywhere else it is unknown. Linux only: it reads ``/proc``.
+
+The processes a dead owner left running are found as ``stopping.Family`` finds a command's:
+in the sessions of its recorded process groups, by descent, and by ``SUBPLANS_RUN_ID`` in
+their environment. ``find_leftovers`` only lists them; ``stop_leftover_groups`` stops them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -25,19 +29,31 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from subplans.errors import RunBusyError, RunNotLiveError, StoreError
-from subplans.process import proc_stat, processes_of_run
+from subplans.stopping import (
+    Family,
+    ProcessInfo,
+    Stopping,
+    command_line,
+    environment,
+    process_table,
+    read_process,
+    send_signal,
+    stop,
+)
 
 if TYPE_CHECKING:
-    from subplans.store.records import ProcessGroupRecord
+    from subplans.store.records import ProcessGroupRecord, RunInfo
     from subplans.store.store import RunStore
 
 __all__ = [
+    "Leftover",
     "Liveness",
     "ProcessIdentity",
     "RunLock",
     "StoppedGroup",
     "cancel_run",
     "check_run_id",
+    "find_leftovers",
     "live_process_groups",
     "owner_liveness",
     "process_start_time",
@@ -46,9 +62,6 @@ __all__ = [
 
 logger = logging.getLogger("subplans")
 
-#: After SIGKILL, how long to wait for a leftover group's members to vanish.
-_KILL_SETTLE = 5.0
-_POLL = 0.01
 #: A run id names a lock file: nothing that could climb out of the locks folder.
 _RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 
@@ -75,8 +88,8 @@ def boot_id() -> str:
 
 def process_start_time(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot; None if it does not exist."""
-    found = proc_stat(pid)
-    return None if found is None else found[2]
+    found = read_process(pid)
+    return None if found is None else found.start_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +125,8 @@ def owner_liveness(owner: ProcessIdentity | None) -> Liveness:
         return Liveness.UNKNOWN
     if owner.boot_id != boot_id():
         return Liveness.GONE
-    found = proc_stat(owner.pid)
-    if found is None or found[0] in ("Z", "X") or found[2] != owner.start_time:
+    found = read_process(owner.pid)
+    if found is None or not found.live or found.start_time != owner.start_time:
         return Liveness.GONE
     return Liveness.ALIVE
 
@@ -121,13 +134,8 @@ def owner_liveness(owner: ProcessIdentity | None) -> Liveness:
 def live_process_groups() -> dict[int, list[int]]:
     """Every process group with live (non-zombie) members: pgid -> member pids, in one /proc scan."""
     groups: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            found = proc_stat(int(name))
-            if found is not None and found[0] not in ("Z", "X"):
-                groups.setdefault(found[1], []).append(int(name))
-    for members in groups.values():
-        members.sort()
+    for pid, process in sorted(process_table().items()):
+        groups.setdefault(process.pgid, []).append(pid)
     return groups
 
 
@@ -183,9 +191,16 @@ class RunLock:
                 f"run {self.run_id} is being driven by {who}; wait for it to end, "
                 f"or stop it with `subplans cancel {self.run_id}`"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        line = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        try:
+            os.ftruncate(fd, 0)
+            if os.pwrite(fd, line, 0) != len(line):
+                os.ftruncate(fd, 0)  # a name cut short would name someone else
+        except OSError:
+            # A full disk (or a file size limit): the lock holds all the same; whoever is
+            # refused meanwhile is told "another process" instead of our pid.
+            logger.debug("cannot write the holder of %s", self.path, exc_info=True)
 
     def release(self) -> None:
         """Give the lock up.
@@ -197,7 +212,8 @@ class RunLock:
             raise RuntimeError("this RunLock is not held")
         fd, self._fd = self._fd, None
         # Emptied first: a refused process then never names a pid that no longer holds it.
-        os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
         os.close(fd)
 
     def __enter__(self) -> RunLock:
@@ -215,12 +231,47 @@ class RunLock:
 
 @dataclass(frozen=True, slots=True)
 class StoppedGroup:
-    """A leftover process group that was stopped: whose, its members, the last signal sent."""
+    """Leftover processes of one subplan in one process group, stopped: the last signal sent."""
 
     subplan_id: str
     pgid: int
     members: tuple[int, ...]
     signal: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Leftover:
+    """A process that a run whose owner is gone left running: whose, its group, what it runs."""
+
+    subplan_id: str
+    pid: int
+    pgid: int
+    command: str
+
+
+def find_leftovers(store: RunStore, run_id: str) -> list[Leftover]:
+    """Every process that the gone owner of ``run_id`` left running, by subplan and pid; it
+    touches none.
+
+    A process is the run's when it lives in the session of a process group the run recorded
+    (provably the one recorded: its leader is gone, or is the same process by start time), when
+    its environment carries ``SUBPLANS_RUN_ID`` (a command started just before its run was
+    killed may not have reached the store), or when it descends from one that is.
+
+    Raises:
+        RunBusyError: the run's owner is alive (or on another host): its processes are its own.
+        RunNotFoundError: no such run.
+    """
+    run, records = store.leftovers(run_id)
+    family = _family(run, records)
+    if family is None:
+        return []
+    found = family.members()
+    labels = _labels(found, records)
+    return sorted(
+        Leftover(labels[pid], pid, process.pgid, command_line(pid))
+        for pid, process in found.items()
+    )
 
 
 def stop_leftover_groups(
@@ -230,76 +281,53 @@ def stop_leftover_groups(
     grace: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> list[StoppedGroup]:
-    """Stop every process group that a run whose owner is gone left running.
+    """Stop every process that a run whose owner is gone left running (``find_leftovers``).
 
-    Each recorded group that still has live members and is provably the one recorded (its
-    leader is gone, or is the same process by start time: a group id cannot be reused while
-    the group has members) gets SIGTERM, then SIGKILL after ``grace`` seconds; this returns
-    once all are gone. Every recorded group id of the run is then cleared. Resume calls this
-    before re-running anything, so that no subplan ever runs twice at the same time; call it
-    holding the run's lock (``status`` too: if the lock is refused, someone is resuming).
+    Each gets SIGTERM, then SIGKILL after ``grace`` seconds (``stopping.Stopping``); this
+    returns once all are gone, by subplan and process group. Every recorded group id of the run
+    is then cleared. Resume calls this before re-running anything, so that no subplan ever runs
+    twice at the same time, and so does ``subplans cancel`` for an interrupted run; call it
+    holding the run's lock.
 
     Raises:
-        RunBusyError: the run's owner is alive (or on another host): its groups are its own.
+        RunBusyError: the run's owner is alive (or on another host): its processes are its own.
         RunNotFoundError: no such run.
     """
     if not grace >= 0:
         raise ValueError(f"grace must be >= 0, got {grace!r}")
     run, records = store.leftovers(run_id)
-    liveness = owner_liveness(run.owner)
-    if run.recorded_status == "running" and liveness is not Liveness.GONE:
-        raise RunBusyError(_busy_message(run_id, run.owner, liveness))
-    if run.owner is not None and run.owner.boot_id != boot_id():
-        targets: list[tuple[ProcessGroupRecord, list[int]]] = []  # a reboot ended them all
-    else:
-        live = live_process_groups()
-        targets = _verified(records, live)
-        # A command started just before its run was killed may not have reached the store: its
-        # processes still carry the run's id in their environment, so find them there too.
-        targets += _unrecorded(run_id, {record.pgid for record in records}, live)
-    stopped = _stop(targets, grace, clock)
+    family = _family(run, records)
+    stopped: list[StoppedGroup] = []
+    if family is not None:
+        labels: dict[int, str] = {}
+
+        def find() -> dict[int, ProcessInfo]:
+            found = family.members()
+            labels.update(_labels(found, records, labels))
+            return found
+
+        stopping = stop(Stopping(find, grace=grace, clock=clock))
+        stopped = _by_group(stopping.signalled, labels)
     if records:
         store.clear_process_groups(run_id, records)
     return stopped
 
 
-def _unrecorded(
-    run_id: str, recorded: set[int], live: dict[int, list[int]]
-) -> list[tuple[ProcessGroupRecord, list[int]]]:
-    """Process groups that belong to ``run_id`` by their environment but were never recorded.
+def _family(run: RunInfo, records: Sequence[ProcessGroupRecord]) -> Family | None:
+    """What makes a process ``run``'s; None when none can be left (a reboot ended them all).
 
-    Only a group every live member of which carries the run's id: a group shared with
-    something else (the shell that started the run) is never signalled as a whole.
+    Raises:
+        RunBusyError: the run's owner is alive or unknown.
     """
-    from subplans.store.records import ProcessGroupRecord  # records imports this module
-
-    ours = os.getpgrp()
-    targets = []
-    for pgid, marked in sorted(processes_of_run(run_id).items()):
-        members = live.get(pgid, [])
-        if pgid in recorded or pgid == ours or sorted(p for p, _ in marked) != members:
-            continue
-        targets.append((ProcessGroupRecord(marked[0][1], pgid, None), members))
-    return targets
-
-
-def _busy_message(run_id: str, owner: ProcessIdentity | None, liveness: Liveness) -> str:
-    if liveness is Liveness.ALIVE:
-        return f"run {run_id} is still being driven by {owner}; its processes are its own"
-    where = f"from {owner.host}" if owner is not None else "by an unknown process"
-    return f"run {run_id} is driven {where}; its processes cannot be checked from here"
-
-
-def _verified(
-    records: Iterable[ProcessGroupRecord], live: dict[int, list[int]]
-) -> list[tuple[ProcessGroupRecord, list[int]]]:
-    targets = []
+    liveness = owner_liveness(run.owner)
+    if run.recorded_status == "running" and liveness is not Liveness.GONE:
+        raise RunBusyError(_busy_message(run.id, run.owner, liveness))
+    if run.owner is not None and run.owner.boot_id != boot_id():
+        return None
+    roots = []
     for record in records:
-        members = live.get(record.pgid)
-        if not members:
-            continue
-        leader = proc_stat(record.pgid)
-        if leader is not None and (record.start_time is None or leader[2] != record.start_time):
+        leader = read_process(record.pgid)
+        if leader is not None and leader.start_time != record.start_time:
             # The group id now belongs to a new leader: some unrelated process group.
             logger.info(
                 "process group %d of subplan %s was reused by another process; leaving it",
@@ -307,46 +335,61 @@ def _verified(
                 record.subplan_id,
             )
             continue
-        targets.append((record, members))
-    return targets
+        roots.append((record.pgid, record.start_time))
+    return Family(roots=tuple(roots), marker=(f"SUBPLANS_RUN_ID={run.id}".encode(),))
 
 
-def _stop(
-    targets: list[tuple[ProcessGroupRecord, list[int]]],
-    grace: float,
-    clock: Callable[[], float],
+def _labels(
+    found: Mapping[int, ProcessInfo],
+    records: Sequence[ProcessGroupRecord],
+    known: Mapping[int, str] | None = None,
+) -> dict[int, str]:
+    """The subplan of each process found: its recorded session's, else the one its environment
+    names, else its nearest found ancestor's, else "?"."""
+    sessions = {record.pgid: record.subplan_id for record in records}
+    labels = dict(known or {})
+    prefix = b"SUBPLANS_SUBPLAN="
+
+    def label(pid: int) -> str:
+        if pid not in labels:
+            labels[pid] = "?"  # a guard against a loop in the parent chain
+            process = found[pid]
+            named = next((v for v in environment(pid) or () if v.startswith(prefix)), None)
+            if process.sid in sessions:
+                labels[pid] = sessions[process.sid]
+            elif named is not None:
+                labels[pid] = named[len(prefix) :].decode(errors="replace")
+            elif process.ppid in found:
+                labels[pid] = label(process.ppid)
+        return labels[pid]
+
+    for pid in found:
+        label(pid)
+    return labels
+
+
+def _by_group(
+    signalled: Mapping[int, tuple[ProcessInfo, signal.Signals]], labels: Mapping[int, str]
 ) -> list[StoppedGroup]:
-    last: dict[int, str] = {}
-    for record, _ in targets:
-        _killpg(record.pgid, signal.SIGTERM)
-        last[record.pgid] = "SIGTERM"
-    pgids = set(last)
-    deadline = clock() + grace
-    killed = False
-    while pgids:
-        pgids &= set(live_process_groups())
-        if not pgids:
-            break
-        now = clock()
-        if now >= deadline:
-            if killed:
-                logger.warning("process groups %s survived SIGKILL; giving up", sorted(pgids))
-                break
-            for pgid in pgids:
-                _killpg(pgid, signal.SIGKILL)
-                last[pgid] = "SIGKILL"
-            killed, deadline = True, now + _KILL_SETTLE
-        time.sleep(_POLL)
+    groups: dict[tuple[str, int], list[tuple[int, signal.Signals]]] = {}
+    for pid, (process, sig) in signalled.items():
+        groups.setdefault((labels.get(pid, "?"), process.pgid), []).append((pid, sig))
     return [
-        StoppedGroup(record.subplan_id, record.pgid, tuple(members), last[record.pgid])
-        for record, members in targets
+        StoppedGroup(
+            subplan_id,
+            pgid,
+            tuple(sorted(pid for pid, _ in members)),
+            max((sig for _, sig in members), key=lambda sig: sig == signal.SIGKILL).name,
+        )
+        for (subplan_id, pgid), members in sorted(groups.items())
     ]
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    # Gone meanwhile, or a member we may not signal (setuid): nothing more we can do.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+def _busy_message(run_id: str, owner: ProcessIdentity | None, liveness: Liveness) -> str:
+    if liveness is Liveness.ALIVE:
+        return f"run {run_id} is still being driven by {owner}; its processes are its own"
+    where = f"from {owner.host}" if owner is not None else "by an unknown process"
+    return f"run {run_id} is driven {where}; its processes cannot be checked from here"
 
 
 def cancel_run(store: RunStore, run_id: str, *, sig: int = signal.SIGTERM) -> ProcessIdentity:
@@ -378,18 +421,4 @@ def cancel_run(store: RunStore, run_id: str, *, sig: int = signal.SIGTERM) -> Pr
 
 def _signal(owner: ProcessIdentity, sig: int) -> bool:
     """Send ``sig`` to ``owner`` if it is still that process; False if it is gone."""
-    try:
-        fd = os.pidfd_open(owner.pid)
-    except ProcessLookupError:
-        return False
-    try:
-        # Opened first, checked second: if the start time still matches now, the pidfd refers to
-        # the owner, and the signal cannot reach a process that reused its pid.
-        if process_start_time(owner.pid) != owner.start_time:
-            return False
-        signal.pidfd_send_signal(fd, sig)
-    except ProcessLookupError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    return send_signal(owner.pid, owner.start_time, sig)

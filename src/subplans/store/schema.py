@@ -18,6 +18,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Migration",
     "SchemaError",
+    "check_store",
     "migrate",
 ]
 
@@ -148,6 +149,19 @@ def migrate(
             connection.execute("ROLLBACK")
             raise
     return before, version
+
+
+def check_store(
+    connection: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
+    """The schema version of the database, once it is known to be one we may use; reads only.
+
+    Raises:
+        SchemaError: the file was written by a newer version, or by another application.
+    """
+    version = _version(connection)
+    _check(connection, version, len(migrations))
+    return version
 
 
 def _version(connection: sqlite3.Connection) -> int:

@@ -11,13 +11,13 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from subplans.errors import RunBusyError, RunNotFoundError, StoreError
+from subplans.errors import PlanRunningError, RunBusyError, RunNotFoundError, StoreError
 from subplans.store.liveness import (
     Liveness,
     ProcessIdentity,
@@ -38,7 +38,7 @@ from subplans.store.records import (
     from_json,
     some,
 )
-from subplans.store.schema import SchemaError, migrate
+from subplans.store.schema import SCHEMA_VERSION, SchemaError, check_store, migrate
 
 if TYPE_CHECKING:
     from subplans.events import EventBus
@@ -121,8 +121,21 @@ class RunStore:
                 raise StoreError(_cannot_open(path, problem)) from None
         connection: sqlite3.Connection | None = None
         try:
-            connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-            _prepare(connection, check=check and existed, readonly=readonly)
+            if existed:
+                # Looked at through a read-only connection first: a file that is not a store of
+                # ours is never changed, not one byte (not even switched to WAL).
+                connection = _inspected(path, timeout=timeout)
+                if readonly:
+                    connection = _for_reading(path, connection, timeout=timeout)
+                else:
+                    connection.close()
+                    connection = None
+            if connection is None:
+                connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            if check and existed:
+                _quick_check(connection)
+            if not readonly:
+                _prepare(connection)
         except (sqlite3.Error, SchemaError) as error:
             if connection is not None:
                 connection.close()
@@ -231,11 +244,17 @@ class RunStore:
         owner: ProcessIdentity | None = None,
         run_dir: Path | str | None = None,
         started_at: float | None = None,
+        concurrent: bool = False,
     ) -> RunInfo:
         """Record a new run as ``running`` and owned by ``owner`` (this process by default),
         with every step and subplan of ``manifest`` pending. Durable once it returns.
 
+        Unless ``concurrent``, a plan file runs once at a time in a store: the check and the new
+        row are one write transaction, so of two runs started at the same instant one wins.
+
         Raises:
+            PlanRunningError: another run of the same plan file is running, and its owner
+                lives (or runs on another host).
             StoreError: a run with this id exists, or the store cannot be written.
         """
         check_run_id(run_id)
@@ -244,6 +263,8 @@ class RunStore:
         with self._writing() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
                 raise StoreError(f"cannot write to the store {self.path}: run {run_id} exists")
+            if not concurrent:
+                _refuse_a_second_run(db, self.path, run_id, manifest.file, owner)
             db.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, "
                 "NULL, 0, ?, ?, ?, ?)",
@@ -267,6 +288,9 @@ class RunStore:
         manifest: PlanManifest | None = None,
         *,
         owner: ProcessIdentity | None = None,
+        concurrent: bool = False,
+        assume_completed: Collection[str] = (),
+        reason: str = "recorded completed by the operator",
     ) -> RunInfo:
         """Make ``run_id`` running again under ``owner`` (this process by default).
 
@@ -277,8 +301,15 @@ class RunStore:
         rows of subplans no longer in the plan are dropped (their events stay). Call it holding
         the run's lock, after ``stop_leftover_groups``.
 
+        The subplans in ``assume_completed`` (typically those the owner left running when it
+        died, whose outcome is unknown, and what nested plans among them hold) are recorded
+        completed, as the operator asserts, each with a ``subplan_skipped`` event that keeps
+        ``reason``. Unless ``concurrent``, it is refused while another run of the same plan
+        file is live, as ``start_run`` is.
+
         Raises:
             RunBusyError: the run's owner is alive, or a recorded process group still lives.
+            PlanRunningError: another run of the plan's file is running, and its owner lives.
             RunNotFoundError: no such run.
         """
         owner = owner if owner is not None else ProcessIdentity.current()
@@ -296,6 +327,10 @@ class RunStore:
                 "; stop them first (stop_leftover_groups)"
             )
         with self._writing() as db:
+            if not concurrent:
+                plan_file = run.plan_file if manifest is None else manifest.file
+                _refuse_a_second_run(db, self.path, run_id, plan_file, owner)
+            _assume_completed(db, run_id, assume_completed, reason, self._clock())
             db.execute(
                 "UPDATE runs SET status = 'running', finished_at = NULL, resumes = resumes + 1, "
                 "owner_pid = ?, owner_host = ?, owner_boot_id = ?, owner_start = ? WHERE id = ?",
@@ -334,6 +369,25 @@ class RunStore:
                 )
                 _register(db, run_id, manifest)
         return self.get_run(run_id)
+
+    def check_plan_free(
+        self,
+        plan_file: str,
+        *,
+        run_id: str | None = None,
+        owner: ProcessIdentity | None = None,
+    ) -> None:
+        """Refuse early what ``start_run`` and ``resume_run`` refuse (unless ``concurrent``):
+        a run other than ``run_id`` of ``plan_file`` that is running, driven by a live process
+        other than ``owner`` (this process by default). Only a look: those two check again in
+        the transaction that starts the run.
+
+        Raises:
+            PlanRunningError: such a run is in the store.
+        """
+        owner = owner if owner is not None else ProcessIdentity.current()
+        with self._reading() as db:
+            _refuse_a_second_run(db, self.path, run_id or "", plan_file, owner)
 
     def finish_run(
         self,
@@ -511,25 +565,92 @@ class RunStore:
 # --- opening ------------------------------------------------------------------------------------
 
 
-def _prepare(connection: sqlite3.Connection, *, check: bool, readonly: bool) -> None:
+def _inspected(path: Path, *, timeout: float) -> sqlite3.Connection:
+    """A read-only connection to the existing file at ``path``, once it has shown to be a store
+    we may use (or an empty database): looking changes nothing in the file.
+
+    The first look reads the file as it is on disk (``immutable``: no lock, no ``-wal`` or
+    ``-shm`` file created next to it), so another application's file is refused untouched.
+    That look may be stale (what a store's ``-wal`` holds is not in it yet), so it only ever
+    refuses; the read-only connection after it decides. Where SQLite cannot create the
+    ``-shm`` file that WAL readers share (a read-only folder or mount, a full disk), the file is
+    then read as it is on disk: nothing can be writing it here.
+    """
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    with closing(_connect(f"{uri}&immutable=1", timeout)) as look, suppress(sqlite3.Error):
+        _identify(look)
+    connection = _connect(uri, timeout)
+    try:
+        _identify(connection)
+    except BaseException as error:
+        connection.close()
+        if not (isinstance(error, sqlite3.OperationalError) and _cannot_share(error)):
+            raise
+        connection = _connect(f"{uri}&immutable=1", timeout)
+    return connection
+
+
+def _connect(uri: str, timeout: float) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def _identify(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA application_id").fetchone()  # "file is not a database" here
-    if check:
-        rows = connection.execute("PRAGMA quick_check").fetchall()
-        if [row[0] for row in rows] != ["ok"]:
-            raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0]})")
-    if not readonly:
-        connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    check_store(connection)
+
+
+def _quick_check(connection: sqlite3.Connection) -> None:
+    rows = connection.execute("PRAGMA quick_check").fetchall()
+    if [row[0] for row in rows] != ["ok"]:
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0]})")
+
+
+def _cannot_share(error: sqlite3.OperationalError) -> bool:
+    """True when SQLite could not open or create what WAL readers share, or write at all
+    (not: the database is locked, which a moment later it may not be)."""
+    name = error.sqlite_errorname
+    return name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR_SHM"))
+
+
+def _for_reading(
+    path: Path, inspected: sqlite3.Connection, *, timeout: float
+) -> sqlite3.Connection:
+    """A normal connection where the store can be written (a reader may still clear what it
+    stopped), else the read-only one it was inspected with."""
+    connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous = FULL")
+        migrate(connection)
+    except BaseException as error:
+        connection.close()
+        if not (isinstance(error, sqlite3.OperationalError) and _cannot_share(error)):
+            inspected.close()
+            raise
+        version = check_store(inspected)
+        if version < SCHEMA_VERSION:
+            raise SchemaError(
+                f"its schema (version {version}) is older than this subplans' "
+                f"({SCHEMA_VERSION}), and it cannot be brought up to date here: it is read-only"
+            ) from None
+        return inspected
+    inspected.close()
+    return connection
+
+
+def _prepare(connection: sqlite3.Connection) -> None:
+    """Switch a store (new, or inspected) to WAL, bring its schema up to date and prove that
+    it can be written."""
+    connection.execute("PRAGMA journal_mode = WAL").fetchone()
     # The owner's own writes (run start and end) are rare and must survive a power cut.
     connection.execute("PRAGMA synchronous = FULL")
     migrate(connection)
-    if not readonly:
-        # Fail now, not at the first write, on a file we may read but not write.
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            connection.execute(f"PRAGMA user_version = {int(version)}")
-        finally:
-            connection.execute("ROLLBACK")
+    # Fail now, not at the first write, on a file we may read but not write.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        connection.execute(f"PRAGMA user_version = {int(version)}")
+    finally:
+        connection.execute("ROLLBACK")
 
 
 def _explain(error: sqlite3.Error | SchemaError, path: Path) -> str:
@@ -579,6 +700,76 @@ def _register(db: sqlite3.Connection, run_id: str, manifest: PlanManifest) -> No
             for position, (subplan_id, step_id) in enumerate(manifest.subplans)
         ],
     )
+
+
+def _refuse_a_second_run(
+    db: sqlite3.Connection, path: Path, run_id: str, plan_file: str, owner: ProcessIdentity
+) -> None:
+    """PlanRunningError if a run of ``plan_file`` other than ``run_id`` is running and its
+    owner is another process that lives, or cannot be judged from here (another host); a
+    killed owner never blocks. (One process that drives a plan twice knows it does.)"""
+    target = os.path.realpath(plan_file)
+    rows = db.execute(
+        "SELECT id, plan_file, owner_pid, owner_host, owner_boot_id, owner_start FROM runs "
+        "WHERE status = 'running' AND id <> ? ORDER BY started_at, id",
+        (run_id,),
+    ).fetchall()
+    for other, file, pid, host, boot, start in rows:
+        if os.path.realpath(file) != target:
+            continue
+        driver = None if pid is None else ProcessIdentity(pid, host, boot, start)
+        if driver == owner or owner_liveness(driver) is Liveness.GONE:
+            continue
+        raise PlanRunningError(
+            f"plan {plan_file} is already running in the store {path}: run {other}, driven by "
+            f"{driver or 'an unknown process'}",
+            run_id=other,
+            plan_file=plan_file,
+            pid=pid,
+            host=host,
+        )
+
+
+def _assume_completed(
+    db: sqlite3.Connection, run_id: str, subplan_ids: Collection[str], reason: str, now: float
+) -> None:
+    """Record these subplans completed (those not yet), each with an event that says why."""
+    (seq,) = db.execute(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    for subplan_id in subplan_ids:
+        row = db.execute(
+            "SELECT step_id FROM subplans "
+            "WHERE run_id = ? AND subplan_id = ? AND state <> 'completed'",
+            (run_id, subplan_id),
+        ).fetchone()
+        if row is None:
+            continue
+        db.execute(
+            "UPDATE subplans SET state = 'completed', finished = ?, error = NULL, pgid = NULL, "
+            "pgid_start = NULL WHERE run_id = ? AND subplan_id = ?",
+            (now, run_id, subplan_id),
+        )
+        # The steps of a nested plan recorded completed: its work is asserted done too.
+        inside = f"{subplan_id}/"
+        db.execute(
+            "UPDATE steps SET state = 'completed', finished = ?, error = NULL "
+            "WHERE run_id = ? AND substr(step_id, 1, ?) = ? AND state <> 'completed'",
+            (now, run_id, len(inside), inside),
+        )
+        seq += 1
+        db.execute(
+            "INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) "
+            "VALUES (?, ?, ?, 'subplan_skipped', ?, ?, ?)",
+            (
+                run_id,
+                seq,
+                now,
+                subplan_id,
+                row[0],
+                json.dumps({"subplan_id": subplan_id, "reason": reason}),
+            ),
+        )
 
 
 def _process_groups(db: sqlite3.Connection, run_id: str) -> list[ProcessGroupRecord]:
