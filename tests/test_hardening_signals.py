@@ -369,3 +369,39 @@ def test_only_the_command_holds_its_signals_from_the_first_import(
 def test_importing_the_library_changes_no_handler() -> None:
     assert not signal_guard.GUARD.command
     assert not signal_guard.GUARD.held
+
+
+def test_a_signal_ignored_on_entry_stays_ignored(tmp_path: Path, env: dict[str, str]) -> None:
+    # A script's background job starts with SIGINT ignored, so that Ctrl-C at the terminal is
+    # not for it (as sh's `cmd &`): the guard and the run must not take that back; SIGTERM
+    # still stops the run.
+    write(
+        tmp_path,
+        "plan.yaml",
+        """
+        name: bg
+        steps:
+          - {name: a, run: "touch started; while [ ! -e go ]; do sleep 0.01; done"}
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "subplans", "run", "plan.yaml", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # ignored: the run goes on
+        (tmp_path / "go").touch()
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when the test failed
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.OK, out.decode()
+    assert b"SIGINT" not in out

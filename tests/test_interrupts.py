@@ -93,3 +93,23 @@ async def test_installed_handles_real_signals_and_restores_the_previous_handlers
     assert SIGNALS == (signal.SIGINT, signal.SIGTERM)
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_what_is_left_of_the_grace_after_a_signal() -> None:
+    # Regression: the run's end gave processes left by `call` functions a fresh cancel_grace
+    # after the drain had used it up, so an interrupted run could outlive grace + 2 s.
+    task = asyncio.create_task(asyncio.sleep(30))
+    interrupts = Interrupts(task, FakeGroups(0))
+    assert interrupts.grace_left(5.0) == 5.0  # not interrupted: all of it
+
+    interrupts.handle(signal.SIGINT)
+    assert interrupts.first_at is not None
+    interrupts.first_at -= 3.0  # the drain used 3 s of it
+    assert 0.0 < interrupts.grace_left(5.0) <= 2.0
+    interrupts.first_at -= 10.0
+    assert interrupts.grace_left(5.0) == 0.0  # used up: never negative
+
+    interrupts.handle(signal.SIGINT)
+    assert interrupts.grace_left(5.0) == 0.0  # a second signal: none left
+    with pytest.raises(asyncio.CancelledError):
+        await task

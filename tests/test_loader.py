@@ -155,6 +155,28 @@ def test_unknown_keys_get_a_suggestion(tmp_path: Path, config: GlobalConfig) -> 
     ]
 
 
+def test_keys_in_the_wrong_place_say_where_they_belong(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    # Regression: "unknown key 'cancel_grace'; did you mean 'cancel_grace'?" for a profile
+    # field written beside the steps.
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: p
+        cancel_grace: 1
+        steps:
+          - {name: a, run: "true", glob: "*.py"}
+        """,
+    )
+    assert problems(path, config) == [
+        "p.yaml:2:1: cancel_grace: 'cancel_grace' is a profile field: write it under "
+        "automation_profile, e.g. automation_profile: {cancel_grace: ...}",
+        "p.yaml:4:28: steps[0].glob: key 'glob' is not allowed here",
+    ]
+
+
 def test_one_message_per_problem_with_locations(tmp_path: Path, config: GlobalConfig) -> None:
     path = write(
         tmp_path,

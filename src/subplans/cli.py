@@ -935,7 +935,7 @@ def _cancel_leftovers(db: RunStore, run: RunInfo) -> None:
     with _interruptible():
         stopped = stop_leftovers_locked(db, run)
     if stopped:
-        typer.echo(describe_stopped(run.id, stopped))
+        typer.echo(visible(describe_stopped(run.id, stopped)))
     else:
         typer.echo(f"run {run.id} was interrupted and left nothing running")
     typer.echo(f"run {run.id} stays interrupted: resume it with `subplans resume {run.id}`")

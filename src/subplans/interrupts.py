@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
 from subplans.process import ProcessGroups
+from subplans.signal_guard import ignored
 
 __all__ = ["SIGNALS", "Interrupts"]
 
@@ -43,10 +45,21 @@ class Interrupts:
         self.count = 0
         #: The first one, such as ``signal.SIGINT``.
         self.first: signal.Signals | None = None
+        #: When the first one arrived (``time.monotonic()``).
+        self.first_at: float | None = None
 
     def __repr__(self) -> str:
         first = self.first.name if self.first is not None else "none"
         return f"<Interrupts {self.count} received, first {first}, {len(self.groups)} live groups>"
+
+    def grace_left(self, grace: float) -> float:
+        """What is left of ``grace`` for stopping processes: all of it before any signal,
+        what the first signal's grace has not used up yet after it, none after a second."""
+        if self.first_at is None:
+            return grace
+        if self.count > 1:
+            return 0.0
+        return max(0.0, grace - (time.monotonic() - self.first_at))
 
     @property
     def interrupted(self) -> bool:
@@ -59,6 +72,7 @@ class Interrupts:
         name = signal.Signals(signum).name
         if self.count == 1:
             self.first = signal.Signals(signum)
+            self.first_at = time.monotonic()
             self.task.cancel(f"interrupted by {name}")
             self._tell(
                 f"{name}: stopping; running subplans get SIGTERM, then SIGKILL after their "
@@ -87,7 +101,8 @@ class Interrupts:
         woken.setblocking(False)
         loop.add_reader(woken.fileno(), _drain, woken)
         previous_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
-        previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS}
+        # A signal ignored when the run starts (a script's background job) stays ignored.
+        previous = {sig: signal.signal(sig, on_signal) for sig in SIGNALS if not ignored(sig)}
         try:
             yield self
         finally:

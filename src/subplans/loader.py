@@ -238,12 +238,24 @@ _FRIENDLY = {
 }
 
 
+def _unknown_key(key: str) -> str:
+    """Why a key is refused where it stands, and how to write it instead."""
+    if key in ProfileFields.model_fields:
+        # A profile field written beside the steps: the commonest slip, so name the fix.
+        return (
+            f"{key!r} is a profile field: write it under automation_profile, "
+            f"e.g. automation_profile: {{{key}: ...}}"
+        )
+    if key in FIELD_NAMES:
+        return f"key {key!r} is not allowed here"
+    close = difflib.get_close_matches(key, sorted(FIELD_NAMES), n=1)
+    return f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
 def _message(error: Mapping[str, Any], loc: Loc) -> str:
     kind, last = error["type"], loc[-1] if loc else ""
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(str(last), sorted(FIELD_NAMES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown key {last!r}{hint}"
+        return _unknown_key(str(last))
     if kind == "missing":
         return "required"
     if kind == "value_error":

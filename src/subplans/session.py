@@ -208,7 +208,8 @@ class RunSession:
             # (every command's were stopped as it ended), in our process group, which is not
             # theirs alone, or in one they moved to: they carry the run's id, and are stopped
             # one by one, with whatever they start meanwhile.
-            grace = 0.0 if interrupts.count > 1 else self.plan.profile.cancel_grace
+            # An interrupted run leaves within its grace (+2 s): never a fresh grace here.
+            grace = interrupts.grace_left(self.plan.profile.cancel_grace)
             await asyncio.to_thread(stop_run_processes, self.run_id, grace=grace)
             if previous_run_id is None:
                 del os.environ["SUBPLANS_RUN_ID"]

@@ -36,7 +36,15 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_CODE", "GUARD", "SIGNALS", "CommandInterrupted", "SignalGuard", "is_command"]
+__all__ = [
+    "EXIT_CODE",
+    "GUARD",
+    "SIGNALS",
+    "CommandInterrupted",
+    "SignalGuard",
+    "ignored",
+    "is_command",
+]
 
 #: The signals that interrupt the command.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -81,7 +89,9 @@ class SignalGuard:
     def hold(self) -> bool:
         """Install the guard's handlers; False off the main thread, where none can be set."""
         try:
-            self._replaced = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
+            self._replaced = {
+                sig: signal.signal(sig, self._on_signal) for sig in SIGNALS if not ignored(sig)
+            }
         except ValueError:  # not the main thread: the signals are its business
             return False
         self.held = True
@@ -121,7 +131,7 @@ class SignalGuard:
             noted.append(signum)
 
         self.ended = False
-        previous = {sig: signal.signal(sig, note) for sig in SIGNALS}
+        previous = {sig: signal.signal(sig, note) for sig in SIGNALS if not ignored(sig)}
         try:
             yield noted
         finally:
@@ -170,6 +180,12 @@ class SignalGuard:
 def _restore(sig: signal.Signals, handler: _Handler) -> None:
     # None: a handler set outside Python, which cannot be put back; the default is the closest.
     signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def ignored(sig: signal.Signals) -> bool:
+    """True if ``sig`` is ignored: as a shell starts a background job of a script, so that
+    Ctrl-C at the terminal is not for it. A signal ignored on entry stays ignored (as in sh)."""
+    return signal.getsignal(sig) == signal.SIG_IGN
 
 
 def is_command() -> bool:
