@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 from pathlib import Path
 
@@ -528,7 +527,7 @@ async def test_a_second_interrupt_cuts_a_threads_grace_short() -> None:
     await asyncio.sleep(0)
     task.cancel()
     await asyncio.sleep(0)
-    assert groups.signal_all(signal.SIGKILL) == 0
+    assert groups.kill_all() == 0
     with pytest.raises(ThreadAbandonedError) as caught:
         await asyncio.wait_for(task, 5)
     assert str(caught.value) == (

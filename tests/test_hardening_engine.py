@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -58,7 +58,7 @@ def assert_every_subplan_ended_once(recorder: Recorder, ids: list[str]) -> None:
 
 def slow_cleanup(
     started: asyncio.Event, cleaning: asyncio.Event, release: asyncio.Event
-) -> Callable[[], object]:
+) -> Callable[[], Awaitable[None]]:
     """A subplan whose cleanup takes time (like a process given SIGTERM)."""
 
     async def run() -> None:
@@ -85,7 +85,7 @@ async def test_cancelling_the_caller_again_mid_drain_never_cuts_the_drain_short(
     task = asyncio.create_task(
         dispatcher(bus).run(
             [
-                Subplan("a", slow_cleanup(started, cleaning, release)),  # type: ignore[arg-type]
+                Subplan("a", slow_cleanup(started, cleaning, release)),
                 Subplan("b", waiting(asyncio.Event())),
                 Subplan("c", returning(1)),
             ]
@@ -119,7 +119,7 @@ async def test_a_cancel_of_the_caller_during_a_fail_fast_drain_waits_too(
 
     task = asyncio.create_task(
         dispatcher(bus).run(
-            [Subplan("a", slow_cleanup(started, cleaning, release)), Subplan("b", fails)]  # type: ignore[arg-type]
+            [Subplan("a", slow_cleanup(started, cleaning, release)), Subplan("b", fails)]
         )
     )
     await cleaning.wait()
@@ -239,7 +239,7 @@ async def test_keyboard_interrupts_during_a_fail_fast_drain_still_propagate(
     started = asyncio.Event()
     interrupts = [KeyboardInterrupt("first"), KeyboardInterrupt("second")]
 
-    def interrupted_on_cancel(error: KeyboardInterrupt) -> Callable[[], object]:
+    def interrupted_on_cancel(error: KeyboardInterrupt) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             try:
                 started.set()
@@ -256,8 +256,8 @@ async def test_keyboard_interrupts_during_a_fail_fast_drain_still_propagate(
     with pytest.raises(KeyboardInterrupt) as caught:
         await dispatcher(bus, max_parallel=3).run(
             [
-                Subplan("a", interrupted_on_cancel(interrupts[0])),  # type: ignore[arg-type]
-                Subplan("b", interrupted_on_cancel(interrupts[1])),  # type: ignore[arg-type]
+                Subplan("a", interrupted_on_cancel(interrupts[0])),
+                Subplan("b", interrupted_on_cancel(interrupts[1])),
                 Subplan("c", fails),
             ]
         )
@@ -441,3 +441,30 @@ async def test_an_ignored_timeout_is_retried_like_a_timeout() -> None:
         [Subplan("s", swallows_once, timeout=0.01, retries=1, retry_delay=0)]
     )
     assert (results[0].state, results[0].value, results[0].attempts) == (COMPLETED, 12, 2)
+
+
+async def test_a_timeout_stays_a_timeout_when_a_stop_comes_while_it_ends() -> None:
+    # Regression: a subplan whose timeout fired and which was still cleaning up when a sibling
+    # failed (fail-fast) was reported "cancelled because subplan 'failer' failed".
+    started, cleaning, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def failer() -> None:
+        await cleaning.wait()  # the timed-out subplan is ending
+        release.set()
+        raise RuntimeError("boom")
+
+    with pytest.raises(SubplanExecutionError) as caught:
+        await dispatcher().run(
+            [
+                Subplan("slow", slow_cleanup(started, cleaning, release), timeout=0.01),
+                Subplan("failer", failer),
+            ]
+        )
+    slow, failed = caught.value.results
+    assert caught.value.subplan_id == "failer"
+    assert (slow.state, type(slow.error), str(slow.error)) == (
+        FAILED,
+        TimeoutError,
+        "timed out after 0.01s",
+    )
+    assert failed.state is FAILED

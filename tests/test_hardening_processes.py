@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from subplans import stopping
+from subplans import cancelling, dispatcher, process, stopping
 from subplans.events import SubplanProcessStarted, SubplanStateChanged
+from subplans.interrupts import Interrupts
 from subplans.process import ProcessGroups, run_command
 from subplans.reports import StatusReport
 from subplans.states import SubplanExecutionState
@@ -263,12 +264,59 @@ async def test_a_second_interrupt_kills_what_moved_at_once(
     task.cancel()
     await eventually(lambda: not alive(sid))  # the shell is gone: the grace has begun
     assert not task.done()
-    groups.signal_all(signal.SIGKILL)  # what the command's second Ctrl-C does
+    assert groups.kill_all() == 1  # what the command's second Ctrl-C does
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(10):  # not the 60 s grace
             await task
 
     assert [pid for pid in strays if alive(pid)] == []
+
+
+async def test_a_second_interrupt_kills_nothing_it_cannot_tie_to_a_command(
+    tmp_path: Path, strays: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pins: the second Ctrl-C sent SIGKILL to every registered process group id, unchecked. A
+    command stays registered until its processes are gone, up to its grace + 5 s after its
+    leader was reaped, and by then the id may name another process group. It now kills through
+    each command's ``Stopping``, which signals only what it can tie to the command."""
+    # With a pid cycle of two pids, nothing proves that the reaped leader's pid (the id of its
+    # group and session) was not handed out again: what merely lives there is not the command's.
+    monkeypatch.setattr(stopping, "_pid_max", lambda: 2)
+    groups = ProcessGroups()
+    pgid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_command(
+            # Both stay in the leader's group and ignore SIGTERM; one cleared its environment.
+            "trap '' TERM; sleep 301 & echo $! > marked; "
+            "env -u SUBPLANS_RUN_ID -u SUBPLANS_SUBPLAN sleep 301 & echo $! > cleared",
+            log_file=tmp_path / "c.log",
+            cwd=tmp_path,
+            env=marked("s/a"),
+            cancel_grace=60,
+            groups=groups,
+            on_start=pgid.set_result,
+        )
+    )
+    leader = await pgid
+    await eventually(lambda: read_process(leader) is None)  # reaped: the grace has begun
+    ours, cleared = (int((tmp_path / name).read_text()) for name in ("marked", "cleared"))
+    strays += [ours, cleared]
+    assert process_table([ours, cleared])[cleared].pgid == leader
+    run = asyncio.create_task(asyncio.sleep(30))
+    told: list[str] = []
+    interrupts = Interrupts(run, groups, notify=told.append)
+
+    interrupts.handle(signal.SIGINT)
+    interrupts.handle(signal.SIGINT)
+
+    async with asyncio.timeout(10):  # not the 60 s grace
+        result = await task
+    assert result.exit_code == 0
+    assert told[1:] == ["SIGINT again: killed 1 process group"]
+    assert not alive(ours)
+    assert alive(cleared)
+    with pytest.raises(asyncio.CancelledError):
+        await run
 
 
 # --- the one way to stop processes ------------------------------------------------------------
@@ -374,6 +422,40 @@ def test_a_family_never_includes_a_root_whose_pid_was_reused(
     assert Family(((child.pid, None),)).members() == {}
 
 
+def test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_proves_it(
+    strays: list[int],
+) -> None:
+    """Pins: a root whose leader no longer existed made its whole session id the family's.
+    Once that id was handed out again (to a daemon that called setsid, whose leader then
+    exited), the daemon's processes were taken for a run's leftovers: `status` listed them,
+    `cancel` and `resume` sent them SIGTERM. Without a proof, only the marked ones count."""
+    since = Window.now()
+    assert since is not None
+    mark = f"HARDENING_MARK={RUN}"
+    with subprocess.Popen(
+        ["setsid", "sh", "-c", f"sleep 301 & echo $!; {mark} sleep 301 & echo $!; read x; true"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={"PATH": os.environ["PATH"]},
+    ) as leader:
+        assert leader.stdout is not None
+        plain, ours = int(leader.stdout.readline()), int(leader.stdout.readline())
+        strays += [plain, ours]
+        found = read_process(leader.pid)
+        assert found is not None
+        assert found.sid == leader.pid
+        roots = ((leader.pid, found.start_time),)
+        assert set(Family(roots).members()) == {leader.pid, plain, ours}  # the leader runs
+    assert leader.returncode == 0  # gone, its session not: its id stays taken while it has any
+
+    # Fewer forks since than half the pids: the session's id cannot have been handed out again.
+    assert set(Family(roots, since=since).members()) == {plain, ours}
+    went_round = Window(since.last_pid, since.forks - stopping._pid_max())
+    assert Family(roots, since=went_round).members() == {}
+    assert Family(roots).members() == {}
+    assert set(Family(roots, marker=(mark.encode(),)).members()) == {ours}
+
+
 def test_a_family_never_includes_the_process_that_looks_or_its_parents() -> None:
     # A shell and its python child, both marked: the python finds neither itself nor the shell.
     code = (
@@ -390,6 +472,18 @@ def test_a_family_never_includes_the_process_that_looks_or_its_parents() -> None
         check=True,
     )
     assert done.stdout == "False False\n"
+
+
+def test_the_dangerous_logic_has_one_copy() -> None:
+    """Pins: `_through_cancel` lived in the dispatcher and in `process`, and `process` scanned
+    /proc for a group's members beside `stopping`: a second copy is where the next bug hides."""
+    shared = cancelling.through_cancel
+    assert vars(dispatcher)["through_cancel"] is vars(process)["through_cancel"] is shared
+    assert not hasattr(dispatcher, "_through_cancel")
+    assert not hasattr(process, "_through_cancel")
+    source = Path(process.__file__).read_text()
+    assert "listdir" not in source
+    assert "/proc/" not in source
 
 
 # --- the command: Ctrl-C, cancel, timeout, kill -9 then status and cancel ---------------------

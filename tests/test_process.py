@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from subplans import process, stopping
+from subplans import stopping
 from subplans.errors import CommandFailedError, SubplanError
 from subplans.events import describe_error
 from subplans.process import (
@@ -25,6 +25,7 @@ from subplans.process import (
     run_command,
     stop_run_processes,
 )
+from subplans.stopping import Stopping
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
 # across fork and exec), so only SIGKILL stops this group of three.
@@ -43,7 +44,7 @@ def zombies_of(pgid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            stat = process._read_stat(name)
+            stat = stopping.read_stat(int(name)) or b""
             fields = stat[stat.rfind(b")") + 2 :].split()
             if fields and fields[0] == b"Z" and int(fields[2]) == pgid:
                 found.append(int(name))
@@ -57,8 +58,8 @@ class RecordingGroups(ProcessGroups):
         super().__init__()
         self.seen: list[int] = []
 
-    def register(self, pgid: int, label: str) -> None:
-        super().register(pgid, label)
+    def register(self, pgid: int, label: str, stopping: Stopping) -> None:
+        super().register(pgid, label, stopping)
         self.seen.append(pgid)
 
 
@@ -291,7 +292,7 @@ async def test_background_child_of_a_successful_command_is_killed(tmp_path: Path
 
     background = result.output_tail
     assert group_members(result.pid) == []
-    assert not process._is_live_member(process._read_stat(background), result.pid)
+    assert stopping.process_table([int(background)]) == {}
 
 
 async def test_cancel_kills_a_group_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
@@ -510,25 +511,31 @@ async def test_group_members_reads_names_with_spaces_and_parentheses(tmp_path: P
     )
     pgid = await started
 
-    await eventually(lambda: b"a) Z 1 (b" in process._read_stat(str(pgid)))
+    await eventually(lambda: b"a) Z 1 (b" in (stopping.read_stat(pgid) or b""))
     assert group_members(pgid) == [pgid]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
-def test_stat_of_a_process_that_is_gone_is_empty() -> None:
+def test_stat_of_a_process_that_is_gone_is_none() -> None:
     # Reached for real only when a process ends between listing /proc and reading its stat.
-    assert process._read_stat("0") == b""
+    assert stopping.read_stat(0) is None
+    assert stopping.process_table([0]) == {}
 
 
 # --- ProcessGroups ----------------------------------------------------------------------------
 
 
+def nothing() -> Stopping:
+    """The stopping of a command with no process left."""
+    return Stopping(dict, grace=0)
+
+
 def test_process_groups_register_and_unregister() -> None:
     groups = ProcessGroups()
-    groups.register(101, "first")
-    groups.register(102, "second")
+    groups.register(101, "first", nothing())
+    groups.register(102, "second", nothing())
 
     assert len(groups) == 2
     assert list(groups) == [(101, "first"), (102, "second")]
@@ -541,18 +548,18 @@ def test_process_groups_register_and_unregister() -> None:
 
 def test_process_groups_reject_misuse() -> None:
     groups = ProcessGroups()
-    groups.register(101, "first")
+    groups.register(101, "first", nothing())
 
     with pytest.raises(RuntimeError, match=r"^process group 101 is already registered$"):
-        groups.register(101, "again")
+        groups.register(101, "again", nothing())
     with pytest.raises(RuntimeError, match=r"^process group 102 is not registered$"):
         groups.unregister(102)
 
 
 def test_process_groups_iterate_over_a_snapshot() -> None:
     groups = ProcessGroups()
-    groups.register(101, "first")
-    groups.register(102, "second")
+    groups.register(101, "first", nothing())
+    groups.register(102, "second", nothing())
 
     for pgid, _ in groups:
         groups.unregister(pgid)
@@ -560,26 +567,33 @@ def test_process_groups_iterate_over_a_snapshot() -> None:
     assert len(groups) == 0
 
 
-async def test_signal_all_signals_live_groups_and_skips_gone_ones(tmp_path: Path) -> None:
-    gone = await run_command(["true"], log_file=tmp_path / "true.log")
+async def test_kill_all_kills_live_commands_at_once_and_counts_only_those(
+    tmp_path: Path,
+) -> None:
     groups = ProcessGroups()
-    groups.register(gone.pid, "true")
+    groups.register(101, "gone", nothing())
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     argv = ["sleep", "30"]
     task = asyncio.create_task(
         run_command(
-            argv, log_file=tmp_path / "sleep.log", groups=groups, on_start=started.set_result
+            argv,
+            log_file=tmp_path / "sleep.log",
+            groups=groups,
+            cancel_grace=60,
+            on_start=started.set_result,
         )
     )
     pgid = await started
-    assert list(groups) == [(gone.pid, "true"), (pgid, shlex.join(argv))]
+    assert list(groups) == [(101, "gone"), (pgid, shlex.join(argv))]
 
-    assert groups.signal_all(signal.SIGTERM) == 1
+    assert groups.kill_all() == 1
 
-    with pytest.raises(CommandFailedError, match=r"^killed by signal SIGTERM$"):
-        await task
-    assert list(groups) == [(gone.pid, "true")]
-    assert groups.signal_all(signal.SIGTERM) == 0
+    assert groups.hurried.is_set()
+    with pytest.raises(CommandFailedError, match=r"^killed by signal SIGKILL$"):
+        async with asyncio.timeout(10):  # not the 60 s grace
+            await task
+    assert list(groups) == [(101, "gone")]
+    assert groups.kill_all() == 0
 
 
 def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:

@@ -4,12 +4,14 @@ stopped, and a writer killed mid-write leaves a sound database."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,9 @@ from subplans import stopping
 from subplans.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.process import group_members
 from subplans.states import SubplanExecutionState
+from subplans.stopping import process_table
 from subplans.store import (
+    Leftover,
     Liveness,
     ProcessIdentity,
     RunBusyError,
@@ -30,6 +34,7 @@ from subplans.store import (
     StoppedGroup,
     StoreError,
     cancel_run,
+    find_leftovers,
     owner_liveness,
     stop_leftover_groups,
 )
@@ -242,7 +247,7 @@ def test_leftover_groups_of_a_dead_owner_get_sigterm_then_sigkill(store: RunStor
             {"s/polite": polite.pid, "s/stubborn": stubborn.pid, "s/gone": finished.pid},
         )
         # Time stands still until the polite group is gone, then the grace is over at once.
-        readings = iter([0.0, 0.0])  # the deadline, then a first look within the grace
+        readings = iter([0.0, 0.0])  # the first look (the grace starts), a second within it
 
         def clock() -> float:
             return next(readings, 0.0 if group_members(polite.pid) else 100.0)
@@ -286,18 +291,40 @@ def test_a_group_that_never_reached_the_store_is_found_by_its_environment(
         stop(other)
 
 
-def test_a_group_whose_leader_is_gone_is_still_stopped(store: RunStore) -> None:
-    store.start_run("r1", manifest("s/a"), owner=gone_owner())
-    leader = start_group("sleep 30 & echo $!; exit 0")
+def test_a_group_whose_leader_is_gone_holds_only_what_carries_the_runs_marker(
+    store: RunStore,
+) -> None:
+    """Pins: a recorded leader that no longer existed made its whole session id the run's.
+    Once that id was handed out again (to a daemon that called setsid, and whose leader then
+    exited), `status` listed the daemon's processes as leftovers, and `cancel` and `resume`
+    sent them SIGTERM. Nothing proves a session without its leader is still the run's: only
+    what carries the run's marker is."""
+    run_id = f"r-{uuid.uuid4().hex[:8]}"  # a marker no other test's processes carry
+    store.start_run(run_id, manifest("s/a"), owner=gone_owner())
+    script = f"sleep 30 & echo $!; SUBPLANS_RUN_ID={run_id} sleep 30 & echo $!; read x; true"
+    found: list[int] = []
     try:
-        record_groups(store, "r1", {"s/a": leader.pid})
-        assert leader.wait() == 0
-        wait_for(lambda: len(group_members(leader.pid)) == 1)
-        (stopped,) = stop_leftover_groups(store, "r1", grace=5.0)
-        assert stopped.signal == "SIGTERM"
-        wait_for(lambda: group_members(leader.pid) == [])
+        with subprocess.Popen(
+            ["setsid", "sh", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={"PATH": os.environ["PATH"]},
+        ) as leader:
+            assert leader.stdout is not None
+            found += [int(leader.stdout.readline()), int(leader.stdout.readline())]
+            record_groups(store, run_id, {"s/a": leader.pid})  # its start time, as it runs
+        plain, ours = found
+        assert leader.returncode == 0
+
+        assert find_leftovers(store, run_id) == [Leftover("s/a", ours, leader.pid, "sleep 30")]
+        stopped = stop_leftover_groups(store, run_id, grace=5.0)
+
+        assert stopped == [StoppedGroup("s/a", leader.pid, (ours,), "SIGTERM")]
+        wait_for(lambda: process_table(found).keys() == {plain})
     finally:
-        stop(leader)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_reused_group_id_is_left_alone(store: RunStore, caplog: pytest.LogCaptureFixture) -> None:

@@ -390,12 +390,13 @@ def resume(
     """Run a stored run's plan again, skipping every subplan that completed.
 
     Failed, cancelled, interrupted and never-started subplans run again (at least once: a
-    subplan that was running when its run was killed may have done part of its work). First,
-    every process the run left running is stopped. The plan file is read again, with the
-    run's original --max-parallel, --failure-mode and --profile; if its subplan ids changed,
-    resume refuses unless --force. The subplans that were running when the run stopped are
-    listed; if any is marked idempotent: false, resume refuses unless --rerun-unknown or
-    --skip-unknown. Exit codes as `subplans run`.
+    subplan that was running when its run was killed may have done part of its work). The plan
+    file is read again, with the run's original --max-parallel, --failure-mode and --profile;
+    if its subplan ids changed, resume refuses unless --force. The subplans that were running
+    when the run stopped are listed; if any is marked idempotent: false, resume refuses unless
+    --rerun-unknown or --skip-unknown (refused too while that subplan still runs). A refused
+    resume changes nothing; otherwise every process the run left running is stopped first.
+    Exit codes as `subplans run`.
     """
     from subplans.resume import (
         SKIP_UNKNOWN_REASON,
@@ -406,6 +407,7 @@ def resume(
         stop_leftovers,
         unknown_outcomes,
     )
+    from subplans.store import find_leftovers
 
     if rerun_unknown and skip_unknown:
         _invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
@@ -415,7 +417,8 @@ def resume(
             with _once_at_a_time():
                 db.check_plan_free(found.plan_file, run_id=run_id)
         with _driving(db, run_id) as noted:
-            stopped = stop_leftovers(db, found)
+            # Every refusal is decided before anything is stopped or written: only listed here.
+            leftovers = find_leftovers(db, run_id)
             overrides = recorded_overrides(found)
             node = _load(
                 Path(found.plan_file),
@@ -429,10 +432,14 @@ def resume(
             if problem is not None:
                 _invalid([problem])
             # Whatever was running when the run stopped may have done its work already.
-            unknown = unknown_outcomes(db, run_id, node)
+            unknown = unknown_outcomes(db, run_id, node, leftovers)
             if unknown.not_idempotent and not (rerun_unknown or skip_unknown):
                 typer.echo(unknown.listing, err=True)
                 _invalid([unknown.refusal()])
+            # One that still runs has not finished: stopped now, it would never finish.
+            unfinished = unknown.skip_refusal() if skip_unknown else None
+            if unfinished is not None:
+                _invalid([unfinished])
             assumed = unknown.assumed if skip_unknown else ()
             with _events_stream(events_jsonl) as events:
                 session = _session(
@@ -446,6 +453,9 @@ def resume(
                     skip=db.completed_subplans(run_id).union(assumed),
                 )
                 session.early_signals = noted
+                _prepare(session)
+                # Nothing may run twice at the same time: what the dead owner left goes first.
+                stopped = stop_leftovers(db, found)
                 if stopped:
                     session.say(describe_stopped(run_id, stopped))
                 if diff.hash_changed:
@@ -453,7 +463,6 @@ def resume(
                     session.say(f"{diff}{forced}")
                 if unknown.subplans:
                     session.say(unknown.describe(skip=skip_unknown))
-                _prepare(session)
                 with _once_at_a_time():
                     db.resume_run(
                         run_id,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from subplans.cancelling import through_cancel
 from subplans.config import (
     FailureMode,
     ParallelExecutionConfig,
@@ -323,8 +324,16 @@ class _Dispatch:
                     value = await subplan.run()
                 else:
                     deadline = asyncio.get_running_loop().time() + timeout
-                    async with asyncio.timeout_at(deadline) as timer:
-                        value = await subplan.run()
+                    timer = asyncio.timeout_at(deadline)
+                    try:
+                        async with timer:
+                            value = await subplan.run()
+                    except asyncio.CancelledError:
+                        if timer.expired():
+                            # Its timeout came first; a stop cancelled it again while it was
+                            # ending, and asyncio then leaves the cancellation as it is.
+                            self._fail(index, TimeoutError(f"timed out after {timeout:g}s"))
+                        raise
                     _check_kept(timer, timeout, deadline)
             except Exception as error:
                 attempt = self.attempts[index]
@@ -397,13 +406,13 @@ class _Dispatch:
         """
         cancel: asyncio.CancelledError | None = None
         while not self.feeder.done():
-            cancel = await _through_cancel(asyncio.wait([self.feeder])) or cancel
+            cancel = await through_cancel(asyncio.wait([self.feeder])) or cancel
         loop = asyncio.get_running_loop()
         grace = self.config.cancel_grace
         deadline = loop.time() + grace
         while self.running and (left := deadline - loop.time()) > 0:
             waiting = asyncio.wait(list(self.running.values()), timeout=left)
-            cancel = await _through_cancel(waiting) or cancel
+            cancel = await through_cancel(waiting) or cancel
             self._reap_unstarted()
         for index in list(self.running):
             subplan_id = self.subplans[index].id
@@ -435,12 +444,3 @@ def _check_kept(timer: asyncio.Timeout, timeout: float, deadline: float) -> None
     if timer.expired():
         over = asyncio.get_running_loop().time() - deadline
         raise TimeoutError(f"ignored its timeout of {timeout:g}s and ran {over:.1f}s over")
-
-
-async def _through_cancel(awaitable: Awaitable[object]) -> asyncio.CancelledError | None:
-    """Await ``awaitable``; a cancellation is returned instead of raised, so cleanup goes on."""
-    try:
-        await awaitable
-    except asyncio.CancelledError as cancel:
-        return cancel
-    return None

@@ -3,7 +3,9 @@
 The first signal cancels the run's task: the dispatchers stop starting subplans and cancel the
 running ones, command subplans get SIGTERM to their process group and SIGKILL after
 ``cancel_grace``, and each is recorded as failed by cancellation. A second signal while that is
-under way SIGKILLs every process group of the run at once; the cleanup then finishes at once.
+under way SIGKILLs every process of every command of the run at once (each command's own
+``Stopping`` finds them and checks who they are: a process group id alone may name another
+process group by then); the cleanup then finishes at once.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Interrupts:
                 "cancel_grace (interrupt again to kill them now)"
             )
         else:
-            killed = self.groups.signal_all(signal.SIGKILL)
+            killed = self.groups.kill_all()
             self._tell(f"{name} again: killed {killed} process group{'' if killed == 1 else 's'}")
 
     @contextmanager

@@ -5,24 +5,24 @@ can be signalled as a whole. However the command ends, ``run_command`` returns o
 of its processes is left: those of its session (whatever process group they moved to, as
 coreutils ``timeout`` does), its descendants, and those that carry its ``SUBPLANS_RUN_ID`` and
 ``SUBPLANS_SUBPLAN`` (``stopping.Family``). Each gets SIGTERM, then SIGKILL once
-``cancel_grace`` seconds pass (``stopping.Stopping``). Linux only: processes are read from
-``/proc``.
+``cancel_grace`` seconds pass (``stopping.Stopping``). A second Ctrl-C kills through the same
+``Stopping`` (``ProcessGroups.kill_all``), never by a bare process group id, which may name
+another process group by then. Linux only: processes are read from ``/proc``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import errno
 import logging
 import os
 import shlex
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from subplans.cancelling import through_cancel
 from subplans.errors import CommandFailedError
 from subplans.stopping import (
     Family,
@@ -31,9 +31,8 @@ from subplans.stopping import (
     Window,
     forks_so_far,
     marker_of,
-    parse_stat,
+    process_table,
     read_process,
-    read_stat,
     stop,
     stop_async,
 )
@@ -65,12 +64,13 @@ class CommandResult:
 
 
 class ProcessGroups:
-    """A registry of live process groups started by a run, so that an interrupt can kill them all at once."""
+    """A registry of the live commands of a run, by process group, each with the ``Stopping``
+    that finds and stops its processes, so that an interrupt can kill them all at once."""
 
     __slots__ = ("_groups", "empty", "hurried")
 
     def __init__(self) -> None:
-        self._groups: dict[int, str] = {}
+        self._groups: dict[int, tuple[str, Stopping]] = {}
         #: Set once everything was told to die now (SIGKILL to all): grace periods end early.
         self.hurried = asyncio.Event()
         #: Set while no group is registered.
@@ -85,17 +85,17 @@ class ProcessGroups:
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         # A snapshot: groups come and go while a caller walks them.
-        return iter(list(self._groups.items()))
+        return iter([(pgid, label) for pgid, (label, _) in self._groups.items()])
 
-    def register(self, pgid: int, label: str) -> None:
-        """Record a live group.
+    def register(self, pgid: int, label: str, stopping: Stopping) -> None:
+        """Record a live group, and the ``Stopping`` of its command.
 
         Raises:
             RuntimeError: ``pgid`` is registered already.
         """
         if pgid in self._groups:
             raise RuntimeError(f"process group {pgid} is already registered")
-        self._groups[pgid] = label
+        self._groups[pgid] = (label, stopping)
         self.empty.clear()
 
     def unregister(self, pgid: int) -> None:
@@ -109,18 +109,12 @@ class ProcessGroups:
         if not self._groups:
             self.empty.set()
 
-    def signal_all(self, sig: int) -> int:
-        """Send ``sig`` to every registered group; returns how many still existed to receive it."""
-        if sig == signal.SIGKILL:
-            self.hurried.set()
-        signalled = 0
-        for pgid in list(self._groups):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                continue
-            signalled += 1
-        return signalled
+    def kill_all(self) -> int:
+        """SIGKILL now to every process of every registered command, each found and checked by
+        its command's ``Stopping`` (``kill_now``); ends every grace (``hurried``). Returns how
+        many commands had a process to kill."""
+        self.hurried.set()
+        return sum(1 for _, stopping in list(self._groups.values()) if stopping.kill_now())
 
 
 def group_members(pgid: int) -> list[int]:
@@ -128,26 +122,7 @@ def group_members(pgid: int) -> list[int]:
 
     Zombies count as gone: an orphan is reaped by PID 1, and in a container PID 1 may never do it.
     """
-    try:
-        # A member we may not signal (a setuid program such as sudo) still makes the group exist.
-        with contextlib.suppress(PermissionError):
-            os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []  # empty: no need to scan /proc
-    members = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and _is_live_member(_read_stat(name), pgid):
-            members.append(int(name))
-    return sorted(members)
-
-
-def _read_stat(pid: str) -> bytes:
-    return read_stat(int(pid)) or b""  # b"": it ended between the listing and the read
-
-
-def _is_live_member(stat: bytes, pgid: int) -> bool:
-    found = parse_stat(0, stat)
-    return found is not None and found.state != "Z" and found.pgid == pgid
+    return sorted(pid for pid, found in process_table().items() if found.pgid == pgid)
 
 
 async def run_command(
@@ -183,7 +158,7 @@ async def run_command(
     fd, start = _open_log(log_file)
     forks = forks_so_far()  # read before the command starts (see Window)
     try:
-        proc, early_cancel = await _spawn(argv, fd=fd, cwd=cwd, env=env)
+        proc, first, early_cancel = await _spawn(argv, fd=fd, cwd=cwd, env=env)
     except OSError as error:
         name = command if isinstance(command, str) else argv[0]
         raise _cannot_start(name, cwd, error, log_file) from error
@@ -192,11 +167,11 @@ async def run_command(
         os.close(fd)
 
     pgid = proc.pid
-    # Every process of the command is created after its leader: its pid comes first.
-    family = Family(roots=((pgid, None),), marker=marker_of(env), since=Window(pgid - 1, forks))
+    stopping = Stopping(_finder(proc, first, env, forks, groups), grace=cancel_grace)
     try:
         if groups is not None:
-            groups.register(pgid, command if isinstance(command, str) else shlex.join(argv))
+            label = command if isinstance(command, str) else shlex.join(argv)
+            groups.register(pgid, label, stopping)
         if early_cancel is not None:
             raise early_cancel
         if on_start is not None:
@@ -204,7 +179,7 @@ async def run_command(
         returncode = await proc.wait()
     finally:
         try:
-            await _end_group(proc, family, cancel_grace, groups)
+            await _end_group(proc, stopping, groups)
         finally:
             if groups is not None:
                 groups.unregister(pgid)
@@ -237,40 +212,52 @@ def _open_log(path: Path) -> tuple[int, int]:
     return fd, os.fstat(fd).st_size
 
 
+_Started = tuple[asyncio.subprocess.Process, ProcessInfo | None]
+
+
 async def _spawn(
     argv: list[str], *, fd: int, cwd: Path | None, env: Mapping[str, str] | None
-) -> tuple[asyncio.subprocess.Process, asyncio.CancelledError | None]:
-    """Start the child; a cancellation meanwhile is returned with it, to stop its group after.
+) -> tuple[asyncio.subprocess.Process, ProcessInfo | None, asyncio.CancelledError | None]:
+    """Start the child; returns it, its leader as ``/proc`` showed it once it ran (None if it
+    was gone already), and a cancellation meanwhile, to stop its group after.
 
     Once asyncio has forked the child, a cancelled start would SIGKILL the leader alone and
     orphan anything it already started: so the start always finishes, in a task of its own.
     """
-    starting = asyncio.ensure_future(
-        asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
-    )
+    starting = asyncio.ensure_future(_start(argv, fd=fd, cwd=cwd, env=env))
     cancel: asyncio.CancelledError | None = None
     while not starting.done():
         # Unlike awaiting the task, asyncio.wait leaves it running when we are cancelled.
-        cancel = await _through_cancel(asyncio.wait([starting])) or cancel
+        cancel = await through_cancel(asyncio.wait([starting])) or cancel
     # A function of its own: on 3.11 coverage loses the lines of a frame resumed by a cancel
     # until its next await (python/cpython#106749), and the failed start has none.
     return _started(starting, cancel)
 
 
+async def _start(
+    argv: list[str], *, fd: int, cwd: Path | None, env: Mapping[str, str] | None
+) -> _Started:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=fd,
+        stderr=fd,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    # Its identity (start time), read as soon as it runs: while not reaped, the pid is its.
+    first = read_process(proc.pid)
+    return proc, None if first is None or proc.returncode is not None else first
+
+
 def _started(
-    starting: asyncio.Task[asyncio.subprocess.Process], cancel: asyncio.CancelledError | None
-) -> tuple[asyncio.subprocess.Process, asyncio.CancelledError | None]:
+    starting: asyncio.Task[_Started], cancel: asyncio.CancelledError | None
+) -> tuple[asyncio.subprocess.Process, ProcessInfo | None, asyncio.CancelledError | None]:
     if cancel is not None and starting.exception() is not None:
         raise cancel  # it never started: nothing to stop, and the cancel comes first
-    return starting.result(), cancel
+    proc, first = starting.result()
+    return proc, first, cancel
 
 
 def _cannot_start(
@@ -287,39 +274,47 @@ def _cannot_start(
     )
 
 
-async def _end_group(
-    proc: asyncio.subprocess.Process, family: Family, grace: float, groups: ProcessGroups | None
-) -> None:
-    """Leave no process of the command running, however the command ended.
-
-    Every process of ``family`` gets SIGTERM, and SIGKILL once ``grace`` seconds pass, until
-    none is left (``Stopping``); then the leader is reaped. A cancellation meanwhile, or a
-    second Ctrl-C (``groups.hurried``), cuts the grace short, never the cleanup: the last
-    cancellation is raised once all is gone.
+def _finder(
+    proc: asyncio.subprocess.Process,
+    first: ProcessInfo | None,
+    env: Mapping[str, str] | None,
+    forks: int,
+    groups: ProcessGroups | None,
+) -> Callable[[], dict[int, ProcessInfo]]:
+    """How the command's processes are found (``Family``): the session of its leader, known by
+    ``first``'s start time, and by the pid cycle once it is gone; what descends; what carries
+    its marker. Every process of the command is created after its leader: its pid comes first.
     """
     pgid = proc.pid
-    leader: asyncio.Future[int] | None = None
-    first = None
-    if proc.returncode is None:
-        # Not reaped yet: the pid is still the leader's, the one root to follow by descent.
-        # (Once reaped, a process with its pid is another one: the root is the session alone.)
-        first = read_process(pgid)
-        start = None if first is None else first.start_time
-        family = dataclasses.replace(family, roots=((pgid, start),))
-        leader = asyncio.ensure_future(proc.wait())
+    start = None if first is None else first.start_time
+    family = Family(((pgid, start),), marker=marker_of(env), since=Window(pgid - 1, forks))
 
     def find() -> dict[int, ProcessInfo]:
         # The other commands' sessions are theirs: not worth reading their environments.
         others = () if groups is None else {other for other, _ in groups if other != pgid}
         found = family.members(exclude=others)
-        if first is not None and leader is not None and not leader.done():
+        if first is not None and proc.returncode is None:
             found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
         return found
 
+    return find
+
+
+async def _end_group(
+    proc: asyncio.subprocess.Process, stopping: Stopping, groups: ProcessGroups | None
+) -> None:
+    """Leave no process of the command running, however the command ended.
+
+    Every process ``stopping`` finds gets SIGTERM, and SIGKILL once its grace is over, until
+    none is left; then the leader is reaped. A cancellation meanwhile, or a second Ctrl-C
+    (``groups.hurried``), cuts the grace short, never the cleanup: the last cancellation is
+    raised once all is gone.
+    """
+    leader = None if proc.returncode is not None else asyncio.ensure_future(proc.wait())
     try:
         # A command that ended by itself, alone, ends here: one look in /proc, nothing to await.
         cancel = await stop_async(
-            Stopping(find, grace=grace),
+            stopping,
             wake=() if leader is None else (leader,),
             hurried=None if groups is None else groups.hurried,
         )
@@ -328,15 +323,6 @@ async def _end_group(
             leader.cancel()  # done by now, unless something above raised
     if cancel is not None:
         raise cancel
-
-
-async def _through_cancel(awaitable: Awaitable[object]) -> asyncio.CancelledError | None:
-    """Await ``awaitable``; a cancellation is returned instead of raised, so cleanup goes on."""
-    try:
-        await awaitable
-    except asyncio.CancelledError as cancel:
-        return cancel
-    return None
 
 
 def _signal_name(number: int) -> str:

@@ -1,15 +1,18 @@
 """Resuming a run: what ``subplans run`` records so that ``subplans resume`` can start the plan
 the same way, and what must happen before anything of a run runs again.
 
-``resume`` goes in this order (section 14 of the specification): take the run's lock (refused
-while another process drives it), stop every process a dead owner left running
-(``stop_leftovers``), reload the plan file with the overrides the run was started with
-(``recorded_overrides``), compare its subplan ids with the run's (``refusal``), then
-``RunStore.resume_run`` and run the plan again, skipping each subplan that completed.
+``resume`` decides every refusal before it changes anything (section 13 of the specification):
+it takes the run's lock (refused while another process drives it), lists what a dead owner left
+running (``find_leftovers``, touching nothing), reloads the plan file with the overrides the run
+was started with (``recorded_overrides``) and compares its subplan ids with the run's
+(``refusal``), then weighs the subplans whose outcome is unknown (``unknown_outcomes``). Only
+then does it stop the leftovers (``stop_leftovers``), ``RunStore.resume_run`` and run the plan
+again, skipping each subplan that completed.
 
-Before anything runs again, the subplans whose outcome is unknown (they were running when the
-run stopped) are listed (``unknown_outcomes``): those marked ``idempotent: false`` must not run
-twice, so resume goes ahead only when the operator says what to do with them.
+The subplans whose outcome is unknown were running when the run stopped: those marked
+``idempotent: false`` must not run twice, so resume goes ahead only when the operator says what
+to do with them. One whose processes still run is not unknown but unfinished: it is never
+recorded completed while they run.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from subplans.store import (
 
 if TYPE_CHECKING:
     from subplans.loader import PlanNode
-    from subplans.store import PlanDiff
+    from subplans.store import Leftover, PlanDiff
 
 __all__ = [
     "SKIP_UNKNOWN_REASON",
@@ -140,36 +143,46 @@ class UnknownOutcomes:
     """The subplans of a run that were running when it stopped: they may have done part or
     all of their work. ``not_idempotent`` are those of them marked ``idempotent: false``;
     ``--skip-unknown`` records ``assumed`` completed: those, and everything inside the nested
-    plans among them."""
+    plans among them. ``still_running`` maps those whose processes the dead owner left running
+    (theirs, or those of a subplan inside them) to those processes' pids: not finished yet."""
 
     run_id: str
     subplans: tuple[str, ...]
     not_idempotent: tuple[str, ...]
     assumed: tuple[str, ...]
+    still_running: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def listing(self) -> str:
-        """One line: whose outcome is unknown, the non-idempotent ones marked."""
-        listed = ", ".join(
-            f"{subplan_id} (idempotent: false)" if subplan_id in self.not_idempotent else subplan_id
-            for subplan_id in self.subplans
-        )
+        """One line: whose outcome is unknown, the non-idempotent ones and those still
+        running marked."""
+        return self._listing(running=True)
+
+    def _listing(self, *, running: bool) -> str:
+        def entry(subplan_id: str) -> str:
+            notes = ["idempotent: false"] if subplan_id in self.not_idempotent else []
+            if running and subplan_id in self.still_running:
+                notes.append(f"still running: {_processes(self.still_running[subplan_id])}")
+            return f"{subplan_id} ({'; '.join(notes)})" if notes else subplan_id
+
         return (
             f"the outcome of {_count(len(self.subplans))} of run {self.run_id} is unknown "
-            f"(running when it stopped): {listed}"
+            f"(running when it stopped): {', '.join(entry(s) for s in self.subplans)}"
         )
 
     def describe(self, *, skip: bool = False) -> str:
         """The listing, and what resume does with them: with ``skip`` (``--skip-unknown``),
-        the non-idempotent ones are recorded completed; every other one runs again."""
+        the non-idempotent ones are recorded completed; every other one runs again. Said once
+        the leftovers are stopped: nothing of them runs any more."""
+        listing = self._listing(running=False)
         if skip and self.not_idempotent:
             again = sum(1 for subplan_id in self.subplans if subplan_id not in self.assumed)
             rest = f"; {_count(again)} run again" if again else ""
             return (
-                f"{self.listing}; {', '.join(self.not_idempotent)} recorded completed, as you "
+                f"{listing}; {', '.join(self.not_idempotent)} recorded completed, as you "
                 f"assert (--skip-unknown){rest}"
             )
-        return f"{self.listing}; they run again"
+        return f"{listing}; they run again"
 
     def refusal(self) -> str:
         """Why resume does not go ahead without ``--rerun-unknown`` or ``--skip-unknown``."""
@@ -183,15 +196,39 @@ class UnknownOutcomes:
             f"again, or --skip-unknown to record {them} completed"
         )
 
+    def skip_refusal(self) -> str | None:
+        """Why ``--skip-unknown`` must not record them completed, or None: some still run, so
+        they are known unfinished (recorded completed, their work would be cut short when
+        resume stops the leftovers)."""
+        running = [s for s in self.not_idempotent if s in self.still_running]
+        if not running:
+            return None
+        one = len(running) == 1
+        named = ", ".join(f"{s} ({_processes(self.still_running[s])})" for s in running)
+        they, them = ("it", "it") if one else ("they", "them")
+        return (
+            f"{'subplan' if one else 'subplans'} {named} of run {self.run_id} "
+            f"{'is' if one else 'are'} still running, so {they} cannot be recorded completed: "
+            f"wait for {them} to end, or stop {them} with `subplans cancel {self.run_id}`, "
+            "then resume"
+        )
+
 
 def _count(n: int) -> str:
     return f"{n} subplan{'' if n == 1 else 's'}"
 
 
-def unknown_outcomes(store: RunStore, run_id: str, plan: PlanNode) -> UnknownOutcomes:
+def _processes(pids: Sequence[int]) -> str:
+    return f"process{'' if len(pids) == 1 else 'es'} {', '.join(map(str, pids))}"
+
+
+def unknown_outcomes(
+    store: RunStore, run_id: str, plan: PlanNode, leftovers: Sequence[Leftover] = ()
+) -> UnknownOutcomes:
     """The subplans of ``run_id`` recorded as running (its owner died meanwhile), in plan
-    order, and which of them ``plan`` marks ``idempotent: false``. Subplans no longer in the
-    plan are left out: resume drops them."""
+    order, which of them ``plan`` marks ``idempotent: false``, and which of them still run:
+    ``leftovers`` (``find_leftovers``) holds processes of theirs, or of a subplan inside them.
+    Subplans no longer in the plan are left out: resume drops them."""
     units = plan.walk_units()
     idempotent = {unit.id: unit.idempotent for unit in units}
     running = tuple(
@@ -203,4 +240,13 @@ def unknown_outcomes(store: RunStore, run_id: str, plan: PlanNode) -> UnknownOut
     # A nested plan recorded completed holds its subplans' work: they are recorded so too.
     inside = tuple(f"{subplan_id}/" for subplan_id in marked)
     assumed = tuple(unit.id for unit in units if unit.id in marked or unit.id.startswith(inside))
-    return UnknownOutcomes(run_id, running, marked, assumed)
+    alive: dict[str, tuple[int, ...]] = {}
+    for subplan_id in running:
+        pids = sorted(
+            leftover.pid
+            for leftover in leftovers
+            if leftover.subplan_id == subplan_id or leftover.subplan_id.startswith(f"{subplan_id}/")
+        )
+        if pids:
+            alive[subplan_id] = tuple(pids)
+    return UnknownOutcomes(run_id, running, marked, assumed, alive)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Collection, Iterator
@@ -277,7 +276,7 @@ class RunSession:
         """
         if self.groups.empty.is_set():
             return
-        self.groups.signal_all(signal.SIGKILL)
+        self.groups.kill_all()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.groups.empty.wait(), KILL_MARGIN)
 

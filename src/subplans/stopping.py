@@ -1,11 +1,14 @@
 """Finding the processes of a command or of a run in ``/proc``, and stopping them.
 
 A process belongs to a ``Family`` in three ways: it lives in the session of one of its roots
-(each command runs in a session of its own, whatever process group it moves to), it descends
-from a process of the family (by the parent chain, while it is unbroken), or its environment
-holds every variable of the family's marker (``SUBPLANS_RUN_ID``, and ``SUBPLANS_SUBPLAN`` for
-one subplan: children inherit them). Only a process that leaves the session, loses its parent
-chain and clears its environment escapes all three.
+(each command runs in a session of its own, whatever process group it moves to) while that
+session is provably the root's, it descends from a process of the family (by the parent chain,
+while it is unbroken), or its environment holds every variable of the family's marker
+(``SUBPLANS_RUN_ID``, and ``SUBPLANS_SUBPLAN`` for one subplan: children inherit them). Only a
+process that leaves the session, loses its parent chain and clears its environment escapes all
+three. A session is the root's while its leader is the root (same start time); once the leader
+is gone, its id may be handed out again (a daemon that calls ``setsid``), so the session counts
+only while ``/proc/stat`` proves the pid cycle has not gone round since the root started.
 
 ``Stopping`` is the one way processes are stopped: signal, wait, escalate. SIGTERM to every
 process found, SIGKILL to whatever is still found once the grace is over, as often as needed
@@ -189,12 +192,17 @@ class Window:
         _forks_seen = max(_forks_seen, forks)
         return cls(int(loadavg.split()[-1]), forks)
 
-    def pids(self, *, skip: Collection[int] = ()) -> list[int]:
-        """The pids that may name a process created since this moment (every one when unsure),
-        ``skip`` left out."""
-        now = Window.now()
+    def went_round(self, now: Window) -> bool:
+        """True if a pid handed out since this moment may have been handed out again by ``now``
+        (a later moment)."""
         # Half the cycle: pids skipped because they were in use advance it too.
-        if now is None or now.forks - self.forks >= _pid_max() // 2:
+        return now.forks - self.forks >= _pid_max() // 2
+
+    def pids(self, *, skip: Collection[int] = (), now: Window | None = None) -> list[int]:
+        """The pids that may name a process created since this moment (every one when unsure),
+        ``skip`` left out; ``now`` is ``Window.now()`` when the caller read it already."""
+        now = now or Window.now()
+        if now is None or self.went_round(now):
             return [pid for pid in _all_pids() if pid not in skip]
         low, high = self.last_pid, now.last_pid
         if low <= high:
@@ -223,10 +231,14 @@ class Family:
     """What makes a process one of a command's or a run's.
 
     ``roots`` are (pid, start time) of session leaders: each command's leader, which is its
-    session too. A root whose pid now names another process (another start time, or an
-    unknown start time and any process) was reused: it and its session are left out. ``marker``
-    is environment entries (``NAME=value``) that a process must all carry. ``since``, when
-    given, is a moment before every root started: only processes created since are looked at.
+    session too. A root's session is the family's while its leader is the root (same start
+    time). A root whose pid now names another process (another start time, or an unknown start
+    time and any process) was reused: it and its session are left out. Once the leader is gone,
+    its session counts only while ``since`` proves its id was not handed out again (the pid
+    cycle has not gone round); otherwise only the processes in it that carry the marker, and
+    their descendants, are the family's. ``marker`` is environment entries (``NAME=value``) that
+    a process must all carry. ``since``, when given, is a moment before every root started: only
+    processes created since are looked at.
     """
 
     roots: tuple[tuple[int, int | None], ...] = ()
@@ -239,13 +251,22 @@ class Family:
         ``exclude``: session ids known to be another family's (the other commands of a run,
         each the pid of its leader): their processes are not looked into.
         """
-        table = process_table(None if self.since is None else self.since.pids(skip=exclude))
+        if self.since is None:
+            table, kept = process_table(), False
+        else:
+            now = Window.now()
+            table = process_table(self.since.pids(skip=exclude, now=now))
+            # A session outlives its leader, and its id is not handed out again while it has
+            # members; but once it was empty for a moment, it may have been: then a process
+            # that merely lives in a session of that id cannot be tied to the root.
+            kept = now is not None and not self.since.went_round(now)
         sessions = set()
         found: set[int] = set()
         for pid, start in self.roots:
             leader = table.get(pid) or read_process(pid)
             if leader is None:
-                sessions.add(pid)  # a session outlives its leader
+                if kept:
+                    sessions.add(pid)
             elif leader.start_time == start:
                 sessions.add(pid)
                 found.add(pid)
@@ -313,9 +334,11 @@ class Stopping:
     """Signal, wait, escalate: the one way processes are stopped.
 
     Each ``step`` looks for the processes again (``find``), and for those it signalled before.
-    While the grace lasts, each one found gets SIGTERM once; once it is over (``grace`` seconds after the start, or ``hurry``),
-    every one found gets SIGKILL, at every step, until none is found, or for at most
-    ``SETTLE_TIMEOUT`` seconds: then a warning names the survivors and it gives up.
+    While the grace lasts, each one found gets SIGTERM once; once it is over (``grace`` seconds
+    after the first step that found any, or ``hurry``), every one found gets SIGKILL, at every
+    step, until none is found, or for at most ``SETTLE_TIMEOUT`` seconds: then a warning names
+    the survivors and it gives up. A command's ``Stopping`` exists while the command runs, so
+    that a second Ctrl-C kills through it (``kill_now``), never by a bare process group id.
     """
 
     find: Callable[[], Mapping[int, ProcessInfo]]
@@ -323,14 +346,14 @@ class Stopping:
     clock: Callable[[], float] = time.monotonic
     #: Every process signalled, with the last signal it got.
     signalled: dict[int, tuple[ProcessInfo, signal.Signals]] = field(default_factory=dict)
-    _deadline: float = 0.0
+    _deadline: float | None = None
     _killing_since: float | None = None
     _delay: float = _FIRST_POLL
+    _kills: int = 0
 
     def __post_init__(self) -> None:
         if not self.grace >= 0:
             raise ValueError(f"grace must be >= 0, got {self.grace!r}")
-        self._deadline = self.clock() + self.grace
 
     def __repr__(self) -> str:
         phase = "grace" if self._killing_since is None else "killing"
@@ -339,6 +362,14 @@ class Stopping:
     def hurry(self) -> None:
         """End the grace now: the next step sends SIGKILL."""
         self._deadline = -float("inf")
+
+    def kill_now(self) -> int:
+        """End the grace and send SIGKILL to every process found, at once; returns how many got
+        it. Later steps go on waiting for them (and killing what appears meanwhile)."""
+        self.hurry()
+        before = self._kills
+        self.step()
+        return self._kills - before
 
     def step(self) -> float | None:
         """Signal what is due; how long to wait before the next step, or None: nothing is left."""
@@ -352,6 +383,8 @@ class Stopping:
         if not found:
             return None
         now = self.clock()
+        if self._deadline is None:
+            self._deadline = now + self.grace
         if now < self._deadline:
             for process in found.values():
                 if not self._got_term(process):
@@ -381,6 +414,7 @@ class Stopping:
     def _send(self, process: ProcessInfo, sig: signal.Signals) -> None:
         if send_signal(process.pid, process.start_time, sig):
             self.signalled[process.pid] = (process, sig)
+            self._kills += sig == signal.SIGKILL
 
 
 def _same(process: ProcessInfo) -> bool:

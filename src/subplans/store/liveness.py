@@ -6,8 +6,9 @@ another process, or a reboot, never passes for the owner. Liveness can only be j
 owner's own host; from anywhere else it is unknown. Linux only: it reads ``/proc``.
 
 The processes a dead owner left running are found as ``stopping.Family`` finds a command's:
-in the sessions of its recorded process groups, by descent, and by ``SUBPLANS_RUN_ID`` in
-their environment. ``find_leftovers`` only lists them; ``stop_leftover_groups`` stops them.
+in the sessions of its recorded process groups whose leaders still run, by descent, and by
+``SUBPLANS_RUN_ID`` in their environment. ``find_leftovers`` only lists them;
+``stop_leftover_groups`` stops them.
 """
 
 from __future__ import annotations
@@ -254,9 +255,11 @@ def find_leftovers(store: RunStore, run_id: str) -> list[Leftover]:
     touches none.
 
     A process is the run's when it lives in the session of a process group the run recorded
-    (provably the one recorded: its leader is gone, or is the same process by start time), when
-    its environment carries ``SUBPLANS_RUN_ID`` (a command started just before its run was
-    killed may not have reached the store), or when it descends from one that is.
+    whose leader is still the recorded process (same start time), when its environment carries
+    ``SUBPLANS_RUN_ID`` (a command started just before its run was killed may not have reached
+    the store), or when it descends from one that is. Once a leader is gone, its session's id
+    may have been handed out again (a daemon that called ``setsid``): only the marked
+    processes in it, and their descendants, are the run's.
 
     Raises:
         RunBusyError: the run's owner is alive (or on another host): its processes are its own.
@@ -335,6 +338,8 @@ def _family(run: RunInfo, records: Sequence[ProcessGroupRecord]) -> Family | Non
                 record.subplan_id,
             )
             continue
+        # A gone leader's session counts for the marked processes alone (no ``since``: a
+        # stored run cannot prove its session ids were not handed out again).
         roots.append((record.pgid, record.start_time))
     return Family(roots=tuple(roots), marker=(f"SUBPLANS_RUN_ID={run.id}".encode(),))
 
