@@ -1,18 +1,37 @@
 """The one exception hierarchy of subplans.
 
-SubplanError
-├── ConfigError (also a ValueError)     invalid configuration value
-├── InvalidTransitionError              an illegal state-machine move
-├── SubplanExecutionError               one subplan failed; __cause__ is its own error
-├── SubplanCancelledError               recorded on a subplan that was cancelled
-├── CommandFailedError                  a command exited non-zero, was killed or could not start
-├── StoreError                          the run store cannot be opened, read or written
-│   └── RunNotFoundError                no run with that id (or no run at all yet)
-├── RunBusyError                        another live process drives the run
-│   └── PlanRunningError                another live run of the same plan file is in the store
-├── RunNotLiveError                     the run has no live owner to ask
-└── AggregateSubplanError               every failure of a continue-on-error dispatch
-                                        (also an ExceptionGroup, so ``except*`` works)
+Every class of the tree is importable from ``subplans``. Where a class is defined outside this
+module, its module follows the description. A test checks the tree against the real subclasses.
+
+SubplanError                          base class of every error raised by subplans
+├── ConfigError (also a ValueError)   invalid configuration value
+├── InvalidTransitionError            an illegal state-machine move
+├── SubplanExecutionError             one subplan failed; __cause__ is its own error
+├── SubplanCancelledError             recorded on a subplan that was cancelled
+│   └── ThreadAbandonedError          a cancelled function's thread ran on past cancel_grace
+│                                     (runners)
+├── CommandFailedError                a command exited non-zero, was killed or could not start
+├── CallTargetError                   a ``call`` target cannot be imported or is not a function
+│                                     (runners)
+├── ShellTemplateError                a placeholder stands where it cannot be quoted (shellquote)
+├── ProblemsError                     input files are invalid, one line per problem (yamlfile)
+├── ProfileError                      an unknown or circular profile name (profiles)
+├── PlanFailedError                   a nested plan failed (executor)
+├── StoreError                        the run store cannot be opened, read or written
+│   └── RunNotFoundError              no run with that id (or no run at all yet)
+├── RunBusyError                      another live process drives the run
+│   └── PlanRunningError              another live run of the same plan file is in the store
+├── RunNotLiveError                   the run has no live owner to ask
+└── AggregateSubplanError (also an ExceptionGroup)
+                                      every failure of a continue-on-error dispatch
+                                      (``except*`` works)
+
+Two more exceptions never reach a program that uses the library, and are not exported:
+
+SchemaError                           the file is not a store this version can use;
+                                      ``RunStore.open`` raises a StoreError instead (store.schema)
+CommandInterrupted (a SystemExit)     the ``subplans`` command was interrupted outside a run:
+                                      exit code 130 (signal_guard)
 """
 
 from __future__ import annotations
