@@ -279,9 +279,11 @@ async def test_a_second_interrupt_kills_nothing_it_cannot_tie_to_a_command(
     command stays registered until its processes are gone, up to its grace + 5 s after its
     leader was reaped, and by then the id may name another process group. It now kills through
     each command's ``Stopping``, which signals only what it can tie to the command."""
-    # With a pid cycle of two pids, nothing proves that the reaped leader's pid (the id of its
+    # With no pid cycle to speak of, nothing proves that the reaped leader's pid (the id of its
     # group and session) was not handed out again: what merely lives there is not the command's.
-    monkeypatch.setattr(stopping, "_pid_max", lambda: 2)
+    # (A cycle of 2 pids was flaky: when no process at all was forked on the machine between
+    # the command's start and its end, even that "proved" it.)
+    monkeypatch.setattr(stopping, "_pid_max", lambda: 0)
     groups = ProcessGroups()
     pgid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
@@ -314,7 +316,10 @@ async def test_a_second_interrupt_kills_nothing_it_cannot_tie_to_a_command(
     assert result.exit_code == 0
     assert told[1:] == ["SIGINT again: killed 1 process group"]
     assert not alive(ours)
-    assert alive(cleared)
+    # Not asserted: that `cleared` lives. It IS a process of the command, and when the
+    # command's first look ran while its leader was still in /proc it was tied to it then, and
+    # rightly killed now; that race made the assertion flaky. That an untied process is spared
+    # is pinned by test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_proves_it.
     with pytest.raises(asyncio.CancelledError):
         await run
 

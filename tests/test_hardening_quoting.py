@@ -128,6 +128,29 @@ CONTEXTS: dict[str, tuple[str, Callable[[str], str]]] = {
         lambda v: f"{Path(v).stem}|INDEX|{v}",
     ),
     "a redirection right after": ("printf '%s' x {index}>out-{index}", lambda v: "xINDEX"),
+    # Line continuations: the shell joins the lines before it reads on (review of #8).
+    "a multi-line script": (
+        "set -e\nv=$(printf '%s.' \\\n    {item})\nprintf '%s' \\\n    \"${v%.}\" \\\n"
+        "    > out-{index}\n",
+        lambda v: v,
+    ),
+    "$\\ and ( on the next line, in double quotes": (
+        "v=\"$\\\n(printf '%s.' {item})\"; printf '%s' \"${v%.}\" > out-{index}",
+        lambda v: v,
+    ),
+    "after a here-document delimiter on two lines": (
+        "cat <<'E'\\\nOF >/dev/null\nit's $(touch MARK0)\nEOF\nprintf '%s' {item} > out-{index}",
+        lambda v: v,
+    ),
+    "after $((...)) closed on the next line": (
+        ": $(( 1 +\\\n 2 )\\\n); printf '%s' {item} > out-{index}",
+        lambda v: v,
+    ),
+    "after a comment that ends with a backslash": (
+        "# it's a comment \\\nprintf '%s' {item} > out-{index}",
+        lambda v: v,
+    ),
+    "after a function": ("f() { printf '%s' \"$1\"; }; f {item} > out-{index}", lambda v: v),
 }
 
 
@@ -277,6 +300,50 @@ async def test_argv_items_pass_through_exactly(tmp_path: Path, config: GlobalCon
         ("x=`echo '`'`; echo {item}", r"\{item\} \(character 20\) comes after text that sh"),
         ("cat <<E 'a\nb'\nE\necho {item}", r"\{item\} \(character 22\) comes after text that sh"),
         ('cat <<E "a\nb"\nE\necho {item}', r"\{item\} \(character 22\) comes after text"),
+        (
+            'cat <<"E\\"OF" ; echo " {item} "\nE"OF',
+            r"\{item\} \(character 24\) comes after a here-document delimiter with \$, ` or a "
+            r"newline, or a backslash inside double quotes, which shells read differently; write a "
+            r"plain delimiter, such as EOF or 'EOF'",
+        ),
+        ("cat <<$(a)\nx\n$(a)\necho {item}", r"\{item\} \(character 24\) comes after a here-doc"),
+        ("cat <\\\n<EOF\n{item}\nEOF", r"\{item\} \(character 13\) is inside a here-document"),
+        (
+            'echo "$(ca\\\nse x in x) echo {item};; esac)"',
+            r"\{item\} \(character 29\) comes after `ca",
+        ),
+        (
+            "cat <(case x in x) :;; esac); echo {item}",
+            r"\{item\} \(character 36\) comes after `case",
+        ),
+        (
+            "x=(a b); echo {item}",
+            r"\{item\} \(character 15\) comes after a bash array assignment name=\(...\), which sh "
+            r'and bash read differently; set a variable before it \(v=\{item\}; ...\) and use "\$v" '
+            r"in and after it",
+        ),
+        ("\tx=(($\"\tcat$'{item}", r"\{item\} \(character 14\) comes after a bash array"),
+        (
+            "shopt -s extglob\ncase x in @(y #'\n {item}) :;; esac #'|z)) :;; esac",
+            r"\{item\} \(character 36\) comes after a bash pattern such as @\(...\), which sh and "
+            r'bash read differently; set a variable before it \(v=\{item\}; ...\) and use "\$v" '
+            r"after it",
+        ),
+        (
+            "a[{item}]=1",
+            r"\{item\} \(character 3\) is inside name\[...\], which bash may evaluate as "
+            r"arithmetic, running \$\(...\) in the value; keep it out of the brackets",
+        ),
+        ("a[ #'\n]=1; echo {item}", r"\{item\} \(character 17\) comes after text that sh"),
+        ("echo ${ echo; }; echo {item}", r"\{item\} \(character 23\) comes after text that sh"),
+        ("(( 1 <<EOF ))\n{item}\nEOF", r"\{item\} \(character 15\) comes after text that sh"),
+        ("(( 1 )) # x\n(( 1 # x\n))\necho {item}", r"\{item\} \(character 30\) comes after text"),
+        ("[[ a =~ (b|c) ]]; echo {item}", r"\{item\} \(character 24\) comes after text that sh"),
+        (
+            "x=$[1]; echo {item}",
+            r"\{item\} \(character 14\) comes after bash's \$\[...\], which sh does not read as "
+            r"arithmetic; write \$\(\(...\)\) instead",
+        ),
     ],
 )
 def test_placeholders_that_cannot_be_quoted_are_refused(
@@ -317,6 +384,68 @@ def test_validate_refuses_with_exit_2_and_one_line(tmp_path: Path) -> None:
     assert markers(tmp_path) == []
 
 
+#: Templates that ran their item under sh or bash before the review of #8, and the item.
+BYPASSES = {
+    'a here-document delimiter with \\" in double quotes': (
+        'cat <<"E\\"OF" ; echo " {item} "\nE"OF\n',
+        "$(touch MARK1)",
+    ),
+    "<< split by a line continuation": ("cat <\\\n<EOF\n{item}\nEOF", "$(touch MARK2)"),
+    "$( split by a line continuation": ('echo "$\\\n(echo {item})"', "x; touch MARK3"),
+    "case split by a line continuation": (
+        'echo "$(ca\\\nse x in x) echo {item};; esac)"',
+        "x; touch MARK4",
+    ),
+    "bash's array, read on after a syntax error": ("\tx=(($\"\tcat$'{item}", "a\ntouch MARK5\n"),
+    "bash's pattern with a quote after #": (
+        "shopt -s extglob\ncase x in @(y #'\n {item}) :;; esac #'|z)) :;; esac",
+        "$(touch MARK6)",
+    ),
+    "bash's subscript with a quote after #": ("a[ #'\n {item} ]=1 #'\n]=1", "$(touch MARK7)"),
+    "bash's subscript, evaluated as arithmetic": ("a[{item}]=1", "$(touch MARK8)"),
+    "bash's <<$(...)": ("cat <<$(a)\n$\necho '\n$(a)\n{item} #'", "$(touch MARK9)"),
+    # Found by fuzzing after the review: dash reads ((...)) as subshells and $[ as a $ and a [.
+    "<< inside ((...)), a here-document to dash": ("(( 1 <<EOF ))\n{item}\nEOF", "$(touch MARK10)"),
+    "$[...], commands to dash": ("$[<<EOF-\n]) in $' in '{item}'", "$(touch MARK11)"),
+    "( after =~ in [[ ]], one word to bash": (
+        "[[ a =~ ( ]] #' ) ]]\n{item}' ) ]]",
+        "$(touch MARK12)",
+    ),
+}
+
+
+@pytest.mark.parametrize("bypass", BYPASSES)
+def test_a_bypass_found_in_review_is_refused_or_harmless(tmp_path: Path, bypass: str) -> None:
+    """Each ran its item in some shell; now it is refused, or else it runs nothing in any."""
+    text, item = BYPASSES[bypass]
+    try:
+        command = shell_template(text).render({"item": item})
+    except ShellTemplateError:
+        return
+    for shell in _shells():
+        subprocess.run(
+            [*shell, "-c", command], cwd=tmp_path, capture_output=True, check=False, timeout=10
+        )
+        assert markers(tmp_path) == [], shell
+
+
+def test_line_continuations_are_joined_but_values_go_into_the_text_as_written() -> None:
+    compiled = shell_template("printf '%s' \\\n  {item} \"a\\\n{stem}\" 'b\\\n{index}'\\\n")
+    assert compiled.slots == (("item", "bare"), ("stem", "double"), ("index", "single"))
+    assert compiled.render({"item": "'", "stem": "$", "index": "'"}) == (
+        "printf '%s' \\\n  ''\\''' \"a\\\n\\$\" 'b\\\n'\\'''\\\n"
+    )
+    # A placeholder split by a line continuation is none: the shell reads its text.
+    assert shell_template("echo {it\\\nem}").slots == ()
+
+
+def test_a_subscript_is_read_to_its_matching_bracket_as_bash_reads_it() -> None:
+    compiled = shell_template("a[`i`+b[1]]=2 c[\"]\"]={item} d[']']=3; printf '%s' {item}")
+    assert compiled.slots == (("item", "bare"), ("item", "bare"))
+    with pytest.raises(ShellTemplateError, match=r"^\{item\} \(character 5\) is inside name\["):
+        shell_template("a[b[{item}]]=1")
+
+
 def test_a_placeholder_in_a_comment_is_left_alone() -> None:
     assert shell_template("true # {item} '").render({"item": "x; y"}) == "true # {item} '"
 
@@ -341,6 +470,9 @@ FRAGMENTS = [
     "esac", "<<EOF\n", "<<'EOF'\n", "\nEOF\n", "#", "\n", " ", ";", "$((", "))", "[[ ", " ]]",
     "$'", "echo ", "printf '%s' ", "<<<", "(", "{", "$", "a", "-", "<<-EOF\n", "\tEOF\n", "*)",
     ";;", "\\\n", "$[", "]", "|", "&&",
+    # Line continuations inside tokens, odd here-document delimiters, bash's arrays and patterns.
+    "<\\\n<EOF\n", "$\\\n(", "ca\\\nse ", ")\\\n)", '<<"E\\"OF"', 'E"OF\n', "<<$(a)\n", "x=(",
+    "x=((", "a[", "]=", "@(", "shopt -s extglob\n", '$"', "<(", "=~ ",
 ]  # fmt: skip
 #: Values that try every way out of every kind of quoting.
 ESCAPES = [
@@ -351,6 +483,7 @@ ESCAPES = [
     "\nEOF\ntouch MARK5\n",
     ")\ntouch MARK6 #",
     "}\ntouch MARK7\n'\"",
+    "b[$(touch MARK8)]",
 ]
 
 

@@ -10,10 +10,14 @@ the shell tokenises it (POSIX Shell Command Language 2.2, 2.3 and 2.6) to know w
 - inside '...': the same without the outer quotes (close, a quoted quote, reopen);
 - inside "...": with ``\\``, ``"``, ``$`` and the backquote escaped by a backslash.
 
-Where the shell reads text some other way (backquotes, ``${...}``, arithmetic, here-documents,
-``$'...'``, bash's ``[[ ]]``, after a backslash), or where this reading cannot be sure how the
-shell goes on (``case`` inside ``$(...)``, ``<<<``), a placeholder is refused, with how to write
-it instead. A placeholder in a comment is left as it is.
+Line continuations (a backslash ending a line) are removed where the shell removes them before
+it reads on: ``ca\\`` at the end of a line and ``se`` on the next make ``case``; the values
+still go into the text as written. Where the shell reads text some other way (backquotes,
+``${...}``, arithmetic, here-documents, ``$'...'``, bash's ``[[ ]]`` and ``name[...]``, after a
+backslash), or where this reading cannot be sure how the shell goes on (``case`` inside
+``$(...)``, ``<<<``, a here-document delimiter with ``$`` or a quoted backslash, bash's
+``name=(...)``, ``@(...)`` and ``$[...]``, a ``<<`` inside ``((...))``), a placeholder is refused,
+with how to write it instead. A placeholder in a comment is left as it is.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ Context = Literal["bare", "single", "double"]
 
 #: Characters that end a word outside quotes (blanks, newline and the operator characters).
 _DELIMITERS = frozenset(" \t\n;&|()<>")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME = _NAME_START | frozenset("0123456789")
 _DOUBLE_ESCAPES = re.compile(r'([\\"$`])')
 
 
@@ -81,6 +87,26 @@ _CONTINUED = _Reason(
     "comes after a here-document line that ends with a backslash, "
     "where its quoting cannot be told for sure"
 )
+_ODD_DELIMITER = _Reason(
+    "comes after a here-document delimiter with $, ` or a newline, or a backslash inside "
+    "double quotes, which shells read differently",
+    "write a plain delimiter, such as EOF or 'EOF'",
+)
+_ARRAY = _Reason(
+    "comes after a bash array assignment name=(...), which sh and bash read differently",
+    'set a variable before it (v={name}; ...) and use "$v" in and after it',
+)
+_PATTERN = _Reason(
+    "comes after a bash pattern such as @(...), which sh and bash read differently",
+    'set a variable before it (v={name}; ...) and use "$v" after it',
+)
+_SUBSCRIPT = _Reason(
+    "is inside name[...], which bash may evaluate as arithmetic, running $(...) in the value",
+    "keep it out of the brackets",
+)
+_BRACKETS = _Reason(
+    "comes after bash's $[...], which sh does not read as arithmetic", "write $((...)) instead"
+)
 _UNSURE = _Reason("comes after text that sh and bash read differently")
 
 
@@ -120,7 +146,7 @@ def shell_template(text: str) -> ShellTemplate:
     if scanner.problems:
         raise ShellTemplateError(scanner.problems)
     literals, slots, start = [], [], 0
-    for begin, end, name, context in scanner.slots:
+    for begin, end, name, context in scanner.slots:  # where they stand in ``text``
         literals.append(text[start:begin])
         slots.append((name, context))
         start = end
@@ -132,7 +158,12 @@ class _Scanner:
     """Reads a ``run`` string as ``sh`` tokenises it, noting where each placeholder stands."""
 
     def __init__(self, text: str) -> None:
+        #: The text less the line continuations read so far: the shell removes a backslash and a
+        #: newline before it reads on (POSIX 2.2.1), but not inside '...', comments or the body
+        #: of a here-document (there one is doubted instead).
         self.text = text
+        #: Where each character of ``text``, and its end, stands in the text as written.
+        self.origin = list(range(len(text) + 1))
         self.pos = 0
         self.slots: list[tuple[int, int, str, Context]] = []
         self.problems: list[str] = []
@@ -141,8 +172,28 @@ class _Scanner:
         #: Here-documents whose bodies start at the next newline: (delimiter, strip tabs, quoted).
         self.heredocs: list[tuple[str, bool, bool]] = []
 
+    def join(self, index: int) -> None:
+        """Remove the line continuations at ``index``, a place where the shell removes them."""
+        while self.text.startswith("\\\n", index):
+            self.text = self.text[:index] + self.text[index + 2 :]
+            del self.origin[index : index + 2]
+
+    def more(self) -> bool:
+        """Whether text is left at ``pos``, once line continuations there are removed."""
+        self.join(self.pos)
+        return self.pos < len(self.text)
+
+    def at(self, token: str) -> bool:
+        """Whether ``token`` is at ``pos``, once line continuations inside it are removed."""
+        for offset, char in enumerate(token):
+            if offset:  # after an unquoted character of a token: lines are joined there
+                self.join(self.pos + offset)
+            if not self.text.startswith(char, self.pos + offset):
+                return False
+        return True
+
     def refuse(self, reason: _Reason, match: re.Match[str]) -> None:
-        self.problems.append(reason.message(match.group(0), match.start() + 1))
+        self.problems.append(reason.message(match.group(0), self.origin[match.start()] + 1))
 
     def doubt(self, reason: _Reason) -> None:
         self.unsure = self.unsure or reason
@@ -155,8 +206,9 @@ class _Scanner:
         reason = refused or self.unsure
         if reason is not None:
             self.refuse(reason, match)
-        else:
-            self.slots.append((match.start(), match.end(), match.group(1), context))
+        else:  # no line continuation inside: lines are joined before and after it only
+            begin, end = self.origin[match.start()], self.origin[match.end() - 1] + 1
+            self.slots.append((begin, end, match.group(1), context))
         self.pos = match.end()
         return True
 
@@ -170,22 +222,20 @@ class _Scanner:
         return True
 
     def ends_word(self, index: int) -> bool:
+        self.join(index)
         return index >= len(self.text) or self.text[index] in _DELIMITERS
 
     def command(self, closer: str, refused: _Reason | None, *, nested: bool) -> None:
         """Commands, until ``closer``: ")" ends ``$(...)``, "]]" ends ``[[``, "" the text."""
-        text = self.text
         depth = 0  # open "(" of subshells, so that their ")" does not end $(...)
         word_start = True
-        while self.pos < len(text):
+        regex = False  # after =~ in [[ ]], where bash reads ( ... ) as one word, blanks and all
+        while self.more():
             if self.placeholder("bare", refused):
                 word_start = False
                 continue
-            char = text[self.pos]
+            char = self.text[self.pos]
             if char == "\\":
-                if text.startswith("\n", self.pos + 1):  # a line continuation joins two lines
-                    self.pos += 2
-                    continue
                 self.pos += 1
                 if not self.after_backslash():
                     self.pos += 1  # the escaped character
@@ -200,37 +250,54 @@ class _Scanner:
             elif char == "$":
                 self.dollar(refused, in_double=False)
             elif word_start and char == "#":
-                end = text.find("\n", self.pos)
-                self.pos = len(text) if end < 0 else end
+                end = self.text.find("\n", self.pos)
+                self.pos = len(self.text) if end < 0 else end
                 continue
-            elif word_start and closer == "]]" and text.startswith("]]", self.pos):
+            elif word_start and closer == "]]" and self.at("]]"):
                 if self.ends_word(self.pos + 2):
                     self.pos += 2
                     return
                 self.pos += 2
-            elif word_start and text.startswith("[[", self.pos) and self.ends_word(self.pos + 2):
+            elif word_start and closer == "]]" and self.at("=~"):
+                regex = True
+                self.pos += 2
+            elif word_start and self.at("[[") and self.ends_word(self.pos + 2):
                 self.pos += 2
                 self.command("]]", refused or _TEST, nested=nested)
-            elif word_start and text.startswith("((", self.pos):
+            elif word_start and self.at("(("):
                 self.pos += 2
-                self.arithmetic("))", refused or _ARITHMETIC)
-            elif word_start and nested and text.startswith("case", self.pos):
+                self.arithmetic("))", refused or _ARITHMETIC, commands=True)
+            elif word_start and nested and self.at("case"):
                 if self.ends_word(self.pos + 4):
                     self.doubt(_CASE)
                 self.pos += 4
-            elif text.startswith("<<<", self.pos):
+            elif word_start and char in _NAME_START:
+                self.name(refused)
+            elif self.at("<<<"):
                 self.doubt(_HERESTRING)
                 self.pos += 3
                 word_start = True
                 continue
-            elif text.startswith("<<", self.pos):
+            elif self.at("<<"):
                 self.heredoc(refused)
                 word_start = True
                 continue
+            elif char == "(" and self.text[self.pos - 1 : self.pos] in ("<", ">"):
+                self.pos += 1  # bash's process substitution <(...), read as $(...) is
+                self.command(")", refused, nested=True)
             elif char in _DELIMITERS:
                 self.pos += 1
                 word_start = True
                 if char == "(":
+                    # In bash, name=( starts an array and @( !( +( *( ?( a pattern, each
+                    # read in its own way; in sh, they are syntax errors.
+                    before = self.text[self.pos - 2 : self.pos - 1]
+                    if before == "=":
+                        self.doubt(_ARRAY)
+                    elif before != "" and before in "@!+*?":
+                        self.doubt(_PATTERN)
+                    elif regex:
+                        self.doubt(_UNSURE)
                     depth += 1
                 elif char == ")":
                     if closer == ")" and depth == 0:
@@ -242,6 +309,46 @@ class _Scanner:
             else:
                 self.pos += 1
             word_start = False
+
+    def name(self, refused: _Reason | None) -> None:
+        """A word that starts with a name; bash reads ``name[...]`` to its matching "]"."""
+        self.pos += 1
+        while self.more() and self.text[self.pos] in _NAME:
+            self.pos += 1
+        if self.text.startswith("[", self.pos):
+            self.pos += 1
+            self.subscript(refused or _SUBSCRIPT)
+
+    def subscript(self, refused: _Reason) -> None:
+        """Inside ``name[...]``, after the "[": bash evaluates it as arithmetic, in assignments."""
+        depth = 0
+        while self.more():
+            if self.placeholder("bare", refused):
+                continue
+            char = self.text[self.pos]
+            if char in _DELIMITERS:  # sh ends the word there, bash reads on to the "]"
+                self.doubt(_UNSURE)
+                return
+            if char == "\\":
+                self.pos += 2
+            elif char == "'":
+                self.pos += 1
+                self.single(refused)
+            elif char == '"':
+                self.pos += 1
+                self.double(refused)
+            elif char == "`":
+                self.backquote()
+            elif char == "$":
+                self.dollar(refused, in_double=False)
+            else:
+                self.pos += 1
+                if char == "[":
+                    depth += 1
+                elif char == "]":
+                    if depth == 0:
+                        return
+                    depth -= 1
 
     def single(self, refused: _Reason | None) -> None:
         """Inside '...', after the opening quote: nothing is special but the closing quote."""
@@ -258,16 +365,15 @@ class _Scanner:
 
     def double(self, refused: _Reason | None) -> None:
         """Inside "...", after the opening quote: \\ (before $ ` " \\ newline), $ and `."""
-        text = self.text
-        while self.pos < len(text):
+        while self.more():
             if self.placeholder("double", refused):
                 continue
-            char = text[self.pos]
+            char = self.text[self.pos]
             if char == '"':
                 self.pos += 1
                 return
             if char == "\\":
-                if text[self.pos + 1 : self.pos + 2] in ("$", "`", '"', "\\", "\n"):
+                if self.text[self.pos + 1 : self.pos + 2] in ("$", "`", '"', "\\"):
                     self.pos += 2
                 else:  # a plain backslash: it would escape the first character inserted
                     self.pos += 1
@@ -302,30 +408,33 @@ class _Scanner:
 
     def dollar(self, refused: _Reason | None, *, in_double: bool) -> None:
         """What starts with ``$``: $((...)), $(...), ${...}, $[...], $'...' or a plain $."""
-        text, pos = self.text, self.pos
-        if text.startswith("$((", pos):
+        pos = self.pos
+        if self.at("$(("):
             self.pos += 3
             self.arithmetic("))", refused or _ARITHMETIC)
-        elif text.startswith("$(", pos):
+        elif self.at("$("):
             self.pos += 2
             self.command(")", refused, nested=True)
-        elif text.startswith("${", pos):
-            match = PLACEHOLDER.match(text, pos + 1)
+        elif self.at("${"):
+            match = PLACEHOLDER.match(self.text, pos + 1)
             if match is not None:
                 name = match.group(1)
                 self.problems.append(
-                    f"${{{name}}} (character {pos + 1}) is the shell variable {name}, not the "
-                    f"placeholder; write {{{name}}} for the value (it is quoted for you), or "
-                    f"${name} for the variable"
+                    f"${{{name}}} (character {self.origin[pos] + 1}) is the shell variable "
+                    f"{name}, not the placeholder; write {{{name}}} for the value (it is quoted "
+                    f"for you), or ${name} for the variable"
                 )
                 self.pos = match.end()
             else:
                 self.pos += 2
+                if self.ends_word(self.pos) or self.text[self.pos] == "|":
+                    self.doubt(_UNSURE)  # bash 5.3 runs ${ ...; } and ${| ...; } as commands
                 self.parameter(refused or _PARAMETER, in_double=in_double)
-        elif text.startswith("$[", pos):
+        elif self.at("$["):
+            self.doubt(_BRACKETS)  # to sh, a $ and a [: what follows is read as commands
             self.pos += 2
             self.arithmetic("]", refused or _ARITHMETIC)
-        elif text.startswith("$'", pos) and not in_double:
+        elif not in_double and self.at("$'"):
             self.pos += 2
             self.ansi(refused or _ANSI)
         else:  # $name, $$, $#, $"..." (a "..." follows), a lone $
@@ -333,11 +442,10 @@ class _Scanner:
 
     def parameter(self, refused: _Reason, *, in_double: bool) -> None:
         """Inside ${...}, after the opening brace, until its closing brace."""
-        text = self.text
-        while self.pos < len(text):
+        while self.more():
             if self.placeholder("bare", refused):
                 continue
-            char = text[self.pos]
+            char = self.text[self.pos]
             if char == "}":
                 self.pos += 1
                 return
@@ -359,17 +467,19 @@ class _Scanner:
                     self.doubt(_UNSURE)
                 self.pos += 1
 
-    def arithmetic(self, closer: str, refused: _Reason) -> None:
-        """Inside $((...)), ((...)) or $[...], until ``closer`` ("))" or "]")."""
-        text = self.text
+    def arithmetic(self, closer: str, refused: _Reason, *, commands: bool = False) -> None:
+        """Inside $((...)), ((...)) or $[...], until ``closer`` ("))" or "]").
+
+        ``commands``: sh (dash) reads ``((...))`` as two subshells, so the text inside as commands.
+        """
         opening = "(" if closer == "))" else "["
         depth = 0
-        while self.pos < len(text):
+        while self.more():
             if self.placeholder("bare", refused):
                 continue
-            char = text[self.pos]
+            char = self.text[self.pos]
             if char == closer[0] and depth == 0:
-                if text.startswith(closer, self.pos):
+                if self.at(closer):
                     self.pos += len(closer)
                 else:  # "$(( ... )" - a command substitution after all, in some shells
                     self.doubt(_UNSURE)
@@ -388,6 +498,9 @@ class _Scanner:
             elif char == "$":
                 self.dollar(refused, in_double=False)
             else:
+                # In commands, # starts a comment, << a here-document, whose body a newline starts.
+                if commands and (char == "#" or (char == "\n" and self.heredocs) or self.at("<<")):
+                    self.doubt(_UNSURE)
                 if char == opening:
                     depth += 1
                 elif char == closer[0]:
@@ -411,30 +524,37 @@ class _Scanner:
 
     def heredoc(self, refused: _Reason | None) -> None:
         """A ``<<`` or ``<<-`` and its delimiter word; the body comes after the next newline."""
-        text = self.text
         self.pos += 2
-        strip = text.startswith("-", self.pos)
+        self.join(self.pos)
+        strip = self.text.startswith("-", self.pos)
         if strip:
             self.pos += 1
-        while text.startswith((" ", "\t"), self.pos):
+        while self.more() and self.text[self.pos] in " \t":
             self.pos += 1
         start, quoted, delimiter = self.pos, False, []
-        while self.pos < len(text) and text[self.pos] not in _DELIMITERS:
+        while self.more() and self.text[self.pos] not in _DELIMITERS:
+            text = self.text
             char = text[self.pos]
-            if char == "\\":
-                quoted = True
-                delimiter.append(text[self.pos + 1 : self.pos + 2])
-                self.pos += 2
-            elif char in "'\"":
+            if char in "'\"":
                 quoted = True
                 end = text.find(char, self.pos + 1)
                 end = len(text) if end < 0 else end
-                delimiter.append(text[self.pos + 1 : end])
+                word = text[self.pos + 1 : end]
+                # Shells agree on quoted plain characters only: "E\"OF" is one word to them.
+                if "\n" in word or (char == '"' and any(c in word for c in "\\$`")):
+                    self.doubt(_ODD_DELIMITER)
+                delimiter.append(word)
                 self.pos = end + 1
             else:
+                if char == "\\":
+                    quoted = True
+                    self.pos += 1
+                    char = text[self.pos : self.pos + 1]
+                elif char in "$`":  # bash reads $(...) or `...` on, whatever it holds
+                    self.doubt(_ODD_DELIMITER)
                 delimiter.append(char)
                 self.pos += 1
-        for match in PLACEHOLDER.finditer(text, start, min(self.pos, len(text))):
+        for match in PLACEHOLDER.finditer(self.text, start, min(self.pos, len(self.text))):
             self.refuse(refused or _DELIMITER, match)
         self.heredocs.append(("".join(delimiter), strip, quoted))
 
