@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,3 +85,13 @@ def waiting(
 def no_tasks_left() -> bool:
     """True when the only task alive is the test's own."""
     return asyncio.all_tasks() == {asyncio.current_task()}
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the command's tests: no user config, no user store; every run folder and the
+    store land in ``tmp_path``."""
+    monkeypatch.setenv("SUBPLANS_CONFIG", str(tmp_path / "config" / "config.yaml"))
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)

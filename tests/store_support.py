@@ -13,15 +13,25 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from subplans.cli import app
 from subplans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.profiles import ProfileRegistry
 from subplans.store import PlanManifest, ProcessIdentity, RunStore
 from subplans.store.liveness import boot_id
 
 from .plans_helpers import write
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    """The ``subplans`` command, in this process."""
+    return runner.invoke(app, list(args))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 4.0) -> None:

@@ -26,7 +26,7 @@ from subplans.store import PlanManifest, ProcessIdentity, RunStore
 from subplans.store.liveness import boot_id, process_start_time
 
 from .plans_helpers import write
-from .store_support import gone_owner, load, start_group, stop, wait_for
+from .store_support import gone_owner, invoke, load, start_group, stop, wait_for
 from .test_store_liveness import record_groups
 
 runner = CliRunner()
@@ -34,13 +34,8 @@ runner = CliRunner()
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No user config, no user store; every run folder and the store land in ``tmp_path``."""
-    monkeypatch.setenv("SUBPLANS_CONFIG", str(tmp_path / "config" / "config.yaml"))
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+# Every test runs the command isolated from the user's config and store.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture
@@ -48,10 +43,6 @@ def db(tmp_path: Path) -> Iterator[RunStore]:
     """The default store of a plan in ``tmp_path`` (created empty if no run made it yet)."""
     with RunStore.open(tmp_path / ".subplans" / "state.db") as store:
         yield store
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args))
 
 
 def json_of(*args: str) -> Any:

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from subplans.cli import ExitCode, app
+from subplans.cli import ExitCode
 from subplans.loader import GlobalConfig, load_plan
 from subplans.plans import ProfileFields
 from subplans.profiles import ProfileRegistry
@@ -34,23 +33,11 @@ from subplans.store import Leftover, PlanManifest, RunStore, StoreError, find_le
 from subplans.yamlfile import ProblemsError
 
 from .plans_helpers import write
-from .store_support import gone_owner, load, wait_for
+from .store_support import gone_owner, invoke, load, wait_for
 from .test_cli_process import processes_of_run
 
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No user config, no user store; every run folder and the store land in ``tmp_path``."""
-    monkeypatch.setenv("SUBPLANS_CONFIG", str(tmp_path / "config" / "config.yaml"))
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args))
+# Every test runs the command isolated from the user's config and store.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 # --- the key and the profile field --------------------------------------------------------------

@@ -19,12 +19,10 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from subplans.cli import ExitCode, app
+from subplans.cli import ExitCode
 from subplans.errors import PlanRunningError, RunBusyError, StoreError
 from subplans.store import PlanManifest, RunLock, RunStore
 
@@ -32,14 +30,13 @@ from .plans_helpers import write
 from .store_support import (
     Child,
     gone_owner,
+    invoke,
     load,
     manifest,
     other_host_owner,
     unwritable,
     wait_for,
 )
-
-runner = CliRunner()
 
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
 
@@ -53,17 +50,8 @@ GATED = """
     """
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No user config, no user store; every run folder and the store land in ``tmp_path``."""
-    monkeypatch.setenv("SUBPLANS_CONFIG", str(tmp_path / "config" / "config.yaml"))
-    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def invoke(*args: str) -> Any:
-    return runner.invoke(app, list(args))
+# Every test runs the command isolated from the user's config and store.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
