@@ -225,6 +225,23 @@ class _Scanner:
         self.join(index)
         return index >= len(self.text) or self.text[index] in _DELIMITERS
 
+    def quoted(self, char: str, refused: _Reason | None) -> bool:
+        """Read the quoted string or expansion that ``char`` starts, outside double quotes;
+        False if it starts neither."""
+        if char == "'":
+            self.pos += 1
+            self.single(refused)
+        elif char == '"':
+            self.pos += 1
+            self.double(refused)
+        elif char == "`":
+            self.backquote()
+        elif char == "$":
+            self.dollar(refused, in_double=False)
+        else:
+            return False
+        return True
+
     def command(self, closer: str, refused: _Reason | None, *, nested: bool) -> None:
         """Commands, until ``closer``: ")" ends ``$(...)``, "]]" ends ``[[``, "" the text."""
         depth = 0  # open "(" of subshells, so that their ")" does not end $(...)
@@ -239,16 +256,8 @@ class _Scanner:
                 self.pos += 1
                 if not self.after_backslash():
                     self.pos += 1  # the escaped character
-            elif char == "'":
-                self.pos += 1
-                self.single(refused)
-            elif char == '"':
-                self.pos += 1
-                self.double(refused)
-            elif char == "`":
-                self.backquote()
-            elif char == "$":
-                self.dollar(refused, in_double=False)
+            elif self.quoted(char, refused):
+                pass
             elif word_start and char == "#":
                 end = self.text.find("\n", self.pos)
                 self.pos = len(self.text) if end < 0 else end
@@ -331,16 +340,8 @@ class _Scanner:
                 return
             if char == "\\":
                 self.pos += 2
-            elif char == "'":
-                self.pos += 1
-                self.single(refused)
-            elif char == '"':
-                self.pos += 1
-                self.double(refused)
-            elif char == "`":
-                self.backquote()
-            elif char == "$":
-                self.dollar(refused, in_double=False)
+            elif self.quoted(char, refused):
+                pass
             else:
                 self.pos += 1
                 if char == "[":
@@ -487,16 +488,8 @@ class _Scanner:
                 return
             if char == "\\":
                 self.pos += 2
-            elif char == "'":
-                self.pos += 1
-                self.single(refused)
-            elif char == '"':
-                self.pos += 1
-                self.double(refused)
-            elif char == "`":
-                self.backquote()
-            elif char == "$":
-                self.dollar(refused, in_double=False)
+            elif self.quoted(char, refused):
+                pass
             else:
                 # In commands, # starts a comment, << a here-document, whose body a newline starts.
                 if commands and (char == "#" or (char == "\n" and self.heredocs) or self.at("<<")):
