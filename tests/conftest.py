@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+def command_env(**variables: str) -> dict[str, str]:
+    """The environment of a ``subplans`` child process: ours without anything that makes Rich
+    see a terminal and without a user store, plus ``variables``."""
+    found = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"}
+    }
+    found.update(variables)
+    return found

@@ -19,6 +19,7 @@ import pytest
 
 from subplans.process import group_members
 
+from .conftest import command_env
 from .plans_helpers import write
 
 STATE_ORDERS = (
@@ -32,14 +33,7 @@ STATE_ORDERS = (
 def env(tmp_path: Path) -> dict[str, str]:
     """Our environment without a user config file or store, or anything that makes Rich see a
     terminal."""
-    found = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "SUBPLANS_STORE"}
-    }
-    found["SUBPLANS_CONFIG"] = str(tmp_path / "no-config.yaml")
-    return found
+    return command_env(SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"))
 
 
 def subplans(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

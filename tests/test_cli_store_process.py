@@ -20,6 +20,7 @@ import pytest
 
 from subplans.store import RunStore, StoreError
 
+from .conftest import command_env
 from .plans_helpers import write
 from .test_cli_process import processes_of_run, subplans, wait_for
 
@@ -27,14 +28,10 @@ from .test_cli_process import processes_of_run, subplans, wait_for
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     """No user config, no terminal; the store named by SUBPLANS_STORE, as a user may set it."""
-    found = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"}
-    }
-    found["SUBPLANS_CONFIG"] = str(tmp_path / "no-config.yaml")
-    found["SUBPLANS_STORE"] = str(tmp_path / "store" / "state.db")
-    return found
+    return command_env(
+        SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"),
+        SUBPLANS_STORE=str(tmp_path / "store" / "state.db"),
+    )
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from subplans.store import (
     stop_leftover_groups,
 )
 
+from .conftest import command_env
 from .plans_helpers import write
 from .store_support import gone_owner, manifest, open_store
 from .test_cli_process import processes_of_run, subplans, wait_for
@@ -505,14 +506,10 @@ PLAN = """
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    found = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"}
-    }
-    found["SUBPLANS_CONFIG"] = str(tmp_path / "no-config.yaml")
-    found["SUBPLANS_STORE"] = str(tmp_path / "store" / "state.db")
-    return found
+    return command_env(
+        SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"),
+        SUBPLANS_STORE=str(tmp_path / "store" / "state.db"),
+    )
 
 
 @pytest.fixture

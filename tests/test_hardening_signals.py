@@ -28,6 +28,7 @@ from subplans.cli import ExitCode, main
 from subplans.signal_guard import SIGNALS, CommandInterrupted, SignalGuard, is_command
 from subplans.store import RunStore
 
+from .conftest import command_env
 from .plans_helpers import write
 
 TINY = """
@@ -55,13 +56,7 @@ def handlers() -> Iterator[None]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    found = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "SUBPLANS_STORE"}
-    }
-    found["SUBPLANS_CONFIG"] = str(tmp_path / "no-config.yaml")
-    return found
+    return command_env(SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"))
 
 
 # --- real processes, real signals ----------------------------------------------------------

@@ -23,6 +23,7 @@ from subplans.process import group_members
 from subplans.profiles import ProfileRegistry
 from subplans.session import Outcome, RunSession, View
 
+from .conftest import command_env
 from .plans_helpers import write
 
 RUN = (sys.executable, "-m", "subplans", "run", "plan.yaml", "--no-progress")
@@ -32,15 +33,9 @@ MARGIN = 2.0
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    found = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "SUBPLANS_STORE"}
-    }
     # Every plan, nested ones included, gets 1 s of grace unless it says otherwise.
     config = write(tmp_path, "config.yaml", "automation_profile: {cancel_grace: 1}\n")
-    found["SUBPLANS_CONFIG"] = str(config)
-    return found
+    return command_env(SUBPLANS_CONFIG=str(config))
 
 
 class Run:
