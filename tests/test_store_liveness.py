@@ -281,7 +281,13 @@ def test_a_group_that_never_reached_the_store_is_found_by_its_environment(
         ["/bin/sh", "-c", "exec sleep 30"], start_new_session=True, env=other_env
     )
     try:
-        wait_for(lambda: len(group_members(late.pid)) == 1 and len(group_members(other.pid)) == 1)
+        # Until it has exec'd, a child's environment is still ours, without the marker.
+        wait_for(
+            lambda: all(
+                b"SUBPLANS_SUBPLAN=" in Path(f"/proc/{child.pid}/environ").read_bytes()
+                for child in (late, other)
+            )
+        )
         (stopped,) = stop_leftover_groups(store, "r1", grace=5.0)
         assert stopped == StoppedGroup("s/late", late.pid, (late.pid,), "SIGTERM")
         assert late.wait() == -signal.SIGTERM
