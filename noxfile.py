@@ -55,5 +55,5 @@ def bench(session: nox.Session) -> None:
 def schemas(session: nox.Session) -> None:
     """Regenerate the JSON Schemas; fails when the committed ones in schemas/ differ."""
     session.install("-e", ".")
-    session.run("python", "-m", "subplans.schemas", "schemas")
+    session.run("python", "-m", "subplans.plans.schemas", "schemas")
     session.run("git", "diff", "--exit-code", "--", "schemas", external=True)

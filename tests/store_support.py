@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from subplans.cli import app
-from subplans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.profiles import ProfileRegistry
+from subplans.cli.app import app
+from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
+from subplans.plans.profiles import ProfileRegistry
 from subplans.store import PlanManifest, ProcessIdentity, RunStore
 from subplans.store.liveness import boot_id
 

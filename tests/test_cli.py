@@ -15,8 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from subplans import cli
-from subplans.cli import ExitCode, app, main
+from subplans.cli import app as cli
+from subplans.cli.app import ExitCode, app, main
 
 from .plans_helpers import write
 
@@ -626,7 +626,7 @@ def test_profile_resolve_checks_the_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["plan", "profile"])
 def test_schema_prints_the_json_schema(name: str) -> None:
-    from subplans.schemas import render
+    from subplans.plans.schemas import render
 
     result = runner.invoke(app, ["schema", name])
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from subplans.process import group_members
+from subplans.execution.process import group_members
 
 from .conftest import command_env
 from .plans_helpers import write

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from subplans.cli import ExitCode, app, main
-from subplans.errors import StoreError
-from subplans.loader import Overrides
-from subplans.process import group_members
-from subplans.resume import run_manifest
-from subplans.session import RunSession
+from subplans.cli.app import ExitCode, app, main
+from subplans.cli.session import RunSession
+from subplans.engine.errors import StoreError
+from subplans.execution.process import group_members
+from subplans.plans.loader import Overrides
 from subplans.store import PlanManifest, ProcessIdentity, RunStore
 from subplans.store.liveness import boot_id, process_start_time
+from subplans.store.resume import run_manifest
 
 from .plans_helpers import write
 from .store_support import gone_owner, invoke, load, start_group, stop, wait_for
@@ -545,7 +545,7 @@ def test_ctrl_c_while_following_exits_130(
     def interrupted(*args: object, **options: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("subplans.reports.write_events", interrupted)
+    monkeypatch.setattr("subplans.cli.reports.write_events", interrupted)
 
     result = invoke("events", last_run_id(), "--follow")
 

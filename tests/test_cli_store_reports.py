@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from subplans.events import PlanFinished, PlanStarted, SubplanStateChanged
-from subplans.reports import MAX_LISTED, StatusReport, counts_text, run_lines, write_events
-from subplans.states import SubplanExecutionState
+from subplans.cli.reports import MAX_LISTED, StatusReport, counts_text, run_lines, write_events
+from subplans.engine.events import PlanFinished, PlanStarted, SubplanStateChanged
+from subplans.engine.states import SubplanExecutionState
 from subplans.store import PlanManifest, RunStore
 
 from .store_support import manifest

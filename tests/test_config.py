@@ -89,7 +89,7 @@ def test_cancel_grace_not_a_number(value: object) -> None:
 
 
 def test_check_timeout_accepts_none() -> None:
-    from subplans.config import check_timeout
+    from subplans.engine.config import check_timeout
 
     assert check_timeout(None) is None
     assert check_timeout(2) == 2.0

@@ -1,4 +1,4 @@
-"""The exception tree drawn in ``subplans.errors``' docstring (and in the specification) is the
+"""The exception tree drawn in ``subplans.engine.errors``' docstring (and in the specification) is the
 real one: an error added, moved or re-based without redrawing the tree fails here (issue #9)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import subplans
-import subplans.errors
+import subplans.engine.errors
 
 SPECIFICATION = Path(__file__).parent.parent / "docs" / "specification.md"
 
@@ -102,13 +102,13 @@ def test_the_parser_reads_nesting_continuations_and_extra_bases() -> None:
 
 
 def test_the_docstring_draws_every_exception_of_the_package_once() -> None:
-    drawn = [node.name for node in parse_tree(subplans.errors.__doc__ or "")]
+    drawn = [node.name for node in parse_tree(subplans.engine.errors.__doc__ or "")]
     assert len(drawn) == len(set(drawn)), "a class is drawn twice"
     assert sorted(drawn) == sorted(package_exceptions())
 
 
 @pytest.mark.parametrize(
-    "node", parse_tree(subplans.errors.__doc__ or ""), ids=lambda node: node.name
+    "node", parse_tree(subplans.engine.errors.__doc__ or ""), ids=lambda node: node.name
 )
 def test_each_drawn_class_has_the_drawn_bases(node: Node) -> None:
     cls = package_exceptions()[node.name]
@@ -116,7 +116,9 @@ def test_each_drawn_class_has_the_drawn_bases(node: Node) -> None:
 
 
 def test_the_specification_draws_the_same_tree() -> None:
-    docstring = {(n.name, n.parent, n.others) for n in parse_tree(subplans.errors.__doc__ or "")}
+    docstring = {
+        (n.name, n.parent, n.others) for n in parse_tree(subplans.engine.errors.__doc__ or "")
+    }
     spec = {(n.name, n.parent, n.others) for n in parse_tree(_spec_tree())}
     assert spec == docstring
 

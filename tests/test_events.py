@@ -16,7 +16,7 @@ from subplans import (
     SubplanSkipped,
     SubplanStateChanged,
 )
-from subplans.events import describe_error
+from subplans.engine.events import describe_error
 
 RUNNING, FAILED = SubplanExecutionState.RUNNING, SubplanExecutionState.FAILED
 

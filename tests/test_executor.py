@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from subplans import EventBus, SubplanExecutionState, SubplanSkipped, SubplanStateChanged
-from subplans.events import PlanFinished, StepStateChanged
-from subplans.executor import PlanExecutor, PlanFailedError, PlanResult, exit_code
-from subplans.loader import GlobalConfig, load_plan
-from subplans.process import CommandFailedError, group_members
-from subplans.profiles import ProfileRegistry
-from subplans.runners import ThreadAbandonedError, call_function
+from subplans.engine.events import PlanFinished, StepStateChanged
+from subplans.execution.executor import PlanExecutor, PlanFailedError, PlanResult, exit_code
+from subplans.execution.process import CommandFailedError, group_members
+from subplans.execution.runners import ThreadAbandonedError, call_function
+from subplans.plans.loader import GlobalConfig, load_plan
+from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import Recorder
 from .plans_helpers import write
@@ -517,7 +517,7 @@ async def test_a_nested_plan_does_not_take_the_profile_retries(
 
 async def test_a_second_interrupt_cuts_a_threads_grace_short() -> None:
     """Pins: after a second Ctrl-C the run still waited out a blocked function's grace."""
-    from subplans.process import ProcessGroups
+    from subplans.execution.process import ProcessGroups
 
     release = threading.Event()
     groups = ProcessGroups()

@@ -25,20 +25,25 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from subplans.cli import ExitCode, main
-from subplans.errors import CommandFailedError
-from subplans.events import PlanStarted, StepStateChanged, SubplanSkipped, SubplanStateChanged
-from subplans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.progress import Failure, ProgressReporter
-from subplans.reports import write_log
-from subplans.session import RunSession
+from subplans.cli.app import ExitCode, main
+from subplans.cli.reports import write_log
+from subplans.cli.session import RunSession
+from subplans.engine.errors import CommandFailedError
+from subplans.engine.events import (
+    PlanStarted,
+    StepStateChanged,
+    SubplanSkipped,
+    SubplanStateChanged,
+)
+from subplans.engine.progress import Failure, ProgressReporter
+from subplans.engine.states import SubplanExecutionState
+from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
+from subplans.plans.profiles import ProfileRegistry
 from subplans.sinks.formatting import error_text, tail, visible
 from subplans.sinks.lines import PlainLines
 from subplans.sinks.live import LiveView
 from subplans.sinks.plan_progress import PlanProgress, StepView
 from subplans.sinks.summary import RunSummary
-from subplans.states import SubplanExecutionState
 
 from .plans_helpers import write
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from subplans import yamlfile
-from subplans.cli import ExitCode, main
-from subplans.loader import GlobalConfig, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.yamlfile import ProblemsError, read_yaml
+from subplans.cli.app import ExitCode, main
+from subplans.plans import yamlfile
+from subplans.plans.loader import GlobalConfig, load_plan
+from subplans.plans.profiles import ProfileRegistry
+from subplans.plans.yamlfile import ProblemsError, read_yaml
 
 
 @pytest.fixture

@@ -19,13 +19,14 @@ from typing import Any
 
 import pytest
 
-from subplans import cancelling, dispatcher, process, stopping
-from subplans.events import SubplanProcessStarted, SubplanStateChanged
-from subplans.interrupts import Interrupts
-from subplans.process import ProcessGroups, run_command
-from subplans.reports import StatusReport
-from subplans.states import SubplanExecutionState
-from subplans.stopping import Family, Stopping, Window, process_table, read_process, stop
+from subplans.cli.reports import StatusReport
+from subplans.engine import cancelling, dispatcher
+from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
+from subplans.engine.states import SubplanExecutionState
+from subplans.execution import process, stopping
+from subplans.execution.interrupts import Interrupts
+from subplans.execution.process import ProcessGroups, run_command
+from subplans.execution.stopping import Family, Stopping, Window, process_table, read_process, stop
 from subplans.store import (
     Leftover,
     ProcessIdentity,
@@ -465,7 +466,7 @@ def test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_prov
 def test_a_family_never_includes_the_process_that_looks_or_its_parents() -> None:
     # A shell and its python child, both marked: the python finds neither itself nor the shell.
     code = (
-        "import os; from subplans.stopping import Family; "
+        "import os; from subplans.execution.stopping import Family; "
         "found = Family(marker=(b'HARDENING_MARK=1',)).members(); "
         "print(os.getpid() in found, os.getppid() in found)"
     )

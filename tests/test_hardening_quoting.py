@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from subplans.executor import PlanExecutor
-from subplans.loader import GlobalConfig, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.shellquote import ShellTemplateError, quote, shell_template
-from subplans.yamlfile import ProblemsError
+from subplans.execution.executor import PlanExecutor
+from subplans.plans.loader import GlobalConfig, load_plan
+from subplans.plans.profiles import ProfileRegistry
+from subplans.plans.shellquote import ShellTemplateError, quote, shell_template
+from subplans.plans.yamlfile import ProblemsError
 
 #: Items that would run something, or come out changed, if the shell read any of their text.
 HOSTILE = [

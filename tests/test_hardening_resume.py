@@ -24,13 +24,13 @@ from typing import Any
 
 import pytest
 
-from subplans.cli import ExitCode
-from subplans.loader import GlobalConfig, load_plan
-from subplans.plans import ProfileFields
-from subplans.profiles import ProfileRegistry
-from subplans.resume import SKIP_UNKNOWN_REASON, UnknownOutcomes, unknown_outcomes
+from subplans.cli.app import ExitCode
+from subplans.plans.loader import GlobalConfig, load_plan
+from subplans.plans.models import ProfileFields
+from subplans.plans.profiles import ProfileRegistry
+from subplans.plans.yamlfile import ProblemsError
 from subplans.store import Leftover, PlanManifest, RunStore, StoreError, find_leftovers
-from subplans.yamlfile import ProblemsError
+from subplans.store.resume import SKIP_UNKNOWN_REASON, UnknownOutcomes, unknown_outcomes
 
 from .plans_helpers import write
 from .store_support import gone_owner, invoke, load, wait_for

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from subplans import signal_guard
-from subplans.cli import ExitCode, main
-from subplans.signal_guard import SIGNALS, CommandInterrupted, SignalGuard, is_command
+from subplans.cli.app import ExitCode, main
+from subplans.execution import signal_guard
+from subplans.execution.signal_guard import SIGNALS, CommandInterrupted, SignalGuard, is_command
 from subplans.store import RunStore
 
 from .conftest import command_env
@@ -156,7 +156,7 @@ def test_a_signal_as_the_summary_is_printed_changes_nothing(
         """
         import io, os, signal, sys
 
-        from subplans.cli import main
+        from subplans.cli.app import main
 
         class Late(io.StringIO):
             def write(self, text):
@@ -347,7 +347,7 @@ def test_off_the_main_thread_the_guard_installs_nothing(handlers: None) -> None:
         (["/venv/bin/subplans", "run"], ["/venv/bin/python", "/venv/bin/subplans", "run"], True),
         (["-m"], ["python", "-X", "dev", "-m", "subplans", "run"], True),
         (["-m"], ["python", "-msubplans", "--version"], True),
-        (["-m"], ["python", "-m", "subplans.schemas", "schemas"], False),
+        (["-m"], ["python", "-m", "subplans.plans.schemas", "schemas"], False),
         (["-m"], ["python", "-m"], False),
         (["/venv/bin/pytest", "-q"], ["python", "/venv/bin/pytest", "-q"], False),
         ([], ["python"], False),

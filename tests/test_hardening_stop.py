@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from subplans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.process import group_members
-from subplans.profiles import ProfileRegistry
-from subplans.session import Outcome, RunSession, View
+from subplans.cli.session import Outcome, RunSession, View
+from subplans.execution.process import group_members
+from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
+from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import command_env
 from .plans_helpers import write

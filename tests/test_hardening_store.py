@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from subplans.cli import ExitCode
-from subplans.errors import PlanRunningError, RunBusyError, StoreError
+from subplans.cli.app import ExitCode
+from subplans.engine.errors import PlanRunningError, RunBusyError, StoreError
 from subplans.store import PlanManifest, RunLock, RunStore
 
 from .plans_helpers import write
@@ -102,7 +102,7 @@ def refused_line(run_id: str, pid: int, plan: Path, store: str) -> str:
 # its run live until its stdin closes.
 RACER = """
     import sys
-    from subplans.errors import PlanRunningError
+    from subplans.engine.errors import PlanRunningError
     from subplans.store import PlanManifest, RunStore
     path, plan, run_id = sys.argv[1:]
     store = RunStore.open(path)

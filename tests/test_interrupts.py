@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from subplans.interrupts import SIGNALS, Interrupts
-from subplans.process import ProcessGroups
+from subplans.execution.interrupts import SIGNALS, Interrupts
+from subplans.execution.process import ProcessGroups
 
 
 class FakeGroups(ProcessGroups):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from subplans.loader import MAX_DEPTH, GlobalConfig, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.yamlfile import Problem, ProblemsError
+from subplans.plans.loader import MAX_DEPTH, GlobalConfig, load_plan
+from subplans.plans.profiles import ProfileRegistry
+from subplans.plans.yamlfile import Problem, ProblemsError
 
 from .plans_helpers import write
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from subplans import stopping
-from subplans.errors import CommandFailedError, SubplanError
-from subplans.events import describe_error
-from subplans.process import (
+from subplans.engine.errors import CommandFailedError, SubplanError
+from subplans.engine.events import describe_error
+from subplans.execution import stopping
+from subplans.execution.process import (
     CommandResult,
     ProcessGroups,
     group_members,
     run_command,
     stop_run_processes,
 )
-from subplans.stopping import Stopping
+from subplans.execution.stopping import Stopping
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
 # across fork and exec), so only SIGKILL stops this group of three.

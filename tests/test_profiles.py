@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 
 from subplans import FailureMode
-from subplans.loader import GlobalConfig, Overrides, load_global_config, load_plan
-from subplans.profiles import BUILTIN_PROFILES, ProfileError, ProfileRegistry, global_config_path
-from subplans.yamlfile import ProblemsError
+from subplans.plans.loader import GlobalConfig, Overrides, load_global_config, load_plan
+from subplans.plans.profiles import (
+    BUILTIN_PROFILES,
+    ProfileError,
+    ProfileRegistry,
+    global_config_path,
+)
+from subplans.plans.yamlfile import ProblemsError
 
 from .plans_helpers import write
 

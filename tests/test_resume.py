@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from subplans.config import FailureMode
-from subplans.loader import Overrides
-from subplans.resume import (
+from subplans.engine.config import FailureMode
+from subplans.plans.loader import Overrides
+from subplans.store import PlanDiff, PlanManifest, RunBusyError, RunStore, StoppedGroup
+from subplans.store.resume import (
     describe_stopped,
     recorded_overrides,
     refusal,
@@ -19,7 +20,6 @@ from subplans.resume import (
     stop_leftovers,
     stop_leftovers_locked,
 )
-from subplans.store import PlanDiff, PlanManifest, RunBusyError, RunStore, StoppedGroup
 
 from .store_support import gone_owner, load, manifest, open_store
 
@@ -105,7 +105,7 @@ def test_leftovers_get_the_runs_own_cancel_grace(
         graces.append(grace)
         return []
 
-    monkeypatch.setattr("subplans.resume.stop_leftover_groups", stop)
+    monkeypatch.setattr("subplans.store.resume.stop_leftover_groups", stop)
     store.start_run("r1", run_manifest(load(tmp_path, PLAN), Overrides()), owner=gone_owner())
     store.start_run("r2", manifest("s/a"), owner=gone_owner())  # no profile values recorded
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from subplans.executor import PlanExecutor
-from subplans.loader import GlobalConfig, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.runners import RunContext
+from subplans.execution.executor import PlanExecutor
+from subplans.execution.runners import RunContext
+from subplans.plans.loader import GlobalConfig, load_plan
+from subplans.plans.profiles import ProfileRegistry
 
 from .plans_helpers import write
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from subplans.schemas import SCHEMAS, render, write_all
+from subplans.plans.schemas import SCHEMAS, render, write_all
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLANS = sorted(p for p in (ROOT / "examples").rglob("*.yaml") if ".subplans" not in p.parts)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from subplans.events import SubplanProcessStarted
-from subplans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.process import group_members
-from subplans.profiles import ProfileRegistry
-from subplans.session import Outcome, RunSession, View, terminal_console
+from subplans.cli.session import Outcome, RunSession, View, terminal_console
+from subplans.engine.events import SubplanProcessStarted
+from subplans.execution.process import group_members
+from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
+from subplans.plans.profiles import ProfileRegistry
 
 from .plans_helpers import write
 
@@ -170,7 +170,7 @@ def test_terminal_console_follows_rich(
 
 
 def test_module_docstring_lists_every_view() -> None:
-    from subplans import session
+    from subplans.cli import session
 
     doc = textwrap.dedent(session.__doc__ or "")
     for view in View:

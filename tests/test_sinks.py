@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from subplans.config import ParallelExecutionConfig
-from subplans.errors import CommandFailedError, SubplanCancelledError, SubplanError
-from subplans.events import (
+from subplans.engine.config import ParallelExecutionConfig
+from subplans.engine.errors import CommandFailedError, SubplanCancelledError, SubplanError
+from subplans.engine.events import (
     DispatchStarted,
     PlanFinished,
     PlanStarted,
@@ -23,9 +23,10 @@ from subplans.events import (
     SubplanSkipped,
     SubplanStateChanged,
 )
-from subplans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.profiles import ProfileRegistry
-from subplans.progress import Failure, ProgressReporter
+from subplans.engine.progress import Failure, ProgressReporter
+from subplans.engine.states import SubplanExecutionState
+from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
+from subplans.plans.profiles import ProfileRegistry
 from subplans.sinks.formatting import (
     clock_time,
     duration,
@@ -39,7 +40,6 @@ from subplans.sinks.lines import PlainLines
 from subplans.sinks.live import LiveView
 from subplans.sinks.plan_progress import PlanProgress
 from subplans.sinks.summary import MAX_FAILURE_ROWS, RunSummary
-from subplans.states import SubplanExecutionState
 
 from .plans_helpers import write
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from subplans import stopping
-from subplans.events import SubplanProcessStarted, SubplanStateChanged
-from subplans.process import group_members
-from subplans.states import SubplanExecutionState
-from subplans.stopping import process_table
+from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
+from subplans.engine.states import SubplanExecutionState
+from subplans.execution import stopping
+from subplans.execution.process import group_members
+from subplans.execution.stopping import process_table
 from subplans.store import (
     Leftover,
     Liveness,
@@ -480,8 +480,8 @@ def test_the_signal_never_reaches_a_process_that_reused_the_pid(
 
 WRITER = """
     import sys
-    from subplans.events import SubplanStateChanged
-    from subplans.states import SubplanExecutionState as S
+    from subplans.engine.events import SubplanStateChanged
+    from subplans.engine.states import SubplanExecutionState as S
     from subplans.store import RunStore, PlanManifest
     store = RunStore.open(sys.argv[1])
     store.start_run("r1", PlanManifest(file="p.yaml"))

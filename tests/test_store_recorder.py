@@ -24,9 +24,9 @@ from subplans import (
     SubplanExecutionState,
     SubplanStateChanged,
 )
-from subplans.errors import CommandFailedError, SubplanError
-from subplans.events import Event, SubplanProcessStarted, SubplanRetrying
-from subplans.executor import PlanExecutor
+from subplans.engine.errors import CommandFailedError, SubplanError
+from subplans.engine.events import Event, SubplanProcessStarted, SubplanRetrying
+from subplans.execution.executor import PlanExecutor
 from subplans.store import PlanManifest, RecorderStatistics, RunRecorder, RunStore, StoreError
 from subplans.store import recorder as recorder_module
 from subplans.store.liveness import process_start_time

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 # First of all: in the `subplans` command, SIGINT and SIGTERM end it cleanly from here on,
 # imports included (see signal_guard; nothing changes for a program importing the library).
-from subplans import signal_guard  # noqa: F401
+from subplans.execution import signal_guard  # noqa: F401
 
 # isort: split
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from subplans.config import FailureMode, ParallelExecutionConfig
-from subplans.dispatcher import ParallelSubplanDispatcher, Subplan, SubplanResult
-from subplans.errors import (
+from subplans.engine.config import FailureMode, ParallelExecutionConfig
+from subplans.engine.dispatcher import ParallelSubplanDispatcher, Subplan, SubplanResult
+from subplans.engine.errors import (
     AggregateSubplanError,
     CommandFailedError,
     ConfigError,
@@ -42,7 +42,7 @@ from subplans.errors import (
     SubplanError,
     SubplanExecutionError,
 )
-from subplans.events import (
+from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
     Event,
@@ -55,9 +55,9 @@ from subplans.events import (
     SubplanSkipped,
     SubplanStateChanged,
 )
-from subplans.limiter import AsyncSemaphoreLimiter, LimiterStatistics
-from subplans.progress import ProgressReporter, ProgressSnapshot
-from subplans.states import SubplanExecutionState, SubplanTracker
+from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
+from subplans.engine.progress import ProgressReporter, ProgressSnapshot
+from subplans.engine.states import SubplanExecutionState, SubplanTracker
 
 # A library logs, it never configures logging: no output unless the application asks.
 logging.getLogger("subplans").addHandler(logging.NullHandler())
@@ -68,24 +68,24 @@ except PackageNotFoundError:  # pragma: no cover - only when run from a source t
     __version__ = "0.0.0"
 
 _LAZY = {
-    "CallTargetError": "subplans.runners",
-    "CommandResult": "subplans.process",
-    "GlobalConfig": "subplans.loader",
-    "Overrides": "subplans.loader",
-    "PlanExecutor": "subplans.executor",
-    "PlanFailedError": "subplans.executor",
-    "PlanNode": "subplans.loader",
-    "PlanResult": "subplans.executor",
-    "Problem": "subplans.yamlfile",
-    "ProblemsError": "subplans.yamlfile",
-    "ProcessGroups": "subplans.process",
-    "ProfileError": "subplans.profiles",
-    "ResolvedProfile": "subplans.profiles",
-    "ShellTemplateError": "subplans.shellquote",
-    "StepResult": "subplans.executor",
-    "ThreadAbandonedError": "subplans.runners",
-    "load_global_config": "subplans.loader",
-    "load_plan": "subplans.loader",
+    "CallTargetError": "subplans.execution.runners",
+    "CommandResult": "subplans.execution.process",
+    "GlobalConfig": "subplans.plans.loader",
+    "Overrides": "subplans.plans.loader",
+    "PlanExecutor": "subplans.execution.executor",
+    "PlanFailedError": "subplans.execution.executor",
+    "PlanNode": "subplans.plans.loader",
+    "PlanResult": "subplans.execution.executor",
+    "Problem": "subplans.plans.yamlfile",
+    "ProblemsError": "subplans.plans.yamlfile",
+    "ProcessGroups": "subplans.execution.process",
+    "ProfileError": "subplans.plans.profiles",
+    "ResolvedProfile": "subplans.plans.profiles",
+    "ShellTemplateError": "subplans.plans.shellquote",
+    "StepResult": "subplans.execution.executor",
+    "ThreadAbandonedError": "subplans.execution.runners",
+    "load_global_config": "subplans.plans.loader",
+    "load_plan": "subplans.plans.loader",
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from subplans.errors import SubplanCancelledError, SubplanError
+from subplans.engine.errors import SubplanCancelledError, SubplanError
 
 __all__ = [
     "TAIL_LINES",

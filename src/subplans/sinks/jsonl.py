@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from subplans.events import Event
+from subplans.engine.events import Event
 
 __all__ = ["JsonlSink"]
 

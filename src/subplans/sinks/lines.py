@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from subplans.events import (
+from subplans.engine.events import (
     Event,
     PlanFinished,
     PlanStarted,
@@ -27,8 +27,8 @@ from subplans.events import (
     SubplanSkipped,
     SubplanStateChanged,
 )
+from subplans.engine.states import SubplanExecutionState
 from subplans.sinks.formatting import duration, error_text, iso_time, tail, visible
-from subplans.states import SubplanExecutionState
 
 __all__ = ["PlainLines"]
 

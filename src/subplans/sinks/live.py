@@ -23,8 +23,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from subplans.events import Event, SubplanStateChanged
-from subplans.progress import ProgressReporter
+from subplans.engine.events import Event, SubplanStateChanged
+from subplans.engine.progress import ProgressReporter
+from subplans.engine.states import SubplanExecutionState
 from subplans.sinks.formatting import (
     clock_time,
     duration,
@@ -34,7 +35,6 @@ from subplans.sinks.formatting import (
     visible,
 )
 from subplans.sinks.plan_progress import PlanProgress
-from subplans.states import SubplanExecutionState
 
 __all__ = ["LiveView"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from subplans.events import Event, StepStateChanged, SubplanSkipped
+from subplans.engine.events import Event, StepStateChanged, SubplanSkipped
 
 if TYPE_CHECKING:
-    from subplans.loader import PlanNode, StepNode
+    from subplans.plans.loader import PlanNode, StepNode
 
 __all__ = ["PlanProgress", "StepView"]
 

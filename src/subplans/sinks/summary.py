@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from subplans.progress import Failure, ProgressSnapshot
+from subplans.engine.progress import Failure, ProgressSnapshot
+from subplans.engine.states import SubplanExecutionState
 from subplans.sinks.formatting import duration, error_text, is_cancellation, visible
-from subplans.states import SubplanExecutionState
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

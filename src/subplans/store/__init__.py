@@ -3,7 +3,7 @@ from another terminal and resumed after a crash.
 
 Layers, each depending only on those above it:
 
-- errors (in ``subplans.errors``): ``StoreError``, ``RunNotFoundError``, ``RunBusyError``,
+- errors (in ``subplans.engine.errors``): ``StoreError``, ``RunNotFoundError``, ``RunBusyError``,
   ``PlanRunningError``, ``RunNotLiveError``
 - ``schema``: the DDL as numbered migrations (``PRAGMA user_version``)
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
@@ -18,7 +18,7 @@ Data flows one way: the recorder depends on events, never the other way round.
 
 from __future__ import annotations
 
-from subplans.errors import (
+from subplans.engine.errors import (
     PlanRunningError,
     RunBusyError,
     RunNotFoundError,

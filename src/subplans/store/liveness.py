@@ -29,8 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from subplans.errors import RunBusyError, RunNotLiveError, StoreError
-from subplans.stopping import (
+from subplans.engine.errors import RunBusyError, RunNotLiveError, StoreError
+from subplans.execution.stopping import (
     Family,
     ProcessInfo,
     Stopping,

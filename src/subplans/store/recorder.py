@@ -35,9 +35,9 @@ from time import monotonic as _monotonic
 from types import TracebackType
 from typing import Any
 
-from subplans.errors import StoreError
-from subplans.events import Event, EventBus, SubplanStateChanged, describe_error
-from subplans.states import SubplanExecutionState
+from subplans.engine.errors import StoreError
+from subplans.engine.events import Event, EventBus, SubplanStateChanged, describe_error
+from subplans.engine.states import SubplanExecutionState
 from subplans.store.liveness import check_run_id, process_start_time
 
 __all__ = ["RecorderStatistics", "RunRecorder"]

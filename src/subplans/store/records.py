@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from subplans.events import utc
+from subplans.engine.events import utc
 from subplans.store.liveness import ProcessIdentity
 
 __all__ = [

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from subplans.errors import PlanRunningError, RunBusyError, RunNotFoundError, StoreError
+from subplans.engine.errors import PlanRunningError, RunBusyError, RunNotFoundError, StoreError
 from subplans.store.liveness import (
     Liveness,
     ProcessIdentity,
@@ -41,7 +41,7 @@ from subplans.store.records import (
 from subplans.store.schema import SCHEMA_VERSION, SchemaError, check_store, migrate
 
 if TYPE_CHECKING:
-    from subplans.events import EventBus
+    from subplans.engine.events import EventBus
     from subplans.store.recorder import RunRecorder
 
 __all__ = ["RunStore", "default_store_path"]

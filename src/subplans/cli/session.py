@@ -30,12 +30,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from subplans.errors import StoreError
-from subplans.events import EventBus
-from subplans.executor import KILL_MARGIN, PlanExecutor, PlanResult, new_run_id
-from subplans.interrupts import Interrupts
-from subplans.process import ProcessGroups, stop_run_processes
-from subplans.progress import ProgressReporter
+from subplans.engine.errors import StoreError
+from subplans.engine.events import EventBus
+from subplans.engine.progress import ProgressReporter
+from subplans.execution.executor import KILL_MARGIN, PlanExecutor, PlanResult, new_run_id
+from subplans.execution.interrupts import Interrupts
+from subplans.execution.process import ProcessGroups, stop_run_processes
 from subplans.sinks.formatting import visible
 from subplans.sinks.jsonl import JsonlSink
 from subplans.sinks.plan_progress import PlanProgress
@@ -44,7 +44,7 @@ from subplans.sinks.summary import RunSummary
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from subplans.loader import PlanNode
+    from subplans.plans.loader import PlanNode
     from subplans.store import RunRecorder, RunStore
 
 __all__ = ["Outcome", "RunSession", "View", "terminal_console"]

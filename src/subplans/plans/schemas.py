@@ -1,6 +1,6 @@
 """JSON Schemas of plan files and automation profiles, generated from the pydantic models.
 
-``python -m subplans.schemas DIR`` writes them to DIR (the committed copies live in ``schemas/``).
+``python -m subplans.plans.schemas DIR`` writes them to DIR (the committed copies live in ``schemas/``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from subplans.plans import PlanFile, ProfileSpec
+from subplans.plans.models import PlanFile, ProfileSpec
 
 __all__ = ["SCHEMAS", "plan_schema", "profile_schema", "render", "write_all"]
 

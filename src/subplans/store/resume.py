@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subplans.config import FailureMode
-from subplans.loader import Overrides
+from subplans.engine.config import FailureMode
+from subplans.plans.loader import Overrides
 from subplans.store import (
     PlanManifest,
     RunInfo,
@@ -33,7 +33,7 @@ from subplans.store import (
 )
 
 if TYPE_CHECKING:
-    from subplans.loader import PlanNode
+    from subplans.plans.loader import PlanNode
     from subplans.store import Leftover, PlanDiff
 
 __all__ = [

@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from subplans.events import DispatchStarted, Event, EventBus, SubplanStateChanged
-from subplans.states import SubplanExecutionState
+from subplans.engine.events import DispatchStarted, Event, EventBus, SubplanStateChanged
+from subplans.engine.states import SubplanExecutionState
 
 __all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subplans.dispatcher import Subplan
-from subplans.errors import SubplanCancelledError, SubplanError
-from subplans.events import EventBus, SubplanProcessStarted
-from subplans.limiter import AsyncSemaphoreLimiter
-from subplans.process import ProcessGroups, run_command
+from subplans.engine.dispatcher import Subplan
+from subplans.engine.errors import SubplanCancelledError, SubplanError
+from subplans.engine.events import EventBus, SubplanProcessStarted
+from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.execution.process import ProcessGroups, run_command
 
 if TYPE_CHECKING:
-    from subplans.executor import PlanResult
-    from subplans.loader import PlanNode, UnitNode
+    from subplans.execution.executor import PlanResult
+    from subplans.plans.loader import PlanNode, UnitNode
 
 __all__ = [
     "CallTargetError",

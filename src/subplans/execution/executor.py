@@ -10,25 +10,25 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from subplans.dispatcher import ParallelSubplanDispatcher, SubplanResult
-from subplans.errors import (
+from subplans.engine.dispatcher import ParallelSubplanDispatcher, SubplanResult
+from subplans.engine.errors import (
     AggregateSubplanError,
     SubplanCancelledError,
     SubplanError,
     SubplanExecutionError,
 )
-from subplans.events import (
+from subplans.engine.events import (
     EventBus,
     PlanFinished,
     PlanStarted,
     StepStateChanged,
     SubplanSkipped,
 )
-from subplans.limiter import AsyncSemaphoreLimiter
-from subplans.loader import PlanNode, StepNode
-from subplans.process import CommandResult, ProcessGroups
-from subplans.runners import RunContext, build_subplan
-from subplans.states import SubplanExecutionState
+from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.states import SubplanExecutionState
+from subplans.execution.process import CommandResult, ProcessGroups
+from subplans.execution.runners import RunContext, build_subplan
+from subplans.plans.loader import PlanNode, StepNode
 
 __all__ = [
     "KILL_MARGIN",

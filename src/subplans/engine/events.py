@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from subplans.config import ParallelExecutionConfig
-    from subplans.states import SubplanExecutionState
+    from subplans.engine.config import ParallelExecutionConfig
+    from subplans.engine.states import SubplanExecutionState
 
 __all__ = [
     "DispatchFinished",

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
-from subplans.process import ProcessGroups
-from subplans.signal_guard import ignored
+from subplans.execution.process import ProcessGroups
+from subplans.execution.signal_guard import ignored
 
 __all__ = ["SIGNALS", "Interrupts"]
 

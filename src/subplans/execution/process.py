@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from subplans.cancelling import through_cancel
-from subplans.errors import CommandFailedError
-from subplans.stopping import (
+from subplans.engine.cancelling import through_cancel
+from subplans.engine.errors import CommandFailedError
+from subplans.execution.stopping import (
     Family,
     ProcessInfo,
     Stopping,

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from subplans.config import (
+from subplans.engine.config import (
     MAX_PARALLEL_LIMIT,
     FailureMode,
     check_failure_mode,

@@ -11,24 +11,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from subplans.cancelling import through_cancel
-from subplans.config import (
+from subplans.engine.cancelling import through_cancel
+from subplans.engine.config import (
     FailureMode,
     ParallelExecutionConfig,
     check_retries,
     check_seconds,
     check_timeout,
 )
-from subplans.errors import (
+from subplans.engine.errors import (
     AggregateSubplanError,
     ConfigError,
     SubplanCancelledError,
     SubplanError,
     SubplanExecutionError,
 )
-from subplans.events import DispatchFinished, DispatchStarted, EventBus, SubplanRetrying, utc
-from subplans.limiter import AsyncSemaphoreLimiter
-from subplans.states import SubplanExecutionState, SubplanTracker
+from subplans.engine.events import DispatchFinished, DispatchStarted, EventBus, SubplanRetrying, utc
+from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.states import SubplanExecutionState, SubplanTracker
 
 __all__ = ["ParallelSubplanDispatcher", "Subplan", "SubplanResult"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from subplans.errors import SubplanError
+from subplans.engine.errors import SubplanError
 
 __all__ = ["Located", "Problem", "ProblemsError", "format_location", "read_yaml"]
 

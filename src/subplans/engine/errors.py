@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
-    from subplans.dispatcher import SubplanResult
-    from subplans.states import SubplanExecutionState
+    from subplans.engine.dispatcher import SubplanResult
+    from subplans.engine.states import SubplanExecutionState
 
 __all__ = [
     "AggregateSubplanError",

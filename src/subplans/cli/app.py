@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 
-from subplans import signal_guard
-from subplans.config import FailureMode, check_max_parallel
-from subplans.errors import ConfigError
+from subplans.engine.config import FailureMode, check_max_parallel
+from subplans.engine.errors import ConfigError
+from subplans.execution import signal_guard
 from subplans.sinks.formatting import visible
 
 if TYPE_CHECKING:
-    from subplans.loader import GlobalConfig, Overrides, PlanNode
-    from subplans.profiles import ProfileRegistry, ResolvedProfile
-    from subplans.session import RunSession
+    from subplans.cli.session import RunSession
+    from subplans.plans.loader import GlobalConfig, Overrides, PlanNode
+    from subplans.plans.profiles import ProfileRegistry, ResolvedProfile
     from subplans.store import RunInfo, RunStore
 
 __all__ = ["ExitCode", "app", "main"]
@@ -235,8 +235,8 @@ def _invalid(problems: Iterable[object]) -> NoReturn:
 
 
 def _registry() -> ProfileRegistry:
-    from subplans.loader import load_global_config
-    from subplans.yamlfile import ProblemsError
+    from subplans.plans.loader import load_global_config
+    from subplans.plans.yamlfile import ProblemsError
 
     try:
         return load_global_config().registry
@@ -251,7 +251,7 @@ def _checked_overrides(
     profile: str | None,
 ) -> tuple[Overrides, list[str]]:
     """The command-line overrides that are valid, and a problem for each one that is not."""
-    from subplans.loader import Overrides
+    from subplans.plans.loader import Overrides
 
     problems: list[str] = []
     if max_parallel is not None:
@@ -279,8 +279,8 @@ def _load(
     profile: str | None = None,
 ) -> PlanNode:
     """Load the plan with the overrides; every problem (options and files) is one line, exit 2."""
-    from subplans.loader import load_global_config, load_plan
-    from subplans.yamlfile import ProblemsError
+    from subplans.plans.loader import load_global_config, load_plan
+    from subplans.plans.yamlfile import ProblemsError
 
     try:
         config = load_global_config()
@@ -324,9 +324,9 @@ def run(
     is recorded in the run store: see `subplans runs`, `status` and `resume`. A plan that is
     running in the store already is refused, unless --concurrent.
     """
-    from subplans.loader import Overrides
-    from subplans.resume import run_manifest
+    from subplans.plans.loader import Overrides
     from subplans.store import default_store_path
+    from subplans.store.resume import run_manifest
 
     node = _load(plan, max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
     overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
@@ -398,7 +398,8 @@ def resume(
     resume changes nothing; otherwise every process the run left running is stopped first.
     Exit codes as `subplans run`.
     """
-    from subplans.resume import (
+    from subplans.store import find_leftovers
+    from subplans.store.resume import (
         SKIP_UNKNOWN_REASON,
         describe_stopped,
         recorded_overrides,
@@ -407,7 +408,6 @@ def resume(
         stop_leftovers,
         unknown_outcomes,
     )
-    from subplans.store import find_leftovers
 
     if rerun_unknown and skip_unknown:
         _invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
@@ -480,7 +480,7 @@ def resume(
 def _once_at_a_time(made: Sequence[Path] = ()) -> Iterator[None]:
     """A plan that is running in the store already: exit 2, saying what to do. The folders
     ``made`` for the refused run, if they were, are removed again (only while empty)."""
-    from subplans.errors import PlanRunningError
+    from subplans.engine.errors import PlanRunningError
 
     try:
         yield
@@ -535,7 +535,7 @@ def _session(
     **options: Any,
 ) -> RunSession:
     """A session of ``node`` with the human output the options and the terminal call for."""
-    from subplans.session import RunSession, View, terminal_console
+    from subplans.cli.session import RunSession, View, terminal_console
 
     human = sys.stderr if events is sys.stdout else sys.stdout
     console = terminal_console(human)
@@ -557,8 +557,8 @@ def _prepare(session: RunSession) -> None:
 
 def _execute(session: RunSession, events: TextIO | None, store: RunStore) -> int:
     """Run the session, recorded in ``store``; returns the exit code."""
-    from subplans.errors import StoreError
-    from subplans.session import Outcome
+    from subplans.cli.session import Outcome
+    from subplans.engine.errors import StoreError
 
     # With the events on stdout, anything a called function prints goes to stderr instead.
     redirect = contextlib.redirect_stdout(sys.stderr) if events is sys.stdout else None
@@ -632,7 +632,7 @@ def profile_show(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A profile name.")],
 ) -> None:
     """Show every field of a named profile and where its value comes from."""
-    from subplans.profiles import FIELDS, Level, ProfileError
+    from subplans.plans.profiles import FIELDS, Level, ProfileError
 
     registry = _registry()
     if name not in registry.names:
@@ -683,7 +683,7 @@ def _echo_plan(node: PlanNode) -> None:
 
 
 def _echo_fields(profile: ResolvedProfile) -> None:
-    from subplans.profiles import FIELDS
+    from subplans.plans.profiles import FIELDS
 
     values = {name: _value(getattr(profile, name)) for name in FIELDS}
     width = max(len(v) for v in values.values())
@@ -709,7 +709,7 @@ def schema(
     name: Annotated[SchemaName, typer.Argument(help="Which schema.", show_default=False)],
 ) -> None:
     """Print the JSON Schema of plan files or of automation profiles."""
-    from subplans.schemas import render
+    from subplans.plans.schemas import render
 
     typer.echo(render(name.value), nl=False)
 
@@ -726,7 +726,7 @@ def _store_path(store: Path | None) -> Path:
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
     """A store that cannot be used, a run that is unknown, busy or not live: exit 2."""
-    from subplans.errors import RunBusyError, RunNotLiveError, StoreError
+    from subplans.engine.errors import RunBusyError, RunNotLiveError, StoreError
 
     try:
         yield
@@ -785,7 +785,7 @@ def runs(
 
     A run whose process is gone without finishing it is `interrupted` (resume it).
     """
-    from subplans.reports import run_lines
+    from subplans.cli.reports import run_lines
 
     path = _store_path(store)
     found = []
@@ -820,8 +820,8 @@ def status(
     gone), it lists any process the run left running; `subplans cancel RUN_ID` stops them.
     Nothing is ever stopped or changed by status.
     """
-    from subplans.errors import RunBusyError
-    from subplans.reports import StatusReport
+    from subplans.cli.reports import StatusReport
+    from subplans.engine.errors import RunBusyError
     from subplans.store import find_leftovers
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
@@ -855,7 +855,7 @@ def events(
     store: StoreOption = None,
 ) -> None:
     """Print a run's stored events as JSON lines, in order (each with `run_id` and `seq`)."""
-    from subplans.reports import write_events
+    from subplans.cli.reports import write_events
 
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -885,7 +885,7 @@ def logs(
     Exactly as written when piped or redirected; on a terminal, control characters (escape
     sequences) are shown as escapes such as `\x1b`, not obeyed.
     """
-    from subplans.reports import write_log
+    from subplans.cli.reports import write_log
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
         log = db.log_file(run_id, subplan)
@@ -920,7 +920,7 @@ def cancel(
     """
     import time
 
-    from subplans.reports import POLL_INTERVAL
+    from subplans.cli.reports import POLL_INTERVAL
     from subplans.store import cancel_run
 
     with _store_errors(), _opened(_store_path(store), readonly=True) as db:
@@ -939,7 +939,7 @@ def cancel(
 
 def _cancel_leftovers(db: RunStore, run: RunInfo) -> None:
     """``cancel`` of an interrupted run: stop what it left running (holding its lock), say so."""
-    from subplans.resume import describe_stopped, stop_leftovers_locked
+    from subplans.store.resume import describe_stopped, stop_leftovers_locked
 
     with _interruptible():
         stopped = stop_leftovers_locked(db, run)

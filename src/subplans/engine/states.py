@@ -7,11 +7,11 @@ from enum import StrEnum
 from time import time as _time
 from typing import TYPE_CHECKING
 
-from subplans.errors import InvalidTransitionError, SubplanError
-from subplans.events import SubplanStateChanged
+from subplans.engine.errors import InvalidTransitionError, SubplanError
+from subplans.engine.events import SubplanStateChanged
 
 if TYPE_CHECKING:
-    from subplans.events import EventBus
+    from subplans.engine.events import EventBus
 
 __all__ = ["TERMINAL_STATES", "SubplanExecutionState", "SubplanTracker"]
 

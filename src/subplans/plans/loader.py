@@ -18,8 +18,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
-from subplans.config import FailureMode
-from subplans.plans import (
+from subplans.engine.config import FailureMode
+from subplans.plans.models import (
     FIELD_NAMES,
     UNION_TAGS,
     ConfigFile,
@@ -33,15 +33,15 @@ from subplans.plans import (
     SubplanModel,
     SubplanTemplate,
 )
-from subplans.profiles import (
+from subplans.plans.profiles import (
     Level,
     ProfileError,
     ProfileRegistry,
     ResolvedProfile,
     global_config_path,
 )
-from subplans.shellquote import PLACEHOLDER, ShellTemplateError, shell_template
-from subplans.yamlfile import Loc, Located, Problem, ProblemsError, format_location, read_yaml
+from subplans.plans.shellquote import PLACEHOLDER, ShellTemplateError, shell_template
+from subplans.plans.yamlfile import Loc, Located, Problem, ProblemsError, format_location, read_yaml
 
 __all__ = [
     "MAX_DEPTH",

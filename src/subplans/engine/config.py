@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from subplans.errors import ConfigError
+from subplans.engine.errors import ConfigError
 
 __all__ = ["MAX_PARALLEL_LIMIT", "FailureMode", "ParallelExecutionConfig"]
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from subplans.config import FailureMode, ParallelExecutionConfig
-from subplans.errors import SubplanError
-from subplans.plans import ProfileFields, ProfileSpec
+from subplans.engine.config import FailureMode, ParallelExecutionConfig
+from subplans.engine.errors import SubplanError
+from subplans.plans.models import ProfileFields, ProfileSpec
 
 __all__ = [
     "BUILTIN_PROFILES",

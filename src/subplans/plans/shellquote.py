@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from subplans.errors import SubplanError
+from subplans.engine.errors import SubplanError
 
 __all__ = ["PLACEHOLDER", "ShellTemplate", "ShellTemplateError", "quote", "shell_template"]
 
