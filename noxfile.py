@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "schemas"]
+nox.options.sessions = ["tests", "lowest", "lint", "typecheck", "schemas"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
@@ -25,6 +29,32 @@ def tests(session: nox.Session) -> None:
         *session.posargs,
         env={"PYTHONASYNCIODEBUG": "1"},
     )
+
+
+@nox.session(python=PYTHON)
+def lowest(session: nox.Session) -> None:
+    """The test suite on the lowest versions pyproject's bounds allow, runtime and test extras:
+    a bound that is too low fails here. What they pull in themselves resolves as usual."""
+    constraints = Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in lowest_pins("test")))
+    session.install("-c", str(constraints), "-e", ".[test]")
+    session.run("pytest", *session.posargs, env={"PYTHONASYNCIODEBUG": "1"})
+
+
+def lowest_pins(*extras: str) -> list[str]:
+    """``name==version`` for the ``name>=version`` bound of every runtime dependency and of
+    ``extras``; a dependency without such a bound is an error (its lowest version is unknown)."""
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"]]
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    pins = []
+    for requirement in requirements:
+        bound = re.match(r"\s*([A-Za-z0-9._-]+)\s*(?:\[[^]]*\])?\s*>=\s*([^,;\s]+)", requirement)
+        if bound is None:
+            raise ValueError(f"no lower bound (>=) to test in {requirement!r}")
+        pins.append(f"{bound[1]}=={bound[2]}")
+    return pins
 
 
 @nox.session(python=PYTHON)

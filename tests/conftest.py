@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import io
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from rich.console import Console
 
 from subplans import Event, EventBus, SubplanExecutionState, SubplanStateChanged
+
+T = TypeVar("T")
 
 
 class Recorder:
@@ -88,6 +94,32 @@ def no_tasks_left() -> bool:
     return asyncio.all_tasks() == {asyncio.current_task()}
 
 
+def wait_until(
+    predicate: Callable[[], T],
+    what: str | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.01,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; fail the test after
+    ``timeout`` seconds, naming ``what`` was awaited (default: the predicate's source line).
+
+    For synchronous tests whose condition another process or thread makes true."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or _source(predicate)}")
+        time.sleep(interval)
+    return value
+
+
+def _source(predicate: Callable[[], object]) -> str:
+    try:
+        return inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return repr(predicate)
+
+
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """For the command's tests: no user config, no user store; every run folder and the
@@ -109,3 +141,16 @@ def command_env(**variables: str) -> dict[str, str]:
     }
     found.update(variables)
     return found
+
+
+@pytest.fixture
+def console() -> Console:
+    """A terminal in memory for what Rich renders: 100 columns, no colour; ``printed()`` reads
+    it."""
+    return Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
+
+
+def printed(console: Console) -> str:
+    """Everything written to ``console`` (the ``console`` fixture) so far."""
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()

@@ -10,8 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ runner = CliRunner()
 def invoke(*args: str) -> Any:
     """The ``subplans`` command, in this process."""
     return runner.invoke(app, list(args))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 4.0) -> None:
-    """Poll ``predicate`` every tick until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout}s: {predicate}")
-        time.sleep(0.005)
 
 
 class Child:

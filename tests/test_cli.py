@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from subplans.cli import app as cli
 from subplans.cli.app import ExitCode, app, main
+from subplans.cli.exits import invalid
 
 from .plans_helpers import write
 
@@ -346,7 +347,7 @@ def test_a_problem_message_of_several_lines_is_printed_on_one(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(typer.Exit):
-        cli._invalid(["first\nsecond"])
+        invalid(["first\nsecond"])
 
     assert capsys.readouterr().err == "error: first second\n"
 
@@ -721,3 +722,11 @@ def test_a_reader_that_goes_away_is_not_a_failure(monkeypatch: pytest.MonkeyPatc
         monkeypatch.undo()
         with contextlib.suppress(OSError):
             stream.close()
+
+
+def test_a_command_started_without_stdout_has_nothing_to_forget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdout", None)  # started with stdout closed (`>&-`)
+
+    cli._forget_closed_stdout()

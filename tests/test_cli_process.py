@@ -10,8 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ import pytest
 
 from subplans.execution.process import group_members
 
-from .conftest import command_env
+from .conftest import command_env, wait_until
 from .plans_helpers import write
+from .process_helpers import alive
 
 STATE_ORDERS = (
     ["pending", "running", "completed"],
@@ -46,15 +46,6 @@ def subplans(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Completed
         timeout=30,
         check=False,
     )
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -240,7 +231,7 @@ def start_run(
             stderr=subprocess.STDOUT,
         )
     started.append(proc)
-    wait_for(
+    wait_until(
         lambda: sum(e["event"] == "subplan_process_started" for e in read_events(events)) == 3,
         "three commands to start",
     )
@@ -283,7 +274,7 @@ def test_a_second_interrupt_kills_commands_that_ignore_sigterm(
     proc, events, out = start_run(tmp_path, env, started, plan)
 
     proc.send_signal(signal.SIGINT)
-    wait_for(lambda: "SIGINT: stopping" in out.read_text(), "the first interrupt to be handled")
+    wait_until(lambda: "SIGINT: stopping" in out.read_text(), "the first interrupt to be handled")
     proc.send_signal(signal.SIGINT)
 
     assert proc.wait(timeout=5) == 130
@@ -312,12 +303,4 @@ def test_processes_a_call_function_leaves_behind_are_stopped(
     result = subplans("run", "plan.yaml", "-q", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     child = int((tmp_path / "child.pid").read_text())
-    wait_for(lambda: not _alive(child), "the leaked child to be stopped", timeout=2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+    wait_until(lambda: not alive(child), "the leaked child to be stopped", timeout=2)

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from subplans import ConfigError, FailureMode, ParallelExecutionConfig
+from subplans import ConfigError, FailureMode, ParallelExecutionConfig, Subplan
 
 
 def test_defaults() -> None:
@@ -93,3 +93,12 @@ def test_check_timeout_accepts_none() -> None:
 
     assert check_timeout(None) is None
     assert check_timeout(2) == 2.0
+
+
+def test_a_subplan_whose_run_is_not_callable_is_refused_with_the_hint() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^subplan 'a': run must be a zero-argument callable returning an awaitable, "
+        r"got 42; HINT: pass the function itself, not its result$",
+    ):
+        Subplan("a", 42)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 from subplans import (
     AggregateSubplanError,
     ConfigError,
+    DispatchError,
     DispatchFinished,
     DispatchStarted,
     EventBus,
@@ -755,3 +756,18 @@ async def test_a_timeout_says_how_long() -> None:
         await dispatcher().run([Subplan("slow", waiting(asyncio.Event()), timeout=0.01)])
     assert isinstance(caught.value.__cause__, TimeoutError)
     assert str(caught.value.__cause__) == "timed out after 0.01s"
+
+
+@pytest.mark.parametrize("mode", ["fail_fast", "continue_on_error"])
+async def test_a_failed_dispatch_is_a_dispatch_error_with_every_result(mode: str) -> None:
+    """``except DispatchError`` catches a failed dispatch in either mode (issue #9)."""
+    with pytest.raises(DispatchError) as caught:
+        await dispatcher(max_parallel=1, mode=mode).run(
+            [Subplan("a", returning(1)), Subplan("b", raising(OSError("b")))]
+        )
+    expected = SubplanExecutionError if mode == "fail_fast" else AggregateSubplanError
+    assert type(caught.value) is expected
+    assert [(r.subplan_id, r.state) for r in caught.value.results] == [
+        ("a", COMPLETED),
+        ("b", FAILED),
+    ]

@@ -10,15 +10,19 @@ from pathlib import Path
 import pytest
 
 from subplans import EventBus, SubplanExecutionState, SubplanSkipped, SubplanStateChanged
+from subplans.engine.clock import Clock
 from subplans.engine.events import PlanFinished, StepStateChanged
-from subplans.execution.executor import PlanExecutor, PlanFailedError, PlanResult, exit_code
+from subplans.engine.states import PlanState, StepState
+from subplans.execution.executor import PlanExecutor
 from subplans.execution.process import CommandFailedError, group_members
+from subplans.execution.results import PlanFailedError, PlanResult, exit_code
 from subplans.execution.runners import ThreadAbandonedError, call_function
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import Recorder
 from .plans_helpers import write
+from .process_helpers import alive
 
 COMPLETED, FAILED = SubplanExecutionState.COMPLETED, SubplanExecutionState.FAILED
 
@@ -34,14 +38,6 @@ async def execute(path: Path, config: GlobalConfig) -> tuple[PlanResult, Recorde
     plan = load_plan(path, config=config)
     result = await PlanExecutor(plan, bus=bus).run()
     return result, recorder
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 async def test_steps_run_in_order_and_wait_for_every_subplan(
@@ -277,8 +273,8 @@ async def test_fail_fast_kills_a_term_ignoring_command_and_its_grandchild(
     assert "cancelled because subplan 'pair/fails' failed" in str(stubborn.error)
     child = int((tmp_path / "child.pid").read_text())
     grandchild = int((tmp_path / "grandchild.pid").read_text())
-    assert not pid_alive(child)
-    assert not pid_alive(grandchild)
+    assert not alive(child)
+    assert not alive(grandchild)
     assert group_members(child) == []
 
 
@@ -422,7 +418,7 @@ async def test_cancelling_a_run_stops_everything(tmp_path: Path, config: GlobalC
     with pytest.raises(asyncio.CancelledError):
         await task
     for name in ("a", "b"):
-        assert not pid_alive(int((tmp_path / f"{name}.pid").read_text()))
+        assert not alive(int((tmp_path / f"{name}.pid").read_text()))
     assert not (tmp_path / "finally.txt").exists()
     assert recorder.of(PlanFinished)[-1].state == "cancelled"
     assert [s.state for s in recorder.of(StepStateChanged)] == ["running", "failed"]
@@ -568,4 +564,55 @@ async def test_a_nested_plan_per_item_gets_the_item(tmp_path: Path, config: Glob
         "beta mod-beta modules/beta/port",
         "check mod-alpha",
         "check mod-beta",
+    ]
+
+
+# --- time: read from the executor's clock (issue #9) ------------------------------------------
+
+
+async def test_the_executor_reads_stamps_and_elapsed_times_from_its_clock(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    """Stamps come from ``clock.now()``, elapsed times from ``clock.monotonic()``: a wall clock
+    that stands still (or jumps) does not bend them."""
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: timed
+        steps:
+          - {name: first, run: "true"}
+          - {name: broken, run: "exit 3"}
+          - {name: never, run: "true"}
+        """,
+    )
+    ticks = iter(range(0, 10_000, 5))
+    clock = Clock(now=lambda: 1_700_000_000.0, monotonic=lambda: float(next(ticks)))
+    bus = EventBus()
+    recorder = Recorder(bus)
+    executor = PlanExecutor(load_plan(path, config=config), bus=bus, clock=clock)
+
+    result = await executor.run()
+
+    assert executor.run_id.startswith("20231114-221320-")
+    assert (result.started, result.finished, result.elapsed) == (1_700_000_000.0,) * 2 + (0.0,)
+    assert [(s.started, s.finished) for s in result.steps] == [(1_700_000_000.0,) * 2] * 2 + [
+        (None, None)
+    ]
+    assert {r.started for r in result.subplans()} == {1_700_000_000.0}
+    (finished,) = recorder.of(PlanFinished)
+    assert finished.elapsed > 0
+    assert finished.elapsed % 5 == 0
+    assert result.state is PlanState.FAILED
+    assert [s.state for s in result.steps] == [
+        StepState.COMPLETED,
+        StepState.FAILED,
+        StepState.SKIPPED,
+    ]
+    assert [e.state for e in recorder.of(StepStateChanged)] == [
+        StepState.RUNNING,
+        StepState.COMPLETED,
+        StepState.RUNNING,
+        StepState.FAILED,
+        StepState.SKIPPED,
     ]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from subplans.cli.app import ExitCode, main
-from subplans.plans import yamlfile
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 from subplans.plans.yamlfile import ProblemsError, read_yaml
@@ -238,12 +237,12 @@ def test_a_long_plan_without_aliases_loads(tmp_path: Path, config: GlobalConfig)
     assert len(plan.steps[0].units) == count
 
 
-def test_many_one_line_steps_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_one_line_steps_read(tmp_path: Path) -> None:
     """Pins: 35,000 one-line steps were refused the same way (three values a step)."""
-    monkeypatch.setattr(yamlfile, "MAX_ALIAS_VALUES", 1000)
     steps = "".join(f"  - {{name: s{n}, run: 'true'}}\n" for n in range(1000))
     (tmp_path / "p.yaml").write_text(f"name: p\nsteps:\n{steps}")
-    assert len(read_yaml(tmp_path / "p.yaml").data["steps"]) == 1000
+    located = read_yaml(tmp_path / "p.yaml", max_alias_values=1000)
+    assert len(located.data["steps"]) == 1000
 
 
 def test_aliases_still_cannot_explode(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from subplans.cli.reports import StatusReport
 from subplans.engine import cancelling, dispatcher
 from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.engine.states import SubplanExecutionState
-from subplans.execution import process, stopping
+from subplans.execution import finding, process, procfs, stopping
+from subplans.execution.finding import Family, Leader
 from subplans.execution.interrupts import Interrupts
 from subplans.execution.process import ProcessGroups, run_command
-from subplans.execution.stopping import Family, Stopping, Window, process_table, read_process, stop
+from subplans.execution.procfs import Window, process_table, read_process
+from subplans.execution.stopping import Stopping, stop
 from subplans.store import (
     Leftover,
     ProcessIdentity,
@@ -36,10 +38,11 @@ from subplans.store import (
     stop_leftover_groups,
 )
 
-from .conftest import command_env
+from .conftest import command_env, wait_until
 from .plans_helpers import write
+from .process_helpers import alive, eventually
 from .store_support import gone_owner, manifest, open_store
-from .test_cli_process import processes_of_run, subplans, wait_for
+from .test_cli_process import processes_of_run, subplans
 
 #: Moves itself and its command out of the command's process group (same session).
 MOVED = "timeout 300 sleep 301"
@@ -50,11 +53,6 @@ RUN = f"hardening-{uuid.uuid4().hex[:8]}"
 def session_members(sid: int) -> list[int]:
     """The live processes of session ``sid``."""
     return sorted(pid for pid, p in process_table().items() if p.sid == sid)
-
-
-def alive(pid: int) -> bool:
-    found = read_process(pid)
-    return found is not None and found.live
 
 
 @pytest.fixture
@@ -78,12 +76,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 def marked(subplan: str, run_id: str = RUN) -> dict[str, str]:
     return {**os.environ, "SUBPLANS_RUN_ID": run_id, "SUBPLANS_SUBPLAN": subplan}
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def started_command(
@@ -285,7 +277,7 @@ async def test_a_second_interrupt_kills_nothing_it_cannot_tie_to_a_command(
     # group and session) was not handed out again: what merely lives there is not the command's.
     # (A cycle of 2 pids was flaky: when no process at all was forked on the machine between
     # the command's start and its end, even that "proved" it.)
-    monkeypatch.setattr(stopping, "_pid_max", lambda: 0)
+    monkeypatch.setattr(procfs, "pid_max", lambda: 0)
     groups = ProcessGroups()
     pgid: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
@@ -358,7 +350,7 @@ def test_stopping_gives_each_process_sigterm_once_then_sigkill_after_the_grace(
     assert stubborn.wait(timeout=5) == -signal.SIGKILL
     assert stubborn.stdout.read() == b"term\n"  # one SIGTERM, however many looks
     stubborn.stdout.close()
-    assert {pid: sig.name for pid, (_, sig) in done.signalled.items()} == {
+    assert {pid: last.signal.name for pid, last in done.signalled.items()} == {
         polite.pid: "SIGTERM",
         stubborn.pid: "SIGKILL",
     }
@@ -411,9 +403,9 @@ def test_a_window_reads_only_the_processes_created_since() -> None:
     assert child.pid in Window(child.pid - 1, since.forks).pids()
     assert child.pid not in Window(child.pid, since.forks).pids()
     # The cycle went round past the end of the pids (from near pid_max to now).
-    assert child.pid in Window(stopping._pid_max() - 1, since.forks).pids()
+    assert child.pid in Window(procfs.pid_max() - 1, since.forks).pids()
     # After as many forks as half the pids, the cycle may have gone round: all of /proc.
-    assert os.getpid() in Window(since.last_pid, since.forks - stopping._pid_max()).pids()
+    assert os.getpid() in Window(since.last_pid, since.forks - procfs.pid_max()).pids()
     child.wait()
 
 
@@ -424,9 +416,9 @@ def test_a_family_never_includes_a_root_whose_pid_was_reused(
     found = read_process(child.pid)
     assert found is not None
 
-    assert list(Family(((child.pid, found.start_time),)).members()) == [child.pid]
-    assert Family(((child.pid, found.start_time + 1),)).members() == {}
-    assert Family(((child.pid, None),)).members() == {}
+    assert list(Family((Leader(child.pid, found.start_time),)).members()) == [child.pid]
+    assert Family((Leader(child.pid, found.start_time + 1),)).members() == {}
+    assert Family((Leader(child.pid, None),)).members() == {}
 
 
 def test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_proves_it(
@@ -451,13 +443,13 @@ def test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_prov
         found = read_process(leader.pid)
         assert found is not None
         assert found.sid == leader.pid
-        roots = ((leader.pid, found.start_time),)
+        roots = (Leader(leader.pid, found.start_time),)
         assert set(Family(roots).members()) == {leader.pid, plain, ours}  # the leader runs
     assert leader.returncode == 0  # gone, its session not: its id stays taken while it has any
 
     # Fewer forks since than half the pids: the session's id cannot have been handed out again.
     assert set(Family(roots, since=since).members()) == {plain, ours}
-    went_round = Window(since.last_pid, since.forks - stopping._pid_max())
+    went_round = Window(since.last_pid, since.forks - procfs.pid_max())
     assert Family(roots, since=went_round).members() == {}
     assert Family(roots).members() == {}
     assert set(Family(roots, marker=(mark.encode(),)).members()) == {ours}
@@ -466,7 +458,7 @@ def test_a_session_without_its_leader_is_a_familys_only_while_the_pid_cycle_prov
 def test_a_family_never_includes_the_process_that_looks_or_its_parents() -> None:
     # A shell and its python child, both marked: the python finds neither itself nor the shell.
     code = (
-        "import os; from subplans.execution.stopping import Family; "
+        "import os; from subplans.execution.finding import Family; "
         "found = Family(marker=(b'HARDENING_MARK=1',)).members(); "
         "print(os.getpid() in found, os.getppid() in found)"
     )
@@ -542,10 +534,10 @@ def start_run(
         stderr=subprocess.PIPE,
         text=True,
     )
-    wait_for(lambda: (tmp_path / "started").exists(), "the command to start", timeout=20)
+    wait_until(lambda: (tmp_path / "started").exists(), "the command to start", timeout=20)
     run_id = _run_id(env)
     run_ids.append(run_id)
-    wait_for(lambda: len(processes_of_run(run_id)) == 3, "sh, timeout and sleep")
+    wait_until(lambda: len(processes_of_run(run_id)) == 3, "sh, timeout and sleep")
     return proc, run_id
 
 
@@ -687,7 +679,7 @@ def test_leftovers_are_found_by_session_by_marker_and_by_descent(
                 )
             )
             recorder.handle(SubplanProcessStarted("s/moved", recorded.pid, "/logs/m.log"))
-        wait_for(lambda: len(session_members(recorded.pid)) == 3, "sh, timeout and sleep")
+        wait_until(lambda: len(session_members(recorded.pid)) == 3, "sh, timeout and sleep")
 
         def escaped() -> list[int]:
             return [
@@ -695,10 +687,10 @@ def test_leftovers_are_found_by_session_by_marker_and_by_descent(
                 for p in process_table().values()
                 if p.ppid == late.pid
                 and p.sid == p.pid
-                and stopping.command_line(p.pid) == "sleep 301"
+                and procfs.command_line(p.pid) == "sleep 301"
             ]
 
-        wait_for(lambda: len(escaped()) == 1, "the escaped child")
+        wait_until(lambda: len(escaped()) == 1, "the escaped child")
         strays += [*session_members(recorded.pid), late.pid, *escaped(), unnamed.pid]
 
         found = find_leftovers(store, RUN)
@@ -795,18 +787,27 @@ def test_a_process_once_signalled_is_waited_for_even_when_no_longer_found(
     done = stop(Stopping(lambda: next(looks, {}), grace=0.1))
 
     assert deaf.wait(timeout=5) == -signal.SIGKILL
-    assert done.signalled[deaf.pid][1] is signal.SIGKILL
+    assert done.signalled[deaf.pid].signal is signal.SIGKILL
 
 
 def test_a_wide_window_lists_proc_instead_of_looking_up_each_pid(
     sleeper: subprocess.Popen[bytes],
 ) -> None:
-    since = Window(1, stopping.forks_so_far())
+    since = Window(1, procfs.forks_so_far())
     assert sleeper.pid in since.pids()
     assert sleeper.pid not in since.pids(skip={sleeper.pid})
 
 
 def test_a_file_that_cannot_be_read_reads_as_nothing(tmp_path: Path) -> None:
-    assert stopping._read(str(tmp_path)) is None  # a folder opens, but does not read
-    assert stopping._read(str(tmp_path / "missing")) is None
-    assert stopping.command_line(2**22 + 1) == ""
+    assert procfs._read(str(tmp_path)) is None  # a folder opens, but does not read
+    assert procfs._read(str(tmp_path / "missing")) is None
+    assert procfs.command_line(2**22 + 1) == ""
+
+
+def test_only_procfs_reads_process_files() -> None:
+    """Issue #9: one reader of /proc for processes (a port to another system replaces it)."""
+    for module in (process, finding, stopping):
+        source = Path(module.__file__ or "").read_text()
+        assert "listdir" not in source, module.__name__
+        assert '"/proc/' not in source, module.__name__
+        assert 'f"/proc/' not in source, module.__name__

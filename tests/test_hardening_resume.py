@@ -32,8 +32,9 @@ from subplans.plans.yamlfile import ProblemsError
 from subplans.store import Leftover, PlanManifest, RunStore, StoreError, find_leftovers
 from subplans.store.resume import SKIP_UNKNOWN_REASON, UnknownOutcomes, unknown_outcomes
 
+from .conftest import wait_until
 from .plans_helpers import write
-from .store_support import gone_owner, invoke, load, wait_for
+from .store_support import gone_owner, invoke, load
 from .test_cli_process import processes_of_run
 
 # Every test runs the command isolated from the user's config and store.
@@ -288,7 +289,7 @@ def killed_while_running(tmp_path: Path, text: str, running: set[str]) -> str:
     )
     try:
         path = tmp_path / ".subplans" / "state.db"
-        wait_for(lambda: latest_run(path) is not None, timeout=20)
+        wait_until(lambda: latest_run(path) is not None, timeout=20)
         with RunStore.open(path, readonly=True) as store:
             run_id = store.get_run().id
 
@@ -297,7 +298,7 @@ def killed_while_running(tmp_path: Path, text: str, running: set[str]) -> str:
                 others = {s.subplan_id for s in store.subplans(run_id)} - running
                 return groups == running and store.completed_subplans(run_id) == others
 
-            wait_for(settled, timeout=20)
+            wait_until(settled, timeout=20)
     finally:
         proc.kill()
         proc.wait()
@@ -321,7 +322,7 @@ def released(tmp_path: Path, run_id: str) -> None:
     """Lets the subplans that ``run_id`` left running (waiting while "hold" exists) end, and
     waits until they have."""
     (tmp_path / "hold").unlink()
-    wait_for(lambda: processes_of_run(run_id) == [], timeout=20)
+    wait_until(lambda: processes_of_run(run_id) == [], timeout=20)
 
 
 def test_resume_refuses_to_run_again_what_must_not_run_twice_unless_told(
@@ -481,7 +482,7 @@ def test_a_refused_resume_leaves_what_the_killed_run_left_running(
     # Once it has ended on its own, its work done, it may be recorded completed.
     write(tmp_path, "plan.yaml", GATED)
     gate()
-    wait_for(lambda: processes_of_run(run_id) == [], timeout=20)
+    wait_until(lambda: processes_of_run(run_id) == [], timeout=20)
     skipped = invoke("resume", run_id, "--skip-unknown", "--no-progress")
 
     assert skipped.exit_code == ExitCode.OK, skipped.output

@@ -28,7 +28,7 @@ from subplans.execution import signal_guard
 from subplans.execution.signal_guard import SIGNALS, CommandInterrupted, SignalGuard, is_command
 from subplans.store import RunStore
 
-from .conftest import command_env
+from .conftest import command_env, wait_until
 from .plans_helpers import write
 
 TINY = """
@@ -388,9 +388,7 @@ def test_a_signal_ignored_on_entry_stays_ignored(tmp_path: Path, env: dict[str, 
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
-        deadline = time.monotonic() + 20
-        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: (tmp_path / "started").exists(), "the run to start", timeout=20)
         proc.send_signal(signal.SIGINT)  # ignored: the run goes on
         (tmp_path / "go").touch()
         out, _ = proc.communicate(timeout=20)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,10 @@ from subplans.execution.process import group_members
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
-from .conftest import command_env
+from .conftest import command_env, wait_until
 from .plans_helpers import write
+from .process_helpers import alive
+from .test_cli_process import processes_of_run
 
 RUN = (sys.executable, "-m", "subplans", "run", "plan.yaml", "--no-progress")
 #: The bound the issue sets: cancel_grace + 2 s after the last stop request.
@@ -130,38 +131,6 @@ def start(folder: Path, env: dict[str, str], runs: list[Run], plan: str) -> Run:
     return run
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-
-
-def processes_of_run(run_id: str) -> list[int]:
-    """Live processes whose environment carries ``SUBPLANS_RUN_ID=run_id``."""
-    marker = f"SUBPLANS_RUN_ID={run_id}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/environ", "rb") as environ:
-                    variables = environ.read().split(b"\0")
-            except OSError:
-                continue
-            if marker in variables and alive(int(name)):
-                found.append(int(name))
-    return found
-
-
 #: The issue's plan (run with a cancel_grace of 1 s): the nested command ignores SIGTERM.
 HANG = """
     name: hang
@@ -195,7 +164,7 @@ def test_an_interrupt_while_a_nested_timeout_drains_exits_in_time(
 ) -> None:
     """Pins #8.1 with a signal instead of the failing sibling."""
     run = start(tmp_path, env, runs, HANG.format(stubborn=STUBBORN, sibling="sleep 30"))
-    wait_for(lambda: (tmp_path / "termed").exists(), "the timeout to stop the nested command")
+    wait_until(lambda: (tmp_path / "termed").exists(), "the timeout to stop the nested command")
 
     sent = run.signal(sig)
 
@@ -210,9 +179,9 @@ def test_a_second_interrupt_mid_drain_kills_at_once(
     """Pins #8.1: the second SIGINT was ignored (the command hung after its summary)."""
     write(tmp_path, "config.yaml", "automation_profile: {cancel_grace: 30}\n")
     run = start(tmp_path, env, runs, HANG.format(stubborn=STUBBORN, sibling="sleep 30"))
-    wait_for(lambda: (tmp_path / "termed").exists(), "the timeout to stop the nested command")
+    wait_until(lambda: (tmp_path / "termed").exists(), "the timeout to stop the nested command")
     run.signal(signal.SIGINT)
-    wait_for(lambda: "SIGINT: stopping" in run.output(), "the first interrupt to be handled")
+    wait_until(lambda: "SIGINT: stopping" in run.output(), "the first interrupt to be handled")
 
     sent = run.signal(signal.SIGINT)
 
@@ -274,7 +243,7 @@ def test_a_nested_plan_with_a_longer_grace_is_bounded_by_the_runs(
               - {{name: other, run: "sleep 30"}}
     """
     run = start(tmp_path, env, runs, plan)
-    wait_for(lambda: len(run.processes()) == 2, "both commands to start")
+    wait_until(lambda: len(run.processes()) == 2, "both commands to start")
 
     sent = run.signal(signal.SIGINT)
 
@@ -311,7 +280,7 @@ def test_an_async_function_that_ignores_cancellation_never_keeps_the_command_run
               - {name: other, run: "sleep 30"}
     """
     run = start(tmp_path, env, runs, plan)
-    wait_for(lambda: len(run.processes()) == 1, "the command to start")
+    wait_until(lambda: len(run.processes()) == 1, "the command to start")
 
     sent = run.signal(signal.SIGTERM)
 

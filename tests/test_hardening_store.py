@@ -26,6 +26,7 @@ from subplans.cli.app import ExitCode
 from subplans.engine.errors import PlanRunningError, RunBusyError, StoreError
 from subplans.store import PlanManifest, RunLock, RunStore
 
+from .conftest import wait_until
 from .plans_helpers import write
 from .store_support import (
     Child,
@@ -35,7 +36,6 @@ from .store_support import (
     manifest,
     other_host_owner,
     unwritable,
-    wait_for,
 )
 
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]{6}"
@@ -215,7 +215,7 @@ def test_a_second_subplans_run_of_a_running_plan_is_refused_with_what_to_do(
         text=True,
     )
     try:
-        wait_for(lambda: (tmp_path / "started").exists(), timeout=20)
+        wait_until(lambda: (tmp_path / "started").exists(), timeout=20)
         with RunStore.open(store_path(tmp_path), readonly=True) as store:
             running = store.get_run()
 
@@ -241,7 +241,7 @@ def test_a_second_subplans_run_of_a_running_plan_is_refused_with_what_to_do(
             text=True,
         )
         with RunStore.open(store_path(tmp_path), readonly=True) as store:
-            wait_for(lambda: len(store.list_runs()) == 2, timeout=20)
+            wait_until(lambda: len(store.list_runs()) == 2, timeout=20)
             assert {run.status for run in store.list_runs()} == {"running"}
     finally:
         (tmp_path / "go").touch()

@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from subplans.engine.clock import Clock
 from subplans.execution.interrupts import SIGNALS, Interrupts
 from subplans.execution.process import ProcessGroups
 
@@ -111,5 +112,19 @@ async def test_what_is_left_of_the_grace_after_a_signal() -> None:
 
     interrupts.handle(signal.SIGINT)
     assert interrupts.grace_left(5.0) == 0.0  # a second signal: none left
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_the_grace_left_is_measured_on_the_clock_it_is_given() -> None:
+    now = [100.0]
+    task = asyncio.create_task(asyncio.sleep(30))
+    interrupts = Interrupts(task, FakeGroups(0), clock=Clock(monotonic=lambda: now[0]))
+
+    interrupts.handle(signal.SIGINT)
+    now[0] += 3.0
+
+    assert interrupts.first_at == 100.0
+    assert interrupts.grace_left(5.0) == 2.0
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -9,7 +9,7 @@ import pytest
 
 from subplans.plans.loader import MAX_DEPTH, GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
-from subplans.plans.yamlfile import Problem, ProblemsError
+from subplans.plans.yamlfile import Located, Problem, ProblemsError
 
 from .plans_helpers import write
 
@@ -478,3 +478,10 @@ def test_cwd_on_a_nested_plan_is_reported(tmp_path: Path, config: GlobalConfig) 
     assert problems(path, config) == [
         "p.yaml:2:42: steps[0].cwd: has no effect on a nested plan; set it on its subplans"
     ]
+
+
+def test_a_problem_where_no_position_is_known_has_no_line(tmp_path: Path) -> None:
+    located = Located(tmp_path / "p.yaml", None, {}, {})
+    assert (
+        str(located.problem(("steps", 0), "required")) == f"{tmp_path}/p.yaml: steps[0]: required"
+    )

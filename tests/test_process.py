@@ -8,35 +8,24 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from subplans.engine.errors import CommandFailedError, SubplanError
 from subplans.engine.events import describe_error
-from subplans.execution import stopping
-from subplans.execution.process import (
-    CommandResult,
-    ProcessGroups,
-    group_members,
-    run_command,
-    stop_run_processes,
-)
-from subplans.execution.stopping import Stopping
+from subplans.execution import procfs
+from subplans.execution.process import CommandResult, ProcessGroups, group_members, run_command
+from subplans.execution.stopping import Stopping, stop_async, stop_run_processes
+
+from .process_helpers import eventually
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
 # across fork and exec), so only SIGKILL stops this group of three.
 STUBBORN = "trap '' TERM; sleep 30 & sleep 30; wait"
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Poll ``predicate`` every tick until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def zombies_of(pgid: int) -> list[int]:
@@ -44,7 +33,7 @@ def zombies_of(pgid: int) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
-            stat = stopping.read_stat(int(name)) or b""
+            stat = procfs.read_stat(int(name)) or b""
             fields = stat[stat.rfind(b")") + 2 :].split()
             if fields and fields[0] == b"Z" and int(fields[2]) == pgid:
                 found.append(int(name))
@@ -292,7 +281,7 @@ async def test_background_child_of_a_successful_command_is_killed(tmp_path: Path
 
     background = result.output_tail
     assert group_members(result.pid) == []
-    assert stopping.process_table([int(background)]) == {}
+    assert procfs.process_table([int(background)]) == {}
 
 
 async def test_cancel_kills_a_group_that_ignores_sigterm_after_the_grace(tmp_path: Path) -> None:
@@ -441,26 +430,32 @@ async def test_a_raising_on_start_stops_the_command(tmp_path: Path) -> None:
 
 
 async def test_members_that_outlive_the_settle_timeout_are_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """What a command's end does (``stop_async``) with a process that SIGKILL does not end."""
     # Signals that never arrive: the straggler lives on, and is given up on at once.
-    monkeypatch.setattr(stopping, "SETTLE_TIMEOUT", 0.0)
     monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: None)
+    straggler = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    stopping = Stopping(lambda: procfs.process_table([straggler.pid]), grace=0, settle_timeout=0)
 
-    with caplog.at_level(logging.WARNING, logger="subplans"):
-        result = await run_command(
-            "sleep 30 & echo $!", log_file=tmp_path / "bg.log", cancel_grace=0
-        )
-
-    straggler = int(result.output_tail)
     try:
-        assert group_members(result.pid) == [straggler]
-        message = rf"^processes \[{straggler}\] survived SIGKILL for 0.0 s; giving up on them$"
+        with caplog.at_level(logging.WARNING, logger="subplans"):
+            assert await stop_async(stopping) is None
+
+        assert group_members(straggler.pid) == [straggler.pid]
+        assert stopping.signalled[straggler.pid].signal is signal.SIGKILL
+        message = rf"^processes \[{straggler.pid}\] survived SIGKILL for 0.0 s; giving up on them$"
         assert [r.levelname for r in caplog.records] == ["WARNING"]
         assert re.match(message, caplog.records[0].getMessage())
     finally:
-        os.kill(straggler, signal.SIGKILL)
-    await eventually(lambda: group_members(result.pid) == [])
+        straggler.kill()
+        straggler.wait()
+    assert group_members(straggler.pid) == []
+
+
+def test_stopping_refuses_a_negative_settle_timeout() -> None:
+    with pytest.raises(ValueError, match=r"^settle_timeout must be >= 0, got -1$"):
+        Stopping(dict, grace=0, settle_timeout=-1)
 
 
 # --- group_members ----------------------------------------------------------------------------
@@ -511,7 +506,7 @@ async def test_group_members_reads_names_with_spaces_and_parentheses(tmp_path: P
     )
     pgid = await started
 
-    await eventually(lambda: b"a) Z 1 (b" in (stopping.read_stat(pgid) or b""))
+    await eventually(lambda: b"a) Z 1 (b" in (procfs.read_stat(pgid) or b""))
     assert group_members(pgid) == [pgid]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -520,8 +515,8 @@ async def test_group_members_reads_names_with_spaces_and_parentheses(tmp_path: P
 
 def test_stat_of_a_process_that_is_gone_is_none() -> None:
     # Reached for real only when a process ends between listing /proc and reading its stat.
-    assert stopping.read_stat(0) is None
-    assert stopping.process_table([0]) == {}
+    assert procfs.read_stat(0) is None
+    assert procfs.process_table([0]) == {}
 
 
 # --- ProcessGroups ----------------------------------------------------------------------------
@@ -597,8 +592,6 @@ async def test_kill_all_kills_live_commands_at_once_and_counts_only_those(
 
 
 def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:
-    import subprocess
-    import sys
     import uuid
 
     run_id = f"run-{uuid.uuid4().hex}"  # never another test's, running at the same time

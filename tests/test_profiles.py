@@ -212,3 +212,24 @@ def test_registry_repr_and_describe(config: GlobalConfig) -> None:
     assert config.registry.describe("fast") == f"custom, from {config.path}"
     with pytest.raises(ProfileError):
         ProfileRegistry({"default": "serial"})
+
+
+def test_an_unknown_profile_of_one_step_is_one_problem(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        name: p
+        steps:
+          - {name: s, automation_profile: nope, run: 'true'}
+          - {name: t, run: 'true'}
+        """,
+    )
+    with pytest.raises(ProblemsError) as caught:
+        load_plan(path, config=config)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}: steps[0].automation_profile: unknown profile 'nope'; known profiles: "
+        "default, serial, keep-going, wide, wide-keep-going, fast, fast-careful"
+    ]

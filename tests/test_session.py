@@ -18,6 +18,7 @@ from subplans.execution.process import group_members
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
+from .conftest import printed
 from .plans_helpers import write
 
 
@@ -63,9 +64,10 @@ async def test_a_quiet_session_prints_the_summary_only(tmp_path: Path) -> None:
     assert repr(session) == "<RunSession 'x' run R1 view=quiet>"
 
 
-async def test_a_live_session_prints_its_summary_through_the_console(tmp_path: Path) -> None:
+async def test_a_live_session_prints_its_summary_through_the_console(
+    tmp_path: Path, console: Console
+) -> None:
     node = load(tmp_path, "name: x\nsteps:\n  - {name: a, run: 'exit 4'}\n")
-    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
     session = RunSession(
         node, human=io.StringIO(), console=console, view=View.LIVE, state_dir=tmp_path / "s"
     )
@@ -73,7 +75,7 @@ async def test_a_live_session_prints_its_summary_through_the_console(tmp_path: P
 
     assert await session.run() is Outcome.FAILED
 
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = printed(console)
     assert "✗ a  exited with code 4" in text
     assert "plan x failed in " in text
 
@@ -127,16 +129,15 @@ async def test_a_cancellation_that_is_not_a_signal_propagates(tmp_path: Path) ->
     assert session.summary is None
 
 
-def test_say_writes_above_the_live_view_or_on_the_stream(tmp_path: Path) -> None:
+def test_say_writes_above_the_live_view_or_on_the_stream(tmp_path: Path, console: Console) -> None:
     node = load(tmp_path, "name: x\nsteps:\n  - {name: a, run: 'true'}\n")
     human = io.StringIO()
-    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
 
     RunSession(node, human=human).say("hello")
     RunSession(node, human=human, console=console, view=View.QUIET).say("there")
 
     assert human.getvalue() == "hello\n"
-    assert console.file.getvalue() == "there\n"  # type: ignore[attr-defined]
+    assert printed(console) == "there\n"
 
 
 class Tty(io.StringIO):
@@ -189,3 +190,17 @@ async def test_a_reader_that_went_away_does_not_change_the_outcome(tmp_path: Pat
 
     assert await session.run() is Outcome.COMPLETED
     session.say("nobody reads this")
+
+
+async def test_the_run_id_variable_is_set_for_the_run_and_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUBPLANS_RUN_ID", "outer")
+    node = load(tmp_path, "name: x\nsteps:\n  - {name: a, run: 'echo $SUBPLANS_RUN_ID > seen'}\n")
+    session = RunSession(node, human=io.StringIO(), view=View.QUIET, run_id="R1")
+    session.prepare()
+
+    assert await session.run() is Outcome.COMPLETED
+
+    assert (tmp_path / "seen").read_text() == "R1\n"
+    assert os.environ["SUBPLANS_RUN_ID"] == "outer"

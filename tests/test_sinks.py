@@ -41,6 +41,7 @@ from subplans.sinks.live import LiveView
 from subplans.sinks.plan_progress import PlanProgress
 from subplans.sinks.summary import MAX_FAILURE_ROWS, RunSummary
 
+from .conftest import printed
 from .plans_helpers import write
 
 PENDING = SubplanExecutionState.PENDING
@@ -409,16 +410,15 @@ def test_summary_caps_the_failure_table_and_counts_what_never_ran() -> None:
     assert found[-1] == "  +3 more failed: see the logs or --events-jsonl"
 
 
-def test_summary_render_for_a_terminal() -> None:
+def test_summary_render_for_a_terminal(console: Console) -> None:
     failures = [
         Failure("port/b", command_failed(), 1.0),
         Failure("port/c", SubplanCancelledError("the dispatch was cancelled"), 1.0),
     ] + [Failure(f"port/m{n}", command_failed(1), 1.0) for n in range(MAX_FAILURE_ROWS)]
-    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
 
     console.print(summary(failures).render())
 
-    text = console.file.getvalue()  # type: ignore[attr-defined]
+    text = printed(console)
     lines = [line.rstrip() for line in text.splitlines()]
     assert lines[0] == "plan port-legacy failed in 4.20s  (run R1)"
     assert lines[1] == "  subplans  10 total, 6 completed, 22 failed"
@@ -460,24 +460,21 @@ class Clock:
         return self.now
 
 
-def terminal() -> Console:
-    return Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
-
-
 def live_view(
-    tree: PlanNode, **options: int
+    tree: PlanNode, console: Console, **options: int
 ) -> tuple[LiveView, ProgressReporter, PlanProgress, Clock]:
     clock = Clock()
     reporter = ProgressReporter(clock=clock)
     progress = PlanProgress(tree)
-    view = LiveView(terminal(), reporter, progress, run_id="R1", clock=clock, **options)
+    view = LiveView(console, reporter, progress, run_id="R1", clock=clock, **options)
     return view, reporter, progress, clock
 
 
 def rendered(view: LiveView) -> list[str]:
-    console = terminal()
-    console.print(view.render())
-    return [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    """The view as its console renders it now (captured: not part of ``printed()``)."""
+    with view.console.capture() as capture:
+        view.console.print(view.render())
+    return [line.rstrip() for line in capture.get().splitlines()]
 
 
 def feed(
@@ -489,8 +486,8 @@ def feed(
         view(event)  # type: ignore[arg-type]
 
 
-def test_live_view_before_anything_ran(tree: PlanNode) -> None:
-    view, _, _, _ = live_view(tree)
+def test_live_view_before_anything_ran(tree: PlanNode, console: Console) -> None:
+    view, _, _, _ = live_view(tree, console)
 
     lines = rendered(view)
 
@@ -500,8 +497,10 @@ def test_live_view_before_anything_ran(tree: PlanNode) -> None:
     assert len(lines) == 3
 
 
-def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(tree: PlanNode) -> None:
-    view, reporter, progress, clock = live_view(tree, max_running=2)
+def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(
+    tree: PlanNode, console: Console
+) -> None:
+    view, reporter, progress, clock = live_view(tree, console, max_running=2)
     feed(view, reporter, progress, StepStateChanged("port", None, "running", 5))
     feed(
         view, reporter, progress, *[SubplanStateChanged(f"port/{x}", None, PENDING) for x in "abcd"]
@@ -523,16 +522,18 @@ def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(tree: PlanN
     assert lines[3:] == ["  port/b  4.50s", "  port/c  3.50s", "  +1 more running"]
 
 
-def test_live_view_eta_is_zero_when_nothing_is_left(tree: PlanNode) -> None:
-    view, reporter, progress, _ = live_view(tree)
+def test_live_view_eta_is_zero_when_nothing_is_left(tree: PlanNode, console: Console) -> None:
+    view, reporter, progress, _ = live_view(tree, console)
     for step in ("prepare", "port", "report"):
         feed(view, reporter, progress, StepStateChanged(step, None, "skipped", 1))
 
     assert re.match(r"^.{40} 0/0  100% elapsed 0:00:00 ETA 0:00:00$", rendered(view)[1])
 
 
-def test_live_view_prints_failures_above_it_as_they_happen(tree: PlanNode) -> None:
-    view, reporter, progress, _ = live_view(tree)
+def test_live_view_prints_failures_above_it_as_they_happen(
+    tree: PlanNode, console: Console
+) -> None:
+    view, reporter, progress, _ = live_view(tree, console)
 
     feed(
         view,
@@ -545,8 +546,7 @@ def test_live_view_prints_failures_above_it_as_they_happen(tree: PlanNode) -> No
         SubplanStateChanged("port/f", RUNNING, COMPLETED, 1),
     )
 
-    printed = view.console.file.getvalue().splitlines()  # type: ignore[attr-defined]
-    assert printed == [
+    assert printed(console).splitlines() == [
         "✗ port/b  exited with code 3",
         "    │ one",
         "    │ two",
@@ -556,8 +556,8 @@ def test_live_view_prints_failures_above_it_as_they_happen(tree: PlanNode) -> No
     ]
 
 
-def test_live_view_starts_and_stops_a_live_display(tree: PlanNode) -> None:
-    view, reporter, progress, _ = live_view(tree)
+def test_live_view_starts_and_stops_a_live_display(tree: PlanNode, console: Console) -> None:
+    view, reporter, progress, _ = live_view(tree, console)
 
     with view:
         assert repr(view) == "<LiveView 'port-legacy' started>"
@@ -569,25 +569,25 @@ def test_live_view_starts_and_stops_a_live_display(tree: PlanNode) -> None:
         )
 
     assert repr(view) == "<LiveView 'port-legacy' stopped>"
-    text = view.console.file.getvalue()  # type: ignore[attr-defined]
+    text = printed(console)
     assert "port-legacy  run R1" in text
     assert "✗ port/b  exited with code 3" in text
 
 
-def test_live_view_lists_every_running_subplan_when_they_fit(tree: PlanNode) -> None:
-    view, reporter, progress, clock = live_view(tree)
+def test_live_view_lists_every_running_subplan_when_they_fit(
+    tree: PlanNode, console: Console
+) -> None:
+    view, reporter, progress, clock = live_view(tree, console)
     feed(view, reporter, progress, SubplanStateChanged("prepare", PENDING, RUNNING, 1))
     clock.now += 0.25
 
     assert rendered(view)[3:] == ["  prepare  0.25s"]
 
 
-def test_summary_render_without_failures() -> None:
-    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system=None)
-
+def test_summary_render_without_failures(console: Console) -> None:
     console.print(summary([], completed=10).render())
 
-    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    lines = printed(console).splitlines()
     assert [line.rstrip() for line in lines] == [
         "plan port-legacy failed in 4.20s  (run R1)",
         "  subplans  10 total, 10 completed, 0 failed",

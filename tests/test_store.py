@@ -15,18 +15,19 @@ from types import ModuleType
 import pytest
 
 from subplans.store import (
+    RUN_STATUSES,
     SCHEMA_VERSION,
     PlanManifest,
     ProcessIdentity,
     RunBusyError,
     RunNotFoundError,
+    RunStatus,
     RunStore,
     StoreError,
     default_store_path,
     plan_hash,
 )
-from subplans.store import schema as schema_module
-from subplans.store import store as store_module
+from subplans.store import opening as opening_module
 from subplans.store.schema import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -153,21 +154,22 @@ def test_migrations_run_in_order_each_in_one_transaction(tmp_path: Path) -> None
 
 
 def test_a_migration_done_meanwhile_by_another_process_is_not_applied_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    db = raw(tmp_path / "m.db")
+    db, other = raw(tmp_path / "m.db"), raw(tmp_path / "m.db")
     only = Migration("one", ("CREATE TABLE a (x)",))
-    migrate(db, [only])
-    looks = [0]  # the first look is stale: the other process had not committed yet
-    real = schema_module._version
 
-    def version(connection: sqlite3.Connection) -> int:
-        return looks.pop() if looks else real(connection)
+    def meanwhile(statement: str) -> None:
+        # The other process migrates after our first look, before we hold the write lock.
+        if statement == "BEGIN IMMEDIATE":
+            db.set_trace_callback(None)
+            assert migrate(other, [only]) == (0, 1)
 
-    monkeypatch.setattr(schema_module, "_version", version)
+    db.set_trace_callback(meanwhile)
     assert migrate(db, [only]) == (0, 1)
     assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'a'").fetchone() == (1,)
     db.close()
+    other.close()
 
 
 def test_the_shipped_migrations_build_the_current_schema() -> None:
@@ -290,7 +292,7 @@ def test_a_failed_creation_leaves_no_file_behind(
         connection.execute("CREATE TABLE half (x)")
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store_module, "migrate", broken)
+    monkeypatch.setattr(opening_module, "migrate", broken)
     path = tmp_path / "state.db"
     with pytest.raises(StoreError, match=r"^cannot open the store .*: disk I/O error$"):
         RunStore.open(path)
@@ -733,3 +735,25 @@ def test_clearing_groups_keeps_one_recorded_since(store: RunStore) -> None:
     assert [(g.subplan_id, g.pgid) for g in store.process_groups("r1")] == [("s/b", 222)]
     with pytest.raises(RunNotFoundError):
         store.leftovers("r9")
+
+
+# --- run statuses -----------------------------------------------------------------------------
+
+
+def test_a_runs_status_is_a_run_status_with_the_stored_strings(store: RunStore) -> None:
+    assert tuple(RunStatus) == RUN_STATUSES
+    assert list(RUN_STATUSES) == ["running", "completed", "failed", "cancelled", "interrupted"]
+    run = store.start_run("r1", manifest("s/a"))
+    assert run.status is run.recorded_status is RunStatus.RUNNING
+    store.finish_run("r1", RunStatus.FAILED)
+    run = store.get_run("r1")
+    assert run.status is RunStatus.FAILED
+    assert json.loads(json.dumps(run.to_dict()))["status"] == "failed"
+    store.start_run("r2", manifest("s/a"), owner=gone_owner(), concurrent=True)
+    interrupted = store.get_run("r2")
+    assert (interrupted.status, interrupted.recorded_status) == (
+        RunStatus.INTERRUPTED,
+        RunStatus.RUNNING,
+    )
+    with pytest.raises(ValueError, match=r"^status must be 'completed', 'failed' or 'cancelled'"):
+        store.finish_run("r1", RunStatus.INTERRUPTED)

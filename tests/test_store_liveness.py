@@ -19,9 +19,8 @@ import pytest
 
 from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.engine.states import SubplanExecutionState
-from subplans.execution import stopping
 from subplans.execution.process import group_members
-from subplans.execution.stopping import process_table
+from subplans.execution.procfs import command_line, process_table
 from subplans.store import (
     Leftover,
     Liveness,
@@ -38,7 +37,7 @@ from subplans.store import (
     owner_liveness,
     stop_leftover_groups,
 )
-from subplans.store import liveness as liveness_module
+from subplans.store import cancel as cancel_module
 from subplans.store.liveness import (
     boot_id,
     check_run_id,
@@ -46,6 +45,7 @@ from subplans.store.liveness import (
     process_start_time,
 )
 
+from .conftest import wait_until
 from .store_support import (
     Child,
     gone_owner,
@@ -54,7 +54,6 @@ from .store_support import (
     other_host_owner,
     start_group,
     stop,
-    wait_for,
 )
 
 RUNNING = SubplanExecutionState.RUNNING
@@ -103,7 +102,7 @@ def test_a_dead_or_zombie_owner_is_gone() -> None:
         )
         assert owner_liveness(identity) is Liveness.ALIVE
         child.process.kill()
-        wait_for(lambda: owner_liveness(identity) is Liveness.GONE)  # a zombie: not reaped yet
+        wait_until(lambda: owner_liveness(identity) is Liveness.GONE)  # a zombie: not reaped yet
         assert process_start_time(child.pid) is not None
         child.process.wait()
         assert owner_liveness(identity) is Liveness.GONE
@@ -240,7 +239,7 @@ def test_leftover_groups_of_a_dead_owner_get_sigterm_then_sigkill(store: RunStor
     finished = start_group("true")
     finished.wait()
     try:
-        wait_for(lambda: len(group_members(stubborn.pid)) == 3)
+        wait_until(lambda: len(group_members(stubborn.pid)) == 3)
         record_groups(
             store,
             "r1",
@@ -282,7 +281,7 @@ def test_a_group_that_never_reached_the_store_is_found_by_its_environment(
     )
     try:
         # Until it has exec'd, a child's environment is still ours, without the marker.
-        wait_for(
+        wait_until(
             lambda: all(
                 b"SUBPLANS_SUBPLAN=" in Path(f"/proc/{child.pid}/environ").read_bytes()
                 for child in (late, other)
@@ -318,6 +317,8 @@ def test_a_group_whose_leader_is_gone_holds_only_what_carries_the_runs_marker(
         ) as leader:
             assert leader.stdout is not None
             found += [int(leader.stdout.readline()), int(leader.stdout.readline())]
+            # A child forked but not yet exec'd has neither its command nor its environment.
+            wait_until(lambda: all(command_line(pid) == "sleep 30" for pid in found))
             record_groups(store, run_id, {"s/a": leader.pid})  # its start time, as it runs
         plain, ours = found
         assert leader.returncode == 0
@@ -326,7 +327,7 @@ def test_a_group_whose_leader_is_gone_holds_only_what_carries_the_runs_marker(
         stopped = stop_leftover_groups(store, run_id, grace=5.0)
 
         assert stopped == [StoppedGroup("s/a", leader.pid, (ours,), "SIGTERM")]
-        wait_for(lambda: process_table(found).keys() == {plain})
+        wait_until(lambda: process_table(found).keys() == {plain})
     finally:
         for pid in found:
             with contextlib.suppress(ProcessLookupError):
@@ -368,11 +369,10 @@ def test_a_group_that_survives_sigkill_is_given_up_on(
     unkillable = start_group("exec sleep 30")
     # Signals that never arrive: it lives on, and is given up on at once.
     monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: None)
-    monkeypatch.setattr(stopping, "SETTLE_TIMEOUT", 0.0)
     try:
         record_groups(store, "r1", {"s/a": unkillable.pid})
         with caplog.at_level(logging.WARNING, logger="subplans"):
-            (stopped,) = stop_leftover_groups(store, "r1", grace=0.0)
+            (stopped,) = stop_leftover_groups(store, "r1", grace=0.0, settle_timeout=0.0)
         assert stopped.signal == "SIGKILL"
         assert f"processes [{unkillable.pid}] survived SIGKILL for 0.0 s; giving up" in caplog.text
     finally:
@@ -464,16 +464,16 @@ def test_the_signal_never_reaches_a_process_that_reused_the_pid(
         real = ProcessIdentity(child.pid, socket.gethostname(), boot_id(), None)
         real = ProcessIdentity(real.pid, real.host, real.boot_id, process_start_time(child.pid))
         impostor = ProcessIdentity(real.pid, real.host, real.boot_id, (real.start_time or 0) - 1)
-        assert not liveness_module._signal(impostor, signal.SIGTERM)
+        assert not cancel_module._signal(impostor, signal.SIGTERM)
         assert child.process.poll() is None
 
         def vanished(fd: int, sig: int) -> None:
             raise ProcessLookupError
 
         monkeypatch.setattr(signal, "pidfd_send_signal", vanished)
-        assert not liveness_module._signal(real, signal.SIGTERM)
+        assert not cancel_module._signal(real, signal.SIGTERM)
         child.kill()
-        assert not liveness_module._signal(real, signal.SIGTERM)  # no such pid at all
+        assert not cancel_module._signal(real, signal.SIGTERM)  # no such pid at all
 
 
 # --- a writer killed mid-write ----------------------------------------------------------------
@@ -506,7 +506,7 @@ def test_a_writer_killed_mid_write_leaves_a_sound_database(tmp_path: Path) -> No
         def written() -> int:
             return int(watcher.execute("SELECT count(*) FROM events").fetchone()[0])
 
-        wait_for(lambda: written() > 3000)
+        wait_until(lambda: written() > 3000)
         watcher.close()
         assert child.kill() == -signal.SIGKILL
     with RunStore.open(path) as store:

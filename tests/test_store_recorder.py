@@ -27,12 +27,20 @@ from subplans import (
 from subplans.engine.errors import CommandFailedError, SubplanError
 from subplans.engine.events import Event, SubplanProcessStarted, SubplanRetrying
 from subplans.execution.executor import PlanExecutor
-from subplans.store import PlanManifest, RecorderStatistics, RunRecorder, RunStore, StoreError
-from subplans.store import recorder as recorder_module
+from subplans.store import (
+    PlanManifest,
+    RecorderSettings,
+    RecorderStatistics,
+    RunRecorder,
+    RunStore,
+    StoreError,
+)
+from subplans.store.batch_writer import BatchWriter
 from subplans.store.liveness import process_start_time
 
-from .conftest import Recorder
-from .store_support import load, manifest, open_store, wait_for
+from .conftest import Recorder, wait_until
+from .process_helpers import eventually
+from .store_support import load, manifest, open_store
 
 PENDING = SubplanExecutionState.PENDING
 RUNNING = SubplanExecutionState.RUNNING
@@ -228,8 +236,7 @@ async def test_a_plan_run_records_groups_logs_exit_codes_steps_and_its_end(
         return [e for e in published.of(SubplanProcessStarted) if e.subplan_id == "work/waits"]
 
     # The command may touch its file before its start is published: wait for the event.
-    while not started():
-        await asyncio.sleep(0.005)
+    await eventually(started, timeout=20)
     await recorder.flush()
     waiting = row(store, executor.run_id, "work/waits")
     (process,) = started()
@@ -276,8 +283,7 @@ async def test_a_cancelled_plan_run_is_recorded_as_cancelled(
     store.start_run(executor.run_id, manifest("s"))
     recorder = store.recorder(executor.run_id, bus=bus)
     task = asyncio.create_task(executor.run())
-    while not (tmp_path / "started").exists():
-        await asyncio.sleep(0.005)
+    await eventually((tmp_path / "started").exists, timeout=20)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -350,15 +356,16 @@ async def test_a_flush_does_not_wait_out_the_batch_delay(store: RunStore) -> Non
 def test_a_lone_event_is_written_once_the_batch_delay_is_over(store: RunStore) -> None:
     recorder = store.recorder("r1", batch_delay=0.001)
     recorder.handle(SubplanStateChanged("a", None, PENDING))
-    wait_for(lambda: recorder.statistics().written == 1)
+    wait_until(lambda: recorder.statistics().written == 1)
     recorder.close()
 
 
 async def test_many_queued_events_are_written_without_waiting(store: RunStore) -> None:
     recorder = store.recorder("r1", batch_delay=60.0)
-    for event in state_changes(recorder_module._EAGER + 10):
+    eager = RecorderSettings().eager
+    for event in state_changes(eager + 10):
         recorder.handle(event)
-    wait_for(lambda: recorder.statistics().written == recorder_module._EAGER + 10)
+    wait_until(lambda: recorder.statistics().written == eager + 10)
     recorder.close()
 
 
@@ -374,11 +381,8 @@ async def test_batches_are_capped(store: RunStore) -> None:
     recorder.close()
 
 
-def test_rows_go_many_per_statement_in_chunks(
-    store: RunStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(recorder_module, "_CHUNK", 3)
-    with store.recorder("r1") as recorder:
+def test_rows_go_many_per_statement_in_chunks(store: RunStore) -> None:
+    with store.recorder("r1", settings=RecorderSettings(chunk=3)) as recorder:
         for event in state_changes(10):
             recorder.handle(event)
     assert [e.seq for e in store.events("r1")] == list(range(1, 11))
@@ -397,23 +401,22 @@ def test_without_durability_nothing_is_fsynced(store: RunStore) -> None:
 def test_an_idle_writer_checkpoints_the_log(
     store: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recorder_module, "_CHECKPOINT_AFTER", 2)
-    monkeypatch.setattr(recorder_module, "_IDLE", 0.01)
     results = iter([False, True])
     calls: list[bool] = []
-    checkpoint = recorder_module._Writer.checkpoint
+    checkpoint = BatchWriter.checkpoint
 
-    def counted(self: recorder_module._Writer) -> bool:
+    def counted(self: BatchWriter) -> bool:
         checkpoint(self)
         calls.append(next(results, True))
         return calls[-1]
 
-    monkeypatch.setattr(recorder_module._Writer, "checkpoint", counted)
-    with store.recorder("r1") as recorder:
+    monkeypatch.setattr(BatchWriter, "checkpoint", counted)
+    settings = RecorderSettings(checkpoint_after=2, idle=0.01)
+    with store.recorder("r1", settings=settings) as recorder:
         for event in state_changes(3):
             recorder.handle(event)
         recorder.flush_sync()
-        wait_for(lambda: len(calls) >= 2)  # a busy checkpoint is tried again
+        wait_until(lambda: len(calls) >= 2)  # a busy checkpoint is tried again
         recorder.handle(SubplanStateChanged("late", None, PENDING))
     assert calls[:2] == [False, True]
     assert len(store.events("r1")) == 4
@@ -596,3 +599,26 @@ def test_a_flush_can_time_out(store: RunStore) -> None:
         holder.close()
     recorder.close()
     assert len(store.events("r1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("chunk", 0, r"^chunk must be an integer >= 1, got 0$"),
+        ("eager", 1.5, r"^eager must be an integer >= 1, got 1.5$"),
+        ("checkpoint_after", -1, r"^checkpoint_after must be an integer >= 1, got -1$"),
+        ("idle", 0.0, r"^idle must be > 0, got 0.0$"),
+        ("gather_tick", float("nan"), r"^gather_tick must be > 0, got nan$"),
+    ],
+)
+def test_recorder_settings_are_checked(name: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RecorderSettings(**{name: value})
+
+
+async def test_a_small_eager_setting_writes_without_waiting(store: RunStore) -> None:
+    recorder = store.recorder("r1", batch_delay=60.0, settings=RecorderSettings(eager=2))
+    for event in state_changes(3):
+        recorder.handle(event)
+    wait_until(lambda: recorder.statistics().written == 3)
+    recorder.close()

@@ -1,19 +1,18 @@
 """subplans: run a plan's subplans in parallel under a concurrency cap.
 
-The public API is re-exported here from small single-purpose modules:
+The package is built in layers, each importing only the ones before it:
 
-- ``config``: ``ParallelExecutionConfig`` and ``FailureMode``
-- ``states``: the state machine and ``SubplanTracker``
-- ``limiter``: ``AsyncSemaphoreLimiter``
-- ``dispatcher``: ``Subplan``, ``SubplanResult`` and ``ParallelSubplanDispatcher``
-- ``events``: ``EventBus`` and the event types
-- ``progress``: ``ProgressReporter``
-- ``errors``: the one exception hierarchy
+- ``engine``: subplans dispatched under a cap. ``config`` (``ParallelExecutionConfig``,
+  ``FailureMode``), ``states`` and ``tracker`` (the state machine), ``limiter``, ``subplan`` and
+  ``results`` (what goes in and comes out), ``dispatcher``, ``events`` (the bus and the event
+  types), ``progress``, ``clock`` and ``errors`` (the one exception hierarchy).
+- ``plans``: plan files and automation profiles to a validated tree.
+- ``execution``: the executor that runs a tree, its runners and processes.
+- ``store``, ``sinks`` and ``cli``: the run store, the event sinks and the ``subplans`` command.
 
-Plans build on the engine: ``plans`` (the file format), ``profiles``, ``loader`` (files to a
-validated tree), ``runners`` and ``process`` (commands, callables, nested plans), ``executor``.
-Their public names are importable from here too, loaded on first use so that embedding the engine
-does not pay for pydantic and YAML.
+The engine's public names are imported here. The public names of ``plans`` and ``execution`` are
+importable from here too, loaded on first use so that embedding the engine does not pay for
+pydantic and YAML.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from subplans.engine.config import FailureMode, ParallelExecutionConfig
-from subplans.engine.dispatcher import ParallelSubplanDispatcher, Subplan, SubplanResult
+from subplans.engine.dispatcher import ParallelSubplanDispatcher
 from subplans.engine.errors import (
     AggregateSubplanError,
     CommandFailedError,
     ConfigError,
+    DispatchError,
     InvalidTransitionError,
     PlanRunningError,
     RunBusyError,
@@ -57,7 +57,10 @@ from subplans.engine.events import (
 )
 from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
 from subplans.engine.progress import ProgressReporter, ProgressSnapshot
-from subplans.engine.states import SubplanExecutionState, SubplanTracker
+from subplans.engine.results import SubplanResult
+from subplans.engine.states import SubplanExecutionState
+from subplans.engine.subplan import Subplan
+from subplans.engine.tracker import SubplanTracker
 
 # A library logs, it never configures logging: no output unless the application asks.
 logging.getLogger("subplans").addHandler(logging.NullHandler())
@@ -70,21 +73,21 @@ except PackageNotFoundError:  # pragma: no cover - only when run from a source t
 _LAZY = {
     "CallTargetError": "subplans.execution.runners",
     "CommandResult": "subplans.execution.process",
-    "GlobalConfig": "subplans.plans.loader",
-    "Overrides": "subplans.plans.loader",
+    "GlobalConfig": "subplans.plans.run_settings",
+    "Overrides": "subplans.plans.run_settings",
     "PlanExecutor": "subplans.execution.executor",
-    "PlanFailedError": "subplans.execution.executor",
-    "PlanNode": "subplans.plans.loader",
-    "PlanResult": "subplans.execution.executor",
+    "PlanFailedError": "subplans.execution.results",
+    "PlanNode": "subplans.plans.tree",
+    "PlanResult": "subplans.execution.results",
     "Problem": "subplans.plans.yamlfile",
     "ProblemsError": "subplans.plans.yamlfile",
     "ProcessGroups": "subplans.execution.process",
     "ProfileError": "subplans.plans.profiles",
-    "ResolvedProfile": "subplans.plans.profiles",
+    "ResolvedProfile": "subplans.plans.tree",
     "ShellTemplateError": "subplans.plans.shellquote",
-    "StepResult": "subplans.execution.executor",
+    "StepResult": "subplans.execution.results",
     "ThreadAbandonedError": "subplans.execution.runners",
-    "load_global_config": "subplans.plans.loader",
+    "load_global_config": "subplans.plans.run_settings",
     "load_plan": "subplans.plans.loader",
 }
 
@@ -106,6 +109,7 @@ __all__ = [
     "CommandFailedError",
     "CommandResult",
     "ConfigError",
+    "DispatchError",
     "DispatchFinished",
     "DispatchStarted",
     "Event",

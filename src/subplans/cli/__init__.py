@@ -1,4 +1,5 @@
-"""The ``subplans`` command: its sub-commands, the session that owns a run's lifecycle, reports.
+"""The ``subplans`` command: its commands (one module per group), a run's lifecycle and session,
+the reports about stored runs.
 
 The top layer: builds on every other. ``main`` is loaded on first use, so that importing the
 library (which imports ``subplans.execution.signal_guard`` first) does not load Typer.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from subplans.sinks.formatting import duration, visible
-from subplans.store import Leftover, RunInfo, RunStore, StepInfo, SubplanInfo
+from subplans.store import Leftover, RunInfo, RunStatus, RunStore, StepInfo, SubplanInfo
 from subplans.store.records import iso
 
 __all__ = [
@@ -39,6 +39,9 @@ _EVENTS_PER_READ = 5_000
 _LABEL_WIDTH = 11
 #: The order in which counts are shown.
 _COUNT_ORDER = ("completed", "failed", "running", "interrupted", "pending")
+
+#: The runs ``status`` suggests resuming.
+_RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 _encode = json.JSONEncoder(default=str).encode
 
@@ -109,7 +112,7 @@ class StatusReport:
     @property
     def interrupted(self) -> bool:
         """True when the run's owner is gone without finishing it."""
-        return self.run.status == "interrupted"
+        return self.run.status == RunStatus.INTERRUPTED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable, as ``subplans status --json`` shows it: ``RunInfo.to_dict()`` plus
@@ -175,7 +178,7 @@ class StatusReport:
         )
         if self.leftovers:
             found += _labelled("stop them", [f"subplans cancel {run.id}"])
-        if run.status in ("interrupted", "failed", "cancelled"):
+        if run.status in _RESUMABLE:
             found += _labelled("resume", [f"subplans resume {run.id}"])
         return [visible(line) for line in found]
 
@@ -225,7 +228,7 @@ def write_events(
     while True:
         # The status first, the events second: once a read shows the run ended, the events
         # read after it hold every event it wrote (its end commits with its last event).
-        live = follow and store.get_run(run_id).status == "running"
+        live = follow and store.get_run(run_id).status == RunStatus.RUNNING
         batch = store.events(run_id, after_seq=last, limit=_EVENTS_PER_READ)
         if batch:
             write("".join(_encode(event.to_dict()) + "\n" for event in batch))

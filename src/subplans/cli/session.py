@@ -33,13 +33,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 from subplans.engine.errors import StoreError
 from subplans.engine.events import EventBus
 from subplans.engine.progress import ProgressReporter
-from subplans.execution.executor import KILL_MARGIN, PlanExecutor, PlanResult, new_run_id
+from subplans.execution.executor import KILL_MARGIN, PlanExecutor, new_run_id
 from subplans.execution.interrupts import Interrupts
-from subplans.execution.process import ProcessGroups, stop_run_processes
+from subplans.execution.process import ProcessGroups
+from subplans.execution.results import PlanResult
+from subplans.execution.stopping import stop_run_processes
 from subplans.sinks.formatting import visible
 from subplans.sinks.jsonl import JsonlSink
 from subplans.sinks.plan_progress import PlanProgress
-from subplans.sinks.summary import RunSummary
+from subplans.sinks.summary import Outcome, RunSummary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,14 +59,6 @@ class View(StrEnum):
     LINES = "lines"
     FAILURES = "failures"
     QUIET = "quiet"
-
-
-class Outcome(StrEnum):
-    """How a run ended."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
 
 
 #: How long tasks left when the run is over (they ignored cancellation) get to end.
@@ -139,7 +133,7 @@ class RunSession:
         #: Why the store stopped recording this run, if it did; the run itself went on.
         self.store_error: StoreError | None = None
         #: Interrupting signals that arrived before the run's own handlers were in place (the
-        #: command defers them while it registers the run); the run starts by handling them.
+        #: lifecycle defers them while it registers the run); the run starts by handling them.
         self.early_signals: list[int] = []
         self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if view is View.LIVE:

@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 
 from subplans.engine.cancelling import through_cancel
-from subplans.engine.config import (
-    FailureMode,
-    ParallelExecutionConfig,
-    check_retries,
-    check_seconds,
-    check_timeout,
-)
+from subplans.engine.clock import SYSTEM_CLOCK, Clock
+from subplans.engine.config import FailureMode, ParallelExecutionConfig
 from subplans.engine.errors import (
     AggregateSubplanError,
-    ConfigError,
     SubplanCancelledError,
     SubplanError,
     SubplanExecutionError,
 )
-from subplans.engine.events import DispatchFinished, DispatchStarted, EventBus, SubplanRetrying, utc
+from subplans.engine.events import DispatchFinished, DispatchStarted, EventBus, SubplanRetrying
 from subplans.engine.limiter import AsyncSemaphoreLimiter
-from subplans.engine.states import SubplanExecutionState, SubplanTracker
+from subplans.engine.results import SubplanResult
+from subplans.engine.states import SubplanExecutionState
+from subplans.engine.subplan import Subplan
+from subplans.engine.tracker import SubplanTracker
 
+# Subplan and SubplanResult are handed on for the importers of their first home.
 __all__ = ["ParallelSubplanDispatcher", "Subplan", "SubplanResult"]
 
 logger = logging.getLogger("subplans")
@@ -42,71 +36,6 @@ _FAILED = SubplanExecutionState.FAILED
 MAX_RETRY_DELAY = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Subplan:
-    """One unit of work: ``run()`` returns an awaitable; ``timeout`` is per attempt (seconds).
-
-    A failed attempt is run again up to ``retries`` more times (never after cancellation),
-    waiting ``retry_delay`` seconds, doubled after each retry, in between.
-    """
-
-    id: str
-    run: Callable[[], Awaitable[Any]]
-    timeout: float | None = field(default=None, kw_only=True)
-    retries: int = field(default=0, kw_only=True)
-    retry_delay: float = field(default=0.1, kw_only=True)
-    #: Whether it takes a slot of a shared budget (a nested plan's subplan does not).
-    uses_budget: bool = field(default=True, kw_only=True)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ConfigError(f"subplan id must be a non-empty string, got {self.id!r}")
-        if not callable(self.run):
-            if inspect.iscoroutine(self.run):
-                self.run.close()  # spare the user a "never awaited" warning on top of this error
-            raise ConfigError(
-                f"subplan {self.id!r}: run must be a zero-argument callable returning an "
-                f"awaitable, got {self.run!r}; HINT: pass the function itself, not its result"
-            )
-        # Fast path first: building error labels for 100,000 valid subplans would dominate.
-        if self.timeout is not None:
-            object.__setattr__(self, "timeout", check_timeout(self.timeout, f"{self.id}: timeout"))
-        if self.retries != 0 or type(self.retries) is not int:
-            check_retries(self.retries, f"{self.id}: retries")
-        if self.retry_delay != 0.1 or type(self.retry_delay) is not float:
-            check_seconds(f"{self.id}: retry_delay", self.retry_delay)
-
-
-@dataclass(slots=True)
-class SubplanResult:
-    """How a subplan ended; ``started``/``finished`` are epoch seconds (None if never started)."""
-
-    subplan_id: str
-    state: SubplanExecutionState
-    value: Any = None
-    error: BaseException | None = None
-    started: float | None = None
-    finished: float | None = None
-    attempts: int = 0
-
-    @property
-    def started_at(self) -> datetime | None:
-        """When its first attempt started (UTC), or None if it never started."""
-        return None if self.started is None else utc(self.started)
-
-    @property
-    def finished_at(self) -> datetime | None:
-        """When it reached its terminal state (UTC)."""
-        return None if self.finished is None else utc(self.finished)
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end, or None if it never started."""
-        if self.started is None or self.finished is None:
-            return None
-        return self.finished - self.started
-
-
 class ParallelSubplanDispatcher:
     """Runs subplans concurrently, at most ``config.max_parallel`` at once, in input order."""
 
@@ -116,12 +45,16 @@ class ParallelSubplanDispatcher:
         *,
         bus: EventBus | None = None,
         budget: AsyncSemaphoreLimiter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config if config is not None else ParallelExecutionConfig()
         self.bus = bus
         #: A limiter shared with other dispatchers (nested plans): like make's jobserver, it caps
         #: the subplans that do work across a whole tree, while ``max_parallel`` caps this one.
         self.budget = budget
+        #: Where results and events read their stamps and the elapsed time; deadlines (timeouts,
+        #: ``cancel_grace``) stay on the event loop's clock, which asyncio waits on.
+        self.clock = clock
         self._dispatches = 0
 
     def __repr__(self) -> str:
@@ -153,27 +86,23 @@ class ParallelSubplanDispatcher:
                 raise SubplanError(f"duplicate subplan id {subplan.id!r}")
             seen.add(subplan.id)
         self._dispatches += 1
-        return await _Dispatch(self.config, self.bus, self.budget, items, name).run()
+        return await _Dispatch(self, items, name).run()
 
 
 class _Dispatch:
     """The state of one ``run()``: kept apart so a dispatcher can be reused and shared."""
 
     def __init__(
-        self,
-        config: ParallelExecutionConfig,
-        bus: EventBus | None,
-        budget: AsyncSemaphoreLimiter | None,
-        subplans: list[Subplan],
-        name: str | None,
+        self, dispatcher: ParallelSubplanDispatcher, subplans: list[Subplan], name: str | None
     ) -> None:
-        self.config = config
-        self.bus = bus
-        self.budget = budget
+        self.config = config = dispatcher.config
+        self.bus = bus = dispatcher.bus
+        self.budget = dispatcher.budget
+        self.clock = clock = dispatcher.clock
         self.subplans = subplans
         self.name = name
         self.limiter = AsyncSemaphoreLimiter(config.max_parallel)
-        self.tracker = SubplanTracker(bus)
+        self.tracker = SubplanTracker(bus, clock=clock)
         self.results: list[SubplanResult | None] = [None] * len(subplans)
         self.started: list[float | None] = [None] * len(subplans)
         self.attempts: list[int] = [0] * len(subplans)
@@ -188,12 +117,14 @@ class _Dispatch:
         self.feeder = loop.create_task(self._feed(), name=f"subplans feeder {name or ''}".strip())
 
     async def run(self) -> list[SubplanResult]:
-        bus, started = self.bus, time.monotonic()
+        bus, clock = self.bus, self.clock
+        started = clock.monotonic()
         cancel: asyncio.CancelledError | None = None
         unwatch = bus.watch_interrupts(self._interrupted) if bus is not None else None
         try:
             if bus is not None:
-                bus.publish(DispatchStarted(self.name, len(self.subplans), self.config))
+                total = len(self.subplans)
+                bus.publish(DispatchStarted(self.name, total, self.config, time=clock.now()))
             for subplan in self.subplans:
                 self.tracker.add(subplan.id)
             try:
@@ -214,7 +145,9 @@ class _Dispatch:
         finally:
             self._fail_never_started()
             if bus is not None:
-                bus.publish(DispatchFinished(self.name, self.tracker.counts(), _since(started)))
+                elapsed = clock.monotonic() - started
+                counts = self.tracker.counts()
+                bus.publish(DispatchFinished(self.name, counts, elapsed, time=clock.now()))
             if unwatch is not None:
                 unwatch()
         if self.interrupt is not None:
@@ -253,7 +186,7 @@ class _Dispatch:
                     limiter.release()
                     raise
             # RUNNING is published before the subplan's code can start.
-            self.started[index] = time.time()
+            self.started[index] = self.clock.now()
             self.attempts[index] = 1
             self.tracker.transition(subplan.id, _RUNNING, attempt=1)
             task = loop.create_task(self._execute(index, subplan))
@@ -345,7 +278,10 @@ class _Dispatch:
                     self._fail(index, error)
                     return
                 if self.bus is not None:
-                    self.bus.publish(SubplanRetrying(subplan.id, attempt, error, delay))
+                    retrying = SubplanRetrying(
+                        subplan.id, attempt, error, delay, time=self.clock.now()
+                    )
+                    self.bus.publish(retrying)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY)
                 self.attempts[index] = attempt + 1
@@ -373,7 +309,7 @@ class _Dispatch:
             return False
         subplan_id, attempts = self.subplans[index].id, self.attempts[index]
         self.results[index] = SubplanResult(
-            subplan_id, state, value, error, self.started[index], time.time(), attempts
+            subplan_id, state, value, error, self.started[index], self.clock.now(), attempts
         )
         self.tracker.transition(subplan_id, state, attempt=attempts, error=error)
         return True
@@ -431,10 +367,6 @@ class _Dispatch:
         for index, result in enumerate(self.results):
             if result is None and self.started[index] is None:
                 self._finish(index, _FAILED, error=SubplanCancelledError(reason))
-
-
-def _since(start: float) -> float:
-    return time.monotonic() - start
 
 
 def _check_kept(timer: asyncio.Timeout, timeout: float, deadline: float) -> None:

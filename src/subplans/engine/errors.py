@@ -6,7 +6,11 @@ module, its module follows the description. A test checks the tree against the r
 SubplanError                          base class of every error raised by subplans
 ├── ConfigError (also a ValueError)   invalid configuration value
 ├── InvalidTransitionError            an illegal state-machine move
-├── SubplanExecutionError             one subplan failed; __cause__ is its own error
+├── DispatchError                     a dispatch failed; ``results`` has every subplan's result
+│   ├── SubplanExecutionError         one subplan failed; __cause__ is its own error
+│   └── AggregateSubplanError (also an ExceptionGroup)
+│                                     every failure of a continue-on-error dispatch
+│                                     (``except*`` works)
 ├── SubplanCancelledError             recorded on a subplan that was cancelled
 │   └── ThreadAbandonedError          a cancelled function's thread ran on past cancel_grace
 │                                     (runners)
@@ -21,10 +25,7 @@ SubplanError                          base class of every error raised by subpla
 │   └── RunNotFoundError              no run with that id (or no run at all yet)
 ├── RunBusyError                      another live process drives the run
 │   └── PlanRunningError              another live run of the same plan file is in the store
-├── RunNotLiveError                   the run has no live owner to ask
-└── AggregateSubplanError (also an ExceptionGroup)
-                                      every failure of a continue-on-error dispatch
-                                      (``except*`` works)
+└── RunNotLiveError                   the run has no live owner to ask
 
 Two more exceptions never reach a program that uses the library, and are not exported:
 
@@ -40,13 +41,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
-    from subplans.engine.dispatcher import SubplanResult
+    from subplans.engine.results import SubplanResult
     from subplans.engine.states import SubplanExecutionState
 
 __all__ = [
     "AggregateSubplanError",
     "CommandFailedError",
     "ConfigError",
+    "DispatchError",
     "InvalidTransitionError",
     "PlanRunningError",
     "RunBusyError",
@@ -119,7 +121,16 @@ class CommandFailedError(SubplanError):
         self.output_tail = output_tail
 
 
-class SubplanExecutionError(SubplanError):
+class DispatchError(SubplanError):
+    """A dispatch failed; ``results`` holds the result of every subplan, in input order.
+
+    ``except DispatchError`` catches the failure of a dispatch in either failure mode.
+    """
+
+    results: list[SubplanResult]
+
+
+class SubplanExecutionError(DispatchError):
     """A subplan failed; ``__cause__`` is the subplan's own exception."""
 
     def __init__(
@@ -131,10 +142,8 @@ class SubplanExecutionError(SubplanError):
         self.__cause__ = error
 
 
-class AggregateSubplanError(ExceptionGroup[SubplanExecutionError], SubplanError):
+class AggregateSubplanError(ExceptionGroup[SubplanExecutionError], DispatchError):
     """Every failure of a dispatch, one ``SubplanExecutionError`` per failed subplan in input order."""
-
-    results: list[SubplanResult]
 
     def __new__(
         cls,

@@ -1,13 +1,17 @@
-"""Structured events and the bus that carries them to subscribers (views, logs, stores)."""
+"""Structured events, their one serialiser (``to_dict``), and the bus that carries them to
+subscribers (views, logs, stores)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from subplans.engine.clock import utc
 
 if TYPE_CHECKING:
     from subplans.engine.config import ParallelExecutionConfig
@@ -27,14 +31,11 @@ __all__ = [
     "SubplanStateChanged",
     "Subscriber",
     "describe_error",
+    "json_ready",
+    "utc",
 ]
 
 logger = logging.getLogger("subplans")
-
-
-def utc(seconds: float) -> datetime:
-    """Epoch seconds as an aware UTC datetime."""
-    return datetime.fromtimestamp(seconds, UTC)
 
 
 def describe_error(error: BaseException | None) -> dict[str, Any] | None:
@@ -47,6 +48,36 @@ def describe_error(error: BaseException | None) -> dict[str, Any] | None:
         if value is not None:
             described[detail] = value
     return described
+
+
+def json_ready(value: object) -> Any:
+    """``value`` as JSON types: an enum as its value, an exception described (``describe_error``),
+    a mapping with its keys and values converted, a value object (the config) as its
+    ``to_dict()``; anything else as it is."""
+    if value is None or type(value) in _PLAIN:
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseException):
+        return describe_error(value)
+    if isinstance(value, Mapping):
+        return {json_ready(key): json_ready(item) for key, item in value.items()}
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
+
+
+_PLAIN = frozenset({str, int, float, bool})
+
+
+def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The fields an event type puts in its dict: all but ``time`` (given as ``timestamp``)."""
+    names = _PAYLOAD_FIELDS.get(cls)
+    if names is None:
+        names = _PAYLOAD_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.name != "time")
+    return names
+
+
+_PAYLOAD_FIELDS: dict[type[Event], tuple[str, ...]] = {}
 
 
 # Events are created several times per subplan on the hot path, so they are plain slotted
@@ -64,8 +95,17 @@ class Event:
         return utc(self.time)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {"event": self.kind, "timestamp": self.timestamp.isoformat()}
+        """A JSON-serialisable dict: ``event`` (the type), ``timestamp`` (ISO 8601, UTC), fields.
+
+        Every field but ``time`` follows in order, converted by ``json_ready``: one serialiser
+        for every event type, so that JSON lines and stored events cannot drift apart.
+        """
+        data: dict[str, Any] = {"event": self.kind, "timestamp": self.timestamp.isoformat()}
+        for name in _payload_fields(type(self)):
+            value = getattr(self, name)
+            # Most values are plain already: spare them a call (this runs for every event).
+            data[name] = value if value is None or type(value) in _PLAIN else json_ready(value)
+        return data
 
 
 @dataclass(slots=True)
@@ -79,18 +119,6 @@ class SubplanStateChanged(Event):
     attempt: int = 0
     error: BaseException | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "subplan_id": self.subplan_id,
-            "previous": None if self.previous is None else self.previous.value,
-            "state": self.state.value,
-            "attempt": self.attempt,
-            "error": describe_error(self.error),
-        }
-
 
 @dataclass(slots=True)
 class SubplanRetrying(Event):
@@ -102,17 +130,6 @@ class SubplanRetrying(Event):
     error: BaseException
     delay: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "subplan_id": self.subplan_id,
-            "attempt": self.attempt,
-            "error": describe_error(self.error),
-            "delay": self.delay,
-        }
-
 
 @dataclass(slots=True)
 class DispatchStarted(Event):
@@ -122,16 +139,6 @@ class DispatchStarted(Event):
     name: str | None
     total: int
     config: ParallelExecutionConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "name": self.name,
-            "total": self.total,
-            "config": self.config.to_dict(),
-        }
 
 
 @dataclass(slots=True)
@@ -143,16 +150,6 @@ class DispatchFinished(Event):
     counts: Mapping[SubplanExecutionState, int]
     elapsed: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "name": self.name,
-            "counts": {state.value: n for state, n in self.counts.items()},
-            "elapsed": self.elapsed,
-        }
-
 
 @dataclass(slots=True)
 class SubplanSkipped(Event):
@@ -161,15 +158,6 @@ class SubplanSkipped(Event):
     kind: ClassVar[str] = "subplan_skipped"
     subplan_id: str
     reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "subplan_id": self.subplan_id,
-            "reason": self.reason,
-        }
 
 
 @dataclass(slots=True)
@@ -180,16 +168,6 @@ class SubplanProcessStarted(Event):
     subplan_id: str
     pid: int
     log_file: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "subplan_id": self.subplan_id,
-            "pid": self.pid,
-            "log_file": self.log_file,
-        }
 
 
 @dataclass(slots=True)
@@ -203,18 +181,6 @@ class PlanStarted(Event):
     run_id: str
     steps: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "plan_id": self.plan_id,
-            "name": self.name,
-            "file": self.file,
-            "run_id": self.run_id,
-            "steps": self.steps,
-        }
-
 
 @dataclass(slots=True)
 class PlanFinished(Event):
@@ -224,16 +190,6 @@ class PlanFinished(Event):
     plan_id: str
     state: str
     elapsed: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "plan_id": self.plan_id,
-            "state": self.state,
-            "elapsed": self.elapsed,
-        }
 
 
 @dataclass(slots=True)
@@ -246,18 +202,6 @@ class StepStateChanged(Event):
     state: str
     total: int = 0
     error: BaseException | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict whose ``"event"`` key names the event type."""
-        return {
-            "event": self.kind,
-            "timestamp": self.timestamp.isoformat(),
-            "step_id": self.step_id,
-            "previous": self.previous,
-            "state": self.state,
-            "total": self.total,
-            "error": describe_error(self.error),
-        }
 
 
 #: A subscriber is called synchronously with each event; it must be quick (queue slow work).

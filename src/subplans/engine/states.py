@@ -1,21 +1,20 @@
-"""The subplan state machine and the tracker that enforces it."""
+"""The states of subplans, steps and plans, and the moves a subplan's state machine allows.
+
+Only enums and sets here, so that every other engine module (errors included) can name a state
+without importing what enforces them (``tracker``).
+"""
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
-from time import time as _time
-from typing import TYPE_CHECKING
 
-from subplans.engine.errors import InvalidTransitionError, SubplanError
-from subplans.engine.events import SubplanStateChanged
-
-if TYPE_CHECKING:
-    from subplans.engine.events import EventBus
-
-__all__ = ["TERMINAL_STATES", "SubplanExecutionState", "SubplanTracker"]
-
-logger = logging.getLogger("subplans")
+__all__ = [
+    "LEGAL_TRANSITIONS",
+    "TERMINAL_STATES",
+    "PlanState",
+    "StepState",
+    "SubplanExecutionState",
+]
 
 
 class SubplanExecutionState(StrEnum):
@@ -32,6 +31,23 @@ class SubplanExecutionState(StrEnum):
         return self in TERMINAL_STATES
 
 
+class StepState(StrEnum):
+    """Where a step of a plan is: running -> completed | failed, or skipped (never started)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class PlanState(StrEnum):
+    """How a plan ended: completed, failed, or cancelled (stopped from outside before its end)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 PENDING = SubplanExecutionState.PENDING
 RUNNING = SubplanExecutionState.RUNNING
 COMPLETED = SubplanExecutionState.COMPLETED
@@ -39,98 +55,7 @@ FAILED = SubplanExecutionState.FAILED
 
 TERMINAL_STATES = frozenset({COMPLETED, FAILED})
 
-# pending -> failed is a subplan cancelled before it ever started.
-_LEGAL = frozenset({(PENDING, RUNNING), (RUNNING, COMPLETED), (RUNNING, FAILED), (PENDING, FAILED)})
-
-_LOG_LEVELS = {
-    PENDING: logging.DEBUG,
-    RUNNING: logging.DEBUG,
-    COMPLETED: logging.INFO,
-    FAILED: logging.WARNING,
-}
-
-
-class SubplanTracker:
-    """The state of every subplan of one dispatch; every transition is published on the bus."""
-
-    def __init__(self, bus: EventBus | None = None) -> None:
-        self._bus = bus
-        self._states: dict[str, SubplanExecutionState] = {}
-        self._counts: dict[SubplanExecutionState, int] = dict.fromkeys(SubplanExecutionState, 0)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{state.value}={n}" for state, n in self._counts.items())
-        return f"<SubplanTracker {len(self._states)} subplans: {shown}>"
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def __contains__(self, subplan_id: object) -> bool:
-        return subplan_id in self._states
-
-    def add(self, subplan_id: str) -> None:
-        """Start tracking ``subplan_id`` as PENDING.
-
-        Raises:
-            SubplanError: the id is already tracked.
-        """
-        if subplan_id in self._states:
-            raise SubplanError(f"duplicate subplan id {subplan_id!r}")
-        self._states[subplan_id] = PENDING
-        self._counts[PENDING] += 1
-        self._publish(subplan_id, None, PENDING, 0, None)
-
-    def transition(
-        self,
-        subplan_id: str,
-        state: SubplanExecutionState,
-        *,
-        attempt: int = 0,
-        error: BaseException | None = None,
-    ) -> SubplanStateChanged | None:
-        """Move ``subplan_id`` to ``state`` and publish the change.
-
-        Raises:
-            KeyError: the id is not tracked.
-            InvalidTransitionError: the state machine does not allow the move.
-        """
-        previous = self._states[subplan_id]
-        if (previous, state) not in _LEGAL:
-            raise InvalidTransitionError(subplan_id, previous, state)
-        self._states[subplan_id] = state
-        counts = self._counts
-        counts[previous] -= 1
-        counts[state] += 1
-        return self._publish(subplan_id, previous, state, attempt, error)
-
-    def state(self, subplan_id: str) -> SubplanExecutionState:
-        """The current state of ``subplan_id`` (KeyError if it is not tracked)."""
-        return self._states[subplan_id]
-
-    def counts(self) -> dict[SubplanExecutionState, int]:
-        """How many subplans are in each state; every state is a key."""
-        return dict(self._counts)
-
-    def _publish(
-        self,
-        subplan_id: str,
-        previous: SubplanExecutionState | None,
-        state: SubplanExecutionState,
-        attempt: int,
-        error: BaseException | None,
-    ) -> SubplanStateChanged | None:
-        if logger.isEnabledFor(_LOG_LEVELS[state]):
-            _log(subplan_id, state, error)
-        bus = self._bus
-        if bus is None or not bus._subscribers:
-            return None
-        event = SubplanStateChanged(subplan_id, previous, state, attempt, error, time=_time())
-        bus.publish(event)
-        return event
-
-
-def _log(subplan_id: str, state: SubplanExecutionState, error: BaseException | None) -> None:
-    if error is None:
-        logger.log(_LOG_LEVELS[state], "subplan %s: %s", subplan_id, state.value)
-    else:
-        logger.log(_LOG_LEVELS[state], "subplan %s: %s (%r)", subplan_id, state.value, error)
+#: The moves of a subplan, (before, after); pending -> failed is one cancelled before it started.
+LEGAL_TRANSITIONS = frozenset(
+    {(PENDING, RUNNING), (RUNNING, COMPLETED), (RUNNING, FAILED), (PENDING, FAILED)}
+)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
+from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.execution.process import ProcessGroups
 from subplans.execution.signal_guard import ignored
 
@@ -30,7 +30,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupts:
     """Turns signals into cancellation of ``task``, then into SIGKILL of every process group.
 
-    ``notify`` is told, in one line of text, what each signal does.
+    ``notify`` is told, in one line of text, what each signal does; ``clock.monotonic()`` tells
+    when a signal arrived.
     """
 
     def __init__(
@@ -39,15 +40,17 @@ class Interrupts:
         groups: ProcessGroups,
         *,
         notify: Callable[[str], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.task = task
         self.groups = groups
         self.notify = notify
+        self.clock = clock
         #: How many interrupting signals arrived.
         self.count = 0
         #: The first one, such as ``signal.SIGINT``.
         self.first: signal.Signals | None = None
-        #: When the first one arrived (``time.monotonic()``).
+        #: When the first one arrived (``clock.monotonic()``).
         self.first_at: float | None = None
 
     def __repr__(self) -> str:
@@ -61,7 +64,7 @@ class Interrupts:
             return grace
         if self.count > 1:
             return 0.0
-        return max(0.0, grace - (time.monotonic() - self.first_at))
+        return max(0.0, grace - (self.clock.monotonic() - self.first_at))
 
     @property
     def interrupted(self) -> bool:
@@ -74,7 +77,7 @@ class Interrupts:
         name = signal.Signals(signum).name
         if self.count == 1:
             self.first = signal.Signals(signum)
-            self.first_at = time.monotonic()
+            self.first_at = self.clock.monotonic()
             self.task.cancel(f"interrupted by {name}")
             self._tell(
                 f"{name}: stopping; running subplans get SIGTERM, then SIGKILL after their "

@@ -4,10 +4,10 @@ The command gets a new session, so its children and grandchildren share one proc
 can be signalled as a whole. However the command ends, ``run_command`` returns only once none
 of its processes is left: those of its session (whatever process group they moved to, as
 coreutils ``timeout`` does), its descendants, and those that carry its ``SUBPLANS_RUN_ID`` and
-``SUBPLANS_SUBPLAN`` (``stopping.Family``). Each gets SIGTERM, then SIGKILL once
+``SUBPLANS_SUBPLAN`` (``finding.Family``). Each gets SIGTERM, then SIGKILL once
 ``cancel_grace`` seconds pass (``stopping.Stopping``). A second Ctrl-C kills through the same
 ``Stopping`` (``ProcessGroups.kill_all``), never by a bare process group id, which may name
-another process group by then. Linux only: processes are read from ``/proc``.
+another process group by then. Linux only: processes are read from ``/proc`` (``procfs``).
 """
 
 from __future__ import annotations
@@ -24,18 +24,15 @@ from pathlib import Path
 
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.errors import CommandFailedError
-from subplans.execution.stopping import (
-    Family,
+from subplans.execution.finding import Family, Leader, marker_of
+from subplans.execution.procfs import (
     ProcessInfo,
-    Stopping,
     Window,
     forks_so_far,
-    marker_of,
     process_table,
     read_process,
-    stop,
-    stop_async,
 )
+from subplans.execution.stopping import Stopping, stop_async
 
 # CommandFailedError is what run_command raises: importable from here as well as from errors.
 __all__ = [
@@ -44,7 +41,6 @@ __all__ = [
     "ProcessGroups",
     "group_members",
     "run_command",
-    "stop_run_processes",
 ]
 
 logger = logging.getLogger("subplans")
@@ -118,10 +114,8 @@ class ProcessGroups:
 
 
 def group_members(pgid: int) -> list[int]:
-    """The live processes of group ``pgid``, zombies left out, in pid order.
-
-    Zombies count as gone: an orphan is reaped by PID 1, and in a container PID 1 may never do it.
-    """
+    """The live processes of group ``pgid``, zombies left out (``ProcessInfo.live``), in pid
+    order."""
     return sorted(pid for pid, found in process_table().items() if found.pgid == pgid)
 
 
@@ -287,7 +281,7 @@ def _finder(
     """
     pgid = proc.pid
     start = None if first is None else first.start_time
-    family = Family(((pgid, start),), marker=marker_of(env), since=Window(pgid - 1, forks))
+    family = Family((Leader(pgid, start),), marker=marker_of(env), since=Window(pgid - 1, forks))
 
     def find() -> dict[int, ProcessInfo]:
         # The other commands' sessions are theirs: not worth reading their environments.
@@ -345,16 +339,3 @@ def _read_tail(path: Path, start: int, lines: int) -> str:
         return ""
     found = data.decode(errors="replace").splitlines()
     return "\n".join(found[max(len(found) - lines, 0) :])
-
-
-def stop_run_processes(run_id: str, *, grace: float) -> int:
-    """Stop every process that carries ``SUBPLANS_RUN_ID=run_id``, and their descendants:
-    SIGTERM, then SIGKILL after ``grace`` seconds; returns how many were signalled.
-
-    For what the run's ``call`` functions started (they inherit the run's id from its own
-    environment, and share its process group or moved to another): at the run's end, every
-    command's processes are gone already. Blocking; it never signals the calling process or its
-    parents.
-    """
-    family = Family(marker=(os.fsencode(f"SUBPLANS_RUN_ID={run_id}"),))
-    return len(stop(Stopping(family.members, grace=grace)).signalled)

@@ -23,8 +23,8 @@ from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.execution.process import ProcessGroups, run_command
 
 if TYPE_CHECKING:
-    from subplans.execution.executor import PlanResult
-    from subplans.plans.loader import PlanNode, UnitNode
+    from subplans.execution.results import PlanResult
+    from subplans.plans.tree import PlanNode, UnitNode
 
 __all__ = [
     "CallTargetError",

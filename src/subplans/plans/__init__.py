@@ -1,4 +1,5 @@
 """Plan files: their models, YAML with positions, profiles, loading and validation, JSON Schemas.
 
-Builds on the engine only; what it produces (a tree of ``PlanNode``s) is what ``execution`` runs.
+Builds on the engine only. What it produces, the tree of ``tree.PlanNode``s, is plain dataclasses:
+``execution`` runs it without loading pydantic or YAML, which only loading a file needs.
 """

@@ -1,5 +1,6 @@
-"""Automation profiles: built-in and custom named profiles, the global config file, and
-field-by-field resolution with provenance (step > plan > action > global > built-in default)."""
+"""Automation profiles: built-in and custom named profiles, the global config file's place, and
+field-by-field resolution with provenance (step > plan > action > global > built-in default)
+into a ``tree.ResolvedProfile``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from subplans.engine.config import FailureMode, ParallelExecutionConfig
+from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
 from subplans.plans.models import ProfileFields, ProfileSpec
+from subplans.plans.tree import FIELDS, ResolvedProfile, Source
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -23,9 +25,6 @@ __all__ = [
     "Source",
     "global_config_path",
 ]
-
-#: The fields a profile sets, in display order.
-FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries", "idempotent")
 
 BUILTIN_PROFILES: dict[str, ProfileFields] = {
     "default": ProfileFields(
@@ -55,27 +54,6 @@ class ProfileError(SubplanError):
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """Where an effective field came from: the level, the file (if any) and the key."""
-
-    level: str
-    file: Path | None
-    key: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}: {self.key}" if self.file is not None else self.key
-        return f"{self.level} ({where})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return {
-            "level": self.level,
-            "file": None if self.file is None else str(self.file),
-            "key": self.key,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Level:
     """One level of precedence: a profile spec given at ``level`` in ``file`` under ``key``."""
 
@@ -83,37 +61,6 @@ class Level:
     file: Path | None
     key: str
     spec: ProfileSpec | None
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedProfile:
-    """Every profile field's effective value, with where each came from."""
-
-    max_parallel: int
-    failure_mode: FailureMode
-    cancel_grace: float
-    timeout: float | None
-    retries: int
-    #: False: subplans must not run twice (resume asks before running one again).
-    idempotent: bool
-    sources: Mapping[str, Source]
-
-    def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:
-        """The dispatcher configuration; ``extra_grace`` leaves runners time to SIGKILL and reap."""
-        return ParallelExecutionConfig(
-            max_parallel=self.max_parallel,
-            failure_mode=self.failure_mode,
-            cancel_grace=self.cancel_grace + extra_grace,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Values and provenance, JSON-serialisable."""
-        values = {name: getattr(self, name) for name in FIELDS}
-        values["failure_mode"] = self.failure_mode.value
-        return {
-            "values": values,
-            "sources": {name: self.sources[name].to_dict() for name in FIELDS},
-        }
 
 
 _Expanded = dict[str, tuple[Any, str]]

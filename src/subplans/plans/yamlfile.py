@@ -10,7 +10,14 @@ import yaml
 
 from subplans.engine.errors import SubplanError
 
-__all__ = ["Located", "Problem", "ProblemsError", "format_location", "read_yaml"]
+__all__ = [
+    "MAX_ALIAS_VALUES",
+    "Located",
+    "Problem",
+    "ProblemsError",
+    "format_location",
+    "read_yaml",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -78,8 +85,17 @@ def format_location(loc: Loc) -> str:
     return text
 
 
-def read_yaml(path: Path) -> Located:
-    """Parse ``path``, keeping positions; every failure is a ``ProblemsError``."""
+#: Aliases may share a node many times over; past this many values reached again through an
+#: alias a file is refused (a "billion laughs" document would otherwise take forever to walk and
+#: to validate). Values written out are not counted: an honest plan may be as long as it needs.
+MAX_ALIAS_VALUES = 100_000
+
+
+def read_yaml(path: Path, *, max_alias_values: int = MAX_ALIAS_VALUES) -> Located:
+    """Parse ``path``, keeping positions; every failure is a ``ProblemsError``.
+
+    ``max_alias_values``: how many values aliases may reach again before the file is refused.
+    """
     text = _read_text(path)
     node: yaml.Node | None = None
     try:
@@ -100,7 +116,7 @@ def read_yaml(path: Path) -> Located:
     located = Located(path, data, {}, {})
     problems: list[Problem] = []
     if node is not None:
-        _Walk(located, problems).node(node, ())
+        _Walk(located, problems, max_alias_values).node(node, ())
     if problems:
         raise ProblemsError(problems)
     return located
@@ -184,18 +200,13 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-#: Aliases may share a node many times over; past this many values reached again through an
-#: alias a file is refused (a "billion laughs" document would otherwise take forever to walk and
-#: to validate). Values written out are not counted: an honest plan may be as long as it needs.
-MAX_ALIAS_VALUES = 100_000
-
-
 class _Walk:
     """Records positions; refuses recursive aliases and documents that expand too far."""
 
-    def __init__(self, located: Located, problems: list[Problem]) -> None:
+    def __init__(self, located: Located, problems: list[Problem], max_alias_values: int) -> None:
         self.located = located
         self.problems = problems
+        self.max_alias_values = max_alias_values
         self.active: set[int] = set()
         self.seen: set[int] = set()
         self.expanded = 0
@@ -207,10 +218,10 @@ class _Walk:
                 self.problems.append(self.located.problem(loc, "an alias refers to itself"))
                 return False
             self.expanded += 1
-            if self.expanded > MAX_ALIAS_VALUES:
+            if self.expanded > self.max_alias_values:
                 self.problems.append(
                     self.located.problem(
-                        loc, f"more than {MAX_ALIAS_VALUES:,} values once aliases expand"
+                        loc, f"more than {self.max_alias_values:,} values once aliases expand"
                     )
                 )
                 return False

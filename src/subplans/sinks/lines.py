@@ -27,7 +27,7 @@ from subplans.engine.events import (
     SubplanSkipped,
     SubplanStateChanged,
 )
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import StepState, SubplanExecutionState
 from subplans.sinks.formatting import duration, error_text, iso_time, tail, visible
 
 __all__ = ["PlainLines"]
@@ -96,7 +96,7 @@ class PlainLines:
         if state is _RUNNING:
             self._started[event.subplan_id] = event.time
             if not self.failures_only:
-                self._write(event.time, "running", visible(event.subplan_id))
+                self._write(event.time, state.value, visible(event.subplan_id))
             return
         began = self._started.pop(event.subplan_id, None)
         never_started = event.previous is _PENDING
@@ -111,9 +111,9 @@ class PlainLines:
 
     def _step(self, event: StepStateChanged) -> None:
         text = f"step {visible(event.step_id)}"
-        if event.state == "running":
+        if event.state == StepState.RUNNING:
             text += f"  ({event.total} subplan{'' if event.total == 1 else 's'})"
-        elif event.state == "failed" and event.error is not None:
+        elif event.state == StepState.FAILED and event.error is not None:
             text += f"  {error_text(event.error)}"
         self._write(event.time, event.state, text)
 

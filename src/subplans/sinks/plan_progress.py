@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from subplans.engine.events import Event, StepStateChanged, SubplanSkipped
+from subplans.engine.states import StepState
 
 if TYPE_CHECKING:
-    from subplans.plans.loader import PlanNode, StepNode
+    from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["PlanProgress", "StepView"]
+
+#: The state the views show for a root step before its first event (no ``StepState``: no event
+#: says a step is waiting).
+_NOT_STARTED = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class PlanProgress:
         #: Every unit of the tree: subplans, and nested plans with their own units.
         self.total = sum(_size(step, self._sizes) for step in plan.steps)
         self._root = {step.id: index for index, step in enumerate(plan.steps)}
-        self._states = ["pending"] * len(plan.steps)
+        self._states: list[str] = [_NOT_STARTED] * len(plan.steps)
         self._current: int | None = None
         #: Units that will never run because their step was skipped.
         self.skipped = 0
@@ -74,12 +79,12 @@ class PlanProgress:
             return
         if not isinstance(event, StepStateChanged):
             return
-        if event.state == "skipped":
+        if event.state == StepState.SKIPPED:
             self.skipped += self._sizes.get(event.step_id, 0)
         index = self._root.get(event.step_id)
         if index is not None:
             self._states[index] = event.state
-            if event.state == "running":
+            if event.state == StepState.RUNNING:
                 self._current = index
 
     @property

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subplans.engine.progress import Failure, ProgressSnapshot
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import StepState, SubplanExecutionState
 from subplans.sinks.formatting import duration, error_text, is_cancellation, visible
 
 if TYPE_CHECKING:
@@ -24,14 +25,32 @@ if TYPE_CHECKING:
 
     from subplans.sinks.plan_progress import PlanProgress, StepView
 
-__all__ = ["MAX_FAILURE_ROWS", "RunSummary"]
+__all__ = ["MAX_FAILURE_ROWS", "Outcome", "RunSummary"]
 
 #: The failure table shows at most this many rows; the rest are counted below it.
 MAX_FAILURE_ROWS = 20
 
 _HEADER = ("failed subplan", "error", "exit code", "log file")
-_OUTCOME_STYLE = {"completed": "bold green", "failed": "bold red", "interrupted": "bold yellow"}
-_STEP_STYLE = {"completed": "green", "failed": "red", "running": "yellow"}
+
+
+class Outcome(StrEnum):
+    """How a run ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+_OUTCOME_STYLE: dict[str, str] = {
+    Outcome.COMPLETED: "bold green",
+    Outcome.FAILED: "bold red",
+    Outcome.INTERRUPTED: "bold yellow",
+}
+_STEP_STYLE: dict[str, str] = {
+    StepState.COMPLETED: "green",
+    StepState.FAILED: "red",
+    StepState.RUNNING: "yellow",
+}
 
 
 @dataclass(frozen=True, slots=True)

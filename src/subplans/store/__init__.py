@@ -1,19 +1,23 @@
 """The run store: every run kept in an embedded SQLite database, so that a run can be watched
 from another terminal and resumed after a crash.
 
-Layers, each depending only on those above it:
+Layers, each importing only those above it (and the engine and execution below the store):
 
-- errors (in ``subplans.engine.errors``): ``StoreError``, ``RunNotFoundError``, ``RunBusyError``,
-  ``PlanRunningError``, ``RunNotLiveError``
-- ``schema``: the DDL as numbered migrations (``PRAGMA user_version``)
+- ``schema``: the DDL as numbered migrations (``PRAGMA user_version``); ``opening``: where the
+  file is (``default_store_path``), and opening it
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
-- ``liveness``: run owners (``ProcessIdentity``), ``RunLock``, ``find_leftovers``,
-  ``stop_leftover_groups``, ``cancel_run``
-- ``records``: what queries return (``RunInfo``, ``SubplanInfo``, ``StoredEvent``, ...)
-- ``store``: ``RunStore`` (open, the owner's writes, the CLI's queries)
-- ``recorder``: ``RunRecorder``, the bus subscriber that writes events in batches off the loop
+- ``liveness``: run owners (``ProcessIdentity``, ``owner_liveness``); ``lock``: ``RunLock``
+- ``records``: what queries return (``RunStatus``, ``RunInfo``, ``SubplanInfo``, ...)
+- ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
+- ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
+  ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
+- ``store``: ``RunStore``, one transaction per method over ``queries`` and ``writes``; it hands
+  out recorders
+- ``leftovers`` (``find_leftovers``, ``stop_leftover_groups``) and ``cancel`` (``cancel_run``)
+- ``resume``: what resume decides before anything of a run runs again
 
-Data flows one way: the recorder depends on events, never the other way round.
+The errors are in ``subplans.engine.errors``. Data flows one way: the recorder depends on
+events, never the other way round.
 """
 
 from __future__ import annotations
@@ -25,19 +29,13 @@ from subplans.engine.errors import (
     RunNotLiveError,
     StoreError,
 )
-from subplans.store.liveness import (
-    Leftover,
-    Liveness,
-    ProcessIdentity,
-    RunLock,
-    StoppedGroup,
-    cancel_run,
-    find_leftovers,
-    owner_liveness,
-    stop_leftover_groups,
-)
+from subplans.store.cancel import cancel_run
+from subplans.store.leftovers import Leftover, StoppedGroup, find_leftovers, stop_leftover_groups
+from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
+from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest, plan_hash
-from subplans.store.recorder import RecorderStatistics, RunRecorder
+from subplans.store.opening import default_store_path
+from subplans.store.recorder import RecorderSettings, RecorderStatistics, RunRecorder
 from subplans.store.records import (
     RUN_STATUSES,
     PlanDiff,
@@ -49,7 +47,7 @@ from subplans.store.records import (
     SubplanInfo,
 )
 from subplans.store.schema import SCHEMA_VERSION
-from subplans.store.store import RunStore, default_store_path
+from subplans.store.store import RunStore
 
 __all__ = [
     "RUN_STATUSES",
@@ -61,6 +59,7 @@ __all__ = [
     "PlanRunningError",
     "ProcessGroupRecord",
     "ProcessIdentity",
+    "RecorderSettings",
     "RecorderStatistics",
     "RunBusyError",
     "RunInfo",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from subplans.plans.loader import PlanNode, UnitNode
+    from subplans.plans.tree import PlanNode, UnitNode
 
 __all__ = ["PlanManifest", "plan_hash"]
 

@@ -6,12 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
 from subplans.engine.events import utc
 from subplans.store.liveness import ProcessIdentity
 
 __all__ = [
+    "RUN_ENDS",
     "RUN_STATUSES",
     "PlanDiff",
     "ProcessGroupRecord",
@@ -22,16 +24,22 @@ __all__ = [
     "SubplanInfo",
 ]
 
-RunStatus = Literal["running", "completed", "failed", "cancelled", "interrupted"]
-#: Every status a run is reported with; ``interrupted`` is never stored: it is a ``running``
-#: run whose owner is gone.
-RUN_STATUSES: tuple[RunStatus, ...] = (
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "interrupted",
-)
+
+class RunStatus(StrEnum):
+    """How a run stands. ``interrupted`` is never stored: it is a ``running`` run whose owner is
+    gone."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+#: Every status a run is reported with.
+RUN_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
+#: The statuses a run is recorded with once it has ended.
+RUN_ENDS = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 #: The keys of ``RunInfo.counts``.
 SUBPLAN_STATES = ("pending", "running", "completed", "failed", "interrupted")
 

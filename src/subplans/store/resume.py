@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
+from subplans.engine.states import SubplanExecutionState
 from subplans.plans.loader import Overrides
 from subplans.store import (
     PlanManifest,
@@ -33,7 +34,7 @@ from subplans.store import (
 )
 
 if TYPE_CHECKING:
-    from subplans.plans.loader import PlanNode
+    from subplans.plans.tree import PlanNode
     from subplans.store import Leftover, PlanDiff
 
 __all__ = [
@@ -233,7 +234,7 @@ def unknown_outcomes(
     idempotent = {unit.id: unit.idempotent for unit in units}
     running = tuple(
         info.subplan_id
-        for info in store.subplans(run_id, state="running")
+        for info in store.subplans(run_id, state=SubplanExecutionState.RUNNING)
         if info.subplan_id in idempotent
     )
     marked = tuple(subplan_id for subplan_id in running if not idempotent[subplan_id])

@@ -1,0 +1,122 @@
+"""``subplans resume`` as a ``Launch``: every refusal decided under the run's lock before anything
+is stopped or written, then what the dead owner left running stopped, and the run resumed.
+
+The building blocks (leftovers, recorded overrides, the plan's diff, unknown outcomes) are in
+``store.resume``; this module puts them in the order the specification gives (section 13).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from subplans.cli.exits import refuse
+from subplans.cli.launches import Decision
+from subplans.cli.loading import load
+from subplans.store import find_leftovers
+from subplans.store.resume import (
+    SKIP_UNKNOWN_REASON,
+    UnknownOutcomes,
+    describe_stopped,
+    recorded_overrides,
+    refusal,
+    run_manifest,
+    stop_leftovers,
+    unknown_outcomes,
+)
+
+if TYPE_CHECKING:
+    from subplans.cli.session import RunSession
+    from subplans.store import PlanDiff, PlanManifest, RunInfo, RunStore
+
+__all__ = ["ResumedRun"]
+
+
+class ResumedRun:
+    """``subplans resume`` of ``run``, with the operator's choices: ``force`` (the plan's
+    subplans changed), ``rerun_unknown`` or ``skip_unknown`` (subplans marked ``idempotent:
+    false`` whose outcome is unknown)."""
+
+    def __init__(
+        self, run: RunInfo, *, force: bool, rerun_unknown: bool, skip_unknown: bool
+    ) -> None:
+        self.run = run
+        self.force = force
+        self.rerun_unknown = rerun_unknown
+        self.skip_unknown = skip_unknown
+        # Decided under the lock (decide()).
+        self._manifest: PlanManifest | None = None
+        self._diff: PlanDiff | None = None
+        self._unknown: UnknownOutcomes | None = None
+
+    def __repr__(self) -> str:
+        return f"<ResumedRun {self.run.id}>"
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def check_plan_free(self, store: RunStore) -> None:
+        store.check_plan_free(self.run.plan_file, run_id=self.run.id)
+
+    def decide(self, store: RunStore) -> Decision:
+        """The plan file read again with the run's overrides, refused if its subplans changed
+        (unless ``force``) or if an ``idempotent: false`` subplan's outcome is unknown (unless
+        the operator chose); nothing is stopped or written yet."""
+        run_id = self.run.id
+        leftovers = find_leftovers(store, run_id)  # only listed here
+        overrides = recorded_overrides(self.run)
+        node = load(Path(self.run.plan_file), overrides)
+        manifest = run_manifest(node, overrides)
+        diff = store.plan_diff(run_id, manifest)
+        problem = refusal(diff, force=self.force)
+        if problem is not None:
+            refuse([problem])
+        # Whatever was running when the run stopped may have done its work already.
+        unknown = unknown_outcomes(store, run_id, node, leftovers)
+        if unknown.not_idempotent and not (self.rerun_unknown or self.skip_unknown):
+            refuse([unknown.refusal()], preface=unknown.listing)
+        # One that still runs has not finished: stopped now, it would never finish.
+        unfinished = unknown.skip_refusal() if self.skip_unknown else None
+        if unfinished is not None:
+            refuse([unfinished])
+        self._manifest, self._diff, self._unknown = manifest, diff, unknown
+        return Decision(
+            node,
+            manifest,
+            run_dir=None if self.run.run_dir is None else Path(self.run.run_dir),
+            skip=store.completed_subplans(run_id).union(self._assumed),
+        )
+
+    @property
+    def _assumed(self) -> Sequence[str]:
+        """The subplans recorded completed on the operator's word (``skip_unknown``)."""
+        assert self._unknown is not None, "decide() comes first"
+        return self._unknown.assumed if self.skip_unknown else ()
+
+    def before_start(self, store: RunStore, session: RunSession) -> None:
+        """Stop what the dead owner left (nothing may run twice at the same time), and say what
+        the resume found."""
+        assert self._diff is not None, "decide() comes first"
+        assert self._unknown is not None, "decide() comes first"
+        stopped = stop_leftovers(store, self.run)
+        if stopped:
+            session.say(describe_stopped(self.run.id, stopped))
+        if self._diff.hash_changed:
+            forced = "" if self._diff.ids_match else "; resuming anyway (--force)"
+            session.say(f"{self._diff}{forced}")
+        if self._unknown.subplans:
+            session.say(self._unknown.describe(skip=self.skip_unknown))
+
+    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
+        store.resume_run(
+            self.run.id,
+            self._manifest,
+            concurrent=concurrent,
+            assume_completed=self._assumed,
+            reason=SKIP_UNKNOWN_REASON,
+        )
+
+    def made(self, session: RunSession) -> Sequence[Path]:
+        return ()  # the run's folder is the one it had

@@ -1,0 +1,170 @@
+"""The commands that run a plan or check it: ``run``, ``resume`` and ``validate``.
+
+They parse options, hand the run to ``lifecycle.RunLifecycle`` (the one path of both ``run``
+and ``resume``: lock, signals, store, session) and map how it ended to an exit code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from subplans.cli.exits import ExitCode, invalid, invalid_input
+from subplans.cli.options import (
+    ConcurrentOption,
+    EventsJsonlOption,
+    FailureModeOption,
+    MaxParallelOption,
+    NoProgressOption,
+    PlanArgument,
+    PlanStoreOption,
+    ProfileOption,
+    QuietOption,
+    RunIdArgument,
+    StoreOption,
+    example,
+)
+
+if TYPE_CHECKING:
+    from subplans.cli.lifecycle import RunEnd
+
+__all__ = ["commands", "resume", "run", "validate"]
+
+#: The commands of this module; ``cli.app`` adds them to the ``subplans`` app.
+commands = typer.Typer()
+
+
+def _exit(end: RunEnd) -> typer.Exit:
+    """Print the run's warnings; its exit code."""
+    from subplans.cli.session import Outcome
+
+    for warning in end.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return typer.Exit(
+        {
+            Outcome.COMPLETED: ExitCode.OK,
+            Outcome.FAILED: ExitCode.FAILED,
+            Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
+        }[end.outcome]
+    )
+
+
+@commands.command(
+    epilog=example(
+        "subplans run plan.yaml",
+        "subplans run plan.yaml -j 8 --failure-mode continue_on_error",
+        "subplans run plan.yaml --events-jsonl - --quiet > events.jsonl",
+    )
+)
+def run(
+    plan: PlanArgument,
+    max_parallel: MaxParallelOption = None,
+    failure_mode: FailureModeOption = None,
+    profile: ProfileOption = None,
+    events_jsonl: EventsJsonlOption = None,
+    no_progress: NoProgressOption = False,
+    quiet: QuietOption = False,
+    store: PlanStoreOption = None,
+    concurrent: ConcurrentOption = False,
+) -> None:
+    """Run a plan: its steps in order, each step's subplans in parallel.
+
+    On a terminal a live view shows progress; otherwise one timestamped line per state change
+    is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once). The run
+    is recorded in the run store: see `subplans runs`, `status` and `resume`. A plan that is
+    running in the store already is refused, unless --concurrent.
+    """
+    from subplans.cli.lifecycle import Output, RunLifecycle
+    from subplans.cli.loading import load
+    from subplans.plans.loader import Overrides
+
+    overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+    output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
+    with invalid_input():
+        node = load(plan, overrides)
+        end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
+    raise _exit(end)
+
+
+@commands.command(
+    epilog=example(
+        "subplans resume 20261128-000453-43a954",
+        "subplans resume 20261128-000453-43a954 --force --no-progress",
+    )
+)
+def resume(
+    run_id: RunIdArgument,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Resume even if the plan's subplans changed since the run started."
+        ),
+    ] = False,
+    rerun_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-unknown",
+            help="Run again the subplans marked idempotent: false that were running when the "
+            "run stopped (they may have done their work).",
+        ),
+    ] = False,
+    skip_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--skip-unknown",
+            help="Record those subplans completed instead, as you assert (the reason is "
+            "stored with the run).",
+        ),
+    ] = False,
+    concurrent: ConcurrentOption = False,
+    events_jsonl: EventsJsonlOption = None,
+    no_progress: NoProgressOption = False,
+    quiet: QuietOption = False,
+    store: StoreOption = None,
+) -> None:
+    """Run a stored run's plan again, skipping every subplan that completed.
+
+    Failed, cancelled, interrupted and never-started subplans run again (at least once: a
+    subplan that was running when its run was killed may have done part of its work). The plan
+    file is read again, with the run's original --max-parallel, --failure-mode and --profile;
+    if its subplan ids changed, resume refuses unless --force. The subplans that were running
+    when the run stopped are listed; if any is marked idempotent: false, resume refuses unless
+    --rerun-unknown or --skip-unknown (refused too while that subplan still runs). A refused
+    resume changes nothing; otherwise every process the run left running is stopped first.
+    Exit codes as `subplans run`.
+    """
+    from subplans.cli.lifecycle import Output, RunLifecycle
+
+    if rerun_unknown and skip_unknown:
+        invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
+    output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
+    with invalid_input():
+        end = RunLifecycle(output, concurrent=concurrent).resume(
+            run_id,
+            store=store,
+            force=force,
+            rerun_unknown=rerun_unknown,
+            skip_unknown=skip_unknown,
+        )
+    raise _exit(end)
+
+
+@commands.command(epilog=example("subplans validate plan.yaml"))
+def validate(plan: PlanArgument) -> None:
+    """Check a plan, its action and its nested plans without running anything.
+
+    Prints one line per problem (exit 2), or a one-line description of the plan (exit 0).
+    """
+    from subplans.cli.loading import load
+
+    with invalid_input():
+        node = load(plan)
+    units = node.walk_units()
+    nested = sum(1 for unit in units if unit.kind == "plan")
+    steps = len(node.steps)
+    typer.echo(
+        f"ok: {plan}: plan {node.name!r}, {steps} step{'' if steps == 1 else 's'}, "
+        f"{len(units)} subplan{'' if len(units) == 1 else 's'}"
+        + (f" ({nested} nested plan{'' if nested == 1 else 's'})" if nested else "")
+    )

@@ -1,0 +1,133 @@
+"""Finding the processes of a command or of a run: the one way, ``Family.members``.
+
+A process belongs to a ``Family`` in three ways: it lives in the session of one of its leaders
+(each command runs in a session of its own, whatever process group it moves to) while that
+session is provably the leader's, it descends from a process of the family (by the parent chain,
+while it is unbroken), or its environment holds every variable of the family's marker
+(``SUBPLANS_RUN_ID``, and ``SUBPLANS_SUBPLAN`` for one subplan: children inherit them). Only a
+process that leaves the session, loses its parent chain and clears its environment escapes all
+three. A session is the leader's while its leader still runs (same start time); once the leader
+is gone, its id may be handed out again (a daemon that calls ``setsid``), so the session counts
+only while ``/proc/stat`` proves the pid cycle has not gone round since the leader started.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from subplans.execution.procfs import ProcessInfo, Window, carries, process_table, read_process
+
+__all__ = ["MARKER_VARIABLES", "Family", "Leader", "marker_of", "run_marker"]
+
+#: The variables that mark a process as one of a run's, and of which subplan.
+MARKER_VARIABLES = ("SUBPLANS_RUN_ID", "SUBPLANS_SUBPLAN")
+
+
+class Leader(NamedTuple):
+    """The leader of a command's session (its pid is the session's id), told apart from a later
+    process with its pid by its start time (None: unknown, it was gone before it was read)."""
+
+    pid: int
+    start_time: int | None
+
+
+def marker_of(env: Mapping[str, str] | None) -> tuple[bytes, ...]:
+    """The marker of the processes started with ``env``: its ``SUBPLANS_RUN_ID`` and
+    ``SUBPLANS_SUBPLAN`` entries, or nothing unless it has both."""
+    if env is None or not all(name in env for name in MARKER_VARIABLES):
+        return ()
+    return tuple(os.fsencode(f"{name}={env[name]}") for name in MARKER_VARIABLES)
+
+
+def run_marker(run_id: str) -> tuple[bytes, ...]:
+    """The marker of every process of run ``run_id``, whichever subplan's."""
+    return (os.fsencode(f"SUBPLANS_RUN_ID={run_id}"),)
+
+
+@functools.cache
+def _ancestors(pid: int) -> frozenset[tuple[int, int]]:
+    """``pid`` and its ancestors, as (pid, start time): a process never stops itself or the
+    processes that started it (a ``subplans cancel`` run from inside a command)."""
+    found = set()
+    current = read_process(pid)
+    while current is not None and current.pid > 1:
+        found.add((current.pid, current.start_time))
+        current = read_process(current.ppid)
+    return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """What makes a process one of a command's or a run's.
+
+    ``roots``: each command's session leader, which is its session too. A leader's session is
+    the family's while its leader runs (same start time). A leader whose pid now names another
+    process (another start time, or an unknown start time and any process) was reused: it and
+    its session are left out. Once the leader is gone, its session counts only while ``since``
+    proves its id was not handed out again (the pid cycle has not gone round); otherwise only
+    the processes in it that carry the marker, and their descendants, are the family's.
+    ``marker`` is environment entries (``NAME=value``) that a process must all carry. ``since``,
+    when given, is a moment before every leader started: only processes created since are
+    looked at.
+    """
+
+    roots: tuple[Leader, ...] = ()
+    marker: tuple[bytes, ...] = ()
+    since: Window | None = None
+
+    def members(self, *, exclude: Collection[int] = ()) -> dict[int, ProcessInfo]:
+        """The live processes of the family now, by pid.
+
+        ``exclude``: session ids known to be another family's (the other commands of a run,
+        each the pid of its leader): their processes are not looked into.
+        """
+        if self.since is None:
+            table, kept = process_table(), False
+        else:
+            now = Window.now()
+            table = process_table(self.since.pids(skip=exclude, now=now))
+            # A session outlives its leader, and its id is not handed out again while it has
+            # members; but once it was empty for a moment, it may have been: then a process
+            # that merely lives in a session of that id cannot be tied to the leader.
+            kept = now is not None and not self.since.went_round(now)
+        sessions = set()
+        found: set[int] = set()
+        for pid, start in self.roots:
+            leader = table.get(pid) or read_process(pid)
+            if leader is None:
+                if kept:
+                    sessions.add(pid)
+            elif leader.start_time == start:
+                sessions.add(pid)
+                found.add(pid)
+        for process in table.values():
+            if process.sid in sessions or self._marked(process, exclude):
+                found.add(process.pid)
+        _add_descendants(found, table)
+        me = _ancestors(os.getpid())
+        return {
+            pid: table[pid]
+            for pid in sorted(found)
+            if pid in table and (pid, table[pid].start_time) not in me
+        }
+
+    def _marked(self, process: ProcessInfo, exclude: Collection[int]) -> bool:
+        if not self.marker or process.sid in exclude:
+            return False
+        return carries(process.pid, self.marker)
+
+
+def _add_descendants(found: set[int], table: Mapping[int, ProcessInfo]) -> None:
+    children: dict[int, list[int]] = {}
+    for process in table.values():
+        children.setdefault(process.ppid, []).append(process.pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)

@@ -1,0 +1,195 @@
+"""Reading processes from ``/proc``: who they are, what they carry, and where the pids stand.
+
+The only module that reads a process's files: a port to another system replaces this one.
+psutil reads the same files, but for the few fields needed here it costs two to five times as
+much per process (and the end of every command looks), gives a start time in float seconds of
+the wall clock instead of the clock ticks the store records, and has no process group or
+session id; so the files are read here, each in one ``read``. Linux only.
+
+A zombie (exited, not reaped by its parent) or a dead task counts as gone everywhere
+(``ProcessInfo.live``): an orphan is reaped by PID 1, and in a container PID 1 may never do it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "ProcessInfo",
+    "Window",
+    "all_pids",
+    "carries",
+    "command_line",
+    "environment",
+    "forks_so_far",
+    "parse_stat",
+    "pid_max",
+    "process_table",
+    "read_process",
+    "read_stat",
+    "still_running",
+]
+
+#: Up to this many pids since a ``Window``, each is looked up; beyond, ``/proc`` is listed.
+_FEW_PIDS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """One process as ``/proc/<pid>/stat`` shows it (start time in clock ticks since boot)."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    start_time: int
+    state: str
+
+    @property
+    def live(self) -> bool:
+        """False for a zombie (it has exited, its parent has not reaped it) or a dead task."""
+        return self.state not in ("Z", "X")
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no such process (any more), or not ours to read
+    try:
+        return os.read(fd, 1 << 20)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def parse_stat(pid: int, stat: bytes) -> ProcessInfo | None:
+    """The text of ``/proc/<pid>/stat`` as a ``ProcessInfo``; None if it is cut short."""
+    # The command name (field 2) may hold spaces and parentheses: the fields after it start past
+    # its last ")": state is field 3, then ppid, pgrp, session, and the start time is field 22.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return ProcessInfo(
+        pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]), fields[0].decode()
+    )
+
+
+def read_stat(pid: int) -> bytes | None:
+    """The text of ``/proc/<pid>/stat``; None if there is no such process."""
+    return _read(f"/proc/{pid}/stat")
+
+
+def read_process(pid: int) -> ProcessInfo | None:
+    """``pid`` as ``/proc`` shows it now, zombies included; None if there is no such process."""
+    return parse_stat(pid, read_stat(pid) or b"")
+
+
+def still_running(process: ProcessInfo) -> bool:
+    """True while ``process`` lives (not a zombie) and its pid was not reused (same start)."""
+    now = read_process(process.pid)
+    return now is not None and now.live and now.start_time == process.start_time
+
+
+def all_pids() -> list[int]:
+    """Every pid in ``/proc``."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def process_table(pids: Iterable[int] | None = None) -> dict[int, ProcessInfo]:
+    """The live (non-zombie) processes among ``pids`` (all by default), by pid."""
+    table = {}
+    for pid in all_pids() if pids is None else pids:
+        found = read_process(pid)
+        if found is not None and found.live:
+            table[pid] = found
+    return table
+
+
+def environment(pid: int) -> list[bytes] | None:
+    """The environment ``pid`` started with, as ``NAME=value`` entries; None if unreadable."""
+    found = _read(f"/proc/{pid}/environ")
+    return None if found is None else found.split(b"\0")
+
+
+def command_line(pid: int) -> str:
+    """What ``pid`` runs, its arguments joined by spaces (``""`` if unreadable, a kernel thread)."""
+    found = _read(f"/proc/{pid}/cmdline") or b""
+    return " ".join(found.rstrip(b"\0").decode(errors="replace").split("\0"))
+
+
+def carries(pid: int, marker: Collection[bytes]) -> bool:
+    """True if the environment of ``pid`` holds every ``NAME=value`` entry of ``marker``."""
+    variables = environment(pid)
+    return variables is not None and all(entry in variables for entry in marker)
+
+
+@functools.cache
+def pid_max() -> int:
+    """How many pids the kernel hands out in its cycle."""
+    found = _read("/proc/sys/kernel/pid_max")
+    return int(found) if found else 1 << 22
+
+
+#: The fork counter as last read: never more than it is now, so it can stand for "before".
+_forks_seen = 0
+
+
+def forks_so_far() -> int:
+    """A count of the forks since boot that is not more than the real one (cheap: as last read)."""
+    return _forks_seen
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where the pid allocator and the fork counter stood at a moment.
+
+    The kernel hands out pids in a cycle: every process created since that moment has a pid
+    after ``last_pid`` in the cycle, unless the cycle went all the way round meanwhile, which
+    takes at least as many forks as there are pids (``/proc/stat`` counts every fork). So a
+    look for the processes of a command started then reads only those pids, not every process
+    in ``/proc``: a few reads at each command's end instead of hundreds. ``forks`` may be less
+    than the count at that moment (an older reading): that only makes the window wider.
+    """
+
+    last_pid: int
+    forks: int
+
+    @classmethod
+    def now(cls) -> Window | None:
+        """Where they stand now; None where ``/proc`` does not say."""
+        global _forks_seen
+        loadavg, stat = _read("/proc/loadavg"), _read("/proc/stat")
+        if not loadavg or not stat:  # pragma: no cover - every Linux has both
+            return None
+        start = stat.find(b"\nprocesses ")
+        if start < 0:  # pragma: no cover - every Linux since 2.6 has it
+            return None
+        forks = int(stat[start + 11 : stat.index(b"\n", start + 1)])
+        _forks_seen = max(_forks_seen, forks)
+        return cls(int(loadavg.split()[-1]), forks)
+
+    def went_round(self, now: Window) -> bool:
+        """True if a pid handed out since this moment may have been handed out again by ``now``
+        (a later moment)."""
+        # Half the cycle: pids skipped because they were in use advance it too.
+        return now.forks - self.forks >= pid_max() // 2
+
+    def pids(self, *, skip: Collection[int] = (), now: Window | None = None) -> list[int]:
+        """The pids that may name a process created since this moment (every one when unsure),
+        ``skip`` left out; ``now`` is ``Window.now()`` when the caller read it already."""
+        now = now or Window.now()
+        if now is None or self.went_round(now):
+            return [pid for pid in all_pids() if pid not in skip]
+        low, high = self.last_pid, now.last_pid
+        if low <= high:
+            span = range(low + 1, high + 1)
+            if len(span) <= _FEW_PIDS:  # cheaper than listing /proc
+                return [pid for pid in span if pid not in skip]
+            return [pid for pid in all_pids() if low < pid <= high and pid not in skip]
+        # The cycle went past the largest pid and started again from the smallest.
+        return [pid for pid in all_pids() if (pid > low or pid <= high) and pid not in skip]

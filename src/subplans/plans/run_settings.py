@@ -1,0 +1,73 @@
+"""What a run is given besides its plan: the global config file and the command line's
+overrides, each a level of profile precedence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from subplans.engine.config import FailureMode
+from subplans.plans.models import ConfigFile, ProfileFields, ProfileSpec
+from subplans.plans.profiles import Level, ProfileError, ProfileRegistry, global_config_path
+from subplans.plans.validation import validate
+from subplans.plans.yamlfile import Problem, ProblemsError, read_yaml
+
+__all__ = ["GlobalConfig", "Overrides", "load_global_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Profile values given when a plan is run (the command line); they act at the plan level."""
+
+    max_parallel: int | None = None
+    failure_mode: FailureMode | None = None
+    profile: str | None = None
+
+    def levels(self) -> list[Level]:
+        levels = []
+        if self.max_parallel is not None:
+            fields = ProfileFields(max_parallel=self.max_parallel)
+            levels.append(Level("plan", None, "--max-parallel", fields))
+        if self.failure_mode is not None:
+            fields = ProfileFields(failure_mode=self.failure_mode)
+            levels.append(Level("plan", None, "--failure-mode", fields))
+        if self.profile is not None:
+            levels.append(Level("plan", None, "--profile", self.profile))
+        return levels
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    """The global config file: custom profiles and the global automation profile."""
+
+    path: Path
+    exists: bool
+    registry: ProfileRegistry
+    spec: ProfileSpec | None
+
+    def level(self) -> Level:
+        return Level("global", self.path, "automation_profile", self.spec)
+
+
+def load_global_config(environ: Mapping[str, str] | None = None) -> GlobalConfig:
+    """Read the global config file (it need not exist).
+
+    Raises:
+        ProblemsError: the file is unreadable or invalid.
+    """
+    path = global_config_path(environ)
+    if not path.exists():
+        return GlobalConfig(path, False, ProfileRegistry(), None)
+    located = read_yaml(path)
+    data = {} if located.data is None else located.data
+    model = validate(ConfigFile, data, located, "a config file")
+    try:
+        registry = ProfileRegistry(model.profiles, path)
+        for name in model.profiles:
+            registry.expand(name, f"profiles.{name}")
+        if model.automation_profile is not None:
+            registry.expand(model.automation_profile, "automation_profile")
+    except ProfileError as error:
+        raise ProblemsError([Problem(path, "", str(error))]) from None
+    return GlobalConfig(path, True, registry, model.automation_profile)

@@ -1,0 +1,158 @@
+"""The runnable tree a plan file becomes: plans, steps, units and their resolved profiles.
+
+Plain frozen dataclasses over the engine's types, so that whatever reads a tree (the executor,
+the runners, the store) loads no pydantic and no YAML; only loading a file does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from subplans.engine.config import FailureMode, ParallelExecutionConfig
+
+__all__ = [
+    "FIELDS",
+    "PlanNode",
+    "ResolvedProfile",
+    "Source",
+    "StepNode",
+    "UnitKind",
+    "UnitNode",
+    "inherit",
+]
+
+#: The fields a profile sets, in display order.
+FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries", "idempotent")
+
+UnitKind = Literal["run", "call", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an effective field came from: the level, the file (if any) and the key."""
+
+    level: str
+    file: Path | None
+    key: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.file is not None else self.key
+        return f"{self.level} ({where})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {
+            "level": self.level,
+            "file": None if self.file is None else str(self.file),
+            "key": self.key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedProfile:
+    """Every profile field's effective value, with where each came from."""
+
+    max_parallel: int
+    failure_mode: FailureMode
+    cancel_grace: float
+    timeout: float | None
+    retries: int
+    #: False: subplans must not run twice (resume asks before running one again).
+    idempotent: bool
+    sources: Mapping[str, Source]
+
+    def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:
+        """The dispatcher configuration; ``extra_grace`` leaves runners time to SIGKILL and reap."""
+        return ParallelExecutionConfig(
+            max_parallel=self.max_parallel,
+            failure_mode=self.failure_mode,
+            cancel_grace=self.cancel_grace + extra_grace,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Values and provenance, JSON-serialisable."""
+        values = {name: getattr(self, name) for name in FIELDS}
+        values["failure_mode"] = self.failure_mode.value
+        return {
+            "values": values,
+            "sources": {name: self.sources[name].to_dict() for name in FIELDS},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnitNode:
+    """One runnable unit: a command, a callable or a nested plan, with its path id."""
+
+    id: str
+    name: str
+    kind: UnitKind
+    folder: Path
+    cwd: Path
+    command: str | tuple[str, ...] | None = None
+    call: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    plan: PlanNode | None = None
+    timeout: float | None = None
+    retries: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    item: str | None = None
+    #: False: its work must not run twice; resume asks before running it again.
+    idempotent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StepNode:
+    """A step of a plan: its units and its resolved profile."""
+
+    id: str
+    name: str
+    always: bool
+    single: bool
+    profile: ResolvedProfile
+    units: tuple[UnitNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    """A validated plan (root or nested), ready to execute."""
+
+    id: str
+    name: str
+    file: Path
+    folder: Path
+    description: str | None
+    profile: ResolvedProfile
+    steps: tuple[StepNode, ...]
+    depth: int
+
+    def walk_units(self) -> list[UnitNode]:
+        """Every unit of the tree, depth first, in plan order."""
+        units: list[UnitNode] = []
+        for step in self.steps:
+            for unit in step.units:
+                units.append(unit)
+                if unit.plan is not None:
+                    units.extend(unit.plan.walk_units())
+        return units
+
+
+def inherit(plan: PlanNode, env: Mapping[str, str], item: str | None) -> PlanNode:
+    """``plan`` with ``env`` under each of its units' own env, and ``item`` where they have none."""
+    steps = []
+    for step in plan.steps:
+        units = []
+        for unit in step.units:
+            nested = None if unit.plan is None else inherit(unit.plan, env, item)
+            units.append(
+                replace(
+                    unit,
+                    env={**env, **unit.env},
+                    item=unit.item if unit.item is not None else item,
+                    plan=nested,
+                )
+            )
+        steps.append(replace(step, units=tuple(units)))
+    return replace(plan, steps=tuple(steps))

@@ -1,0 +1,168 @@
+"""Writing one batch of a run's rows in one transaction (the recorder's writer thread's).
+
+The event rows go first; then, in the same transaction, what they change in the subplans,
+steps and runs tables, so that a terminal state and its event commit together. Rows of one
+kind go many per statement (``chunk`` at most, fewer if SQLite allows fewer variables).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from typing import Any
+
+from subplans.engine.events import Event
+from subplans.store.event_rows import RowBuilder
+
+__all__ = ["BatchWriter"]
+
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# State changes, many rows per statement ({rows}).
+_INSERT_STATE_CHANGES = """
+INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) VALUES {rows}
+"""
+_STATE_CHANGE_ROW = "(?1, ?, ?, 'subplan_state_changed', ?, NULL, ?)"
+# One row per subplan per batch: its last state there. A bare pending state only creates a row
+# that is missing (resume_run resets the rows it re-runs). A completed subplan that started a
+# process exited 0. Its process group is forgotten once it is terminal: run_command returns
+# only once the whole group is gone.
+_UPSERT_SUBPLANS = """
+INSERT INTO subplans (run_id, subplan_id, state, attempts, started, finished, exit_code, error)
+VALUES {rows}
+ON CONFLICT (run_id, subplan_id) DO UPDATE SET
+    state = excluded.state,
+    attempts = excluded.attempts,
+    started = coalesce(excluded.started, started),
+    finished = excluded.finished,
+    exit_code = CASE WHEN excluded.state = 'completed' AND log_file IS NOT NULL
+        THEN 0 ELSE excluded.exit_code END,
+    error = excluded.error,
+    pgid = CASE WHEN excluded.state = 'running' THEN pgid END,
+    pgid_start = CASE WHEN excluded.state = 'running' THEN pgid_start END
+WHERE excluded.state <> 'pending'
+"""
+_SUBPLAN_ROW = "(?1, ?, ?, ?, ?, ?, ?, ?)"
+# The common case, a subplan that ended without an error, binds fewer values.
+_END_SUBPLANS = """
+INSERT INTO subplans (run_id, subplan_id, state, attempts, started, finished)
+VALUES {rows}
+ON CONFLICT (run_id, subplan_id) DO UPDATE SET
+    state = excluded.state,
+    attempts = excluded.attempts,
+    started = coalesce(excluded.started, started),
+    finished = excluded.finished,
+    exit_code = CASE WHEN excluded.state = 'completed' AND log_file IS NOT NULL THEN 0 END,
+    error = NULL,
+    pgid = NULL,
+    pgid_start = NULL
+"""
+_END_ROW = "(?1, ?, ?, ?, ?, ?)"
+# Applied after the batch's state changes, in order: a group is kept only while it runs.
+_PROCESS_STARTED = """
+INSERT INTO subplans (run_id, subplan_id, state, pgid, pgid_start, log_file)
+VALUES (?, ?, 'running', ?, ?, ?)
+ON CONFLICT (run_id, subplan_id) DO UPDATE SET
+    log_file = excluded.log_file,
+    pgid = CASE WHEN state = 'running' THEN excluded.pgid END,
+    pgid_start = CASE WHEN state = 'running' THEN excluded.pgid_start END,
+    exit_code = CASE WHEN state = 'completed' THEN 0 ELSE exit_code END
+"""
+# A retry keeps the subplan running: only its attempt count moves on.
+_RETRYING = """
+UPDATE subplans SET attempts = ? WHERE run_id = ? AND subplan_id = ? AND state = 'running'
+"""
+_UPSERT_STEP = """
+INSERT INTO steps (run_id, step_id, state, total, started, finished, error)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    state = excluded.state,
+    total = excluded.total,
+    started = CASE WHEN excluded.state = 'running' THEN excluded.started ELSE started END,
+    finished = excluded.finished,
+    error = excluded.error
+"""
+_FINISH_RUN = "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?"
+
+
+@functools.lru_cache(maxsize=32)
+def _statement(template: str, row: str, rows: int) -> str:
+    return template.format(rows=",".join([row] * rows))
+
+
+class BatchWriter:
+    """Writes batches of ``run_id``'s events through ``connection``, each in one transaction."""
+
+    __slots__ = ("builder", "chunk", "connection", "full", "limit", "run_id")
+
+    def __init__(self, connection: sqlite3.Connection, run_id: str, *, chunk: int) -> None:
+        self.connection = connection
+        self.run_id = run_id
+        self.chunk = chunk
+        (seq,) = connection.execute(
+            "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        known = {
+            subplan_id
+            for (subplan_id,) in connection.execute(
+                "SELECT subplan_id FROM subplans WHERE run_id = ?", (run_id,)
+            )
+        }
+        self.builder = RowBuilder(run_id, seq, known)
+        self.limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        #: Whether the connection is at synchronous=FULL now.
+        self.full = False
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database without blocking anyone; True if it all went."""
+        busy, _, _ = self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return not busy
+
+    def write(self, events: list[Event], *, durable: bool) -> bool:
+        """Write ``events``; returns whether the commit was fsynced (it held a terminal state).
+
+        On any failure nothing of the batch is written and the writer is as it was.
+        """
+        mark, db = self.builder.mark(), self.connection
+        try:
+            batch = self.builder.rows(events)
+            full = durable and batch.terminal
+            if full != self.full:
+                db.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+                self.full = full
+            db.execute("BEGIN IMMEDIATE")
+            self._rows(_INSERT_STATE_CHANGES, _STATE_CHANGE_ROW, 4, batch.changes)
+            db.executemany(_INSERT_EVENT, batch.others)
+            ended: list[Any] = []
+            other: list[Any] = []
+            for row in batch.subplans.values():
+                if row.finished is not None and row.error is None:
+                    ended += (row.subplan_id, row.state, row.attempts, row.started, row.finished)
+                else:
+                    other += row
+            self._rows(_END_SUBPLANS, _END_ROW, 5, ended)
+            self._rows(_UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, other)
+            db.executemany(_PROCESS_STARTED, batch.processes)
+            db.executemany(_RETRYING, batch.retries)
+            db.executemany(_UPSERT_STEP, batch.steps)
+            db.executemany(_FINISH_RUN, batch.runs)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self.builder.restore(mark)
+            raise
+        return full
+
+    def _rows(self, template: str, row: str, width: int, flat: list[Any]) -> None:
+        """Execute ``template`` for the rows in ``flat``, as many per statement as allowed."""
+        chunk = max(1, min(self.chunk, (self.limit - 1) // width))
+        rows, head = len(flat) // width, (self.run_id,)
+        for start in range(0, rows, chunk):
+            count = min(chunk, rows - start)
+            self.connection.execute(
+                _statement(template, row, count),
+                (*head, *flat[start * width : (start + count) * width]),
+            )

@@ -1,0 +1,48 @@
+"""``cancel_run``: asking the live owner of a run to stop, as Ctrl-C would."""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+from subplans.engine.errors import RunNotLiveError
+from subplans.execution.stopping import send_signal
+from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
+from subplans.store.records import RunStatus
+
+if TYPE_CHECKING:
+    from subplans.store.store import RunStore
+
+__all__ = ["cancel_run"]
+
+
+def cancel_run(store: RunStore, run_id: str, *, sig: int = signal.SIGTERM) -> ProcessIdentity:
+    """Ask the live owner of a run to stop, as Ctrl-C would: send it ``sig`` (SIGTERM).
+
+    The owner is signalled only once it is proven to be the recorded process (pid, host, boot
+    and start time); with a pidfd the check and the signal cannot race a pid reuse. The owner
+    must treat SIGTERM like Ctrl-C (the CLI does). Returns the owner signalled.
+
+    Raises:
+        RunNotLiveError: the run has ended, its owner is gone, or it runs on another host.
+        RunNotFoundError: no such run.
+    """
+    run = store.get_run(run_id)
+    owner = run.owner
+    if run.recorded_status is not RunStatus.RUNNING:
+        raise RunNotLiveError(f"run {run_id} has already ended ({run.recorded_status})")
+    liveness = owner_liveness(owner)
+    if owner is None or liveness is Liveness.UNKNOWN:
+        where = f"on {owner.host}" if owner is not None else "by an unknown process"
+        raise RunNotLiveError(f"run {run_id} is driven {where}; cancel it there")
+    if liveness is Liveness.GONE or not _signal(owner, sig):
+        raise RunNotLiveError(
+            f"run {run_id} was interrupted: its {owner} is gone; "
+            f"resume it with `subplans resume {run_id}`"
+        )
+    return owner
+
+
+def _signal(owner: ProcessIdentity, sig: int) -> bool:
+    """Send ``sig`` to ``owner`` if it is still that process; False if it is gone."""
+    return send_signal(owner.pid, owner.start_time, sig)

@@ -1,0 +1,27 @@
+"""Helpers for tests of real processes: is one still alive, and waiting in an event loop.
+
+``alive`` reads ``/proc`` itself rather than through ``subplans.execution.procfs``: the tests
+check the package's reading of processes, they do not rest on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` names a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` each tick, letting the event loop run, until it holds; fail after
+    ``timeout`` seconds (``TimeoutError``). ``conftest.wait_until`` is for synchronous tests."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

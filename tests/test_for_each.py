@@ -1,0 +1,83 @@
+"""``for_each`` items straight from their source, without a plan file (plans.for_each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from subplans.plans.for_each import (
+    GlobSource,
+    Item,
+    ItemsProblem,
+    LinesSource,
+    check_source,
+    name_items,
+    read_items,
+)
+
+
+def test_items_written_out_are_taken_as_they_are(tmp_path: Path) -> None:
+    assert read_items(("b", "a", "a"), tmp_path) == ["b", "a", "a"]
+
+
+def test_a_glob_gives_the_matching_files_sorted(tmp_path: Path) -> None:
+    for name in ("src/b.py", "src/deep/a.py", "src/c.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert read_items(GlobSource("src/**/*.py"), tmp_path) == ["src/b.py", "src/deep/a.py"]
+
+
+def test_a_glob_that_matches_nothing_names_the_folder(tmp_path: Path) -> None:
+    assert read_items(GlobSource("*.py"), tmp_path) == ItemsProblem(
+        "glob", f"'*.py' matches no files in {tmp_path}"
+    )
+
+
+def test_an_absolute_glob_is_refused_before_any_file_is_read(tmp_path: Path) -> None:
+    refused = ItemsProblem("glob", "must be relative to the plan's folder")
+    assert check_source(GlobSource("/etc/*")) == refused
+    assert read_items(GlobSource(f"{tmp_path}/*"), tmp_path) == refused
+    assert check_source(GlobSource("*.py")) is None
+    assert check_source(LinesSource("/anywhere.txt")) is None
+    assert check_source(("a", "b")) is None
+
+
+def test_lines_skip_blanks_and_comments(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_text("  one \n\n# not an item\ntwo\n")
+    assert read_items(LinesSource("items.txt"), tmp_path) == ["one", "two"]
+
+
+def test_an_unreadable_lines_file_says_why(tmp_path: Path) -> None:
+    assert read_items(LinesSource("missing.txt"), tmp_path) == ItemsProblem(
+        "lines", f"cannot read {tmp_path}/missing.txt: No such file or directory"
+    )
+
+
+def test_a_nul_byte_in_a_line_is_placed_in_the_lines_file(tmp_path: Path) -> None:
+    (tmp_path / "items.txt").write_text("one\nt\x00wo\n")
+    assert read_items(LinesSource("items.txt"), tmp_path) == ItemsProblem(
+        "lines",
+        "a for_each item has a NUL byte, which no command, environment variable or path can "
+        "hold ('t\\x00wo')",
+        tmp_path / "items.txt",
+        2,
+        2,
+    )
+
+
+def test_items_are_named_after_themselves_by_default() -> None:
+    assert name_items(["src/a.py", ""], None) == [
+        Item("src_a.py", {"item": "src/a.py", "index": "0", "stem": "a"}),
+        Item("1", {"item": "", "index": "1", "stem": ""}),
+    ]
+
+
+def test_a_bad_or_taken_name_stands_in_its_items_place() -> None:
+    named = name_items(["a/x.py", "b/x.py", "c/y.py", "/", "e/y.py"], "{stem}")
+    assert [n if isinstance(n, str) else n.name for n in named] == [
+        "x",
+        "for_each item 'b/x.py' gives the duplicate name 'x'",
+        "y",
+        "for_each item '/' gives the name ''; a name must be non-empty, without '/' "
+        "(try {stem} or {index})",
+        "for_each item 'e/y.py' gives the duplicate name 'y'",
+    ]
