@@ -11,7 +11,7 @@ import pytest
 
 from subplans.cli.reports import MAX_LISTED, StatusReport, counts_text, run_lines, write_events
 from subplans.engine.events import PlanFinished, PlanStarted, SubplanStateChanged
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import PlanState, SubplanExecutionState
 from subplans.store import PlanManifest, RunStore
 
 from .store_support import manifest
@@ -149,7 +149,7 @@ def test_following_a_live_run_writes_every_event_until_it_ends(store: RunStore) 
                 store,
                 "r1",
                 SubplanStateChanged("s/a", RUNNING, COMPLETED, 1),
-                PlanFinished("", "completed", 1.0),
+                PlanFinished("", PlanState.COMPLETED, 1.0),
             )
 
     count = write_events(store, "r1", written.append, follow=True, poll=0.25, sleep=sleep)

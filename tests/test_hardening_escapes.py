@@ -36,7 +36,7 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.progress import Failure, ProgressReporter
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import StepState, SubplanExecutionState
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 from subplans.sinks.formatting import error_text, tail, visible
@@ -160,7 +160,7 @@ def test_plain_lines_show_ids_errors_and_output_as_escapes() -> None:
     stream = io.StringIO()
     lines = PlainLines(stream)
     lines(PlanStarted(plan_id="", name=HOSTILE, file=HOSTILE, run_id="R1", steps=1))
-    lines(StepStateChanged(step_id=HOSTILE, previous=None, state="running", total=1))
+    lines(StepStateChanged(step_id=HOSTILE, previous=None, state=StepState.RUNNING, total=1))
     lines(SubplanStateChanged(subplan_id=HOSTILE, previous=None, state=RUNNING))
     lines(
         SubplanStateChanged(

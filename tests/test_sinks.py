@@ -24,7 +24,7 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.progress import Failure, ProgressReporter
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 from subplans.sinks.formatting import (
@@ -208,7 +208,7 @@ class BrokenPipe(io.StringIO):
 
 def test_a_failed_write_ends_the_jsonl_stream_without_raising() -> None:
     sink = JsonlSink(BrokenPipe(), run_id="R1")
-    event = PlanFinished("", "completed", 1.0)
+    event = PlanFinished("", PlanState.COMPLETED, 1.0)
 
     sink(event)
     sink(event)
@@ -226,7 +226,7 @@ def test_plain_lines_one_line_per_state_change() -> None:
     lines = PlainLines(stream)
     events = [
         PlanStarted("", "port-legacy", "plan.yaml", "R1", 2, time=T0),
-        StepStateChanged("port", None, "running", 3, time=T0),
+        StepStateChanged("port", None, StepState.RUNNING, 3, time=T0),
         DispatchStarted("port", 3, ParallelExecutionConfig(), time=T0),
         SubplanSkipped("port/z", "already completed", time=T0),
         SubplanStateChanged("port/a", None, PENDING, time=T0),
@@ -239,14 +239,19 @@ def test_plain_lines_one_line_per_state_change() -> None:
             "port/c", PENDING, FAILED, 0, SubplanCancelledError("cancelled"), time=T0 + 13
         ),
         StepStateChanged(
-            "port", "running", "failed", 3, SubplanError("1 of 3 failed"), time=T0 + 13
+            "port",
+            StepState.RUNNING,
+            StepState.FAILED,
+            3,
+            SubplanError("1 of 3 failed"),
+            time=T0 + 13,
         ),
-        StepStateChanged("one", None, "running", 1, time=T0 + 13),
-        StepStateChanged("one", "running", "completed", 1, time=T0 + 13),
-        StepStateChanged("report", None, "skipped", 1, time=T0 + 13),
+        StepStateChanged("one", None, StepState.RUNNING, 1, time=T0 + 13),
+        StepStateChanged("one", StepState.RUNNING, StepState.COMPLETED, 1, time=T0 + 13),
+        StepStateChanged("report", None, StepState.SKIPPED, 1, time=T0 + 13),
         PlanStarted("port/docs", "docs", "docs.yaml", "R1", 1, time=T0 + 13),
-        PlanFinished("port/docs", "completed", 0.5, time=T0 + 13),
-        PlanFinished("", "failed", 13.0, time=T0 + 13),
+        PlanFinished("port/docs", PlanState.COMPLETED, 0.5, time=T0 + 13),
+        PlanFinished("", PlanState.FAILED, 13.0, time=T0 + 13),
     ]
     for event in events:
         lines(event)
@@ -278,7 +283,7 @@ def test_plain_lines_failures_only_shows_failures_of_subplans_that_ran() -> None
     lines = PlainLines(stream, failures_only=True)
     for event in [
         PlanStarted("", "port-legacy", "plan.yaml", "R1", 1, time=T0),
-        StepStateChanged("port", None, "running", 3, time=T0),
+        StepStateChanged("port", None, StepState.RUNNING, 3, time=T0),
         SubplanStateChanged("port/a", PENDING, RUNNING, 1, time=T0),
         SubplanStateChanged("port/a", RUNNING, COMPLETED, 1, time=T0 + 1),
         SubplanStateChanged("port/b", PENDING, RUNNING, 1, time=T0),
@@ -309,10 +314,12 @@ def test_plan_progress_knows_the_tree_and_follows_the_root_steps(tree: PlanNode)
         ("port", "pending"),
         ("report", "pending"),
     ]
-    progress(StepStateChanged("prepare", None, "running", 1))
-    progress(StepStateChanged("prepare", "running", "completed", 1))
-    progress(StepStateChanged("port", None, "running", 5))
-    progress(StepStateChanged("port/docs/build", None, "running", 2))  # nested: not a root step
+    progress(StepStateChanged("prepare", None, StepState.RUNNING, 1))
+    progress(StepStateChanged("prepare", StepState.RUNNING, StepState.COMPLETED, 1))
+    progress(StepStateChanged("port", None, StepState.RUNNING, 5))
+    progress(
+        StepStateChanged("port/docs/build", None, StepState.RUNNING, 2)
+    )  # nested: not a root step
     progress(SubplanStateChanged("port/a", None, PENDING))  # not followed here
 
     current = progress.current
@@ -323,8 +330,8 @@ def test_plan_progress_knows_the_tree_and_follows_the_root_steps(tree: PlanNode)
         3,
         "running",
     )
-    progress(StepStateChanged("port", "running", "failed", 5))
-    progress(StepStateChanged("report", None, "skipped", 1))
+    progress(StepStateChanged("port", StepState.RUNNING, StepState.FAILED, 5))
+    progress(StepStateChanged("report", None, StepState.SKIPPED, 1))
     assert progress.skipped == 1
     assert [s.state for s in progress.steps()] == ["completed", "failed", "skipped"]
     assert repr(progress) == (
@@ -335,7 +342,7 @@ def test_plan_progress_knows_the_tree_and_follows_the_root_steps(tree: PlanNode)
 def test_plan_progress_counts_whole_subtrees_of_skipped_work(tree: PlanNode) -> None:
     progress = PlanProgress(tree)
 
-    progress(StepStateChanged("port", None, "skipped", 5))
+    progress(StepStateChanged("port", None, StepState.SKIPPED, 5))
     progress(SubplanSkipped("prepare", "already completed"))
     progress(SubplanSkipped("port/docs", "already completed"))
     progress(SubplanSkipped("port/unknown", "already completed"))
@@ -501,7 +508,7 @@ def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(
     tree: PlanNode, console: Console
 ) -> None:
     view, reporter, progress, clock = live_view(tree, console, max_running=2)
-    feed(view, reporter, progress, StepStateChanged("port", None, "running", 5))
+    feed(view, reporter, progress, StepStateChanged("port", None, StepState.RUNNING, 5))
     feed(
         view, reporter, progress, *[SubplanStateChanged(f"port/{x}", None, PENDING) for x in "abcd"]
     )
@@ -525,7 +532,7 @@ def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(
 def test_live_view_eta_is_zero_when_nothing_is_left(tree: PlanNode, console: Console) -> None:
     view, reporter, progress, _ = live_view(tree, console)
     for step in ("prepare", "port", "report"):
-        feed(view, reporter, progress, StepStateChanged(step, None, "skipped", 1))
+        feed(view, reporter, progress, StepStateChanged(step, None, StepState.SKIPPED, 1))
 
     assert re.match(r"^.{40} 0/0  100% elapsed 0:00:00 ETA 0:00:00$", rendered(view)[1])
 
@@ -599,8 +606,8 @@ def test_summary_render_without_failures(console: Console) -> None:
 def test_plain_lines_stop_at_the_first_failed_write() -> None:
     lines = PlainLines(BrokenPipe())
 
-    lines(StepStateChanged("port", None, "running", 3, time=T0))
-    lines(StepStateChanged("port", "running", "completed", 3, time=T0))
+    lines(StepStateChanged("port", None, StepState.RUNNING, 3, time=T0))
+    lines(StepStateChanged("port", StepState.RUNNING, StepState.COMPLETED, 3, time=T0))
 
     assert isinstance(lines.error, BrokenPipeError)
     assert lines.written == 0

@@ -15,7 +15,7 @@ from subplans.engine.clock import utc
 
 if TYPE_CHECKING:
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.states import SubplanExecutionState
+    from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 
 __all__ = [
     "DispatchFinished",
@@ -188,7 +188,7 @@ class PlanFinished(Event):
 
     kind: ClassVar[str] = "plan_finished"
     plan_id: str
-    state: str
+    state: PlanState
     elapsed: float
 
 
@@ -198,8 +198,8 @@ class StepStateChanged(Event):
 
     kind: ClassVar[str] = "step_state_changed"
     step_id: str
-    previous: str | None
-    state: str
+    previous: StepState | None
+    state: StepState
     total: int = 0
     error: BaseException | None = None
 

@@ -11,11 +11,7 @@ from pathlib import Path
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.dispatcher import ParallelSubplanDispatcher, SubplanResult
-from subplans.engine.errors import (
-    AggregateSubplanError,
-    SubplanCancelledError,
-    SubplanExecutionError,
-)
+from subplans.engine.errors import DispatchError, SubplanCancelledError
 from subplans.engine.events import (
     EventBus,
     PlanFinished,
@@ -175,7 +171,7 @@ class PlanExecutor:
         try:
             results = await dispatcher.run(subplans, name=step.id) if subplans else []
             state = StepState.COMPLETED
-        except (SubplanExecutionError, AggregateSubplanError) as failure:
+        except DispatchError as failure:
             results, state, error = failure.results, StepState.FAILED, failure
         except (asyncio.CancelledError, KeyboardInterrupt):
             if bus is not None:
