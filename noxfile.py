@@ -77,8 +77,10 @@ def bench(session: nox.Session) -> None:
     """The benchmarks: figures and ratios to read, never pass/fail."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_dispatcher.py")
+    session.run("python", "benchmarks/bench_startup.py")
     session.run("python", "benchmarks/bench_cli.py")
     session.run("python", "benchmarks/bench_store.py")
+    session.run("python", "benchmarks/bench_plans.py")
 
 
 @nox.session(python=PYTHON)

@@ -1,13 +1,17 @@
-"""Helpers for tests of real processes: is one still alive, and waiting in an event loop.
+"""Helpers for tests of real processes: is one still alive, the live members of a process
+group, and waiting in an event loop.
 
 ``alive`` reads ``/proc`` itself rather than through ``subplans.execution.procfs``: the tests
-check the package's reading of processes, they do not rest on it.
+check the package's reading of processes, they do not rest on it. ``group_members`` reads
+through ``procfs.process_table`` on purpose: ``test_process`` checks that reading with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+from subplans.execution.procfs import process_table
 
 
 def alive(pid: int) -> bool:
@@ -17,6 +21,12 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of group ``pgid``, zombies left out (``ProcessInfo.live``), in pid
+    order."""
+    return sorted(pid for pid, found in process_table().items() if found.pgid == pgid)
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import typer
 
-from subplans.cli.exits import ExitCode, invalid_input
-from subplans.cli.launches import FreshRun
+from subplans.cli.exits import ExitCode, invalid_input, refuse
+from subplans.cli.launches import Decision, FreshRun
 from subplans.cli.lifecycle import Output, RunLifecycle
 from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession
+from subplans.execution.signal_guard import CommandInterrupted
 from subplans.plans.loader import Overrides
 from subplans.store import RunStatus, RunStore
 
@@ -34,9 +35,11 @@ def store(tmp_path: Path) -> Iterator[RunStore]:
 class Overtaken(FreshRun):
     """Another live run of the same plan is recorded just before this one registers."""
 
-    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
+    def register(
+        self, store: RunStore, session: RunSession, decision: Decision, *, concurrent: bool
+    ) -> None:
         store.start_run("other", self.manifest, owner=other_host_owner())
-        super().register(store, session, concurrent=concurrent)
+        super().register(store, session, decision, concurrent=concurrent)
 
 
 def test_a_run_of_the_plan_that_gets_in_first_refuses_it_and_its_folders_go(
@@ -63,8 +66,10 @@ def test_a_run_of_the_plan_that_gets_in_first_refuses_it_and_its_folders_go(
 class SignalledWhileRegistering(FreshRun):
     """SIGTERM (what ``subplans cancel`` sends) arrives as the run is being recorded."""
 
-    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
-        super().register(store, session, concurrent=concurrent)
+    def register(
+        self, store: RunStore, session: RunSession, decision: Decision, *, concurrent: bool
+    ) -> None:
+        super().register(store, session, decision, concurrent=concurrent)
         os.kill(os.getpid(), signal.SIGTERM)  # deferred: noted, not fatal
 
 
@@ -112,3 +117,25 @@ def test_reprs_name_the_run(tmp_path: Path, store: RunStore) -> None:
     resumed = ResumedRun(store.get_run("r1"), force=False, rerun_unknown=False, skip_unknown=False)
     assert repr(resumed) == "<ResumedRun r1>"
     assert resumed.run_id == "r1"
+
+
+class SignalledWhileRefused(FreshRun):
+    """SIGTERM arrives while the launch decides, and the launch then refuses the run."""
+
+    def decide(self, store: RunStore) -> Decision:
+        os.kill(os.getpid(), signal.SIGTERM)  # deferred: noted, not fatal
+        refuse(["the run is refused"])
+
+
+def test_a_signal_during_a_refusal_keeps_the_refusal_line_and_exits_130(
+    tmp_path: Path, store: RunStore, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Pins: the refusal's `error:` line was lost, only the interrupt's line was printed."""
+    launch = SignalledWhileRefused(load(tmp_path, PLAN), Overrides())
+
+    with pytest.raises(CommandInterrupted) as exited, invalid_input():
+        RunLifecycle(Output(quiet=True)).drive(store, launch)
+
+    assert exited.value.code == ExitCode.INTERRUPTED
+    assert capfd.readouterr().err == "error: the run is refused\ninterrupted by SIGTERM\n"
+    assert store.list_runs() == []

@@ -16,11 +16,9 @@ from typing import Any
 
 import pytest
 
-from subplans.execution.process import group_members
-
 from .conftest import command_env, wait_until
 from .plans_helpers import write
-from .process_helpers import alive
+from .process_helpers import alive, group_members
 
 STATE_ORDERS = (
     ["pending", "running", "completed"],

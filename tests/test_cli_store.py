@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from subplans.cli.app import ExitCode, app, main
 from subplans.cli.session import RunSession
 from subplans.engine.errors import StoreError
-from subplans.execution.process import group_members
 from subplans.plans.loader import Overrides
 from subplans.store import PlanManifest, ProcessIdentity, RunStore
 from subplans.store.liveness import boot_id, process_start_time
@@ -27,6 +26,7 @@ from subplans.store.resume import run_manifest
 
 from .conftest import wait_until
 from .plans_helpers import write
+from .process_helpers import group_members
 from .store_support import gone_owner, invoke, load, start_group, stop
 from .test_store_liveness import record_groups
 

@@ -14,7 +14,7 @@ from subplans.engine.clock import Clock
 from subplans.engine.events import PlanFinished, StepStateChanged
 from subplans.engine.states import PlanState, StepState
 from subplans.execution.executor import PlanExecutor
-from subplans.execution.process import CommandFailedError, group_members
+from subplans.execution.process import CommandFailedError
 from subplans.execution.results import PlanFailedError, PlanResult, exit_code
 from subplans.execution.runners import ThreadAbandonedError, call_function
 from subplans.plans.loader import GlobalConfig, load_plan
@@ -22,7 +22,7 @@ from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import Recorder
 from .plans_helpers import write
-from .process_helpers import alive
+from .process_helpers import alive, group_members
 
 COMPLETED, FAILED = SubplanExecutionState.COMPLETED, SubplanExecutionState.FAILED
 
@@ -616,3 +616,28 @@ async def test_the_executor_reads_stamps_and_elapsed_times_from_its_clock(
         StepState.FAILED,
         StepState.SKIPPED,
     ]
+    # Every event is stamped by the executor's clock, not by time.time() (issue #9 review).
+    kinds = {event.kind for event in recorder.events}
+    assert kinds >= {
+        "plan_started",
+        "step_state_changed",
+        "subplan_process_started",
+        "subplan_state_changed",
+        "plan_finished",
+    }
+    assert {event.time for event in recorder.events} == {1_700_000_000.0}
+
+
+async def test_skipped_subplans_are_stamped_by_the_executors_clock(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    path = write(tmp_path, "p.yaml", "name: s\nsteps:\n  - {name: done, run: 'true'}\n")
+    clock = Clock(now=lambda: 1_700_000_000.0, monotonic=lambda: 0.0)
+    bus = EventBus()
+    recorder = Recorder(bus)
+
+    await PlanExecutor(load_plan(path, config=config), bus=bus, skip={"done"}, clock=clock).run()
+
+    (skipped,) = recorder.of(SubplanSkipped)
+    assert skipped.time == 1_700_000_000.0
+    assert {event.time for event in recorder.events} == {1_700_000_000.0}

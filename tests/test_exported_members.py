@@ -36,3 +36,22 @@ def test_the_version_is_the_installed_one() -> None:
 def test_unknown_attribute() -> None:
     with pytest.raises(AttributeError, match=r"^module 'subplans' has no attribute 'nope'$"):
         subplans.nope  # noqa: B018
+
+
+def test_the_lazy_names_are_the_ones_the_type_checker_sees() -> None:
+    """Each name is loaded on first use from ``_LAZY``'s module, and imported for the type
+    checker from the same module: a name moved in one place and not the other fails here."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(subplans.__file__).read_text(encoding="utf-8"))
+    typed = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for node in ast.walk(block)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == subplans._LAZY
+    assert set(subplans._LAZY) == set(subplans.__all__) - {"__version__"}

@@ -45,6 +45,7 @@ from subplans.sinks.live import LiveView
 from subplans.sinks.plan_progress import PlanProgress, StepView
 from subplans.sinks.summary import RunSummary
 
+from .conftest import printed
 from .plans_helpers import write
 
 RUNNING = SubplanExecutionState.RUNNING
@@ -73,13 +74,9 @@ def raw_controls(text: str, *, styled: bool = False) -> list[str]:
 
 
 def terminal(width: int = 400) -> Console:
+    """A terminal in memory as ``conftest.console`` is, but wider: a hostile id shown as escapes
+    is longer than its 100 columns, and a wrapped line would hide what the tests look for."""
     return Console(file=io.StringIO(), force_terminal=True, width=width, highlight=False)
-
-
-def printed(console: Console) -> str:
-    file = console.file
-    assert isinstance(file, io.StringIO)
-    return file.getvalue()
 
 
 @pytest.fixture

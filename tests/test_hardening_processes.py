@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from subplans.cli.reports import StatusReport
-from subplans.engine import cancelling, dispatcher
+from subplans.engine import cancelling
+from subplans.engine import dispatch as dispatcher
 from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.engine.states import SubplanExecutionState
 from subplans.execution import finding, process, procfs, stopping

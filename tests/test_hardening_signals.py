@@ -106,12 +106,10 @@ def _interrupt_at(
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 @pytest.mark.parametrize(
     ("args", "normal"),
-    [
-        (["--version"], ExitCode.OK),
-        (["validate", "plan.yaml"], ExitCode.OK),
-        (["run", "plan.yaml"], ExitCode.OK),
-    ],
-    ids=["version", "validate", "run"],
+    # `--version` ends within a millisecond of its guard, too soon for these moments: its
+    # interrupt is tested in test_cli_startup, blocked in its write to a full pipe.
+    [(["validate", "plan.yaml"], ExitCode.OK), (["run", "plan.yaml"], ExitCode.OK)],
+    ids=["validate", "run"],
 )
 def test_an_interrupt_at_any_moment_exits_130_with_one_line(
     args: list[str], normal: int, sig: signal.Signals, tmp_path: Path, env: dict[str, str]

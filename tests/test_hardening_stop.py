@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 
 from subplans.cli.session import Outcome, RunSession, View
-from subplans.execution.process import group_members
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import command_env, wait_until
 from .plans_helpers import write
-from .process_helpers import alive
+from .process_helpers import alive, group_members
 from .test_cli_process import processes_of_run
 
 RUN = (sys.executable, "-m", "subplans", "run", "plan.yaml", "--no-progress")

@@ -18,10 +18,10 @@ import pytest
 from subplans.engine.errors import CommandFailedError, SubplanError
 from subplans.engine.events import describe_error
 from subplans.execution import procfs
-from subplans.execution.process import CommandResult, ProcessGroups, group_members, run_command
+from subplans.execution.process import CommandResult, ProcessGroups, run_command
 from subplans.execution.stopping import Stopping, stop_async, stop_run_processes
 
-from .process_helpers import eventually
+from .process_helpers import eventually, group_members
 
 # Both the shell and its background child ignore SIGTERM (an ignored signal stays ignored
 # across fork and exec), so only SIGKILL stops this group of three.
@@ -621,3 +621,35 @@ def test_processes_of_a_run_are_found_by_environment_and_stopped() -> None:
             child.wait()
         assert stubborn.stdout is not None
         stubborn.stdout.close()
+
+
+async def test_run_command_logs_members_that_outlive_its_settle_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """End to end through ``run_command(settle_timeout=...)``: the command's end gives up on a
+    background process that SIGKILL does not end, with one warning, and returns."""
+    # Signals that never arrive: the straggler lives on, and is given up on at once.
+    monkeypatch.setattr(signal, "pidfd_send_signal", lambda fd, sig: None)
+
+    with caplog.at_level(logging.WARNING, logger="subplans"):
+        result = await run_command(
+            "sleep 30 & echo $!", log_file=tmp_path / "bg.log", cancel_grace=0, settle_timeout=0
+        )
+
+    straggler = int(result.output_tail)
+    try:
+        assert group_members(result.pid) == [straggler]
+        message = rf"^processes \[{straggler}\] survived SIGKILL for 0.0 s; giving up on them$"
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert re.match(message, caplog.records[0].getMessage())
+    finally:
+        os.kill(straggler, signal.SIGKILL)
+    await eventually(lambda: group_members(result.pid) == [])
+
+
+async def test_run_command_refuses_a_negative_settle_timeout_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"^settle_timeout must be >= 0, got -1$"):
+        await run_command("touch started", log_file=tmp_path / "x.log", settle_timeout=-1)
+    assert not (tmp_path / "x.log").exists()

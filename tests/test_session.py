@@ -14,12 +14,12 @@ from rich.console import Console
 
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
 from subplans.engine.events import SubplanProcessStarted
-from subplans.execution.process import group_members
 from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import printed
 from .plans_helpers import write
+from .process_helpers import group_members
 
 
 def load(folder: Path, text: str) -> PlanNode:

@@ -19,8 +19,8 @@ import pytest
 
 from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
 from subplans.engine.states import SubplanExecutionState
-from subplans.execution.process import group_members
 from subplans.execution.procfs import command_line, process_table
+from subplans.execution.stopping import send_signal
 from subplans.store import (
     Leftover,
     Liveness,
@@ -37,7 +37,6 @@ from subplans.store import (
     owner_liveness,
     stop_leftover_groups,
 )
-from subplans.store import cancel as cancel_module
 from subplans.store.liveness import (
     boot_id,
     check_run_id,
@@ -46,6 +45,7 @@ from subplans.store.liveness import (
 )
 
 from .conftest import wait_until
+from .process_helpers import group_members
 from .store_support import (
     Child,
     gone_owner,
@@ -464,16 +464,16 @@ def test_the_signal_never_reaches_a_process_that_reused_the_pid(
         real = ProcessIdentity(child.pid, socket.gethostname(), boot_id(), None)
         real = ProcessIdentity(real.pid, real.host, real.boot_id, process_start_time(child.pid))
         impostor = ProcessIdentity(real.pid, real.host, real.boot_id, (real.start_time or 0) - 1)
-        assert not cancel_module._signal(impostor, signal.SIGTERM)
+        assert not send_signal(impostor.pid, impostor.start_time, signal.SIGTERM)
         assert child.process.poll() is None
 
         def vanished(fd: int, sig: int) -> None:
             raise ProcessLookupError
 
         monkeypatch.setattr(signal, "pidfd_send_signal", vanished)
-        assert not cancel_module._signal(real, signal.SIGTERM)
+        assert not send_signal(real.pid, real.start_time, signal.SIGTERM)
         child.kill()
-        assert not cancel_module._signal(real, signal.SIGTERM)  # no such pid at all
+        assert not send_signal(real.pid, real.start_time, signal.SIGTERM)  # no such pid at all
 
 
 # --- a writer killed mid-write ----------------------------------------------------------------

@@ -10,9 +10,9 @@ The package is built in layers, each importing only the ones before it:
 - ``execution``: the executor that runs a tree, its runners and processes.
 - ``store``, ``sinks`` and ``cli``: the run store, the event sinks and the ``subplans`` command.
 
-The engine's public names are imported here. The public names of ``plans`` and ``execution`` are
-importable from here too, loaded on first use so that embedding the engine does not pay for
-pydantic and YAML.
+Every public name is importable from here (``__all__``) and loaded on first use: importing the
+package loads nothing but the signal guard, so that the command starts fast and a program that
+embeds the engine pays for the modules it uses, never for pydantic, YAML, Typer, Rich or sqlite3.
 """
 
 from __future__ import annotations
@@ -22,84 +22,106 @@ from __future__ import annotations
 from subplans.execution import signal_guard  # noqa: F401
 
 # isort: split
-import logging
-from importlib.metadata import PackageNotFoundError, version
+import typing
 
-from subplans.engine.config import FailureMode, ParallelExecutionConfig
-from subplans.engine.dispatcher import ParallelSubplanDispatcher
-from subplans.engine.errors import (
-    AggregateSubplanError,
-    CommandFailedError,
-    ConfigError,
-    DispatchError,
-    InvalidTransitionError,
-    PlanRunningError,
-    RunBusyError,
-    RunNotFoundError,
-    RunNotLiveError,
-    StoreError,
-    SubplanCancelledError,
-    SubplanError,
-    SubplanExecutionError,
-)
-from subplans.engine.events import (
-    DispatchFinished,
-    DispatchStarted,
-    Event,
-    EventBus,
-    PlanFinished,
-    PlanStarted,
-    StepStateChanged,
-    SubplanProcessStarted,
-    SubplanRetrying,
-    SubplanSkipped,
-    SubplanStateChanged,
-)
-from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
-from subplans.engine.progress import ProgressReporter, ProgressSnapshot
-from subplans.engine.results import SubplanResult
-from subplans.engine.states import SubplanExecutionState
-from subplans.engine.subplan import Subplan
-from subplans.engine.tracker import SubplanTracker
+#: The version, as pyproject.toml's (a test keeps them equal): read here rather than from the
+#: installed metadata, whose import alone costs ``subplans --version`` more than the rest.
+__version__ = "0.1.0"
 
-# A library logs, it never configures logging: no output unless the application asks.
-logging.getLogger("subplans").addHandler(logging.NullHandler())
+# Every name below is loaded on first use, so that `import subplans` (and so the command's
+# start) costs nothing but the signal guard: the dispatcher's asyncio, pydantic and YAML are paid
+# for by what uses them. The names are imported for the type checker only.
+if typing.TYPE_CHECKING:
+    from subplans.engine.config import FailureMode, ParallelExecutionConfig
+    from subplans.engine.dispatcher import ParallelSubplanDispatcher
+    from subplans.engine.errors import (
+        AggregateSubplanError,
+        CommandFailedError,
+        ConfigError,
+        DispatchError,
+        InvalidTransitionError,
+        PlanRunningError,
+        RunBusyError,
+        RunNotFoundError,
+        RunNotLiveError,
+        StoreError,
+        SubplanCancelledError,
+        SubplanError,
+        SubplanExecutionError,
+    )
+    from subplans.engine.events import (
+        DispatchFinished,
+        DispatchStarted,
+        Event,
+        EventBus,
+        PlanFinished,
+        PlanStarted,
+        StepStateChanged,
+        SubplanProcessStarted,
+        SubplanRetrying,
+        SubplanSkipped,
+        SubplanStateChanged,
+    )
+    from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
+    from subplans.engine.progress import ProgressReporter, ProgressSnapshot
+    from subplans.engine.results import SubplanResult
+    from subplans.engine.states import PlanState, StepState, SubplanExecutionState
+    from subplans.engine.subplan import Subplan
+    from subplans.engine.tracker import SubplanTracker
+    from subplans.execution.executor import PlanExecutor
+    from subplans.execution.process import CommandResult, ProcessGroups
+    from subplans.execution.results import PlanFailedError, PlanResult, StepResult
+    from subplans.execution.runners import CallTargetError, ThreadAbandonedError
+    from subplans.plans.loader import load_plan
+    from subplans.plans.profiles import ProfileError
+    from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
+    from subplans.plans.shellquote import ShellTemplateError
+    from subplans.plans.tree import PlanNode, ResolvedProfile
+    from subplans.plans.yamlfile import Problem, ProblemsError
 
-try:
-    __version__ = version("subplans")
-except PackageNotFoundError:  # pragma: no cover - only when run from a source tree
-    __version__ = "0.0.0"
-
-_LAZY = {
-    "CallTargetError": "subplans.execution.runners",
-    "CommandResult": "subplans.execution.process",
-    "GlobalConfig": "subplans.plans.run_settings",
-    "Overrides": "subplans.plans.run_settings",
-    "PlanExecutor": "subplans.execution.executor",
-    "PlanFailedError": "subplans.execution.results",
-    "PlanNode": "subplans.plans.tree",
-    "PlanResult": "subplans.execution.results",
-    "Problem": "subplans.plans.yamlfile",
-    "ProblemsError": "subplans.plans.yamlfile",
-    "ProcessGroups": "subplans.execution.process",
-    "ProfileError": "subplans.plans.profiles",
-    "ResolvedProfile": "subplans.plans.tree",
-    "ShellTemplateError": "subplans.plans.shellquote",
-    "StepResult": "subplans.execution.results",
-    "ThreadAbandonedError": "subplans.execution.runners",
-    "load_global_config": "subplans.plans.run_settings",
-    "load_plan": "subplans.plans.loader",
+_MODULES = {
+    "subplans.engine.config": "FailureMode ParallelExecutionConfig",
+    "subplans.engine.dispatcher": "ParallelSubplanDispatcher",
+    "subplans.engine.errors": "AggregateSubplanError CommandFailedError ConfigError DispatchError "
+    "InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError RunNotLiveError "
+    "StoreError SubplanCancelledError SubplanError SubplanExecutionError",
+    "subplans.engine.events": "DispatchFinished DispatchStarted Event EventBus PlanFinished "
+    "PlanStarted StepStateChanged SubplanProcessStarted SubplanRetrying SubplanSkipped "
+    "SubplanStateChanged",
+    "subplans.engine.limiter": "AsyncSemaphoreLimiter LimiterStatistics",
+    "subplans.engine.progress": "ProgressReporter ProgressSnapshot",
+    "subplans.engine.results": "SubplanResult",
+    "subplans.engine.states": "PlanState StepState SubplanExecutionState",
+    "subplans.engine.subplan": "Subplan",
+    "subplans.engine.tracker": "SubplanTracker",
+    "subplans.execution.executor": "PlanExecutor",
+    "subplans.execution.process": "CommandResult ProcessGroups",
+    "subplans.execution.results": "PlanFailedError PlanResult StepResult",
+    "subplans.execution.runners": "CallTargetError ThreadAbandonedError",
+    "subplans.plans.loader": "load_plan",
+    "subplans.plans.profiles": "ProfileError",
+    "subplans.plans.run_settings": "GlobalConfig Overrides load_global_config",
+    "subplans.plans.shellquote": "ShellTemplateError",
+    "subplans.plans.tree": "PlanNode ResolvedProfile",
+    "subplans.plans.yamlfile": "Problem ProblemsError",
 }
+#: Each public name and the module it is loaded from on first use.
+_LAZY = {name: module for module, names in _MODULES.items() for name in names.split()}
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subplans' has no attribute {name!r}")
+    import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'subplans' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [
@@ -128,6 +150,7 @@ __all__ = [
     "PlanResult",
     "PlanRunningError",
     "PlanStarted",
+    "PlanState",
     "Problem",
     "ProblemsError",
     "ProcessGroups",
@@ -140,6 +163,7 @@ __all__ = [
     "RunNotLiveError",
     "ShellTemplateError",
     "StepResult",
+    "StepState",
     "StepStateChanged",
     "StoreError",
     "Subplan",

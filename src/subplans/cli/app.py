@@ -1,84 +1,42 @@
-"""The ``subplans`` command: the Typer app, its root options, and ``main()``, the entry point.
+"""The ``subplans`` command's entry point: ``main()``.
 
-The commands live one group to a module: ``run``, ``resume`` and ``validate`` in
-``run_commands`` (the run itself is ``lifecycle.RunLifecycle``'s), ``runs``, ``status``,
-``events``, ``logs`` and ``cancel`` in ``store_commands``, ``profile list|show|resolve`` in
-``profile_commands``, ``schema`` in ``schema_command``.
+``main()`` runs the Typer app (``typer_app``, where the commands are gathered; ``app`` here too)
+outside click's standalone mode, so that the exit codes are ours (``exits.ExitCode``) and a
+usage error is one ``error:`` line like any other invalid input.
 
-``main()`` runs the app outside click's standalone mode, so that the exit codes are ours
-(``exits.ExitCode``) and a usage error is one ``error:`` line like any other invalid input.
-Heavy modules (pydantic through the loader, Rich, the executor, the sinks, the store) are
-imported inside the commands, so that ``--help`` and ``--version`` start fast.
+Nothing is loaded before it is needed: ``subplans --version`` is answered here before Typer is
+imported, and the commands import their heavy modules (pydantic through the loader, Rich, the
+executor, the sinks, the store) inside themselves, so that ``--help`` starts fast too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from subplans.cli.exits import ExitCode
-from subplans.cli.options import CONTEXT, example
-from subplans.cli.profile_commands import profile_app
-from subplans.cli.run_commands import commands as run_commands
-from subplans.cli.schema_command import commands as schema_commands
-from subplans.cli.store_commands import commands as store_commands
 from subplans.execution import signal_guard
+
+if TYPE_CHECKING:
+    from subplans.cli.typer_app import app
 
 __all__ = ["ExitCode", "app", "main"]
 
-app = typer.Typer(
-    name="subplans",
-    no_args_is_help=True,
-    add_completion=False,
-    context_settings=CONTEXT,
-    rich_markup_mode="markdown",
-    epilog=example(
-        "subplans run plan.yaml --max-parallel 8 --profile keep-going",
-        "subplans status",
-        "subplans resume 20261128-000453-43a954",
-    ),
-)
-# In this order in `subplans --help`, the profile group last.
-for commands in (run_commands, schema_commands, store_commands):
-    app.registered_commands.extend(commands.registered_commands)
-app.add_typer(profile_app)
 
+def __getattr__(name: str) -> object:
+    # The Typer app, loaded on first use: `subplans --version` never builds it.
+    if name == "app":
+        from subplans.cli.typer_app import app
 
-def _version(value: bool) -> None:
-    if value:
-        from subplans import __version__
-
-        typer.echo(f"subplans {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Run a plan's subplans in parallel under a concurrency cap: safely, visibly and fast.
-
-    Exit codes: 0 every subplan and step completed, 1 the plan failed, 2 invalid input,
-    130 interrupted.
-    """
+        return app
+    raise AttributeError(f"module 'subplans.cli.app' has no attribute {name!r}")
 
 
 # --- entry point --------------------------------------------------------------------------
-
-# Recent Typer versions vendor click: take click's base exception from Typer's own class.
-_ClickException: type[Exception] = next(
-    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,12 +44,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGINT and SIGTERM: exit 130 and one line at any moment (signal_guard).
     with signal_guard.GUARD.guarded():
         try:
+            if _only_the_version(sys.argv[1:] if argv is None else argv):
+                return _print_version()
             return _main(argv)
         except signal_guard.CommandInterrupted:
             return ExitCode.INTERRUPTED
 
 
+def _only_the_version(args: Sequence[str]) -> bool:
+    """True when Typer would only print the version: the root's eager ``--version`` first, then
+    nothing click would parse as a root option (past a command's name, nothing is parsed), and
+    no shell completion asked for (click's ``_SUBPLANS_COMPLETE``)."""
+    return (
+        len(args) > 0
+        and args[0] == "--version"
+        and (len(args) == 1 or not args[1].startswith("-"))
+        and "_SUBPLANS_COMPLETE" not in os.environ
+    )
+
+
+def _print_version() -> int:
+    """``subplans --version`` without Typer: the line its ``--version`` prints, byte for byte."""
+    from subplans import __version__
+
+    if sys.stdout is None:  # started with stdout closed (`>&-`): click prints nothing either
+        return ExitCode.OK
+    # `subplans --version | true`: the reader has all it wanted, as click's exit 0 says too.
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.write(f"subplans {__version__}\n")
+        sys.stdout.flush()
+    _forget_closed_stdout()
+    return ExitCode.OK
+
+
 def _main(argv: Sequence[str] | None) -> int:
+    import typer
+
+    from subplans.cli.typer_app import app
+
+    # Recent Typer versions vendor click: take click's base exception from Typer's own class.
+    click_exception: type[Exception] = next(
+        cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
+    )
     command = typer.main.get_command(app)
     # Ids and output come from plans and commands: a terminal or pipe that cannot encode a
     # character gets an escape, never a UnicodeEncodeError halfway through a summary.
@@ -100,7 +94,7 @@ def _main(argv: Sequence[str] | None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         code = command.main(args=argv, prog_name="subplans", standalone_mode=False)
-    except _ClickException as error:
+    except click_exception as error:
         return _usage_error(error)
     except typer.Abort:  # end of input while prompting, or Ctrl-C outside a run
         return ExitCode.INTERRUPTED
@@ -135,6 +129,8 @@ def _forget_closed_stdout() -> None:
 
 def _usage_error(error: Any) -> int:
     """A click usage error as one ``error:`` line; ``subplans`` alone prints its help."""
+    import typer
+
     message: str = error.format_message()
     if type(error).__name__ == "NoArgsIsHelpError":
         if message.strip():  # pragma: no cover - click prints the help itself in some versions

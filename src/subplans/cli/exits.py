@@ -10,7 +10,8 @@
 
 Invalid input is one ``error:`` line per problem on stderr (``invalid()``); the modules below
 the commands ``refuse()`` with those lines instead, and know nothing of Typer: the command's
-``invalid_input()`` block prints them.
+``invalid_input()`` block prints them. Typer is imported only to print them: ``main()`` uses
+``ExitCode`` before Typer is loaded.
 """
 
 from __future__ import annotations
@@ -20,11 +21,7 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import NoReturn
 
-import typer
-
-from subplans.sinks.formatting import visible
-
-__all__ = ["ExitCode", "interruptible", "invalid", "invalid_input", "refuse"]
+__all__ = ["ExitCode", "interruptible", "invalid", "invalid_input", "refuse", "told"]
 
 
 class ExitCode(IntEnum):
@@ -44,6 +41,8 @@ class _Refused(Exception):
         super().__init__("; ".join(problems))
         self.problems = problems
         self.preface = preface
+        #: Its lines are printed already (``told()``).
+        self.told = False
 
 
 def refuse(problems: Iterable[object], *, preface: str | None = None) -> NoReturn:
@@ -55,25 +54,59 @@ def refuse(problems: Iterable[object], *, preface: str | None = None) -> NoRetur
 
 def invalid(problems: Iterable[object]) -> NoReturn:
     """Print one ``error:`` line per problem on stderr and exit 2."""
+    import typer
+
+    _print_errors(problems)
+    raise typer.Exit(ExitCode.INVALID)
+
+
+def _print_errors(problems: Iterable[object]) -> None:
+    import typer
+
+    from subplans.sinks.formatting import visible
+
     for problem in problems:
         # One line each, whatever the message holds: a line per problem is the contract, and
         # a control character it quotes (from a plan, an item, a file name) is shown, not obeyed.
         typer.echo(f"error: {visible(' '.join(str(problem).splitlines()))}", err=True)
-    raise typer.Exit(ExitCode.INVALID)
+
+
+def _print_refused(refused: _Refused) -> None:
+    import typer
+
+    if not refused.told:
+        refused.told = True
+        if refused.preface is not None:
+            typer.echo(refused.preface, err=True)
+        _print_errors(refused.problems)
+
+
+@contextlib.contextmanager
+def told() -> Iterator[None]:
+    """Print the lines of what ``refuse()`` refuses in the block as it leaves the block (the
+    exit stays 2, once ``invalid_input()`` sees it): inside ``signal_guard``'s ``deferred()``,
+    whose end replaces the exit with 130 if a signal was noted meanwhile, the lines are then
+    printed before the interrupt's line instead of lost."""
+    try:
+        yield
+    except _Refused as refused:
+        _print_refused(refused)
+        raise
 
 
 @contextlib.contextmanager
 def invalid_input() -> Iterator[None]:
     """Exit 2 with its lines for what is refused: ``refuse()``, a store that cannot be used, a
     run that is unknown, busy or not live."""
+    import typer
+
     from subplans.engine.errors import RunBusyError, RunNotLiveError, StoreError
 
     try:
         yield
     except _Refused as refused:
-        if refused.preface is not None:
-            typer.echo(refused.preface, err=True)
-        invalid(refused.problems)
+        _print_refused(refused)
+        raise typer.Exit(ExitCode.INVALID) from None
     except (StoreError, RunBusyError, RunNotLiveError) as error:
         invalid([error])
 
@@ -84,4 +117,6 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        import typer
+
         raise typer.Exit(ExitCode.INTERRUPTED) from None

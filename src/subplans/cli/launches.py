@@ -25,12 +25,18 @@ __all__ = ["Decision", "FreshRun", "Launch"]
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     """What a launch decided to run: the plan, what the store records about it, and for a
-    resumed run the folder it continues and the subplans to skip."""
+    resumed run the folder it continues, the subplans to skip, those recorded completed on the
+    operator's word (``assume_completed``) and what to say before the run starts (``notes``).
+
+    The lifecycle hands it to the launch's later steps: what they need is decided here, under
+    the lock, so no step can run before it."""
 
     plan: PlanNode
     manifest: PlanManifest
     run_dir: Path | None = None
     skip: Collection[str] = frozenset()
+    assume_completed: Sequence[str] = ()
+    notes: Sequence[str] = ()
 
 
 class Launch(Protocol):
@@ -51,13 +57,15 @@ class Launch(Protocol):
         (``exits.refuse``) if the run cannot go ahead as asked."""
         ...
 
-    def before_start(self, store: RunStore, session: RunSession) -> None:
+    def before_start(self, store: RunStore, session: RunSession, decision: Decision) -> None:
         """The session and its folder exist; nothing of the run is recorded yet."""
         ...
 
-    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
-        """Record in the store that the run starts (``PlanRunningError`` if another live run
-        of the plan got in first, unless ``concurrent``)."""
+    def register(
+        self, store: RunStore, session: RunSession, decision: Decision, *, concurrent: bool
+    ) -> None:
+        """Record in the store that the run starts as ``decision`` says (``PlanRunningError``
+        if another live run of the plan got in first, unless ``concurrent``)."""
         ...
 
     def made(self, session: RunSession) -> Sequence[Path]:
@@ -82,12 +90,14 @@ class FreshRun:
     def decide(self, store: RunStore) -> Decision:
         return Decision(self.plan, self.manifest)
 
-    def before_start(self, store: RunStore, session: RunSession) -> None:
+    def before_start(self, store: RunStore, session: RunSession, decision: Decision) -> None:
         pass
 
-    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
+    def register(
+        self, store: RunStore, session: RunSession, decision: Decision, *, concurrent: bool
+    ) -> None:
         run_dir = session.executor.run_dir.absolute()
-        store.start_run(self.run_id, self.manifest, run_dir=run_dir, concurrent=concurrent)
+        store.start_run(self.run_id, decision.manifest, run_dir=run_dir, concurrent=concurrent)
 
     def made(self, session: RunSession) -> Sequence[Path]:
         return (session.log_dir, session.log_dir.parent)

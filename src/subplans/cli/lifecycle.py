@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from subplans.cli.exits import refuse
+from subplans.cli.exits import refuse, told
 from subplans.cli.launches import Decision, FreshRun, Launch
 from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
@@ -130,15 +130,17 @@ class RunLifecycle:
         if not self.concurrent:
             with _plan_free():
                 launch.check_plan_free(store)
-        with signal_guard.GUARD.deferred() as noted, store.lock(launch.run_id):
+        # A refusal's lines are printed inside deferred(): a signal noted meanwhile then adds
+        # its line and exit 130 to them instead of replacing them.
+        with signal_guard.GUARD.deferred() as noted, told(), store.lock(launch.run_id):
             decision = launch.decide(store)
             with events or contextlib.nullcontext() as stream:
                 session = self._session(launch, decision, stream, store)
                 session.early_signals = noted
                 _prepare(session)
-                launch.before_start(store, session)
+                launch.before_start(store, session, decision)
                 with _plan_free(launch.made(session)):
-                    launch.register(store, session, concurrent=self.concurrent)
+                    launch.register(store, session, decision, concurrent=self.concurrent)
                 _start_afresh(stream)
                 return _execute(session, stream, store)
 

@@ -28,7 +28,7 @@ from subplans.store.resume import (
 
 if TYPE_CHECKING:
     from subplans.cli.session import RunSession
-    from subplans.store import PlanDiff, PlanManifest, RunInfo, RunStore
+    from subplans.store import PlanDiff, RunInfo, RunStore
 
 __all__ = ["ResumedRun"]
 
@@ -45,10 +45,6 @@ class ResumedRun:
         self.force = force
         self.rerun_unknown = rerun_unknown
         self.skip_unknown = skip_unknown
-        # Decided under the lock (decide()).
-        self._manifest: PlanManifest | None = None
-        self._diff: PlanDiff | None = None
-        self._unknown: UnknownOutcomes | None = None
 
     def __repr__(self) -> str:
         return f"<ResumedRun {self.run.id}>"
@@ -81,42 +77,47 @@ class ResumedRun:
         unfinished = unknown.skip_refusal() if self.skip_unknown else None
         if unfinished is not None:
             refuse([unfinished])
-        self._manifest, self._diff, self._unknown = manifest, diff, unknown
+        # Recorded completed on the operator's word.
+        assumed = unknown.assumed if self.skip_unknown else ()
         return Decision(
             node,
             manifest,
             run_dir=None if self.run.run_dir is None else Path(self.run.run_dir),
-            skip=store.completed_subplans(run_id).union(self._assumed),
+            skip=store.completed_subplans(run_id).union(assumed),
+            assume_completed=assumed,
+            notes=_notes(diff, unknown, skip=self.skip_unknown),
         )
 
-    @property
-    def _assumed(self) -> Sequence[str]:
-        """The subplans recorded completed on the operator's word (``skip_unknown``)."""
-        assert self._unknown is not None, "decide() comes first"
-        return self._unknown.assumed if self.skip_unknown else ()
-
-    def before_start(self, store: RunStore, session: RunSession) -> None:
+    def before_start(self, store: RunStore, session: RunSession, decision: Decision) -> None:
         """Stop what the dead owner left (nothing may run twice at the same time), and say what
         the resume found."""
-        assert self._diff is not None, "decide() comes first"
-        assert self._unknown is not None, "decide() comes first"
         stopped = stop_leftovers(store, self.run)
         if stopped:
             session.say(describe_stopped(self.run.id, stopped))
-        if self._diff.hash_changed:
-            forced = "" if self._diff.ids_match else "; resuming anyway (--force)"
-            session.say(f"{self._diff}{forced}")
-        if self._unknown.subplans:
-            session.say(self._unknown.describe(skip=self.skip_unknown))
+        for note in decision.notes:
+            session.say(note)
 
-    def register(self, store: RunStore, session: RunSession, *, concurrent: bool) -> None:
+    def register(
+        self, store: RunStore, session: RunSession, decision: Decision, *, concurrent: bool
+    ) -> None:
         store.resume_run(
             self.run.id,
-            self._manifest,
+            decision.manifest,
             concurrent=concurrent,
-            assume_completed=self._assumed,
+            assume_completed=decision.assume_completed,
             reason=SKIP_UNKNOWN_REASON,
         )
 
     def made(self, session: RunSession) -> Sequence[Path]:
         return ()  # the run's folder is the one it had
+
+
+def _notes(diff: PlanDiff, unknown: UnknownOutcomes, *, skip: bool) -> tuple[str, ...]:
+    """What the resume found that the operator should read: a changed plan, unknown outcomes."""
+    notes = []
+    if diff.hash_changed:
+        forced = "" if diff.ids_match else "; resuming anyway (--force)"
+        notes.append(f"{diff}{forced}")
+    if unknown.subplans:
+        notes.append(unknown.describe(skip=skip))
+    return tuple(notes)

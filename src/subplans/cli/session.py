@@ -23,9 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -185,7 +184,7 @@ class RunSession:
         result: PlanResult | None = None
         loop = asyncio.get_running_loop()
         try:
-            with _pidfd_child_watcher(loop), interrupts.installed(loop), self._display:
+            with interrupts.installed(loop), self._display:
                 # Taken off the list: the command's guard acts on those nobody handled.
                 while self.early_signals:
                     interrupts.handle(self.early_signals.pop(0))
@@ -313,33 +312,3 @@ async def _closed(recorder: RunRecorder) -> StoreError | None:
     except StoreError as error:
         return error
     return None
-
-
-@contextlib.contextmanager
-def _pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """Watch the run's children with pidfds in the loop instead of a thread per child.
-
-    Python 3.11's default watcher starts a thread for every process it waits for (3.12 uses
-    pidfds by default): at a thousand short commands that thread is a good part of each one's
-    cost. The previous watcher is restored afterwards.
-    """
-    if sys.version_info >= (3, 12) or not _pidfd_works():  # pragma: no cover - 3.11 on Linux
-        yield
-        return
-    previous = asyncio.get_child_watcher()
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
-    try:
-        yield
-    finally:
-        asyncio.set_child_watcher(previous)
-        watcher.close()
-
-
-def _pidfd_works() -> bool:
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):  # pragma: no cover - old kernels, seccomp filters
-        return False
-    return True

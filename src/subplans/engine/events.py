@@ -32,7 +32,7 @@ __all__ = [
     "Subscriber",
     "describe_error",
     "json_ready",
-    "utc",
+    "state_changed",
 ]
 
 logger = logging.getLogger("subplans")
@@ -118,6 +118,29 @@ class SubplanStateChanged(Event):
     state: SubplanExecutionState
     attempt: int = 0
     error: BaseException | None = None
+
+
+def state_changed(
+    subplan_id: str,
+    previous: SubplanExecutionState | None,
+    state: SubplanExecutionState,
+    attempt: int,
+    error: BaseException | None,
+    time: float,
+) -> SubplanStateChanged:
+    """``SubplanStateChanged(subplan_id, previous, state, attempt, error, time=time)``, built in
+    half the time: the dispatcher builds three per subplan (a test keeps the two equal)."""
+    event = _new(SubplanStateChanged)
+    event.time = time
+    event.subplan_id = subplan_id
+    event.previous = previous
+    event.state = state
+    event.attempt = attempt
+    event.error = error
+    return event
+
+
+_new = object.__new__
 
 
 @dataclass(slots=True)

@@ -39,7 +39,8 @@ class SubplanResult:
 
     @property
     def duration(self) -> float | None:
-        """Seconds from start to end, or None if it never started."""
+        """``finished - started`` in seconds, or None if it never started: the difference of
+        two wall-clock stamps (``clock.now()``), which a wall clock set meanwhile bends."""
         if self.started is None or self.finished is None:
             return None
         return self.finished - self.started

@@ -13,7 +13,7 @@ from subplans.engine.errors import ConfigError
 __all__ = ["Subplan"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Subplan:
     """One unit of work: ``run()`` returns an awaitable; ``timeout`` is per attempt (seconds).
 
@@ -29,20 +29,45 @@ class Subplan:
     #: Whether it takes a slot of a shared budget (a nested plan's subplan does not).
     uses_budget: bool = field(default=True, kw_only=True)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not self.id:
-            raise ConfigError(f"subplan id must be a non-empty string, got {self.id!r}")
-        if not callable(self.run):
-            if inspect.iscoroutine(self.run):
-                self.run.close()  # spare the user a "never awaited" warning on top of this error
+    # Written out: the generated one (six object.__setattr__ by name, then __post_init__) cost
+    # a no-op subplan as much as the rest of its way through the dispatcher but its events.
+    def __init__(
+        self,
+        id: str,
+        run: Callable[[], Awaitable[Any]],
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.1,
+        uses_budget: bool = True,
+    ) -> None:
+        if not isinstance(id, str) or not id:
+            raise ConfigError(f"subplan id must be a non-empty string, got {id!r}")
+        if not callable(run):
+            if inspect.iscoroutine(run):
+                run.close()  # spare the user a "never awaited" warning on top of this error
             raise ConfigError(
-                f"subplan {self.id!r}: run must be a zero-argument callable returning an "
-                f"awaitable, got {self.run!r}; HINT: pass the function itself, not its result"
+                f"subplan {id!r}: run must be a zero-argument callable returning an "
+                f"awaitable, got {run!r}; HINT: pass the function itself, not its result"
             )
         # Fast path first: building error labels for 100,000 valid subplans would dominate.
-        if self.timeout is not None:
-            object.__setattr__(self, "timeout", check_timeout(self.timeout, f"{self.id}: timeout"))
-        if self.retries != 0 or type(self.retries) is not int:
-            check_retries(self.retries, f"{self.id}: retries")
-        if self.retry_delay != 0.1 or type(self.retry_delay) is not float:
-            check_seconds(f"{self.id}: retry_delay", self.retry_delay)
+        if timeout is not None:
+            timeout = check_timeout(timeout, f"{id}: timeout")
+        if retries != 0 or type(retries) is not int:
+            check_retries(retries, f"{id}: retries")
+        if retry_delay != 0.1 or type(retry_delay) is not float:
+            check_seconds(f"{id}: retry_delay", retry_delay)
+        _set_id(self, id)
+        _set_run(self, run)
+        _set_timeout(self, timeout)
+        _set_retries(self, retries)
+        _set_retry_delay(self, retry_delay)
+        _set_uses_budget(self, uses_budget)
+
+
+# The slots' own setters: how a frozen dataclass sets its fields (object.__setattr__), without
+# looking each one up by name.
+_set_id, _set_run, _set_timeout, _set_retries, _set_retry_delay, _set_uses_budget = (
+    Subplan.__dict__[name].__set__
+    for name in ("id", "run", "timeout", "retries", "retry_delay", "uses_budget")
+)

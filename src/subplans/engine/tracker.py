@@ -7,19 +7,20 @@ from typing import TYPE_CHECKING
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.errors import InvalidTransitionError, SubplanError
-from subplans.engine.events import SubplanStateChanged
+from subplans.engine.events import SubplanStateChanged, state_changed
 from subplans.engine.states import LEGAL_TRANSITIONS, SubplanExecutionState
 
 if TYPE_CHECKING:
     from subplans.engine.events import EventBus
 
-__all__ = ["SubplanTracker"]
+__all__ = ["LOG_LEVELS", "SubplanTracker", "announce", "log_move"]
 
 logger = logging.getLogger("subplans")
 
 PENDING = SubplanExecutionState.PENDING
 
-_LOG_LEVELS = {
+#: The level each state is logged at.
+LOG_LEVELS = {
     PENDING: logging.DEBUG,
     SubplanExecutionState.RUNNING: logging.DEBUG,
     SubplanExecutionState.COMPLETED: logging.INFO,
@@ -100,18 +101,32 @@ class SubplanTracker:
         attempt: int,
         error: BaseException | None,
     ) -> SubplanStateChanged | None:
-        if logger.isEnabledFor(_LOG_LEVELS[state]):
-            _log(subplan_id, state, error)
-        bus = self._bus
-        if bus is None or not bus._subscribers:
-            return None
-        event = SubplanStateChanged(subplan_id, previous, state, attempt, error, time=self._now())
-        bus.publish(event)
-        return event
+        return announce(self._bus, subplan_id, previous, state, attempt, error, self._now())
 
 
-def _log(subplan_id: str, state: SubplanExecutionState, error: BaseException | None) -> None:
+def announce(
+    bus: EventBus | None,
+    subplan_id: str,
+    previous: SubplanExecutionState | None,
+    state: SubplanExecutionState,
+    attempt: int,
+    error: BaseException | None,
+    time: float,
+) -> SubplanStateChanged | None:
+    """Log a subplan's move and publish it on ``bus``, stamped ``time``: the one place that does,
+    for the tracker and for the dispatcher (which knows its subplans' states without one)."""
+    if logger.isEnabledFor(LOG_LEVELS[state]):
+        log_move(subplan_id, state, error)
+    if bus is None or not bus._subscribers:
+        return None
+    event = state_changed(subplan_id, previous, state, attempt, error, time)
+    bus.publish(event)
+    return event
+
+
+def log_move(subplan_id: str, state: SubplanExecutionState, error: BaseException | None) -> None:
+    """Log a subplan's move at its state's level (once ``logger.isEnabledFor`` said yes)."""
     if error is None:
-        logger.log(_LOG_LEVELS[state], "subplan %s: %s", subplan_id, state.value)
+        logger.log(LOG_LEVELS[state], "subplan %s: %s", subplan_id, state.value)
     else:
-        logger.log(_LOG_LEVELS[state], "subplan %s: %s (%r)", subplan_id, state.value, error)
+        logger.log(LOG_LEVELS[state], "subplan %s: %s (%r)", subplan_id, state.value, error)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
-from subplans.engine.dispatcher import ParallelSubplanDispatcher, SubplanResult
+from subplans.engine.dispatcher import ParallelSubplanDispatcher
 from subplans.engine.errors import DispatchError, SubplanCancelledError
 from subplans.engine.events import (
     EventBus,
@@ -20,6 +20,7 @@ from subplans.engine.events import (
     SubplanSkipped,
 )
 from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.results import SubplanResult
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
@@ -82,6 +83,7 @@ class PlanExecutor:
             groups=groups if groups is not None else ProcessGroups(),
             environ=environ,
             run_plan=self._run_nested,
+            clock=clock,
         )
 
     def __repr__(self) -> str:
@@ -108,7 +110,9 @@ class PlanExecutor:
         bus, started, since = self.bus, self.clock.now(), self.clock.monotonic()
         if bus is not None:
             bus.publish(
-                PlanStarted(plan.id, plan.name, str(plan.file), self.run_id, len(plan.steps))
+                PlanStarted(
+                    plan.id, plan.name, str(plan.file), self.run_id, len(plan.steps), time=started
+                )
             )
         failed = False
         steps: list[StepResult] = []
@@ -124,12 +128,14 @@ class PlanExecutor:
             # KeyboardInterrupt: a subplan or a subscriber raised it, and the step stopped.
             if bus is not None:
                 elapsed = self.clock.monotonic() - since
-                bus.publish(PlanFinished(plan.id, PlanState.CANCELLED, elapsed))
+                cancelled = PlanState.CANCELLED
+                bus.publish(PlanFinished(plan.id, cancelled, elapsed, time=self.clock.now()))
             raise
         state = PlanState.FAILED if failed else PlanState.COMPLETED
         finished = self.clock.now()
         if bus is not None:
-            bus.publish(PlanFinished(plan.id, state, self.clock.monotonic() - since))
+            elapsed = self.clock.monotonic() - since
+            bus.publish(PlanFinished(plan.id, state, elapsed, time=finished))
         return PlanResult(
             plan.id,
             plan.name,
@@ -144,13 +150,16 @@ class PlanExecutor:
 
     def _skip(self, step: StepNode) -> StepResult:
         if self.bus is not None:
-            self.bus.publish(StepStateChanged(step.id, None, StepState.SKIPPED, len(step.units)))
+            skipped = StepStateChanged(
+                step.id, None, StepState.SKIPPED, len(step.units), time=self.clock.now()
+            )
+            self.bus.publish(skipped)
         return StepResult(step.id, step.name, StepState.SKIPPED)
 
     async def _run_step(self, step: StepNode, context: RunContext) -> StepResult:
         bus, started, total = self.bus, self.clock.now(), len(step.units)
         if bus is not None:
-            bus.publish(StepStateChanged(step.id, None, StepState.RUNNING, total))
+            bus.publish(StepStateChanged(step.id, None, StepState.RUNNING, total, time=started))
         grace = step.profile.cancel_grace
         if context.budget is None:
             # A root step: its max_parallel is the budget of the whole tree below it.
@@ -159,7 +168,7 @@ class PlanExecutor:
         todo = [unit for unit in step.units if unit.id not in self.skip]
         for unit in skipped:
             if bus is not None:
-                bus.publish(SubplanSkipped(unit.id, self.skip_reason))
+                bus.publish(SubplanSkipped(unit.id, self.skip_reason, time=started))
         subplans = [build_subplan(unit, context, cancel_grace=grace) for unit in todo]
         dispatcher = ParallelSubplanDispatcher(
             step.profile.config(extra_grace=KILL_MARGIN),
@@ -176,14 +185,17 @@ class PlanExecutor:
         except (asyncio.CancelledError, KeyboardInterrupt):
             if bus is not None:
                 reason = SubplanCancelledError("the run was cancelled")
-                failed = StepState.FAILED
-                bus.publish(StepStateChanged(step.id, StepState.RUNNING, failed, total, reason))
+                failed, now = StepState.FAILED, self.clock.now()
+                bus.publish(
+                    StepStateChanged(step.id, StepState.RUNNING, failed, total, reason, time=now)
+                )
             raise
+        finished = self.clock.now()
         if bus is not None:
-            bus.publish(StepStateChanged(step.id, StepState.RUNNING, state, total, error))
+            ended = StepStateChanged(step.id, StepState.RUNNING, state, total, error, time=finished)
+            bus.publish(ended)
         if skipped:
             done = {r.subplan_id: r for r in results}
             done.update((u.id, SubplanResult(u.id, _COMPLETED)) for u in skipped)
             results = [done[u.id] for u in step.units]
-        finished = self.clock.now()
         return StepResult(step.id, step.name, state, results, started, finished, error)

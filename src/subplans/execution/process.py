@@ -7,17 +7,18 @@ coreutils ``timeout`` does), its descendants, and those that carry its ``SUBPLAN
 ``SUBPLANS_SUBPLAN`` (``finding.Family``). Each gets SIGTERM, then SIGKILL once
 ``cancel_grace`` seconds pass (``stopping.Stopping``). A second Ctrl-C kills through the same
 ``Stopping`` (``ProcessGroups.kill_all``), never by a bare process group id, which may name
-another process group by then. Linux only: processes are read from ``/proc`` (``procfs``).
+another process group by then. The command is started and reaped by ``spawning``. Linux only:
+processes are read from ``/proc`` (``procfs``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import shlex
 import signal
+import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +26,17 @@ from pathlib import Path
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.errors import CommandFailedError
 from subplans.execution.finding import Family, Leader, marker_of
-from subplans.execution.procfs import (
-    ProcessInfo,
-    Window,
-    forks_so_far,
-    process_table,
-    read_process,
-)
-from subplans.execution.stopping import Stopping, stop_async
+from subplans.execution.procfs import ProcessInfo, Window, forks_so_far
+from subplans.execution.spawning import Child, spawn
+from subplans.execution.stopping import SETTLE_TIMEOUT, Stopping, stop_async
 
 # CommandFailedError is what run_command raises: importable from here as well as from errors.
 __all__ = [
     "CommandFailedError",
     "CommandResult",
     "ProcessGroups",
-    "group_members",
     "run_command",
 ]
-
-logger = logging.getLogger("subplans")
 
 #: The output tail is read from at most this many bytes at the end of the log.
 _TAIL_BYTES = 64 * 1024
@@ -113,12 +106,6 @@ class ProcessGroups:
         return sum(1 for _, stopping in list(self._groups.values()) if stopping.kill_now())
 
 
-def group_members(pgid: int) -> list[int]:
-    """The live processes of group ``pgid``, zombies left out (``ProcessInfo.live``), in pid
-    order."""
-    return sorted(pid for pid, found in process_table().items() if found.pgid == pgid)
-
-
 async def run_command(
     command: str | Sequence[str],
     *,
@@ -129,12 +116,15 @@ async def run_command(
     tail_lines: int = 20,
     groups: ProcessGroups | None = None,
     on_start: Callable[[int], None] | None = None,
+    settle_timeout: float = SETTLE_TIMEOUT,
 ) -> CommandResult:
     """Run ``command`` in a new process group, stdout and stderr appended to ``log_file``.
 
     A ``str`` runs through ``/bin/sh -c``; a sequence is an argv run without a shell. ``env`` is
     the child's whole environment (None inherits ours). ``groups`` holds the group while it lives;
     ``on_start`` gets the pid, which is also the process group id, as soon as it runs.
+    ``settle_timeout``: how long the command's end waits for processes that survive SIGKILL
+    before it logs them and gives up on them (``Stopping``).
 
     Raises:
         CommandFailedError: it exited non-zero, was killed by a signal or could not start.
@@ -146,39 +136,46 @@ async def run_command(
         raise ValueError("command must not be empty")
     if not cancel_grace >= 0:
         raise ValueError(f"cancel_grace must be >= 0, got {cancel_grace!r}")
+    if not settle_timeout >= 0:  # checked before the command starts, as Stopping would after
+        raise ValueError(f"settle_timeout must be >= 0, got {settle_timeout!r}")
     if type(tail_lines) is not int or tail_lines < 0:
         raise ValueError(f"tail_lines must be an integer >= 0, got {tail_lines!r}")
 
-    fd, start = _open_log(log_file)
+    fd, offset = _open_log(log_file)
     forks = forks_so_far()  # read before the command starts (see Window)
     try:
-        proc, first, early_cancel = await _spawn(argv, fd=fd, cwd=cwd, env=env)
+        # The spawner closes the log once the child holds its own copies.
+        popen, early_cancel = await _spawn(spawn(argv, output=fd, cwd=cwd, env=env))
     except OSError as error:
         name = command if isinstance(command, str) else argv[0]
         raise _cannot_start(name, cwd, error, log_file) from error
-    finally:
-        # The child holds its own copies; ours only kept the file open while it started.
-        os.close(fd)
 
-    pgid = proc.pid
-    stopping = Stopping(_finder(proc, first, env, forks, groups), grace=cancel_grace)
+    child = Child(popen, asyncio.get_running_loop())  # reaped by the loop from now on
+    finder = _finder(child, env, forks, groups)
+    stopping = Stopping(finder, grace=cancel_grace, settle_timeout=settle_timeout)
+    registered: ProcessGroups | None = None  # the groups that hold it, once they do
     try:
         if groups is not None:
+            # At once: the end of every other command looks at the pids handed out since it
+            # started, and skips those of registered commands without reading them.
             label = command if isinstance(command, str) else shlex.join(argv)
-            groups.register(pgid, label, stopping)
+            groups.register(child.pid, label, stopping)
+            registered = groups
         if early_cancel is not None:
             raise early_cancel
         if on_start is not None:
-            on_start(pgid)
-        returncode = await proc.wait()
+            on_start(child.pid)
+        # Shielded: a cancel leaves the exit to wait for, to end the group.
+        returncode = await asyncio.shield(child.exited)
     finally:
         try:
-            await _end_group(proc, stopping, groups)
+            await _end_group(child, stopping, groups)
         finally:
-            if groups is not None:
-                groups.unregister(pgid)
+            if registered is not None:
+                registered.unregister(child.pid)
 
-    tail = _read_tail(log_file, start, tail_lines)
+    pgid = child.pid
+    tail = _read_tail(log_file, offset, tail_lines)
     if returncode == 0:
         return CommandResult(exit_code=0, pid=pgid, log_file=log_file, output_tail=tail)
     if returncode > 0:
@@ -201,57 +198,40 @@ def _open_log(path: Path) -> tuple[int, int]:
     The child writes straight into the file, so no pipe needs draining and the output survives
     a crash of ours. The fd is not inheritable (PEP 446): other children never get it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        # Its folder may be missing (made once, not at every command); failing again, it says why.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o666)
     return fd, os.fstat(fd).st_size
 
 
-_Started = tuple[asyncio.subprocess.Process, ProcessInfo | None]
-
-
 async def _spawn(
-    argv: list[str], *, fd: int, cwd: Path | None, env: Mapping[str, str] | None
-) -> tuple[asyncio.subprocess.Process, ProcessInfo | None, asyncio.CancelledError | None]:
-    """Start the child; returns it, its leader as ``/proc`` showed it once it ran (None if it
-    was gone already), and a cancellation meanwhile, to stop its group after.
+    starting: asyncio.Future[subprocess.Popen[bytes]],
+) -> tuple[subprocess.Popen[bytes], asyncio.CancelledError | None]:
+    """Wait for the start (``starting``); returns the child, and a cancellation meanwhile, to
+    stop its group after.
 
-    Once asyncio has forked the child, a cancelled start would SIGKILL the leader alone and
-    orphan anything it already started: so the start always finishes, in a task of its own.
+    The start always runs to its end: once the child is forked, a cancel must not leave it to
+    nobody (or kill its leader alone, orphaning what it started).
     """
-    starting = asyncio.ensure_future(_start(argv, fd=fd, cwd=cwd, env=env))
     cancel: asyncio.CancelledError | None = None
     while not starting.done():
-        # Unlike awaiting the task, asyncio.wait leaves it running when we are cancelled.
+        # Unlike awaiting the future, asyncio.wait leaves it be when we are cancelled.
         cancel = await through_cancel(asyncio.wait([starting])) or cancel
     # A function of its own: on 3.11 coverage loses the lines of a frame resumed by a cancel
     # until its next await (python/cpython#106749), and the failed start has none.
     return _started(starting, cancel)
 
 
-async def _start(
-    argv: list[str], *, fd: int, cwd: Path | None, env: Mapping[str, str] | None
-) -> _Started:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=fd,
-        stderr=fd,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
-    # Its identity (start time), read as soon as it runs: while not reaped, the pid is its.
-    first = read_process(proc.pid)
-    return proc, None if first is None or proc.returncode is not None else first
-
-
 def _started(
-    starting: asyncio.Task[_Started], cancel: asyncio.CancelledError | None
-) -> tuple[asyncio.subprocess.Process, ProcessInfo | None, asyncio.CancelledError | None]:
+    starting: asyncio.Future[subprocess.Popen[bytes]], cancel: asyncio.CancelledError | None
+) -> tuple[subprocess.Popen[bytes], asyncio.CancelledError | None]:
     if cancel is not None and starting.exception() is not None:
         raise cancel  # it never started: nothing to stop, and the cancel comes first
-    proc, first = starting.result()
-    return proc, first, cancel
+    return starting.result(), cancel
 
 
 def _cannot_start(
@@ -269,34 +249,31 @@ def _cannot_start(
 
 
 def _finder(
-    proc: asyncio.subprocess.Process,
-    first: ProcessInfo | None,
-    env: Mapping[str, str] | None,
-    forks: int,
-    groups: ProcessGroups | None,
+    child: Child, env: Mapping[str, str] | None, forks: int, groups: ProcessGroups | None
 ) -> Callable[[], dict[int, ProcessInfo]]:
     """How the command's processes are found (``Family``): the session of its leader, known by
-    ``first``'s start time, and by the pid cycle once it is gone; what descends; what carries
-    its marker. Every process of the command is created after its leader: its pid comes first.
+    its start time while it lives (``Child.identity``), and by the pid cycle once it is gone;
+    what descends; what carries its marker. Every process of the command is created after its
+    leader: its pid comes first.
     """
-    pgid = proc.pid
-    start = None if first is None else first.start_time
-    family = Family((Leader(pgid, start),), marker=marker_of(env), since=Window(pgid - 1, forks))
+    pgid = child.pid
+    marker, since = marker_of(env), Window(pgid - 1, forks)
 
     def find() -> dict[int, ProcessInfo]:
+        first = child.identity()
+        start = None if first is None else first.start_time
+        family = Family((Leader(pgid, start),), marker=marker, since=since)
         # The other commands' sessions are theirs: not worth reading their environments.
         others = () if groups is None else {other for other, _ in groups if other != pgid}
         found = family.members(exclude=others)
-        if first is not None and proc.returncode is None:
+        if first is not None and child.returncode is None:
             found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
         return found
 
     return find
 
 
-async def _end_group(
-    proc: asyncio.subprocess.Process, stopping: Stopping, groups: ProcessGroups | None
-) -> None:
+async def _end_group(child: Child, stopping: Stopping, groups: ProcessGroups | None) -> None:
     """Leave no process of the command running, however the command ended.
 
     Every process ``stopping`` finds gets SIGTERM, and SIGKILL once its grace is over, until
@@ -304,17 +281,12 @@ async def _end_group(
     (``groups.hurried``), cuts the grace short, never the cleanup: the last cancellation is
     raised once all is gone.
     """
-    leader = None if proc.returncode is not None else asyncio.ensure_future(proc.wait())
-    try:
-        # A command that ended by itself, alone, ends here: one look in /proc, nothing to await.
-        cancel = await stop_async(
-            stopping,
-            wake=() if leader is None else (leader,),
-            hurried=None if groups is None else groups.hurried,
-        )
-    finally:
-        if leader is not None:
-            leader.cancel()  # done by now, unless something above raised
+    # A command that ended by itself, alone, ends here: one look in /proc, nothing to await.
+    cancel = await stop_async(
+        stopping,
+        wake=() if child.returncode is not None else (child.exited,),
+        hurried=None if groups is None else groups.hurried,
+    )
     if cancel is not None:
         raise cancel
 
@@ -331,6 +303,8 @@ def _read_tail(path: Path, start: int, lines: int) -> str:
     most the last 64 KiB; ``""`` if the log has gone.
     """
     try:
+        if os.stat(path).st_size <= start:
+            return ""  # it wrote nothing: not worth opening
         with path.open("rb") as file:
             end = file.seek(0, os.SEEK_END)
             file.seek(max(start, end - _TAIL_BYTES))

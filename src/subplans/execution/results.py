@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from subplans.engine.dispatcher import SubplanResult
 from subplans.engine.errors import SubplanError
+from subplans.engine.results import SubplanResult
 from subplans.engine.states import PlanState, StepState
 from subplans.execution.process import CommandResult
 
@@ -46,7 +46,9 @@ class PlanResult:
 
     @property
     def elapsed(self) -> float:
-        """Wall time in seconds."""
+        """``finished - started``: the difference of two wall-clock stamps (``clock.now()``),
+        which a wall clock set meanwhile bends; ``PlanFinished.elapsed`` is the same span on
+        the monotonic clock."""
         return self.finished - self.started
 
     def subplans(self) -> list[SubplanResult]:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subplans.engine.dispatcher import Subplan
+from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.errors import SubplanCancelledError, SubplanError
 from subplans.engine.events import EventBus, SubplanProcessStarted
 from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.subplan import Subplan
 from subplans.execution.process import ProcessGroups, run_command
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class RunContext:
     run_plan: Callable[[PlanNode, RunContext], Awaitable[PlanResult]] | None = None
     #: The log files handed out so far (``log_names``' values), to keep names unique in O(1).
     log_taken: set[Path] = field(default_factory=set)
+    #: The run's clock: the stamps of the events the units publish.
+    clock: Clock = SYSTEM_CLOCK
     #: ``environ`` (or ours) as a plain dict, read once: copying ``os.environ`` decodes every
     #: variable, which costs more than the rest of a command's set-up.
     _base_env: dict[str, str] | None = field(default=None, repr=False)
@@ -117,7 +120,8 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
 
     def started(pid: int) -> None:
         if context.bus is not None:
-            context.bus.publish(SubplanProcessStarted(unit.id, pid, str(log_file)))
+            now = context.clock.now()
+            context.bus.publish(SubplanProcessStarted(unit.id, pid, str(log_file), time=now))
 
     async def run() -> Any:
         return await run_command(

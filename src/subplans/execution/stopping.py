@@ -22,6 +22,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from signal import Signals
 from typing import Any, NamedTuple
 
+import subplans.engine  # noqa: F401 - the package's NullHandler, as for every logger of ours
 from subplans.execution.finding import Family, run_marker
 from subplans.execution.procfs import ProcessInfo, read_process, still_running
 

@@ -19,12 +19,20 @@ class CallModules:
 
     def __init__(self) -> None:
         self.homes: dict[str, Path] = {}
+        #: Each module's answer, once found: a ``for_each`` asks again for every item.
+        self.checked: dict[tuple[str, Path], str | None] = {}
 
     def __repr__(self) -> str:
         return f"<CallModules {len(self.homes)} top-level modules>"
 
     def check(self, dotted: str, folder: Path) -> str | None:
         """A problem with the module ``dotted``, called from a plan in ``folder``, or None."""
+        key = (dotted, folder)
+        if key not in self.checked:
+            self.checked[key] = self._check(dotted, folder)
+        return self.checked[key]
+
+    def _check(self, dotted: str, folder: Path) -> str | None:
         home, problem = module_origin(dotted, folder)
         if problem is not None:
             return problem

@@ -7,7 +7,7 @@ from give the items, whenever they are read.
 from __future__ import annotations
 
 import glob as globbing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ __all__ = [
     "LinesSource",
     "check_source",
     "name_items",
+    "named_items",
     "read_items",
 ]
 
@@ -115,14 +116,18 @@ def name_items(items: Sequence[str], name: str | None) -> list[Item | str]:
     In item order; an item whose name is not a valid name, or an earlier item's, is left out:
     the problem stands in its place.
     """
-    named: list[Item | str] = []
+    return list(named_items(items, name))
+
+
+def named_items(items: Iterable[str], name: str | None) -> Iterator[Item | str]:
+    """``name_items`` one at a time: a million items are never all held as ``Item``s."""
     taken: set[str] = set()
     for index, item in enumerate(items):
         values = item_values(item, index)
         if name is not None:
             given = substitute(name, values)
             if "/" in given or not given.strip():
-                named.append(
+                yield (
                     f"for_each item {item!r} gives the name {given!r}; a name must be "
                     "non-empty, without '/' (try {stem} or {index})"
                 )
@@ -131,8 +136,7 @@ def name_items(items: Sequence[str], name: str | None) -> list[Item | str]:
             # The default name is the item, with '/' (a glob's folders) made '_'.
             given = item.replace("/", "_") or str(index)
         if given in taken:
-            named.append(f"for_each item {item!r} gives the duplicate name {given!r}")
+            yield f"for_each item {item!r} gives the duplicate name {given!r}"
             continue
         taken.add(given)
-        named.append(Item(given, values))
-    return named
+        yield Item(given, values)

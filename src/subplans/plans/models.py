@@ -7,7 +7,7 @@ These models validate one file's YAML; ``loader`` turns validated files into a r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -315,5 +315,3 @@ FIELD_NAMES: frozenset[str] = frozenset(
     )
     for name, field in model.model_fields.items()
 )
-
-Kind = Literal["run", "call", "plan"]

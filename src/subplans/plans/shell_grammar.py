@@ -40,10 +40,10 @@ class Scanner(Cursor):
         #: Here-documents whose bodies start at the next newline: (delimiter, strip tabs, quoted).
         self.heredocs: list[tuple[str, bool, bool]] = []
 
-    def quoted(self, char: str, refused: Reason | None) -> bool:
-        """Read the quoted string or expansion that ``char`` starts, outside double quotes;
-        False if it starts neither."""
-        if char == "'":
+    def quoted(self, char: str, refused: Reason | None, *, in_double: bool = False) -> bool:
+        """Read the quoted string or expansion that ``char`` starts; False if it starts neither.
+        ``in_double``: inside double quotes (a ``${...}`` in them), where ``'`` starts nothing."""
+        if char == "'" and not in_double:
             self.pos += 1
             self.single(refused)
         elif char == '"':
@@ -52,7 +52,7 @@ class Scanner(Cursor):
         elif char == "`":
             self.backquote()
         elif char == "$":
-            self.dollar(refused, in_double=False)
+            self.dollar(refused, in_double=in_double)
         else:
             return False
         return True
@@ -267,17 +267,7 @@ class Scanner(Cursor):
                 return
             if char == "\\":
                 self.pos += 2
-            elif char == "'" and not in_double:
-                self.pos += 1
-                self.single(refused)
-            elif char == '"':
-                self.pos += 1
-                self.double(refused)
-            elif char == "`":
-                self.backquote()
-            elif char == "$":
-                self.dollar(refused, in_double=in_double)
-            else:
+            elif not self.quoted(char, refused, in_double=in_double):
                 # '...' inside "${...}" and a nested "{" are read differently by sh and bash.
                 if char in "'{":
                     self.doubt(UNSURE)

@@ -2,7 +2,9 @@
 ``UnitNode``: placeholders filled in, ``run`` values quoted for their place, profile defaults set.
 
 The loader checks the unit first (its id, its ``call`` module, its nested plan); what is left
-here cannot fail.
+here cannot fail. A ``UnitBuilder`` works out once what every node of its unit shares (the
+profile defaults; the command, ``env`` and ``cwd`` when no placeholder is in them), so that a
+``for_each`` of a million items costs little more than a million nodes.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
-from subplans.plans.placeholders import substitute, substitute_all
+from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
 from subplans.plans.shellquote import shell_template
 from subplans.plans.tree import PlanNode, ResolvedProfile, UnitKind, UnitNode, inherit
 
-__all__ = ["UnitModel", "build_unit"]
+__all__ = ["UnitBuilder", "UnitModel"]
 
 #: What a unit is written as: a step of one unit of work, a subplan, or a for_each's template.
 UnitModel = SubplanModel | SubplanTemplate | StepModel
@@ -24,57 +26,107 @@ UnitModel = SubplanModel | SubplanTemplate | StepModel
 _T = TypeVar("_T")
 
 
-def build_unit(
-    unit: UnitModel,
-    *,
-    unit_id: str,
-    name: str,
-    folder: Path,
-    profile: ResolvedProfile,
-    values: Mapping[str, str],
-    plan: PlanNode | None = None,
-) -> UnitNode:
-    """``unit`` as a node; ``values`` fill its placeholders, ``plan`` is its loaded nested plan."""
-    env = {k: substitute(v, values) for k, v in (unit.env or {}).items()}
-    cwd = folder / substitute(unit.cwd, values) if unit.cwd else folder
-    kind: UnitKind
-    command: str | tuple[str, ...] | None = None
-    kwargs: dict[str, Any] = {}
-    if unit.run is not None:
-        kind = "run"
-        if isinstance(unit.run, str):
-            # The loader checked the template: each value goes in quoted for its place.
-            command = shell_template(unit.run).render(values) if values else unit.run
-        else:
-            command = tuple(substitute(arg, values) for arg in unit.run)
-    elif unit.call is not None:
-        kind = "call"
-        kwargs = substitute_all(unit.with_ or {}, values)
-    else:
-        kind = "plan"
-        assert plan is not None
-        if env or values.get("item") is not None:
-            # What the plan subplan was given reaches the work inside: "one nested plan per
-            # module" gets its module through env and SUBPLANS_ITEM.
-            plan = inherit(plan, env, values.get("item"))
-    return UnitNode(
-        id=unit_id,
-        name=name,
-        kind=kind,
-        folder=folder,
-        cwd=cwd,
-        command=command,
-        call=unit.call,
-        kwargs=kwargs,
-        plan=plan,
+class UnitBuilder:
+    """``unit``'s nodes, one for each set of placeholder values.
+
+    Nodes of one builder share what no placeholder changes (the same ``env`` mapping, ``cwd``
+    and argument tuple): a tree is read, never changed, once built.
+    """
+
+    __slots__ = (
+        "argv",
+        "argv_pieces",
+        "cwd",
+        "env",
+        "folder",
+        "idempotent",
+        "kind",
+        "kwargs",
+        "retries",
+        "timeout",
+        "unit",
+    )
+
+    def __init__(self, unit: UnitModel, *, folder: Path, profile: ResolvedProfile) -> None:
+        self.unit = unit
+        self.folder = folder
+        kind: UnitKind = (
+            "run" if unit.run is not None else "call" if unit.call is not None else "plan"
+        )
+        self.kind = kind
         # A profile's defaults are for the work itself; a nested plan's own subplans get
         # them, so retrying or timing the whole nested plan happens only when asked for.
-        timeout=_own_or_default(unit.timeout, None if kind == "plan" else profile.timeout),
-        retries=_own_or_default(unit.retries, 0 if kind == "plan" else profile.retries),
-        env=env,
-        item=values.get("item"),
-        idempotent=_own_or_default(unit.idempotent, profile.idempotent),
-    )
+        self.timeout = _own_or_default(unit.timeout, None if kind == "plan" else profile.timeout)
+        self.retries = _own_or_default(unit.retries, 0 if kind == "plan" else profile.retries)
+        self.idempotent = _own_or_default(unit.idempotent, profile.idempotent)
+        # What no placeholder changes, shared; None where each node works its own out.
+        env = unit.env or {}
+        self.env = None if any(map(_placeholder, env.values())) else dict(env)
+        self.cwd: Path | None = folder
+        if unit.cwd:
+            self.cwd = None if _placeholder(unit.cwd) else folder / unit.cwd
+        self.kwargs: dict[str, Any] = {}  # but a call's: each its own copy
+        run = unit.run
+        self.argv = tuple(run) if isinstance(run, list) else None
+        # Its arguments split at their placeholders once, for every node; None: there are none.
+        split = [pieces(arg) for arg in self.argv or ()]
+        self.argv_pieces = tuple(split) if any(len(arg) > 1 for arg in split) else None
+
+    def build(
+        self,
+        *,
+        unit_id: str,
+        name: str,
+        values: Mapping[str, str],
+        plan: PlanNode | None = None,
+    ) -> UnitNode:
+        """A node; ``values`` fill its placeholders, ``plan`` is its loaded nested plan."""
+        unit = self.unit
+        env = self.env
+        if env is None:
+            env = {k: substitute(v, values) for k, v in (unit.env or {}).items()}
+        cwd = self.cwd
+        if cwd is None:
+            assert unit.cwd is not None
+            cwd = self.folder / substitute(unit.cwd, values)
+        command: str | tuple[str, ...] | None = None
+        kwargs = self.kwargs
+        if self.kind == "run":
+            if isinstance(unit.run, str):
+                # The loader checked the template: each value goes in quoted for its place.
+                command = shell_template(unit.run).render(values) if values else unit.run
+            elif self.argv_pieces is None or not values:
+                command = self.argv
+            else:
+                command = tuple([fill(arg, values) for arg in self.argv_pieces])
+        elif self.kind == "call":
+            kwargs = substitute_all(unit.with_ or {}, values)
+        else:
+            assert plan is not None
+            if env or values.get("item") is not None:
+                # What the plan subplan was given reaches the work inside: "one nested plan per
+                # module" gets its module through env and SUBPLANS_ITEM.
+                plan = inherit(plan, env, values.get("item"))
+        return UnitNode(
+            id=unit_id,
+            name=name,
+            kind=self.kind,
+            folder=self.folder,
+            cwd=cwd,
+            command=command,
+            call=unit.call,
+            kwargs=kwargs,
+            plan=plan,
+            timeout=self.timeout,
+            retries=self.retries,
+            env=env,
+            item=values.get("item"),
+            idempotent=self.idempotent,
+        )
+
+
+def _placeholder(text: str) -> bool:
+    return PLACEHOLDER.search(text) is not None
 
 
 def _own_or_default(own: _T | None, default: _T) -> _T:

@@ -1,14 +1,22 @@
-"""Reading YAML files with the line and column of every value, for error messages."""
+"""Reading YAML files, with the line and column of every value for error messages.
+
+libyaml reads a file first (``fast_yaml``); when nothing in it could be refused, positions are
+found only once a problem needs one, by reading the text again with PyYAML's own reader, which
+keeps a line and column for every value. That reader also reads every file libyaml does not
+vouch for, so each message says what it always said, where it always said it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from subplans.engine.errors import SubplanError
+from subplans.plans.fast_yaml import UNSURE, read_fast
 
 __all__ = [
     "MAX_ALIAS_VALUES",
@@ -57,9 +65,15 @@ class Located:
     positions: dict[Loc, tuple[int, int]]
     #: Where each mapping key itself is written (an unknown key is reported there).
     key_positions: dict[Loc, tuple[int, int]]
+    #: The text, while the positions are not found yet (libyaml read it, without them).
+    text: str | None = field(default=None, repr=False, compare=False)
 
     def problem(self, loc: Loc, message: str, *, at_key: bool = False) -> Problem:
         """A problem at ``loc``, with the nearest known line and column."""
+        text = self.text
+        if text is not None:  # found once, for this problem and every later one
+            object.__setattr__(self, "text", None)
+            _find_positions(self, text)
         if at_key and loc in self.key_positions:
             line, column = self.key_positions[loc]
             return Problem(self.file, format_location(loc), message, line, column)
@@ -92,11 +106,19 @@ MAX_ALIAS_VALUES = 100_000
 
 
 def read_yaml(path: Path, *, max_alias_values: int = MAX_ALIAS_VALUES) -> Located:
-    """Parse ``path``, keeping positions; every failure is a ``ProblemsError``.
+    """Parse ``path``; every failure is a ``ProblemsError`` at its line and column.
 
     ``max_alias_values``: how many values aliases may reach again before the file is refused.
     """
     text = _read_text(path)
+    data = read_fast(text, max_alias_values=max_alias_values, max_nesting=MAX_NESTING)
+    if data is not UNSURE:
+        return Located(path, data, {}, {}, text)
+    return _read_located(path, text, max_alias_values)
+
+
+def _read_located(path: Path, text: str, max_alias_values: int) -> Located:
+    """``text`` read by PyYAML's own reader, keeping positions; every failure is raised."""
     node: yaml.Node | None = None
     try:
         # The reader refuses control characters as soon as it is built: inside the ``try``.
@@ -256,3 +278,16 @@ class _Walk:
             if not self.node(value_node, where):
                 return False
         return True
+
+
+def _find_positions(located: Located, text: str) -> None:
+    """Record the positions of ``text``, which libyaml read as ``located.data`` unrefused."""
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:  # merge keys rewrite the nodes while they are built: as first read
+            loader.construct_document(node)
+    finally:
+        loader.dispose()
+    if node is not None:
+        _Walk(located, [], sys.maxsize).node(node, ())

@@ -1,6 +1,8 @@
 """Sinks of the ``subplans`` command: bus subscribers that turn events into output.
 
-Each module is one sink and depends on events only, never the other way round:
+Each module is one sink. They read the engine (events, progress, states) and, for the plan's
+shape, ``plans.tree`` (``plan_progress``, and the views built on it); nothing below the command
+imports them:
 
 - ``jsonl``: every event as one JSON object per line, for other tools
 - ``lines``: one plain, timestamped line per state change, for logs and CI

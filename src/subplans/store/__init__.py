@@ -8,6 +8,7 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
 - ``liveness``: run owners (``ProcessIdentity``, ``owner_liveness``); ``lock``: ``RunLock``
 - ``records``: what queries return (``RunStatus``, ``RunInfo``, ``SubplanInfo``, ...)
+- ``statements``: many rows bound per statement (``execute_rows``)
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
   ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches

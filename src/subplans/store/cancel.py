@@ -35,14 +35,10 @@ def cancel_run(store: RunStore, run_id: str, *, sig: int = signal.SIGTERM) -> Pr
     if owner is None or liveness is Liveness.UNKNOWN:
         where = f"on {owner.host}" if owner is not None else "by an unknown process"
         raise RunNotLiveError(f"run {run_id} is driven {where}; cancel it there")
-    if liveness is Liveness.GONE or not _signal(owner, sig):
+    # Sent only if it is still that process: False if it is gone.
+    if liveness is Liveness.GONE or not send_signal(owner.pid, owner.start_time, sig):
         raise RunNotLiveError(
             f"run {run_id} was interrupted: its {owner} is gone; "
             f"resume it with `subplans resume {run_id}`"
         )
     return owner
-
-
-def _signal(owner: ProcessIdentity, sig: int) -> bool:
-    """Send ``sig`` to ``owner`` if it is still that process; False if it is gone."""
-    return send_signal(owner.pid, owner.start_time, sig)

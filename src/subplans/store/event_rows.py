@@ -14,7 +14,7 @@ import operator
 import os
 from typing import Any, NamedTuple
 
-from subplans.engine.events import Event, SubplanStateChanged, describe_error
+from subplans.engine.events import Event, SubplanStateChanged
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.store.liveness import process_start_time
 
@@ -29,20 +29,13 @@ _RUN_ENDS = frozenset(state.value for state in PlanState)
 
 #: Read in C, in one call; the fields of a state change row after its seq.
 _STATE_FIELDS = operator.attrgetter("time", "subplan_id", "previous", "state", "attempt", "error")
-#: The payload of an error-free state change is its id and one of a few tails: the same JSON
-#: as the event's to_dict() without "event" and "timestamp".
+#: The payload of a state change is the JSON of its to_dict() without "event" and "timestamp";
+#: an error-free one's is its id and one of a few tails cut from it (``_kind``).
 _HEAD = '{"subplan_id":'
 _quote = json.encoder.encode_basestring
 #: The states as plain strings: sqlite3 binds an enum several times slower than a str.
 _STATE_TEXT: dict[SubplanExecutionState, str] = {
     state: state.value for state in SubplanExecutionState
-}
-#: Compared by identity: a state's text is always the one object in ``_STATE_TEXT``.
-_RUNNING_TEXT = _STATE_TEXT[_RUNNING]
-_PENDING_TEXT = _STATE_TEXT[_PENDING]
-_TEXT: dict[SubplanExecutionState | None, str | None] = {
-    None: None,
-    **{state: state.value for state in SubplanExecutionState},
 }
 
 _Row = tuple[Any, ...]
@@ -91,9 +84,28 @@ class EventRows:
         self.terminal = False
 
 
-def _tail(previous: SubplanExecutionState | None, state: str, attempt: int) -> str:
-    before = "null" if previous is None else f'"{previous.value}"'
-    return f',"previous":{before},"state":"{state}","attempt":{attempt},"error":null}}'
+#: What a state does to its subplan's row: starts it (running), waits (pending), or ends it.
+_STARTS, _WAITS, _ENDS = "starts", "waits", "ends"
+_MOVES: dict[SubplanExecutionState, str] = {
+    state: _STARTS if state is _RUNNING else _WAITS if state is _PENDING else _ENDS
+    for state in SubplanExecutionState
+}
+
+
+def _kind(
+    previous: SubplanExecutionState | None, state: SubplanExecutionState, attempt: int
+) -> tuple[str, str, str]:
+    """An error-free state change's state text, the end of its payload, and its move.
+
+    The tail is cut from ``to_dict()``'s JSON of a template event with an empty id: the one
+    serialiser writes it, once per shape, and only the id is put in front per event.
+    """
+    data = SubplanStateChanged("", previous, state, attempt).to_dict()
+    del data["event"], data["timestamp"]
+    payload = encode(data)
+    head = _HEAD + '""'
+    assert payload.startswith(head), "subplan_id comes first in to_dict()"
+    return _STATE_TEXT[state], payload[len(head) :], _MOVES[state]
 
 
 class RowBuilder:
@@ -103,27 +115,33 @@ class RowBuilder:
     A batch that fails to commit must be forgotten with ``restore`` (see ``mark``).
     """
 
-    __slots__ = ("known", "run_id", "seq", "tails")
+    __slots__ = ("added", "kinds", "known", "run_id", "seq")
 
     def __init__(self, run_id: str, seq: int, known: set[str]) -> None:
         self.run_id = run_id
         self.seq = seq
         self.known = known
-        #: (previous, state, attempt) -> the end of an error-free state change's payload.
-        self.tails: dict[tuple[Any, ...], str] = {}
+        #: What went into ``known`` since the last ``mark``, so that ``restore`` can take it
+        #: out again (cheaper than a copy of ``known`` per batch).
+        self.added: list[str] = []
+        #: (previous, state, attempt) -> an error-free state change's ``_kind``.
+        self.kinds: dict[tuple[Any, ...], tuple[str, str, str]] = {}
 
-    def mark(self) -> tuple[int, set[str]]:
-        """Where the builder is: give it to ``restore`` to forget the batches built since."""
-        return self.seq, set(self.known)
+    def mark(self) -> int:
+        """Where the builder is: give it to ``restore`` to forget the batch built since."""
+        self.added = []
+        return self.seq
 
-    def restore(self, mark: tuple[int, set[str]]) -> None:
-        """Back to ``mark``: the batches built since were not written."""
-        self.seq, self.known = mark
+    def restore(self, mark: int) -> None:
+        """Back to ``mark``: the batch built since was not written."""
+        self.seq = mark
+        self.known.difference_update(self.added)
+        self.added = []
 
     def rows(self, events: list[Event]) -> EventRows:
         """The rows of ``events``, numbered on from the last ``seq``."""
-        seq, known, fields_of, text = self.seq, self.known, _STATE_FIELDS, _STATE_TEXT
-        head, quote, tails = _HEAD, _quote, self.tails
+        seq, known, fields_of, kinds = self.seq, self.known, _STATE_FIELDS, self.kinds
+        head, quote, add = _HEAD, _quote, self.added.append
         # Named rows made with tuple.__new__: namedtuple's own __new__ costs five times more.
         row = tuple.__new__
         batch = EventRows()
@@ -136,31 +154,32 @@ class RowBuilder:
                 self._other(event, seq, batch)
                 continue
             time, subplan_id, previous, state_enum, attempt, error = fields_of(event)
-            state = text[state_enum]
             if error is None:
                 exit_code = error_json = None
-                tail = tails.get((previous, state_enum, attempt))
-                if tail is None:
-                    tail = tails[previous, state_enum, attempt] = _tail(previous, state, attempt)
+                kind = kinds.get((previous, state_enum, attempt))
+                if kind is None:
+                    kind = kinds[previous, state_enum, attempt] = _kind(
+                        previous, state_enum, attempt
+                    )
+                state, tail, moves = kind
                 extend((seq, time, subplan_id, head + quote(subplan_id) + tail))
             else:
-                described = describe_error(error) or {}
+                state = _STATE_TEXT[state_enum]
+                moves = _MOVES[state_enum]
+                # Failures are few: their payload is to_dict()'s, written in full.
+                payload = event.to_dict()
+                del payload["event"], payload["timestamp"]
+                described = payload["error"]
                 exit_code, error_json = described.get("exit_code"), encode(described)
-                payload = {
-                    "subplan_id": subplan_id,
-                    "previous": _TEXT[previous],
-                    "state": state,
-                    "attempt": attempt,
-                    "error": described,
-                }
                 extend((seq, time, subplan_id, encode(payload)))
-            if state is _RUNNING_TEXT:
+            if moves is _STARTS:
                 subplans[subplan_id] = row(
                     SubplanRow, (subplan_id, state, attempt, time, None, None, None)
                 )
-            elif state is _PENDING_TEXT:
+            elif moves is _WAITS:
                 if subplan_id not in known:
                     known.add(subplan_id)
+                    add(subplan_id)
                     subplans[subplan_id] = row(
                         SubplanRow, (subplan_id, state, 0, None, None, None, None)
                     )
@@ -186,7 +205,9 @@ class RowBuilder:
         batch.others.append((run_id, seq, time, kind, subject, step_id, encode(data)))
         if kind == "subplan_process_started":
             pid = data["pid"]
-            self.known.add(data["subplan_id"])
+            if data["subplan_id"] not in self.known:
+                self.known.add(data["subplan_id"])
+                self.added.append(data["subplan_id"])
             batch.processes.append(
                 (
                     run_id,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from subplans.engine.errors import PlanRunningError, RunBusyError, RunNotFoundError
+from subplans.engine.states import SubplanExecutionState
 from subplans.store.liveness import (
     Liveness,
     ProcessIdentity,
@@ -277,7 +278,7 @@ def _subplan_info(row: _SubplanRow, now: float) -> SubplanInfo:
     return SubplanInfo(
         subplan_id=row.subplan_id,
         step_id=row.step_id,
-        state=row.state,
+        state=SubplanExecutionState(row.state),
         attempts=row.attempts,
         started=started,
         finished=finished,

@@ -147,7 +147,9 @@ class RunRecorder:
             self._closed = True
             self._thread.join()
             raise self._failure
-        self._unsubscribe = bus.subscribe(self) if bus is not None else None
+        # The queue's own put: the bus calls C directly, not a Python frame per event (a
+        # closed recorder is unsubscribed, so the bus never puts after close).
+        self._unsubscribe = bus.subscribe(self._put) if bus is not None else None
 
     def __repr__(self) -> str:
         state = "failed" if self._failure else "closed" if self._closed else "open"
@@ -314,16 +316,14 @@ class RunRecorder:
             except Empty:
                 pass
             full = len(batch) >= self._max_batch
-            events: list[Event] = []
+            # Markers are rare: a batch without one is written as it is, not copied.
             markers: list[_Marker] = []
-            for item in batch:
-                if type(item) is _Marker:
-                    markers.append(item)
-                else:
-                    events.append(item)  # type: ignore[arg-type]
-            if events:
-                self._write(writer, events)
-                unchecked += len(events)
+            if _Marker in set(map(type, batch)):
+                markers = [item for item in batch if isinstance(item, _Marker)]
+                batch = [item for item in batch if type(item) is not _Marker]
+            if batch:
+                unchecked += len(batch)
+                self._write(writer, batch)  # type: ignore[arg-type]
             for marker in markers:
                 if marker.stop:
                     self._stopping = marker
@@ -343,22 +343,23 @@ class RunRecorder:
             urgent.wait(min(remaining, tick))
 
     def _write(self, writer: BatchWriter, events: list[Event]) -> None:
+        count = len(events)
         if self._failure is not None:
-            self._dropped += len(events)
+            self._dropped += count
             return
         try:
             durable = writer.write(events, durable=self._durable)
         except Exception as error:
-            self._dropped += len(events)
+            self._dropped += count
             self._failure = StoreError(
                 f"cannot write to the store {self.path}: {error}; "
                 f"events of run {self.run_id} are no longer recorded"
             )
             logger.error("%s", self._failure)
             return
-        self._written += len(events)
+        self._written += count
         self._batches += 1
-        self._largest = max(self._largest, len(events))
+        self._largest = max(self._largest, count)
         self._durable_batches += durable
 
 

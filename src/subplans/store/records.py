@@ -9,7 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from subplans.engine.events import utc
+from subplans.engine.clock import utc
+from subplans.engine.states import SubplanExecutionState
 from subplans.store.liveness import ProcessIdentity
 
 __all__ = [
@@ -101,6 +102,8 @@ class StepInfo:
     """A step of a run: pending, running, completed, failed or skipped."""
 
     step_id: str
+    #: A ``str``, not a ``StepState``: the store records a step ``pending`` until it starts,
+    #: a state the executor's steps never have.
     state: str
     total: int
     started: float | None
@@ -114,7 +117,7 @@ class SubplanInfo:
 
     subplan_id: str
     step_id: str | None
-    state: str
+    state: SubplanExecutionState
     attempts: int
     started: float | None
     finished: float | None

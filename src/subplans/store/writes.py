@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Iterable
+from itertools import chain, count
 from pathlib import Path
 
 from subplans.store.liveness import ProcessIdentity
 from subplans.store.manifest import PlanManifest
 from subplans.store.records import ProcessGroupRecord, RunStatus
+from subplans.store.statements import execute_rows
 
 __all__ = [
     "assume_completed",
@@ -62,22 +64,31 @@ def insert_run(
     register(db, run_id, manifest)
 
 
+_REGISTER_STEPS = (
+    "INSERT INTO steps (run_id, step_id, position, state) VALUES {rows} "
+    "ON CONFLICT DO UPDATE SET position = excluded.position"
+)
+_REGISTER_SUBPLANS = (
+    "INSERT INTO subplans (run_id, subplan_id, step_id, position, state) VALUES {rows} "
+    "ON CONFLICT DO UPDATE SET step_id = excluded.step_id, position = excluded.position"
+)
+#: Rows per statement when registering (see ``statements``).
+_CHUNK = 256
+
+
 def register(db: sqlite3.Connection, run_id: str, manifest: PlanManifest) -> None:
     """Every step and subplan of ``manifest`` pending, unless it has a row (which then takes
     its place in plan order)."""
-    db.executemany(
-        "INSERT INTO steps (run_id, step_id, position, state) VALUES (?, ?, ?, 'pending') "
-        "ON CONFLICT DO UPDATE SET position = excluded.position",
-        [(run_id, step_id, position) for position, step_id in enumerate(manifest.steps)],
-    )
-    db.executemany(
-        "INSERT INTO subplans (run_id, subplan_id, step_id, position, state) "
-        "VALUES (?, ?, ?, ?, 'pending') "
-        "ON CONFLICT DO UPDATE SET step_id = excluded.step_id, position = excluded.position",
-        [
-            (run_id, subplan_id, step_id, position)
+    steps = list(chain.from_iterable(zip(manifest.steps, count())))
+    execute_rows(db, _REGISTER_STEPS, "(?1, ?, ?, 'pending')", 2, (run_id,), steps, chunk=_CHUNK)
+    subplans = list(
+        chain.from_iterable(
+            (subplan_id, step_id, position)
             for position, (subplan_id, step_id) in enumerate(manifest.subplans)
-        ],
+        )
+    )
+    execute_rows(
+        db, _REGISTER_SUBPLANS, "(?1, ?, ?, ?, 'pending')", 3, (run_id,), subplans, chunk=_CHUNK
     )
 
 

@@ -1,0 +1,161 @@
+"""The start-up of the ``subplans`` command, against ``python -c 'import asyncio'``.
+
+Each contender is a fresh process, run in interleaved rounds (a slow moment of the machine hits
+them all alike); the figures are medians and bests, printed as ratios to the baseline measured
+in the same run:
+
+- ``python -c 'import asyncio'``: the baseline, what any asyncio program pays before it starts;
+- ``python -c pass``: the interpreter alone, for reading the others;
+- ``subplans --version`` (target: within 1.3x of the baseline) and ``import subplans``;
+- ``subplans --help``, ``subplans validate`` and ``subplans run`` of a plan with one ``true``
+  (``--no-progress``, output to ``/dev/null``), to read what each command pays for.
+
+Then where the start-up of that ``subplans run`` goes: ``python -X importtime`` of it, each
+module's own import time summed by the distribution it belongs to (ours by sub-package), as a
+share of that run's wall time.
+
+Profile (issue #10): ``subplans --version`` was 2.35x the baseline: ``import subplans`` loaded
+the dispatcher (and so asyncio) and ``importlib.metadata`` for ``__version__``, then ``main()``
+built the Typer app (Typer, its vendored click, the command modules) before the option was
+read. Now the package loads its public names on first use, ``__version__`` is a constant kept
+equal to pyproject's by a test, and ``main()`` answers ``--version`` before Typer is imported:
+what remains is the interpreter, the console script's ``re`` and the signal guard (``signal``,
+``enum``, ``typing``). For the other commands Typer (with click, shellingham and, as Typer
+coerces option values through pydantic, pydantic) is the floor; Rich only for ``--help``.
+
+Run: python benchmarks/bench_startup.py [--rounds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+TARGET = 1.3
+BASELINE = "python -c 'import asyncio'"
+#: Distributions as the breakdown names them: a module's top-level package, or the group here.
+GROUPS = {
+    "typer": "typer (and its click)",
+    "click": "typer (and its click)",
+    "shellingham": "typer (and its click)",
+    "annotated_doc": "typer (and its click)",
+    "pydantic": "pydantic",
+    "pydantic_core": "pydantic",
+    "annotated_types": "pydantic",
+    "typing_extensions": "pydantic",
+    "typing_inspection": "pydantic",
+    "rich": "rich",
+    "markdown_it": "rich",
+    "pygments": "rich",
+    "yaml": "yaml",
+    "_yaml": "yaml",
+    "sqlite3": "sqlite3",
+    "_sqlite3": "sqlite3",
+    "asyncio": "asyncio",
+}
+PLAN = 'name: tiny\nsteps:\n  - name: one\n    run: ["true"]\n'
+
+
+def command() -> list[str]:
+    """How to start ``subplans``: its console script beside this interpreter, as installed."""
+    for script in (Path(sys.executable).with_name("subplans"), shutil.which("subplans")):
+        if script is not None and Path(script).is_file():
+            return [str(script)]
+    return [sys.executable, "-m", "subplans"]  # not installed as a script
+
+
+def timed(argv: list[str], cwd: Path) -> float:
+    """Wall seconds of one run of ``argv`` (output discarded); it must exit 0."""
+    began = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    took = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{argv} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    return took
+
+
+def import_shares(argv: list[str], cwd: Path) -> dict[str, float]:
+    """Each group's own import time in one run of ``argv`` under ``-X importtime``, as a share
+    of that run's wall time."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        check=True,
+    )
+    took = time.perf_counter() - began
+    shares: dict[str, float] = defaultdict(float)
+    for line in done.stderr.splitlines():
+        found = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
+        if found is not None:
+            parts = found[2].split(".")
+            group = GROUPS.get(parts[0], "standard library and other")
+            if parts[0] == "subplans":  # by sub-package: which layer to look at
+                group = ".".join(parts[:2])
+            shares[group] += int(found[1]) / 1e6 / took
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=20)
+    options = parser.parse_args()
+    subplans = command()
+    python = sys.executable
+
+    with tempfile.TemporaryDirectory(prefix="subplans-bench-startup-") as tmp:
+        folder = Path(tmp)
+        (folder / "plan.yaml").write_text(PLAN, encoding="utf-8")
+        run = [*subplans, "run", "plan.yaml", "--no-progress", "--store", "state.db"]
+        contenders = {
+            BASELINE: [python, "-c", "import asyncio"],
+            "python -c pass": [python, "-c", "pass"],
+            "subplans --version": [*subplans, "--version"],
+            "python -c 'import subplans'": [python, "-c", "import subplans"],
+            "subplans --help": [*subplans, "--help"],
+            "subplans validate (tiny plan)": [*subplans, "validate", "plan.yaml"],
+            "subplans run (one `true`)": run,
+        }
+        for argv in contenders.values():  # warm the caches (.pyc, page cache)
+            timed(argv, folder)
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(options.rounds):
+            for name, argv in contenders.items():
+                times[name].append(timed(argv, folder))
+        shares = [import_shares(run[1:] if run[0] == python else run, folder) for _ in range(5)]
+
+    median = {name: statistics.median(found) for name, found in times.items()}
+    best = {name: min(found) for name, found in times.items()}
+    print(f"start-up, fresh processes, {options.rounds} interleaved rounds; ratios to {BASELINE}")
+    print(f"{'':32} {'median':>8} {'best':>8}")
+    for name in contenders:
+        ratio_median = median[name] / median[BASELINE]
+        ratio_best = best[name] / best[BASELINE]
+        print(f"{name:32} {ratio_median:7.2f}x {ratio_best:7.2f}x")
+    version = median["subplans --version"] / median[BASELINE]
+    print(f"\nsubplans --version / {BASELINE}: {version:.2f}x median (target <= {TARGET}x)")
+
+    print("\nwhere `subplans run` (one `true`) spends its start-up: own import time by group,")
+    print("as a share of the run's wall time under -X importtime (median of 5 runs)")
+    groups = sorted({group for found in shares for group in found})
+    by_group = {
+        group: statistics.median(found.get(group, 0.0) for found in shares) for group in groups
+    }
+    for group, share in sorted(by_group.items(), key=lambda item: -item[1]):
+        print(f"  {group:28} {100 * share:5.1f}%")
+    print(f"  {'all imports':28} {100 * sum(by_group.values()):5.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Starting a command's first process, in a session of its own, and reaping it in the event loop.
+
+``spawn`` forks and execs with ``subprocess.Popen``, as ``asyncio.create_subprocess_exec`` does
+underneath, without the transport, protocol and child watcher around it (a command's output goes
+straight to its log file: there is no pipe to drain), and in a thread of its own: the fork and
+exec are most of what a short command costs, and ``Popen`` lets go of the GIL meanwhile, so the
+event loop goes on with the other commands, and several start at once. The exit is watched
+through a pidfd (``Child``): the loop reaps the child once the pidfd says it has exited, so until
+then its pid names it and nothing else (``Child.identity``). Where the kernel has no pidfds
+(Linux before 5.3, a seccomp filter), a thread waits for it, as asyncio's own
+``ThreadedChildWatcher`` does, and who it is is read as it starts. Linux only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import subplans.engine  # noqa: F401 - the package's NullHandler, as for every logger of ours
+from subplans.execution.procfs import ProcessInfo, read_process
+
+__all__ = ["Child", "spawn"]
+
+logger = logging.getLogger("subplans")
+
+#: The exit status of a child that someone else reaped (its status is lost), as asyncio says.
+_LOST_STATUS = 255
+
+#: The threads that fork: their own, never the loop's default executor, so that a start never
+#: waits behind other work. A few are enough: each waits only until its child has exec'd.
+_SPAWNERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="subplans-spawn")
+
+
+class Child:
+    """A started command's first process (its session and process group leader), until reaped.
+
+    ``exited`` gets its exit status as ``subprocess`` gives it (negative: killed by that signal)
+    once it is reaped; ``returncode`` is None until then.
+    """
+
+    __slots__ = ("_identity", "_in_loop", "_popen", "exited", "pid")
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self._identity: ProcessInfo | None = None
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # no pidfds here: a thread waits, and the pid is ours only until then
+            self._in_loop = False
+            self._identity = read_process(self.pid)
+            waiting = threading.Thread(
+                target=self._wait, args=(loop,), name=f"subplans wait {self.pid}", daemon=True
+            )
+            waiting.start()
+        else:
+            self._in_loop = True
+            loop.add_reader(pidfd, self._reap, loop, pidfd)
+
+    def __repr__(self) -> str:
+        return f"<Child {self.pid} returncode={self.returncode}>"
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once reaped (negative: the signal that killed it), else None."""
+        return self._popen.returncode
+
+    def identity(self) -> ProcessInfo | None:
+        """The process as ``/proc`` showed it while its pid was surely its own (not yet reaped);
+        None if it was reaped before anyone asked. Read once."""
+        if self._identity is None and self._in_loop and self._popen.returncode is None:
+            # Not reaped (only the loop reaps it): a zombie holds on to its pid, so /proc/<pid>
+            # is this process.
+            self._identity = read_process(self.pid)
+        return self._identity
+
+    def _reap(self, loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
+        # The pidfd is readable once the process has exited: the wait returns at once.
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._settle(_wait_for(self.pid))
+
+    def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
+        status = _wait_for(self.pid)
+        self._popen.returncode = status  # reaped: the Popen must never wait for it again
+        # The loop may be closed by now (the run abandoned the command): nobody waits then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._settle, status)
+
+    def _settle(self, status: int) -> None:
+        # Set on the Popen too, so that it never counts the child as running (and reaps it).
+        self._popen.returncode = status
+        if not self.exited.done():
+            self.exited.set_result(status)
+
+
+def _wait_for(pid: int) -> int:
+    """Reap ``pid``; its exit status as ``subprocess`` gives it."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        # Reaped elsewhere (SIGCHLD ignored, a watcher that waits for any child): its status
+        # is lost; as asyncio does, say so and fail it.
+        logger.warning("unknown child process pid %d, will report returncode 255", pid)
+        return _LOST_STATUS
+    return os.waitstatus_to_exitcode(status)
+
+
+def spawn(
+    argv: list[str], *, output: int, cwd: Path | None, env: Mapping[str, str] | None
+) -> asyncio.Future[subprocess.Popen[bytes]]:
+    """Start ``argv`` in a new session, in a spawner thread: stdin from ``/dev/null``, stdout
+    and stderr to the file descriptor ``output``, which is closed once the child has its own
+    copies (whether it started or not); ``env`` is its whole environment (None: ours).
+
+    The future is done once the child runs (or could not start: ``OSError``, whose ``filename``
+    names the program, or ``cwd`` if that failed); nothing cancels the start once asked for.
+    Watch the child with ``Child`` as soon as it is done: nobody reaps it until then.
+    """
+    start = functools.partial(_popen, argv, output, cwd, env)
+    try:
+        return asyncio.get_running_loop().run_in_executor(_SPAWNERS, start)
+    except BaseException:
+        os.close(output)  # never asked for (no loop, the interpreter is exiting)
+        raise
+
+
+def _popen(
+    argv: list[str], output: int, cwd: Path | None, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        os.close(output)

@@ -1,0 +1,134 @@
+"""Starting and reaping a command's leader (``spawning``), with and without pidfds, against real
+processes; and the reads of ``/proc`` files larger than one read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from subplans.engine.errors import CommandFailedError
+from subplans.execution import procfs
+from subplans.execution.process import run_command
+from subplans.execution.spawning import Child, spawn
+
+from .conftest import wait_until
+from .process_helpers import eventually, group_members
+
+# Both the shell and its background child ignore SIGTERM: only SIGKILL stops this group.
+STUBBORN = "trap '' TERM; sleep 30 & sleep 30; wait"
+
+
+@pytest.fixture
+def no_pidfds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel without pidfds (before 5.3, or a seccomp filter that refuses them)."""
+
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+
+
+@pytest.mark.usefixtures("no_pidfds")
+async def test_without_pidfds_a_thread_reaps_each_command(tmp_path: Path) -> None:
+    result = await run_command(["sh", "-c", "echo hi"], log_file=tmp_path / "ok.log")
+    assert (result.exit_code, result.output_tail) == (0, "hi")
+
+    with pytest.raises(CommandFailedError, match="exited with code 3"):
+        await run_command(["sh", "-c", "exit 3"], log_file=tmp_path / "three.log")
+
+
+@pytest.mark.usefixtures("no_pidfds")
+async def test_without_pidfds_a_cancelled_command_is_stopped_whole(tmp_path: Path) -> None:
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_command(
+            STUBBORN,
+            log_file=tmp_path / "stubborn.log",
+            cancel_grace=0.1,
+            on_start=started.set_result,
+        )
+    )
+    pgid = await started
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert group_members(pgid) == []
+
+
+async def test_a_child_reaped_elsewhere_fails_with_its_status_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fd = os.open(tmp_path / "x.log", os.O_WRONLY | os.O_CREAT, 0o666)
+    popen = await spawn(["true"], output=fd, cwd=None, env=None)
+    child = Child(popen, asyncio.get_running_loop())
+    os.waitpid(popen.pid, 0)  # behind its back, as a SIGCHLD handler or another watcher would
+
+    with caplog.at_level(logging.WARNING, logger="subplans"):
+        assert await child.exited == 255
+    assert child.returncode == 255
+    assert repr(child) == f"<Child {popen.pid} returncode=255>"
+    assert f"unknown child process pid {popen.pid}" in caplog.text
+
+
+async def test_a_child_is_reaped_even_when_its_exit_was_no_longer_awaited(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "x.log", os.O_WRONLY | os.O_CREAT, 0o666)
+    popen = await spawn(["true"], output=fd, cwd=None, env=None)
+    child = Child(popen, asyncio.get_running_loop())
+    child.exited.cancel()  # whoever awaited it directly was cancelled
+
+    await eventually(lambda: child.returncode is not None)
+    assert child.returncode == 0
+    assert procfs.read_process(child.pid) is None
+
+
+@pytest.mark.usefixtures("no_pidfds")
+def test_without_pidfds_a_child_outliving_its_loop_is_still_reaped() -> None:
+    release_r, release_w = os.pipe()
+    # The child waits until it is let go: its loop is closed while it runs.
+    popen = subprocess.Popen(["sh", "-c", "read line"], stdin=release_r, start_new_session=True)
+    os.close(release_r)
+    loop = asyncio.new_event_loop()
+    child = Child(popen, loop)
+    loop.close()
+    waiting = next(t for t in threading.enumerate() if t.name == f"subplans wait {child.pid}")
+    os.write(release_w, b"go\n")
+    os.close(release_w)
+    waiting.join(timeout=30)
+
+    assert not waiting.is_alive()
+    assert procfs.read_process(child.pid) is None  # reaped, although nobody heard of it
+    assert not child.exited.done()
+    assert child.returncode == 0
+
+
+def test_a_start_without_an_event_loop_is_refused_and_closes_the_log(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "x.log", os.O_WRONLY | os.O_CREAT, 0o666)
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        spawn(["true"], output=fd, cwd=None, env=None)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(fd)
+
+
+def test_an_environment_larger_than_one_read_is_read_whole() -> None:
+    big = "x" * 100_000
+    child = subprocess.Popen(["sleep", "30"], env={"BIG": big, "LAST": "here"})
+    try:
+        # Until it has exec'd, the fork shows the environment it came from.
+        found = wait_until(lambda: _after_exec(child.pid), "sleep's own environment")
+    finally:
+        child.kill()
+        child.wait()
+    assert found is not None
+    assert f"BIG={big}".encode() in found
+    assert b"LAST=here" in found
+
+
+def _after_exec(pid: int) -> list[bytes] | None:
+    found = procfs.environment(pid)
+    return found if found is not None and b"LAST=here" in found else None
