@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["UNSURE", "read_fast"]
+__all__ = ["UNSURE", "available", "read_fast"]
 
 #: Any character but those libyaml reads as PyYAML does: not those YAML does not allow
 #: (``Reader.NON_PRINTABLE``), nor tabs, line breaks beyond ``\n`` and a byte order mark. One
@@ -58,6 +58,11 @@ def read_fast(text: str, *, max_alias_values: int, max_nesting: int) -> Any:
         return UNSURE
     finally:
         loader.dispose()
+
+
+def available() -> bool:
+    """Whether this PyYAML has a libyaml fit to read first (else every file is read carefully)."""
+    return _fast_loader() is not None
 
 
 @functools.cache
