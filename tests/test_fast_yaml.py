@@ -69,6 +69,20 @@ def read(tmp_path: Path, text: str) -> object:
         ),
         ("", None),
         ("# nothing\n", None),
+        # A comment right after a block scalar's header: PyYAML refuses it, libyaml does not.
+        (
+            "run: |#\n  x\n",
+            [
+                "p.yaml:1:7: YAML syntax error: expected chomping or indentation indicators, but found '#'"
+            ],
+        ),
+        (
+            "run: >-#\n  x\n",
+            [
+                "p.yaml:1:8: YAML syntax error: expected chomping or indentation indicators, but found '#'"
+            ],
+        ),
+        ("run: 'a|#b'\n", {"run": "a|#b"}),
     ],
 )
 def test_what_libyaml_reads_otherwise_is_read_as_before(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,29 @@ def test_an_environment_larger_than_one_read_is_read_whole() -> None:
 def _after_exec(pid: int) -> list[bytes] | None:
     found = procfs.environment(pid)
     return found if found is not None and b"LAST=here" in found else None
+
+
+def test_a_forked_child_starts_commands_too(tmp_path: Path) -> None:
+    # The parent's spawner threads exist (and are idle) before the fork; the child has none.
+    assert asyncio.run(run_command(["true"], log_file=tmp_path / "parent.log")).exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: forking with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: coverage does not follow it
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not pytest-timeout's handler
+        signal.alarm(20)  # a hang ends the child by SIGALRM, which the parent sees
+        try:
+            result = asyncio.run(run_command(["true"], log_file=tmp_path / "child.log"))
+            os._exit(0 if result.exit_code == 0 else 1)
+        except BaseException:
+            os._exit(2)
+    ends: list[int] = []
+
+    def ended() -> bool:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            ends.append(os.waitstatus_to_exitcode(status))
+        return bool(done)
+
+    wait_until(ended, "the forked child's end", timeout=30)
+    assert ends == [0]

@@ -35,8 +35,25 @@ logger = logging.getLogger("subplans")
 _LOST_STATUS = 255
 
 #: The threads that fork: their own, never the loop's default executor, so that a start never
-#: waits behind other work. A few are enough: each waits only until its child has exec'd.
-_SPAWNERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="subplans-spawn")
+#: waits behind other work. A few are enough: each waits only until its child has exec'd. Made
+#: on first use, and again in a forked child: the threads do not come along with a fork, and an
+#: executor that believes it has idle workers would queue every start there for ever.
+_spawners: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _spawners
+    if _spawners is None:
+        _spawners = ThreadPoolExecutor(max_workers=4, thread_name_prefix="subplans-spawn")
+    return _spawners
+
+
+def _forget_spawners() -> None:
+    global _spawners
+    _spawners = None
+
+
+os.register_at_fork(after_in_child=_forget_spawners)
 
 
 class Child:
@@ -128,7 +145,7 @@ def spawn(
     """
     start = functools.partial(_popen, argv, output, cwd, env)
     try:
-        return asyncio.get_running_loop().run_in_executor(_SPAWNERS, start)
+        return asyncio.get_running_loop().run_in_executor(_executor(), start)
     except BaseException:
         os.close(output)  # never asked for (no loop, the interpreter is exiting)
         raise

@@ -26,6 +26,9 @@ _DOUBTFUL_CHARACTER = re.compile(
 )
 #: The tag ``!`` alone: PyYAML reads an empty value so tagged as null, libyaml as ``''``.
 _BARE_TAG = re.compile(r"(?:^|[\s,\[\]{}])!(?:[\s,\[\]{}]|$)", re.MULTILINE)
+#: A block scalar's header with a comment right after it (``|#``, ``>-#``): PyYAML refuses it,
+#: libyaml reads it.
+_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")
 
 #: What ``read_fast`` gives for a text the careful reader must read (it may be refused).
 UNSURE: Any = object()
@@ -41,6 +44,8 @@ def read_fast(text: str, *, max_alias_values: int, max_nesting: int) -> Any:
     if loader_class is None or _DOUBTFUL_CHARACTER.search(text):
         return UNSURE
     if "!" in text and _BARE_TAG.search(text):
+        return UNSURE
+    if "#" in text and _HEADER_COMMENT.search(text):
         return UNSURE
     loader = loader_class(text)
     try:
