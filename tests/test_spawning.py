@@ -160,3 +160,40 @@ def test_a_forked_child_starts_commands_too(tmp_path: Path) -> None:
 
     wait_until(ended, "the forked child's end", timeout=30)
     assert ends == [0]
+
+
+@pytest.mark.parametrize(
+    ("command", "status"), [("exit 7", 7), ("kill -TERM $$", -15), ("kill -KILL $$", -9)]
+)
+async def test_the_loop_reaps_through_the_pidfd_with_the_status_subprocess_gives(
+    tmp_path: Path, command: str, status: int
+) -> None:
+    output = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT)
+    popen = await spawn(["sh", "-c", command], output=output, cwd=None, env=None)
+    child = Child(popen, asyncio.get_running_loop())
+    assert await child.exited == status == child.returncode
+
+
+async def test_without_waitid_on_pidfds_the_loop_reaps_by_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object) -> None:
+        raise OSError(22, "Invalid argument")  # Linux 5.3: pidfds, but no P_PIDFD for waitid
+
+    monkeypatch.setattr(os, "waitid", refused)
+    output = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT)
+    popen = await spawn(["sh", "-c", "exit 3"], output=output, cwd=None, env=None)
+    assert await Child(popen, asyncio.get_running_loop()).exited == 3
+
+
+@pytest.mark.usefixtures("no_pidfds")
+async def test_without_pidfds_a_child_reaped_elsewhere_fails_with_its_status_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fd = os.open(tmp_path / "x.log", os.O_WRONLY | os.O_CREAT, 0o666)
+    popen = await spawn(["true"], output=fd, cwd=None, env=None)
+    os.waitpid(popen.pid, 0)  # before the waiting thread could: it finds no child
+    with caplog.at_level(logging.WARNING, logger="subplans"):
+        child = Child(popen, asyncio.get_running_loop())
+        assert await child.exited == 255
+    assert f"unknown child process pid {popen.pid}" in caplog.text

@@ -48,7 +48,7 @@ def _executor() -> ThreadPoolExecutor:
     return _spawners
 
 
-def _forget_spawners() -> None:
+def _forget_spawners() -> None:  # pragma: no cover - runs in a forked child, out of sight
     global _spawners
     _spawners = None
 
@@ -103,8 +103,11 @@ class Child:
     def _reap(self, loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
         # The pidfd is readable once the process has exited: the wait returns at once.
         loop.remove_reader(pidfd)
-        os.close(pidfd)
-        self._settle(_wait_for(self.pid))
+        try:
+            status = _reap_through(pidfd, self.pid)
+        finally:
+            os.close(pidfd)
+        self._settle(status)
 
     def _wait(self, loop: asyncio.AbstractEventLoop) -> None:
         status = _wait_for(self.pid)
@@ -118,6 +121,21 @@ class Child:
         self._popen.returncode = status
         if not self.exited.done():
             self.exited.set_result(status)
+
+
+def _reap_through(pidfd: int, pid: int) -> int:
+    """Reap the process ``pidfd`` refers to, never blocking: if someone else reaped it and its
+    pid went to another child of ours, a wait by pid would block the loop until that one ends."""
+    try:
+        found = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        logger.warning("unknown child process pid %d, will report returncode 255", pid)
+        return _LOST_STATUS
+    except OSError:  # a kernel with pidfds but without waitid on them (5.3): it has exited
+        return _wait_for(pid)
+    if found is None:  # pragma: no cover - readable, so it has exited: cannot happen
+        return _wait_for(pid)
+    return found.si_status if found.si_code == os.CLD_EXITED else -found.si_status
 
 
 def _wait_for(pid: int) -> int:
