@@ -173,6 +173,12 @@ async def test_a_process_that_left_the_session_is_found_by_its_marker(
     assert not alive(strays[0])
 
 
+async def pid_written(path: Path) -> int:
+    """The pid a command writes to ``path`` (``echo $pid > path``), once the whole line is in."""
+    await eventually(lambda: path.exists() and path.read_text().endswith("\n"))
+    return int(path.read_text())
+
+
 async def test_a_process_that_left_the_session_and_cleared_its_environment_is_found_by_descent(
     tmp_path: Path, strays: list[int]
 ) -> None:
@@ -185,9 +191,7 @@ async def test_a_process_that_left_the_session_and_cleared_its_environment_is_fo
         env=marked("s/a"),
         cancel_grace=5,
     )
-    escaped_file = tmp_path / "escaped"
-    await eventually(lambda: escaped_file.exists() and escaped_file.read_text().endswith("\n"))
-    escaped = int(escaped_file.read_text())
+    escaped = await pid_written(tmp_path / "escaped")
     strays += [escaped, *session_members(sid)]
     assert sid not in strays[:1]
 
@@ -222,9 +226,7 @@ async def test_the_end_of_one_subplan_leaves_a_siblings_processes_alone(
         env=marked("s/sibling"),
         cancel_grace=5,
     )
-    sibling_file = tmp_path / "sibling"
-    await eventually(lambda: sibling_file.exists() and sibling_file.read_text().endswith("\n"))
-    theirs = int(sibling_file.read_text())
+    theirs = await pid_written(tmp_path / "sibling")
     strays.append(theirs)
 
     result = await run_command(
