@@ -25,6 +25,7 @@ from subplans import (
     SubplanRetrying,
     SubplanStateChanged,
 )
+from subplans.engine.dispatcher import _SET_UP_TO, _has_duplicates
 
 from .conftest import Recorder, no_tasks_left, raising, returning, waiting
 
@@ -476,6 +477,26 @@ async def test_duplicate_ids_are_rejected_before_anything_runs(
 
     with pytest.raises(SubplanError, match=r"^duplicate subplan id 'a'$"):
         await dispatcher(bus).run([Subplan("a", run), Subplan("b", run), Subplan("a", run)])
+    assert ran == []
+    assert recorder.events == []
+
+
+async def test_duplicate_ids_in_a_large_dispatch_are_found_by_sorting(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    """Past ``_SET_UP_TO`` subplans the ids are sorted rather than hashed (memory): the same
+    refusal, before anything runs, for ids in order and out of order alike."""
+    ran: list[str] = []
+
+    async def run() -> None:
+        ran.append("x")
+
+    many = _SET_UP_TO + 1
+    ids = [f"s{index}" for index in range(many)]
+    assert not _has_duplicates([Subplan(id, run) for id in ids])
+    ids[-1] = "s7"  # far from the other "s7", on both sides of the sort
+    with pytest.raises(SubplanError, match=r"^duplicate subplan id 's7'$"):
+        await dispatcher(bus).run(Subplan(id, run) for id in reversed(ids))
     assert ran == []
     assert recorder.events == []
 

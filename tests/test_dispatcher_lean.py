@@ -26,7 +26,7 @@ from subplans import (
     SubplanExecutionState,
     SubplanStateChanged,
 )
-from subplans.engine.events import state_changed
+from subplans.engine.events import Event, state_changed
 
 from .conftest import Recorder, no_tasks_left, returning
 
@@ -144,6 +144,16 @@ def test_state_changed_builds_what_the_dataclass_builds() -> None:
         "attempt",
         "error",
     ]
+
+
+def test_a_published_move_is_the_event_the_dataclass_builds() -> None:
+    error = OSError("no")
+    bus, seen = EventBus(), list[Event]()
+    bus.subscribe(seen.append)
+    bus._publish_move("a", RUNNING, FAILED, 2, error, 12.5)
+    assert seen == [SubplanStateChanged("a", RUNNING, FAILED, 2, error, time=12.5)]
+    assert type(seen[0]) is SubplanStateChanged
+    assert bus.published == 1
 
 
 async def work() -> None:

@@ -22,7 +22,7 @@ from subplans.engine.errors import (
     SubplanCancelledError,
     SubplanExecutionError,
 )
-from subplans.engine.events import DispatchFinished, DispatchStarted, state_changed
+from subplans.engine.events import DispatchFinished, DispatchStarted
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.tracker import LOG_LEVELS, announce, log_move
@@ -130,14 +130,16 @@ class Dispatch:
         return self._outcome(self.entries)
 
     def _announce_pending(self) -> None:
-        bus, now = self.bus, self.now
-        if (bus is None or not bus.has_subscribers) and not _is_enabled(_DEBUG):
+        bus, debug = self.bus, _is_enabled(_DEBUG)
+        if (bus is None or not bus.has_subscribers) and not debug:
             return  # nobody would hear of it (only a subscriber could change that meanwhile)
+        # All of them became pending at once: one stamp, and one look at the log level.
+        stamp = self.now()
         for subplan in self.entries:
-            if _is_enabled(_DEBUG):
+            if debug:
                 log_move(subplan.id, _PENDING, None)
             if bus is not None and bus._subscribers:
-                bus.publish(state_changed(subplan.id, None, _PENDING, 0, None, now()))
+                bus._publish_move(subplan.id, None, _PENDING, 0, None, stamp)
 
     def _counts(self) -> dict[SubplanExecutionState, int]:
         running = self.next - self.completed - (self.failed - self.never_started)
@@ -196,7 +198,7 @@ class Dispatch:
             log_move(subplan.id, _RUNNING, None)
         bus = self.bus
         if bus is not None and bus._subscribers:
-            bus.publish(state_changed(subplan.id, _PENDING, _RUNNING, 1, None, now))
+            bus._publish_move(subplan.id, _PENDING, _RUNNING, 1, None, now)
         slot.task = task = self.new_task(self._execute(slot, subplan))
         if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
@@ -282,7 +284,7 @@ class Dispatch:
             log_move(subplan_id, state, error)
         bus = self.bus
         if bus is not None and bus._subscribers:
-            bus.publish(state_changed(subplan_id, _RUNNING, state, attempts, error, now))
+            bus._publish_move(subplan_id, _RUNNING, state, attempts, error, now)
         return True
 
     def _stop(self, reason: str) -> None:

@@ -299,8 +299,35 @@ class EventBus:
             try:
                 callback(event)
             except BaseException as error:
-                self._subscriber_errors += 1
-                logger.exception("event subscriber %r raised; ignoring it", callback)
-                if isinstance(error, KeyboardInterrupt):
-                    for watcher in self._interrupt_watchers:
-                        watcher(error)
+                self._raised(callback, error)
+
+    def _publish_move(
+        self,
+        subplan_id: str,
+        previous: SubplanExecutionState | None,
+        state: SubplanExecutionState,
+        attempt: int,
+        error: BaseException | None,
+        time: float,
+    ) -> None:
+        """``publish(state_changed(...))`` in one call: a dispatch makes three per subplan."""
+        event = _new(SubplanStateChanged)
+        event.time = time
+        event.subplan_id = subplan_id
+        event.previous = previous
+        event.state = state
+        event.attempt = attempt
+        event.error = error
+        self._published += 1
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except BaseException as raised:
+                self._raised(callback, raised)
+
+    def _raised(self, callback: Subscriber, error: BaseException) -> None:
+        self._subscriber_errors += 1
+        logger.exception("event subscriber %r raised; ignoring it", callback)
+        if isinstance(error, KeyboardInterrupt):
+            for watcher in self._interrupt_watchers:
+                watcher(error)

@@ -12,6 +12,9 @@ from subplans.engine.errors import ConfigError
 
 __all__ = ["Subplan"]
 
+_NO_RETRIES = 0
+_RETRY_DELAY = 0.1
+
 
 @dataclass(frozen=True, slots=True, init=False)
 class Subplan:
@@ -37,8 +40,8 @@ class Subplan:
         run: Callable[[], Awaitable[Any]],
         *,
         timeout: float | None = None,
-        retries: int = 0,
-        retry_delay: float = 0.1,
+        retries: int = _NO_RETRIES,
+        retry_delay: float = _RETRY_DELAY,
         uses_budget: bool = True,
     ) -> None:
         if not isinstance(id, str) or not id:
@@ -53,9 +56,10 @@ class Subplan:
         # Fast path first: building error labels for 100,000 valid subplans would dominate.
         if timeout is not None:
             timeout = check_timeout(timeout, f"{id}: timeout")
-        if retries != 0 or type(retries) is not int:
+        # The defaults themselves (the same objects) need no check.
+        if retries is not _NO_RETRIES:
             check_retries(retries, f"{id}: retries")
-        if retry_delay != 0.1 or type(retry_delay) is not float:
+        if retry_delay is not _RETRY_DELAY:
             check_seconds(f"{id}: retry_delay", retry_delay)
         _set_id(self, id)
         _set_run(self, run)
