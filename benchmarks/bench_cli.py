@@ -42,6 +42,47 @@ machine, interleaved with the code before these changes: ``subplans run`` went f
 bare script to 0.8x (medians) and 1.04-1.35x (bests, which a quiet moment of the bare script
 decides); it still uses about 1.6x the bare script's CPU, a third of that the start-up.
 
+Second pass (#10): of what ``subplans run`` spends beyond the bare script, about 0.2 s is
+start-up (a run of one ``true`` takes about 5x ``python -c 'import asyncio'``; see
+``bench_startup.py``), the rest is the loop's work per command. Per thread, in one run of this
+plan: the loop about 0.35 ms of CPU per command, the spawner threads 0.15, the recorder 0.05.
+What was slow, and what changed:
+
+- the end of each command read ``/proc`` for every pid handed out since it started, skipping
+  the registered commands only: the commands a spawner thread had started that the loop had not
+  registered yet (their stat, then their environment: a zombie half the time), the leaders of
+  commands that had ended meanwhile (an open that fails), and the environment of kernel threads
+  (always empty). About 13.5 reads of ``/proc`` per command, each a release of the GIL that a
+  spawner thread takes. Now the spawner notes each pid as it starts (``ProcessGroups.starting``),
+  the group remembers its latest ended leaders (``ended``: while the pid cycle proves it, as it
+  already does for a leader's session, no process got those pids again), and a kernel thread's
+  flag spares its environment: about 10 reads per command on a busy machine, fewer on a quiet
+  one (what is left is mostly the two that place the pid cycle, the leader, and the children a
+  spawner is forking, whose pid nobody knows yet);
+- each start created its log file in the loop: the costliest call of a start, and every call
+  of the loop's (it does some 30 per command) is a moment a spawner thread takes the GIL and
+  the loop waits for it back. Now the spawner thread opens the log before it forks
+  (``spawning.start``);
+- the garbage collector: the start-up leaves about 50,000 objects (Typer, pydantic, the
+  modules, the plan) that live until the process ends; collecting during the start-up walked
+  them again and again (about 15 ms), the full collections of the run walked them all again,
+  and the interpreter's teardown collected them once more at exit (40-70 ms). Now the
+  collector is paused while the command starts up (``cli.gc_pause``), they are frozen out of
+  its sight while the run goes on, and at exit;
+- smaller: each start waited on its spawner through ``asyncio.wait`` (a coroutine and two
+  sets), now through one future; each line's timestamp formatted its second again.
+
+Measured side by side with the code before (interleaved rounds, 7 of them, on a shared 2-core
+machine that other jobs kept busy): ``subplans run`` of this plan went from 1.43x the bare
+script to 1.25x (medians; bests 1.51x to 1.42x), and from 0.39x GNU parallel to 0.34x
+(medians; bests 0.39x to 0.36x); a run of one ``true`` from 308 ms to 246 ms (medians of 15).
+
+What is left is mostly outside the command: the start-up's imports (pydantic and the plan
+models, Typer and the TypeAdapters it builds for each option, the store's modules), the
+store's open (``PRAGMA quick_check`` reads the whole store: it grows with every run kept), the
+plan's manifest hash (about 10 ms for 1,000 subplans), and per command the dispatcher's and
+the events' own work.
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5]
 """
 

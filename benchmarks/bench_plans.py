@@ -30,13 +30,37 @@ What was slow, and what changed (profiles of a 100,000-item plan):
   collector's full passes over the growing heap were 40% of loading it. It is paused while a
   tree is built.
 
+Second round, when the 100,000-item row stood on the line at 3x:
+
+- Making each node: a frozen dataclass's ``__init__`` sets each of ``UnitNode``'s 14 fields
+  through ``object.__setattr__``, and the loader named every field by keyword: 1.4 us a node,
+  more than anything else an item cost. Nodes are now made as a ``tree.UnitDraft`` (the same
+  fields, not frozen), given in order, and then made ``UnitNode``s in place: 0.3 us.
+- PyYAML's constructor, in Python, went through half a dozen calls for each value: as long as
+  libyaml took to read the list. ``fast_yaml`` now builds strings, lists and mappings of string
+  keys itself (other tags, merge keys and aliases still by PyYAML), and tells libyaml that a
+  scalar no implicit resolver could claim (quoted, or starting with a character none of them
+  starts with) is a string without trying the resolvers: reading is now about as fast as
+  ``CSafeLoader`` itself.
+- The collector again: right after loading, its first pass went over every object the
+  paused build had made (about a tenth of the time of loading 100,000 items), then a second.
+  What was made is now handed straight to its oldest generation (``gc.freeze`` then
+  ``gc.unfreeze``), where those passes would have put whatever lives on.
+- Start-up: the character class that finds what libyaml reads otherwise took 3 ms to compile;
+  it is compiled only for a file beyond ASCII. ``glob`` is imported only for a glob.
+  The rest of the start-up of ``subplans validate`` is mostly pydantic: importing it and
+  building the plan models' validators is about 0.1 s, some 60% of it (not changed here).
+
 Before -> after, on this kind of machine (2 shared cores, noisy), ratios to CSafeLoader in the
 same run: ``subplans validate`` of 100,000 items, fresh processes, 16.5x -> 2.9x (medians; best
 round 2.1x); ``load_plan`` in one process 12x -> 2.3x. 1,000,000 items inline: 74.5 s, 1,466 MB
 (12x the time, 3.5x the peak RSS) -> 13.2 s, 532 MB (2.2x, 1.26x); as a lines file 0.97x the
-time of CSafeLoader of the inline list. A million no-op ``call`` subplans load and run (the
-executor's own cost is ``bench_dispatcher.py``'s). The figures are printed to read, never
-asserted: the machine decides them.
+time of CSafeLoader of the inline list. Second round, same machine, interleaved with the code
+before it: ``subplans validate`` of 100,000 items 3.1x -> 1.9x (medians; 2.2x in a busy
+moment); ``load_plan`` in one process 2.1x -> 1.3x; 1,000,000 items inline 2.2x -> 1.2x the
+time of CSafeLoader, peak RSS unchanged (1.25x). A million no-op ``call`` subplans load and
+run (the executor's own cost is ``bench_dispatcher.py``'s). The figures are printed to read,
+never asserted: the machine decides them.
 
 Run: python benchmarks/bench_plans.py [--items 100000] [--rounds 5] [--million 1000000]
      [--no-run]

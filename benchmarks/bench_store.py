@@ -30,14 +30,39 @@ What was slow, and what changed (issue #10; 2 cores shared with other jobs, medi
 
 Side by side with the previous recorder (one process, 11 interleaved rounds, on a machine that
 other jobs kept busy), on / off did not move beyond the noise: 2.4-2.8x for both, medians and
-bests, in wall and in process CPU time; the target (1.5x) is not met. What remains is the
-writer thread's own work, about 7 us per subplan of CPU against the dispatch's 5: SQLite's
-inserts of three event rows and the upsert of the subplan's row, commit included, take about
-3 us with the GIL released (schema-bound: free only when a core is idle, which on this machine
-it was not), building the rows about 1.3 us and binding them about 1 us with the GIL held (the
-event loop stops meanwhile). Larger statements (1,024 rows), a shorter GIL switch
-interval, ``UPDATE ... FROM (VALUES ...)`` for the subplans and ``secure_delete`` off were tried
-and were no faster.
+bests; larger statements (1,024 rows), a shorter GIL switch interval, ``UPDATE ... FROM
+(VALUES ...)`` for the subplans and ``secure_delete`` off were tried and were no faster.
+
+Second pass (issue #10, profiled with callgrind, whose instruction counts do not depend on the
+load of the machine, and per-thread CPU time):
+
+- The writer took the queue one ``get_nowait`` at a time, a Python frame per event (and, with a
+  flush queued, two more passes over the batch to find it): now ``starmap`` over ``qsize()``
+  items and ``compress``, in C.
+- The row builder kept every subplan's last state as a named row in one dict, which the writer
+  then split by kind: error-free ends (most) now go to a dict of their own as the plain tuples
+  their statement binds, failures through a method of their own (1.47 -> 1.21 us per subplan).
+- Subplan rows, and ``start_run``'s registrations, are written in the order of the table's key:
+  SQLite then finds each row next to the last one (an upsert 1.17 -> 1.03 us in this benchmark's
+  order, 2.2 -> 1.0 us in random order; ``start_run`` 22% fewer instructions).
+
+Side by side (one process, 21 interleaved rounds, machine busy): on / off 2.63x -> 2.50x median,
+2.38x -> 2.29x best; process CPU 2.59x -> 2.45x; instructions 2.24x -> 2.12x. The target
+(1.5x) is not met, and cannot be by trimming: per subplan the dispatch costs about 63,000
+instructions and the store adds about 70,000, of which writing the rows is about 42,000 (three
+event rows at about 7,800 each and the upsert of the subplan's row at about 19,000, binding
+included: SQLite's own work for this schema), the collector about 5,000 (the queued events
+outlive the young generation) and building rows, the commit and the rest about 22,000.
+
+Nor does a second core help today: while the event loop is busy, the writer thread is starved
+of the GIL (the loop releases it around every ``epoll`` and takes it back before the woken
+writer can, which also restarts the writer's switch-interval wait). In one run the writer
+started 2 statements during the 58 ms of dispatch and 179 after it: the final flush is all the
+writing (the quiet-run figure, 5.7 of 11.2 us per subplan, shows the same). Overlapping the
+writing with the dispatch would need a batch written by few statements, each running long with
+the GIL released, and the loop letting the writer have the GIL between them; the one-statement
+transport at hand, a batch's rows as one JSON text read with ``json_each``, costs five times the
+instructions of binding them (SQLite 3.40), so it was not taken.
 """
 
 from __future__ import annotations

@@ -200,3 +200,23 @@ def test_libyaml_reads_first_wherever_it_limits_nesting() -> None:
         assert FAST is (_yaml.get_version() >= (0, 2, 6))
     else:
         assert not FAST
+
+
+@pytest.mark.skipif(not FAST, reason="this PyYAML's libyaml is not read first")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: [x, 'y', \"z\", 1, 1.5, true, null, ~, 2001-12-14, .inf]\n",
+        "a: {b: {c: [d, {e: f}]}}\n1: one\nnull: none\n",
+        "base: &b {x: 1}\nboth: {<<: *b, y: 2}\n",
+        "=: value\nk: !!binary aGk=\ns: !!set {a, b}\no: !!omap [{a: 1}, {b: 2}]\n",
+        "p: !!pairs [{a: 1}, {a: 2}]\nstr: !!str 3\nt: !!str\n",
+        "[a, [b, [c]], {d: e}]\n",
+        "m: {<<: {a: 1}, b: 2}\nn: [{<<: [{a: x}, {c: y}], b: z}]\n",
+        "s: [a, {1: b, c: [d]}]\n",
+    ],
+)
+def test_libyaml_data_is_built_as_pyyaml_builds_it(tmp_path: Path, text: str) -> None:
+    """Strings, lists and mappings of string keys are built without PyYAML's constructor
+    (issue #10): the data is the same, value for value and type for type."""
+    assert repr(read(tmp_path, text)) == repr(yaml.load(text, Loader=yaml.SafeLoader))

@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from subplans.plans.loader import GlobalConfig, load_plan
@@ -108,3 +109,18 @@ def test_a_loaded_tree_holds_no_pydantic_model(tmp_path: Path) -> None:
     values = list(_values(plan))
     assert [v for v in values if isinstance(v, BaseModel)] == []
     assert len(plan.walk_units()) == 8
+
+
+def test_a_unit_draft_has_the_fields_of_a_unit_node() -> None:
+    """Nodes are built as drafts, then made ``UnitNode``s in place (issue #10: a frozen
+    dataclass's ``__init__`` was most of a big ``for_each``'s cost): the two keep one layout."""
+    from subplans.plans.tree import UnitDraft, UnitNode
+
+    node_fields = [(f.name, f.type) for f in dataclasses.fields(UnitNode)]
+    assert [(f.name, f.type) for f in dataclasses.fields(UnitDraft)] == node_fields
+    values = {name: f"value of {name}" for name, _ in node_fields}
+    node = UnitDraft(**values).finished()  # type: ignore[arg-type]
+    assert type(node) is UnitNode
+    assert node == UnitNode(**values)  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError, match=r"^cannot assign to field 'name'$"):
+        node.name = "changed"  # type: ignore[misc]

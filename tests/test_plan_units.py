@@ -160,3 +160,21 @@ def test_a_long_for_each_loads(tmp_path: Path, config: GlobalConfig) -> None:
         ("s/i0", ("echo", "i0")),
         ("s/i19999", ("echo", "i19999")),
     ]
+
+
+def test_loading_moves_the_tree_to_the_oldest_generation(
+    tmp_path: Path, config: GlobalConfig
+) -> None:
+    """The collector's passes over a fresh tree are skipped (issue #10): what loading made is
+    handed to its oldest generation, and a program's own frozen objects stay frozen."""
+    path = write(tmp_path, "p.yaml", "name: p\nsteps: [{name: s, run: 'true'}]\n")
+    assert gc.get_freeze_count() == 0
+    unit = load_plan(path, config=config).steps[0].units[0]
+    assert any(unit is old for old in gc.get_objects(generation=2))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        load_plan(path, config=config)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

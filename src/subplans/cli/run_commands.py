@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from subplans.cli.exits import ExitCode, invalid, invalid_input
+from subplans.cli.gc_pause import resume_collection
 from subplans.cli.options import (
     ConcurrentOption,
     EventsJsonlOption,
@@ -79,6 +80,7 @@ def run(
     from subplans.cli.loading import load
     from subplans.plans.loader import Overrides
 
+    resume_collection()  # the start-up is over: what the run makes is collected
     overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
     output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
     with invalid_input():
@@ -136,6 +138,7 @@ def resume(
     """
     from subplans.cli.lifecycle import Output, RunLifecycle
 
+    resume_collection()
     if rerun_unknown and skip_unknown:
         invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
     output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
@@ -158,6 +161,7 @@ def validate(plan: PlanArgument) -> None:
     """
     from subplans.cli.loading import load
 
+    resume_collection()
     with invalid_input():
         node = load(plan)
     units = node.walk_units()

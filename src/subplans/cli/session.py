@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Collection
@@ -233,6 +234,10 @@ class RunSession:
         run abandoned because it ignores cancellation (an ``async`` function that catches every
         ``CancelledError``) had its grace: it is cancelled once more, then closed; it never
         keeps the command from exiting."""
+        # What exists now (modules, Typer's and pydantic's schemas, the plan) lives as long as
+        # the command: out of the collector's sight while the run goes on, its full collections
+        # walk the run's own objects only.
+        gc.freeze()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         main = loop.create_task(self.run())
@@ -249,6 +254,7 @@ class RunSession:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+                gc.unfreeze()
 
     async def _execute(self) -> PlanResult | None:
         """The executor's run; None when a subplan or a subscriber raised KeyboardInterrupt."""

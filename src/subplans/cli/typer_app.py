@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from subplans.cli.gc_pause import resume_collection
 from subplans.cli.options import CONTEXT, example
 from subplans.cli.profile_commands import profile_app
 from subplans.cli.run_commands import commands as run_commands
@@ -48,8 +49,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: The commands that resume the garbage collector themselves, once their imports are done.
+_RESUMING_THE_COLLECTOR = frozenset({"run", "resume", "validate"})
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -62,3 +68,5 @@ def _root(
     Exit codes: 0 every subplan and step completed, 1 the plan failed, 2 invalid input,
     130 interrupted.
     """
+    if ctx.invoked_subcommand not in _RESUMING_THE_COLLECTOR:
+        resume_collection()

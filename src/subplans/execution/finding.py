@@ -19,7 +19,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from subplans.execution.procfs import ProcessInfo, Window, carries, process_table, read_process
+from subplans.execution.procfs import (
+    ProcessInfo,
+    Window,
+    all_pids,
+    carries,
+    read_process,
+    read_processes,
+)
 
 __all__ = ["MARKER_VARIABLES", "Family", "Leader", "marker_of", "run_marker"]
 
@@ -79,25 +86,34 @@ class Family:
     marker: tuple[bytes, ...] = ()
     since: Window | None = None
 
-    def members(self, *, exclude: Collection[int] = ()) -> dict[int, ProcessInfo]:
+    def members(
+        self, *, exclude: Collection[int] = (), gone: Collection[int] = ()
+    ) -> dict[int, ProcessInfo]:
         """The live processes of the family now, by pid.
 
         ``exclude``: session ids known to be another family's (the other commands of a run,
-        each the pid of its leader): their processes are not looked into.
+        each the pid of its leader): their processes are not looked into. ``gone``: pids of
+        other families' leaders since reaped; with ``since``, while the pid cycle has not gone
+        round, no process has got them again (as for a leader's session), so they are not read.
         """
         if self.since is None:
-            table, kept = process_table(), False
+            seen, kept = read_processes(all_pids()), False
         else:
             now = Window.now()
-            table = process_table(self.since.pids(skip=exclude, now=now))
+            pids = self.since.pids(skip=exclude, now=now)
             # A session outlives its leader, and its id is not handed out again while it has
             # members; but once it was empty for a moment, it may have been: then a process
             # that merely lives in a session of that id cannot be tied to the leader.
             kept = now is not None and not self.since.went_round(now)
+            if kept and gone:
+                pids = [pid for pid in pids if pid not in gone]
+            seen = read_processes(pids)
+        table = {pid: info for pid, info in seen.items() if info is not None and info.live}
         sessions = set()
         found: set[int] = set()
         for pid, start in self.roots:
-            leader = table.get(pid) or read_process(pid)
+            # Read just now if it was among the pids looked at (gone, a zombie or alive).
+            leader = seen[pid] if pid in seen else read_process(pid)
             if leader is None:
                 if kept:
                     sessions.add(pid)
@@ -116,8 +132,8 @@ class Family:
         }
 
     def _marked(self, process: ProcessInfo, exclude: Collection[int]) -> bool:
-        if not self.marker or process.sid in exclude:
-            return False
+        if not self.marker or process.sid in exclude or process.kernel:
+            return False  # a kernel thread's environment is empty
         return carries(process.pid, self.marker)
 
 

@@ -18,7 +18,6 @@ import errno
 import os
 import shlex
 import signal
-import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from subplans.engine.cancelling import through_cancel
 from subplans.engine.errors import CommandFailedError
 from subplans.execution.finding import Family, Leader, marker_of
 from subplans.execution.procfs import ProcessInfo, Window, forks_so_far
-from subplans.execution.spawning import Child, spawn
+from subplans.execution.spawning import Child, Started, start
 from subplans.execution.stopping import SETTLE_TIMEOUT, Stopping, stop_async
 
 # CommandFailedError is what run_command raises: importable from here as well as from errors.
@@ -40,6 +39,9 @@ __all__ = [
 
 #: The output tail is read from at most this many bytes at the end of the log.
 _TAIL_BYTES = 64 * 1024
+#: How many of the latest ended commands ``ProcessGroups`` remembers (``ended``): enough for
+#: every pid handed out while a command of a busy run lives; older ones are merely read again.
+_ENDED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +58,18 @@ class ProcessGroups:
     """A registry of the live commands of a run, by process group, each with the ``Stopping``
     that finds and stops its processes, so that an interrupt can kill them all at once."""
 
-    __slots__ = ("_groups", "empty", "hurried")
+    __slots__ = ("_groups", "empty", "ended", "hurried", "starting")
 
     def __init__(self) -> None:
         self._groups: dict[int, tuple[str, Stopping]] = {}
+        #: The pids of the commands a spawner thread started that are not registered yet (the
+        #: loop has not heard of them): each leads a session of its own. None of them is reaped
+        #: meanwhile (only the loop reaps), so none of these pids names another process.
+        self.starting: set[int] = set()
+        #: The pids of the latest commands unregistered (their leaders reaped), oldest first, at
+        #: most ``_ENDED`` of them: the end of a command need not read those among the pids
+        #: handed out since it started (``Family.members``' ``gone``).
+        self.ended: dict[int, None] = {}
         #: Set once everything was told to die now (SIGKILL to all): grace periods end early.
         self.hurried = asyncio.Event()
         #: Set while no group is registered.
@@ -85,6 +95,7 @@ class ProcessGroups:
         if pgid in self._groups:
             raise RuntimeError(f"process group {pgid} is already registered")
         self._groups[pgid] = (label, stopping)
+        self.ended.pop(pgid, None)
         self.empty.clear()
 
     def unregister(self, pgid: int) -> None:
@@ -95,8 +106,18 @@ class ProcessGroups:
         """
         if self._groups.pop(pgid, None) is None:
             raise RuntimeError(f"process group {pgid} is not registered")
+        self.ended[pgid] = None
+        if len(self.ended) > _ENDED:
+            del self.ended[next(iter(self.ended))]
         if not self._groups:
             self.empty.set()
+
+    def others(self, pgid: int) -> set[int]:
+        """The session ids of every command but ``pgid``'s: registered, or starting."""
+        found = {other for other in self._groups if other != pgid}
+        found.update(self.starting)
+        found.discard(pgid)
+        return found
 
     def kill_all(self) -> int:
         """SIGKILL now to every process of every registered command, each found and checked by
@@ -141,15 +162,23 @@ async def run_command(
     if type(tail_lines) is not int or tail_lines < 0:
         raise ValueError(f"tail_lines must be an integer >= 0, got {tail_lines!r}")
 
-    fd, offset = _open_log(log_file)
     forks = forks_so_far()  # read before the command starts (see Window)
     try:
-        # The spawner closes the log once the child holds its own copies.
-        popen, early_cancel = await _spawn(spawn(argv, output=fd, cwd=cwd, env=env))
+        # The spawner opens the log, and closes it once the child holds its own copies.
+        starting = None if groups is None else groups.starting
+        begun, early_cancel = await _spawn(
+            start(argv, log_file=log_file, cwd=cwd, env=env, started=starting)
+        )
     except OSError as error:
         name = command if isinstance(command, str) else argv[0]
         raise _cannot_start(name, cwd, error, log_file) from error
 
+    popen, offset, log_error = begun
+    if popen is None:  # the log could not be opened: nothing started
+        assert log_error is not None
+        raise early_cancel or log_error  # the cancel first, as for a start that failed
+    if groups is not None:
+        groups.starting.discard(popen.pid)  # registered below, with no await in between
     child = Child(popen, asyncio.get_running_loop())  # reaped by the loop from now on
     finder = _finder(child, env, forks, groups)
     stopping = Stopping(finder, grace=cancel_grace, settle_timeout=settle_timeout)
@@ -192,25 +221,9 @@ async def run_command(
     )
 
 
-def _open_log(path: Path) -> tuple[int, int]:
-    """Open ``path`` for appending; returns the fd and the offset where this run's output starts.
-
-    The child writes straight into the file, so no pipe needs draining and the output survives
-    a crash of ours. The fd is not inheritable (PEP 446): other children never get it.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError:
-        # Its folder may be missing (made once, not at every command); failing again, it says why.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o666)
-    return fd, os.fstat(fd).st_size
-
-
 async def _spawn(
-    starting: asyncio.Future[subprocess.Popen[bytes]],
-) -> tuple[subprocess.Popen[bytes], asyncio.CancelledError | None]:
+    starting: asyncio.Future[Started],
+) -> tuple[Started, asyncio.CancelledError | None]:
     """Wait for the start (``starting``); returns the child, and a cancellation meanwhile, to
     stop its group after.
 
@@ -219,16 +232,29 @@ async def _spawn(
     """
     cancel: asyncio.CancelledError | None = None
     while not starting.done():
-        # Unlike awaiting the future, asyncio.wait leaves it be when we are cancelled.
-        cancel = await through_cancel(asyncio.wait([starting])) or cancel
+        # Unlike awaiting the future, awaiting a waiter leaves it be when we are cancelled.
+        cancel = await through_cancel(_done_waiter(starting)) or cancel
     # A function of its own: on 3.11 coverage loses the lines of a frame resumed by a cancel
     # until its next await (python/cpython#106749), and the failed start has none.
     return _started(starting, cancel)
 
 
+def _done_waiter(future: asyncio.Future[Started]) -> asyncio.Future[None]:
+    """A future done once ``future`` is (what ``asyncio.wait([future])`` awaits, without the
+    sets and the coroutine around it); cancelling it leaves ``future`` be."""
+    waiter: asyncio.Future[None] = future.get_loop().create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():  # cancelled meanwhile: nobody waits any more
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    return waiter
+
+
 def _started(
-    starting: asyncio.Future[subprocess.Popen[bytes]], cancel: asyncio.CancelledError | None
-) -> tuple[subprocess.Popen[bytes], asyncio.CancelledError | None]:
+    starting: asyncio.Future[Started], cancel: asyncio.CancelledError | None
+) -> tuple[Started, asyncio.CancelledError | None]:
     if cancel is not None and starting.exception() is not None:
         raise cancel  # it never started: nothing to stop, and the cancel comes first
     return starting.result(), cancel
@@ -263,9 +289,10 @@ def _finder(
         first = child.identity()
         start = None if first is None else first.start_time
         family = Family((Leader(pgid, start),), marker=marker, since=since)
-        # The other commands' sessions are theirs: not worth reading their environments.
-        others = () if groups is None else {other for other, _ in groups if other != pgid}
-        found = family.members(exclude=others)
+        # The other commands' sessions are theirs (those just started too, which the loop has
+        # not registered yet): not worth reading their leaders or environments.
+        others = () if groups is None else groups.others(pgid)
+        found = family.members(exclude=others, gone=() if groups is None else groups.ended)
         if first is not None and child.returncode is None:
             found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
         return found

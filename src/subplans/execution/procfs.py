@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ProcessInfo",
@@ -29,12 +29,15 @@ __all__ = [
     "pid_max",
     "process_table",
     "read_process",
+    "read_processes",
     "read_stat",
     "still_running",
 ]
 
 #: Up to this many pids since a ``Window``, each is looked up; beyond, ``/proc`` is listed.
 _FEW_PIDS = 64
+#: The flag of a kernel thread in ``/proc/<pid>/stat`` (``include/linux/sched.h``).
+_PF_KTHREAD = 0x00200000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class ProcessInfo:
     sid: int
     start_time: int
     state: str
+    #: A kernel thread (``PF_KTHREAD``): it has no environment, so it never carries a marker.
+    kernel: bool = field(default=False, compare=False, repr=False)
 
     @property
     def live(self) -> bool:
@@ -82,12 +87,19 @@ def _read(path: str) -> bytes | None:
 def parse_stat(pid: int, stat: bytes) -> ProcessInfo | None:
     """The text of ``/proc/<pid>/stat`` as a ``ProcessInfo``; None if it is cut short."""
     # The command name (field 2) may hold spaces and parentheses: the fields after it start past
-    # its last ")": state is field 3, then ppid, pgrp, session, and the start time is field 22.
+    # its last ")": state is field 3, then ppid, pgrp, session, the flags are field 9 and the
+    # start time is field 22.
     fields = stat[stat.rfind(b")") + 2 :].split()
     if len(fields) < 20:
         return None
     return ProcessInfo(
-        pid, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]), fields[0].decode()
+        pid,
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[3]),
+        int(fields[19]),
+        fields[0].decode(),
+        int(fields[6]) & _PF_KTHREAD != 0,
     )
 
 
@@ -120,6 +132,11 @@ def process_table(pids: Iterable[int] | None = None) -> dict[int, ProcessInfo]:
         if found is not None and found.live:
             table[pid] = found
     return table
+
+
+def read_processes(pids: Iterable[int]) -> dict[int, ProcessInfo | None]:
+    """Each of ``pids`` as ``read_process`` shows it now (None: no such process)."""
+    return {pid: read_process(pid) for pid in pids}
 
 
 def environment(pid: int) -> list[bytes] | None:

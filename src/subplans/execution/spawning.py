@@ -4,7 +4,10 @@
 underneath, without the transport, protocol and child watcher around it (a command's output goes
 straight to its log file: there is no pipe to drain), and in a thread of its own: the fork and
 exec are most of what a short command costs, and ``Popen`` lets go of the GIL meanwhile, so the
-event loop goes on with the other commands, and several start at once. The exit is watched
+event loop goes on with the other commands, and several start at once. ``start`` opens the
+command's log file in that thread first (``open_log``): creating it costs more than any other
+call of a start, and each call of the loop's is a moment a spawner thread takes the GIL from
+it; each start notes its pid as soon as ``Popen`` returns (``started``). The exit is watched
 through a pidfd (``Child``): the loop reaps the child once the pidfd says it has exited, so until
 then its pid names it and nothing else (``Child.identity``). Where the kernel has no pidfds
 (Linux before 5.3, a seccomp filter), a thread waits for it, as asyncio's own
@@ -23,11 +26,12 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import subplans.engine  # noqa: F401 - the package's NullHandler, as for every logger of ours
 from subplans.execution.procfs import ProcessInfo, read_process
 
-__all__ = ["Child", "spawn"]
+__all__ = ["Child", "Started", "open_log", "spawn", "start"]
 
 logger = logging.getLogger("subplans")
 
@@ -151,7 +155,12 @@ def _wait_for(pid: int) -> int:
 
 
 def spawn(
-    argv: list[str], *, output: int, cwd: Path | None, env: Mapping[str, str] | None
+    argv: list[str],
+    *,
+    output: int,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    started: set[int] | None = None,
 ) -> asyncio.Future[subprocess.Popen[bytes]]:
     """Start ``argv`` in a new session, in a spawner thread: stdin from ``/dev/null``, stdout
     and stderr to the file descriptor ``output``, which is closed once the child has its own
@@ -160,8 +169,9 @@ def spawn(
     The future is done once the child runs (or could not start: ``OSError``, whose ``filename``
     names the program, or ``cwd`` if that failed); nothing cancels the start once asked for.
     Watch the child with ``Child`` as soon as it is done: nobody reaps it until then.
+    ``started`` gets the child's pid as it starts, before the future is done.
     """
-    start = functools.partial(_popen, argv, output, cwd, env)
+    start = functools.partial(_popen, argv, output, cwd, env, started)
     try:
         return asyncio.get_running_loop().run_in_executor(_executor(), start)
     except BaseException:
@@ -169,11 +179,73 @@ def spawn(
         raise
 
 
+class Started(NamedTuple):
+    """What ``start`` did: the command's first process and the offset in its log where its
+    output begins; or why the log could not be opened (``log_error``: nothing started)."""
+
+    popen: subprocess.Popen[bytes] | None
+    offset: int
+    log_error: OSError | None = None
+
+
+def start(
+    argv: list[str],
+    *,
+    log_file: Path,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    started: set[int] | None = None,
+) -> asyncio.Future[Started]:
+    """``spawn``, the output appended to ``log_file`` (``open_log``), opened in the spawner's
+    thread too: creating a file is the costliest call of a start, and in the loop each call is
+    a moment a spawner thread takes the GIL from it.
+
+    The future fails with ``OSError`` as ``spawn``'s if the command cannot start; if the log
+    cannot be opened, its result says why (``log_error``), and nothing started.
+    """
+    begin = functools.partial(_start, argv, log_file, cwd, env, started)
+    return asyncio.get_running_loop().run_in_executor(_executor(), begin)
+
+
+def open_log(path: Path) -> tuple[int, int]:
+    """Open ``path`` for appending; returns the fd and the offset where this run's output starts.
+
+    The child writes straight into the file, so no pipe needs draining and the output survives
+    a crash of ours. The fd is not inheritable (PEP 446): other children never get it.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError:
+        # Its folder may be missing (made once, not at every command); failing again, it says why.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, flags, 0o666)
+    return fd, os.fstat(fd).st_size
+
+
+def _start(
+    argv: list[str],
+    log_file: Path,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    started: set[int] | None,
+) -> Started:
+    try:
+        output, offset = open_log(log_file)
+    except OSError as error:
+        return Started(None, 0, error)
+    return Started(_popen(argv, output, cwd, env, started), offset)
+
+
 def _popen(
-    argv: list[str], output: int, cwd: Path | None, env: Mapping[str, str] | None
+    argv: list[str],
+    output: int,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    started: set[int] | None,
 ) -> subprocess.Popen[bytes]:
     try:
-        return subprocess.Popen(
+        popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -184,3 +256,6 @@ def _popen(
         )
     finally:
         os.close(output)
+    if started is not None:  # in this thread: the loop may take a while to hear of it
+        started.add(popen.pid)
+    return popen

@@ -21,9 +21,12 @@ __all__ = ["UNSURE", "available", "read_fast"]
 #: Any character but those libyaml reads as PyYAML does: not those YAML does not allow
 #: (``Reader.NON_PRINTABLE``), nor tabs, line breaks beyond ``\n`` and a byte order mark. One
 #: class of characters, not alternatives: searched through a big file in a blink.
-_DOUBTFUL_CHARACTER = re.compile(
+_DOUBTFUL = (
     "[^\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]"
 )
+#: The same within ASCII, where most plans are written: the class above takes 3 ms of the
+#: command's start-up to compile, so it is compiled only for a text beyond ASCII.
+_DOUBTFUL_ASCII = re.compile("[^\n\r\x20-\x7e]")
 #: The tag ``!`` alone: PyYAML reads an empty value so tagged as null, libyaml as ``''``.
 _BARE_TAG = re.compile(r"(?:^|[\s,\[\]{}])!(?:[\s,\[\]{}]|$)", re.MULTILINE)
 #: A block scalar's header with a comment right after it (``|#``, ``>-#``): PyYAML refuses it,
@@ -41,7 +44,7 @@ def read_fast(text: str, *, max_alias_values: int, max_nesting: int) -> Any:
     ``max_nesting``, aliases that refer to themselves or reach more than ``max_alias_values``
     values again, duplicate keys) go to the careful reader, to be said as precisely as ever."""
     loader_class = _fast_loader()
-    if loader_class is None or _DOUBTFUL_CHARACTER.search(text):
+    if loader_class is None or _doubtful(text):
         return UNSURE
     if "!" in text and _BARE_TAG.search(text):
         return UNSURE
@@ -56,7 +59,7 @@ def read_fast(text: str, *, max_alias_values: int, max_nesting: int) -> Any:
         aliases = "*" in text
         if not _composed_alike(node, max_nesting, aliases=aliases):
             return UNSURE
-        data = loader.construct_document(node)
+        data = _construct(loader, node) if not aliases else loader.construct_document(node)
         sound = _Sound(max_alias_values, max_nesting, aliases=aliases).node(node, 0)
         return data if sound else UNSURE
     except Exception:  # whatever it is, the careful reader meets it too and says it
@@ -70,6 +73,13 @@ def available() -> bool:
     return _fast_loader() is not None
 
 
+def _doubtful(text: str) -> bool:
+    """Whether ``text`` has a character libyaml may read otherwise than PyYAML."""
+    if text.isascii():
+        return _DOUBTFUL_ASCII.search(text) is not None
+    return re.search(_DOUBTFUL, text) is not None
+
+
 @functools.cache
 def _fast_loader() -> type[yaml.CSafeLoader] | None:
     """libyaml's safe loader, if PyYAML has it and it limits nesting itself: an older libyaml
@@ -81,8 +91,50 @@ def _fast_loader() -> type[yaml.CSafeLoader] | None:
     try:
         loader_class(deep).get_single_node()
     except yaml.YAMLError:
-        return loader_class
+        return type("QuickLoader", (loader_class,), {"resolve": _resolve})
     return None  # pragma: no cover - libyaml older than its nesting limit (0.2.6)
+
+
+def _resolve(
+    self: yaml.CSafeLoader, kind: type[yaml.Node], value: Any, implicit: tuple[bool, bool]
+) -> str:
+    """``BaseResolver.resolve``, which libyaml calls for every value it reads, without trying
+    the implicit resolvers (null, bool, int, ...) on a scalar none of them could claim: a
+    quoted one, or one whose first character starts none of them. That is a string."""
+    resolvers = self.yaml_implicit_resolvers
+    if (
+        kind is yaml.ScalarNode
+        and (not implicit[0] or value[:1] not in resolvers)
+        and None not in resolvers
+        and not self.yaml_path_resolvers
+    ):
+        return self.DEFAULT_SCALAR_TAG
+    return yaml.CSafeLoader.resolve(self, kind, value, implicit)  # type: ignore[no-untyped-call,no-any-return]
+
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+
+
+def _construct(loader: yaml.CSafeLoader, node: yaml.Node) -> Any:
+    """What ``loader.construct_document(node)`` gives for a document without aliases.
+
+    Strings, lists and mappings of string keys are built here; anything else (other tags,
+    merge keys) by ``loader`` as ever. PyYAML's constructor, in Python, goes through half a
+    dozen calls for each value: as long as libyaml takes to read a big list.
+    """
+    if isinstance(node, yaml.ScalarNode):
+        return node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+    if node.tag == _SEQ and isinstance(node, yaml.SequenceNode):
+        return [_construct(loader, child) for child in node.value]
+    if (
+        node.tag == _MAP
+        and isinstance(node, yaml.MappingNode)
+        and all(isinstance(key, yaml.ScalarNode) and key.tag == _STR for key, _ in node.value)
+    ):
+        return {key.value: _construct(loader, value) for key, value in node.value}
+    return loader.construct_object(node, deep=True)
 
 
 def _composed_alike(root: yaml.Node, max_nesting: int, *, aliases: bool) -> bool:

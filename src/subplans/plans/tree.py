@@ -19,6 +19,7 @@ __all__ = [
     "ResolvedProfile",
     "Source",
     "StepNode",
+    "UnitDraft",
     "UnitKind",
     "UnitNode",
     "inherit",
@@ -101,6 +102,38 @@ class UnitNode:
     item: str | None = None
     #: False: its work must not run twice; resume asks before running it again.
     idempotent: bool = True
+
+
+@dataclass(slots=True)
+class UnitDraft:
+    """A ``UnitNode`` being built: its fields, in its order, every one given, not frozen.
+
+    ``finished()`` turns it into the ``UnitNode`` it describes, in place. A frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, about five times the cost of
+    these plain assignments, and a million-item ``for_each`` builds a million nodes. The two
+    classes must keep the same fields in the same order: Python refuses the change of class
+    otherwise, and a test compares them.
+    """
+
+    id: str
+    name: str
+    kind: UnitKind
+    folder: Path
+    cwd: Path
+    command: str | tuple[str, ...] | None
+    call: str | None
+    kwargs: Mapping[str, Any]
+    plan: PlanNode | None
+    timeout: float | None
+    retries: int
+    env: Mapping[str, str]
+    item: str | None
+    idempotent: bool
+
+    def finished(self) -> UnitNode:
+        """This very object, now the frozen ``UnitNode`` of the same fields."""
+        self.__class__ = UnitNode  # type: ignore[assignment]  # same slots: same layout
+        return self  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

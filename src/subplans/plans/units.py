@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
 from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
 from subplans.plans.shellquote import shell_template
-from subplans.plans.tree import PlanNode, ResolvedProfile, UnitKind, UnitNode, inherit
+from subplans.plans.tree import PlanNode, ResolvedProfile, UnitDraft, UnitKind, UnitNode, inherit
 
 __all__ = ["UnitBuilder", "UnitModel"]
 
@@ -107,22 +107,24 @@ class UnitBuilder:
                 # What the plan subplan was given reaches the work inside: "one nested plan per
                 # module" gets its module through env and SUBPLANS_ITEM.
                 plan = inherit(plan, env, values.get("item"))
-        return UnitNode(
-            id=unit_id,
-            name=name,
-            kind=self.kind,
-            folder=self.folder,
-            cwd=cwd,
-            command=command,
-            call=unit.call,
-            kwargs=kwargs,
-            plan=plan,
-            timeout=self.timeout,
-            retries=self.retries,
-            env=env,
-            item=values.get("item"),
-            idempotent=self.idempotent,
-        )
+        # In UnitNode's field order, not by keyword: matching 14 keywords took a third of the
+        # time of building a node.
+        return UnitDraft(
+            unit_id,  # id
+            name,
+            self.kind,
+            self.folder,
+            cwd,
+            command,
+            unit.call,
+            kwargs,
+            plan,
+            self.timeout,
+            self.retries,
+            env,
+            values.get("item"),  # item
+            self.idempotent,
+        ).finished()
 
 
 def _placeholder(text: str) -> bool:

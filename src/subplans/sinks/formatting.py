@@ -3,6 +3,7 @@ the one function that makes text from plans and subplans safe to show on a termi
 
 from __future__ import annotations
 
+import functools
 import time
 
 from subplans.engine.errors import SubplanCancelledError, SubplanError
@@ -54,7 +55,13 @@ def visible(text: str) -> str:
 def iso_time(seconds: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds: ``2026-11-28T00:04:53.372Z``."""
     whole, millis = divmod(round(seconds * 1000), 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{millis:03d}Z"
+    return f"{_iso_second(whole)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(whole: int) -> str:
+    # The lines of a run come many to a second: each second is formatted once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
 def duration(seconds: float) -> str:

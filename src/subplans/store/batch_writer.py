@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
+from contextlib import suppress
+from itertools import chain
 from typing import Any
 
 from subplans.engine.events import Event
@@ -108,6 +111,18 @@ def _subplans_with_a_row(connection: sqlite3.Connection, run_id: str) -> set[str
     return set(json.loads(ids))
 
 
+def _in_key_order(rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """Subplan rows (one per subplan id, which comes first), sorted by id and flattened.
+
+    In the order of the table's key, SQLite finds each row next to the previous one: about
+    half the time per row of rows in completion order, which is close to random. Ids that do
+    not sort (a broken event's) are left in their order, for SQLite to say what is wrong.
+    """
+    with suppress(TypeError):
+        rows = sorted(rows)
+    return [*chain.from_iterable(rows)]
+
+
 class BatchWriter:
     """Writes batches of ``run_id``'s events through ``connection``, each in one transaction."""
 
@@ -144,15 +159,8 @@ class BatchWriter:
             db.execute("BEGIN IMMEDIATE")
             self._rows(_INSERT_STATE_CHANGES, _STATE_CHANGE_ROW, 4, batch.changes)
             db.executemany(_INSERT_EVENT, batch.others)
-            ended: list[Any] = []
-            other: list[Any] = []
-            for row in batch.subplans.values():
-                if row.finished is not None and row.error is None:
-                    ended += (row.subplan_id, row.state, row.attempts, row.started, row.finished)
-                else:
-                    other += row
-            self._rows(_END_SUBPLANS, _END_ROW, 5, ended)
-            self._rows(_UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, other)
+            self._rows(_END_SUBPLANS, _END_ROW, 5, _in_key_order(batch.ended.values()))
+            self._rows(_UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, _in_key_order(batch.subplans.values()))
             db.executemany(_PROCESS_STARTED, batch.processes)
             db.executemany(_RETRYING, batch.retries)
             db.executemany(_UPSERT_STEP, batch.steps)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import operator
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 from subplans.engine.events import Event, SubplanStateChanged
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.store.liveness import process_start_time
 
-__all__ = ["EventRows", "RowBuilder", "SubplanRow", "encode"]
+__all__ = ["EndedRow", "EventRows", "RowBuilder", "SubplanRow", "encode"]
 
 #: Compact JSON, as the store keeps it.
 encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
@@ -41,17 +41,12 @@ _STATE_TEXT: dict[SubplanExecutionState, str] = {
 _Row = tuple[Any, ...]
 
 
-class SubplanRow(NamedTuple):
-    """A subplan's last state in a batch, as its row in ``subplans`` takes it."""
-
-    subplan_id: str
-    state: str
-    attempts: int
-    started: float | None
-    finished: float | None
-    exit_code: int | None
-    #: JSON.
-    error: str | None
+#: A subplan's last state in a batch, as its row in ``subplans`` takes it: subplan id, state,
+#: attempts, started, finished, exit code, error (JSON).
+SubplanRow = tuple[str, str, int, float | None, float | None, int | None, str | None]
+#: The same for a subplan that ended without an error: subplan id, state, attempts, started,
+#: finished (the statement that writes it sets exit code and error itself).
+EndedRow = tuple[str, str, int, float | None, float]
 
 
 class EventRows:
@@ -59,6 +54,7 @@ class EventRows:
 
     __slots__ = (
         "changes",
+        "ended",
         "others",
         "processes",
         "retries",
@@ -73,7 +69,9 @@ class EventRows:
         self.changes: list[Any] = []
         #: Event rows of every other kind.
         self.others: list[_Row] = []
-        #: subplan id -> its last state in the batch.
+        #: subplan id -> its last state in the batch, when that is an end without an error
+        #: (most are); ``subplans`` has the others. A subplan is in one of the two at most.
+        self.ended: dict[str, EndedRow] = {}
         self.subplans: dict[str, SubplanRow] = {}
         #: Applied after the state changes, in order.
         self.processes: list[_Row] = []
@@ -140,59 +138,69 @@ class RowBuilder:
 
     def rows(self, events: list[Event]) -> EventRows:
         """The rows of ``events``, numbered on from the last ``seq``."""
-        seq, known, fields_of, kinds = self.seq, self.known, _STATE_FIELDS, self.kinds
+        known, fields_of, kinds = self.known, _STATE_FIELDS, self.kinds
         head, quote, add = _HEAD, _quote, self.added.append
-        # Named rows made with tuple.__new__: namedtuple's own __new__ costs five times more.
-        row = tuple.__new__
         batch = EventRows()
-        subplans, get_entry = batch.subplans, batch.subplans.get
+        ended, subplans = batch.ended, batch.subplans
+        get_ended, pop_ended, pop_entry = ended.get, ended.pop, subplans.pop
         extend = batch.changes.extend
         terminal = False
-        for event in events:
-            seq += 1
+        seq = self.seq
+        for seq, event in enumerate(events, self.seq + 1):
             if type(event) is not SubplanStateChanged:
                 self._other(event, seq, batch)
                 continue
             time, subplan_id, previous, state_enum, attempt, error = fields_of(event)
-            if error is None:
-                exit_code = error_json = None
-                kind = kinds.get((previous, state_enum, attempt))
-                if kind is None:
-                    kind = kinds[previous, state_enum, attempt] = _kind(
-                        previous, state_enum, attempt
-                    )
-                state, tail, moves = kind
-                extend((seq, time, subplan_id, head + quote(subplan_id) + tail))
-            else:
-                state = _STATE_TEXT[state_enum]
-                moves = _MOVES[state_enum]
-                # Failures are few: their payload is to_dict()'s, written in full.
-                payload = event.to_dict()
-                del payload["event"], payload["timestamp"]
-                described = payload["error"]
-                exit_code, error_json = described.get("exit_code"), encode(described)
-                extend((seq, time, subplan_id, encode(payload)))
-            if moves is _STARTS:
-                subplans[subplan_id] = row(
-                    SubplanRow, (subplan_id, state, attempt, time, None, None, None)
-                )
-            elif moves is _WAITS:
-                if subplan_id not in known:
-                    known.add(subplan_id)
-                    add(subplan_id)
-                    subplans[subplan_id] = row(
-                        SubplanRow, (subplan_id, state, 0, None, None, None, None)
-                    )
-            else:
+            if error is not None:
+                terminal = self._failure(event, seq, batch) or terminal
+                continue
+            kind = kinds.get((previous, state_enum, attempt))
+            if kind is None:
+                kind = kinds[previous, state_enum, attempt] = _kind(previous, state_enum, attempt)
+            state, tail, moves = kind
+            extend((seq, time, subplan_id, f"{head}{quote(subplan_id)}{tail}"))
+            if moves is _ENDS:
                 terminal = True
-                entry = get_entry(subplan_id)
-                started = None if entry is None else entry.started
-                subplans[subplan_id] = row(
-                    SubplanRow, (subplan_id, state, attempt, started, time, exit_code, error_json)
-                )
+                entry = pop_entry(subplan_id, None) or get_ended(subplan_id)
+                started = None if entry is None else entry[3]
+                ended[subplan_id] = (subplan_id, state, attempt, started, time)
+            elif moves is _STARTS:
+                subplans[subplan_id] = (subplan_id, state, attempt, time, None, None, None)
+                pop_ended(subplan_id, None)
+            elif subplan_id not in known:
+                known.add(subplan_id)
+                add(subplan_id)
+                subplans[subplan_id] = (subplan_id, state, 0, None, None, None, None)
+                pop_ended(subplan_id, None)
         self.seq = seq
         batch.terminal = batch.terminal or terminal
         return batch
+
+    def _failure(self, event: SubplanStateChanged, seq: int, batch: EventRows) -> bool:
+        """A state change with an error (few): its payload is to_dict()'s, written in full.
+        Returns whether it is terminal."""
+        subplan_id, time = event.subplan_id, event.time
+        payload = event.to_dict()
+        del payload["event"], payload["timestamp"]
+        described = payload["error"]
+        batch.changes.extend((seq, time, subplan_id, encode(payload)))
+        state, moves = _STATE_TEXT[event.state], _MOVES[event.state]
+        if moves is _STARTS:
+            row: SubplanRow = (subplan_id, state, event.attempt, time, None, None, None)
+        elif moves is _WAITS:
+            if subplan_id in self.known:
+                return False
+            self.known.add(subplan_id)
+            self.added.append(subplan_id)
+            row = (subplan_id, state, 0, None, None, None, None)
+        else:
+            entry = batch.subplans.get(subplan_id) or batch.ended.get(subplan_id)
+            started = None if entry is None else entry[3]
+            exit_code, error_json = described.get("exit_code"), encode(described)
+            row = (subplan_id, state, event.attempt, started, time, exit_code, error_json)
+        batch.subplans[subplan_id] = row
+        batch.ended.pop(subplan_id, None)
+        return moves is _ENDS
 
     def _other(self, event: Event, seq: int, batch: EventRows) -> None:
         run_id, kind, time = self.run_id, event.kind, event.time

@@ -24,6 +24,8 @@ import sqlite3
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from itertools import compress, repeat, starmap
+from operator import is_, is_not
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from time import monotonic as _monotonic
@@ -295,6 +297,7 @@ class RunRecorder:
 
     def _loop(self, writer: BatchWriter) -> None:
         get, get_nowait, urgent = self._queue.get, self._queue.get_nowait, self._urgent
+        qsize, max_batch = self._queue.qsize, self._max_batch
         checkpoint_after, idle = self._settings.checkpoint_after, self._settings.idle
         full, unchecked = False, 0
         while True:
@@ -310,17 +313,17 @@ class RunRecorder:
             if not full:
                 self._gather()
             urgent.clear()
-            try:
-                while len(batch) < self._max_batch:
-                    batch.append(get_nowait())
-            except Empty:
-                pass
-            full = len(batch) >= self._max_batch
+            # Taken in C, not a Python frame per event: this thread is the only consumer, so
+            # qsize() items are there.
+            batch += starmap(get_nowait, repeat((), min(qsize(), max_batch - 1)))
+            full = len(batch) >= max_batch
             # Markers are rare: a batch without one is written as it is, not copied.
             markers: list[_Marker] = []
             if _Marker in set(map(type, batch)):
-                markers = [item for item in batch if isinstance(item, _Marker)]
-                batch = [item for item in batch if type(item) is not _Marker]
+                types = list(map(type, batch))
+                found = compress(batch, map(is_, types, repeat(_Marker)))
+                markers = [item for item in found if isinstance(item, _Marker)]
+                batch = list(compress(batch, map(is_not, types, repeat(_Marker))))
             if batch:
                 unchecked += len(batch)
                 self._write(writer, batch)  # type: ignore[arg-type]

@@ -1,0 +1,253 @@
+"""The shortcuts of the command's run path (#10) decide as the long way would.
+
+The end of a command skips what it knows without reading ``/proc``: the other commands that a
+spawner thread started but the loop has not registered yet, the leaders of commands that ended
+since it started (while the pid cycle proves no process got their pids again), the environment
+of kernel threads (always empty). The garbage collector is paused while the command starts up,
+and keeps the start-up's objects out of sight during the run and at exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import gc
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from subplans.cli import app, typer_app
+from subplans.cli.gc_pause import pause_collection, restore_collection, resume_collection
+from subplans.execution import procfs
+from subplans.execution.finding import Family
+from subplans.execution.process import ProcessGroups, run_command
+from subplans.execution.procfs import Window, parse_stat, read_process
+from subplans.execution.spawning import Child, spawn
+from subplans.execution.stopping import Stopping
+from subplans.sinks.formatting import iso_time
+
+from .plans_helpers import write
+
+MARK = b"SUBPLANS_SHORTCUT_MARK=1"
+runner = CliRunner()
+
+
+def nothing() -> Stopping:
+    """The stopping of a command with no process left."""
+    return Stopping(dict, grace=0)
+
+
+def test_the_other_commands_are_those_registered_and_those_starting() -> None:
+    groups = ProcessGroups()
+    groups.starting.update({201, 202})
+    groups.register(101, "first", nothing())
+    groups.register(102, "second", nothing())
+
+    assert groups.others(101) == {102, 201, 202}
+    assert groups.others(201) == {101, 102, 202}
+
+
+def test_the_commands_that_ended_are_remembered_latest_first_and_bounded() -> None:
+    groups = ProcessGroups()
+    for pgid in range(1000, 1000 + 1030):
+        groups.register(pgid, "one", nothing())
+        groups.unregister(pgid)
+
+    assert len(groups.ended) == 1024
+    assert next(iter(groups.ended)) == 1006  # the oldest six went
+    assert 2029 in groups.ended
+    groups.register(2029, "its pid again", nothing())
+    assert 2029 not in groups.ended
+
+
+async def test_a_spawner_notes_the_pid_before_the_start_is_done(tmp_path: Path) -> None:
+    started: set[int] = set()
+    seen: list[set[int]] = []
+    output = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT)
+    starting = spawn(["true"], output=output, cwd=None, env=None, started=started)
+    starting.add_done_callback(lambda _: seen.append(set(started)))
+
+    popen = await starting
+    child = Child(popen, asyncio.get_running_loop())
+
+    assert seen == [{popen.pid}]
+    assert await child.exited == 0
+
+
+async def test_a_command_run_is_starting_then_registered_then_ended(tmp_path: Path) -> None:
+    groups = ProcessGroups()
+    during: list[tuple[set[int], list[int]]] = []
+
+    def on_start(pid: int) -> None:
+        during.append((set(groups.starting), [pgid for pgid, _ in groups]))
+
+    result = await run_command(
+        ["true"], log_file=tmp_path / "log", groups=groups, on_start=on_start
+    )
+
+    assert during == [(set(), [result.pid])]
+    assert groups.starting == set()
+    assert list(groups.ended) == [result.pid]
+
+
+@pytest.fixture
+def marked_sleeper() -> Iterator[tuple[Window, subprocess.Popen[bytes]]]:
+    """A marked ``sleep`` in a session of its own, started after the window returned."""
+    since = Window.now()
+    assert since is not None
+    name, value = MARK.decode().split("=")
+    with subprocess.Popen(
+        ["sleep", "301"], start_new_session=True, env={**os.environ, name: value}
+    ) as child:
+        try:
+            yield since, child
+        finally:
+            child.kill()
+
+
+def test_a_pid_that_ended_is_not_read_while_the_cycle_proves_it_was_not_handed_out(
+    marked_sleeper: tuple[Window, subprocess.Popen[bytes]],
+) -> None:
+    since, child = marked_sleeper
+    family = Family(marker=(MARK,), since=since)
+
+    assert child.pid in family.members()
+    # The contract: a pid in `gone` names no process; it is then not even read.
+    assert family.members(gone={child.pid}) == {}
+    # Once the cycle may have gone round, a pid that ended may name anything: it is read.
+    went_round = Window(since.last_pid, since.forks - procfs.pid_max())
+    assert child.pid in Family(marker=(MARK,), since=went_round).members(gone={child.pid})
+
+
+def test_a_kernel_thread_is_told_apart_by_its_flags() -> None:
+    # kthreadd's stat: flags (field 9) 0x208040 hold PF_KTHREAD (0x200000).
+    fields = ["S", "0", "0", "0", "0", "-1", str(0x208040), *["0"] * 12, "5", "0", "0"]
+    kthread = parse_stat(2, b"2 (kthreadd) " + " ".join(fields).encode())
+    ours = read_process(os.getpid())
+
+    assert kthread is not None
+    assert ours is not None
+    assert kthread.kernel
+    assert not ours.kernel
+    assert kthread.start_time == 5
+    assert "kernel" not in repr(kthread)
+
+
+def test_a_kernel_thread_is_never_a_marked_member() -> None:
+    kernel = [found for found in procfs.process_table().values() if found.kernel]
+    if not kernel:  # pragma: no cover - a pid namespace (a container) shows none
+        pytest.skip("no kernel thread is visible here")
+    # What the shortcut stands for: there is nothing to read.
+    assert all(procfs.environment(found.pid) in (None, [b""]) for found in kernel[:3])
+    pids = {found.pid for found in kernel}
+    assert not pids & set(Family(marker=(MARK,)).members())
+
+
+def test_lines_of_one_second_share_its_formatting() -> None:
+    assert iso_time(1764467093.0014) == "2025-11-30T01:44:53.001Z"
+    assert iso_time(1764467093.9994) == "2025-11-30T01:44:53.999Z"
+    assert iso_time(1764467093.9996) == "2025-11-30T01:44:54.000Z"
+
+
+def test_a_run_leaves_the_collector_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "plan.yaml", 'name: p\nsteps:\n  - name: s\n    run: ["true"]\n')
+    monkeypatch.chdir(tmp_path)
+
+    assert app.main(["run", "plan.yaml", "-q"]) == app.ExitCode.OK
+
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_freeze_at_exit_is_registered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: list[Callable[[], None]] = []
+    monkeypatch.setattr(app, "_freezing_at_exit", False)
+    monkeypatch.setattr(atexit, "register", registered.append)
+
+    app._freeze_at_exit()
+    app._freeze_at_exit()
+
+    assert registered == [gc.freeze]
+
+
+@pytest.fixture
+def paused() -> Iterator[None]:
+    """The collector paused, as ``main()`` pauses it; restored after."""
+    pause_collection()
+    try:
+        yield
+    finally:
+        restore_collection()
+
+
+def test_the_collector_pauses_resumes_with_the_start_up_frozen_and_is_restored() -> None:
+    assert gc.isenabled()
+    pause_collection()
+    assert not gc.isenabled()
+    resume_collection()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    restore_collection()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_collector_that_was_off_stays_off() -> None:
+    gc.disable()
+    try:
+        pause_collection()
+        resume_collection()
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() == 0
+        restore_collection()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_command_that_never_began_its_work_restores_the_collector() -> None:
+    pause_collection()
+    restore_collection()
+    assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("paused")
+def test_the_commands_resume_the_collector_as_their_work_begins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "gc_probe_helper.py", "import gc\n\ndef probe():\n    assert gc.isenabled()\n")
+    write(tmp_path, "plan.yaml", "name: p\nsteps:\n  - {name: s, call: 'gc_probe_helper:probe'}\n")
+    monkeypatch.chdir(tmp_path)
+
+    # A usage error: the command's work never began.
+    assert runner.invoke(typer_app.app, ["run", "--no-such-option"]).exit_code != 0
+    assert not gc.isenabled()
+    # `run` resumes it before it reads the plan: the called function runs with it on.
+    result = runner.invoke(typer_app.app, ["run", "plan.yaml", "-q", "--store", "s.db"])
+    assert result.exit_code == app.ExitCode.OK, result.output
+    assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("paused")
+def test_the_other_commands_resume_the_collector_as_typer_calls_them() -> None:
+    assert runner.invoke(typer_app.app, ["profile", "list"]).exit_code == 0
+    assert gc.isenabled()
+
+
+async def test_a_log_that_cannot_be_opened_fails_the_command_as_it_is(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    groups = ProcessGroups()
+
+    # Opened in the spawner's thread: its error comes out as it would from the loop.
+    with pytest.raises(FileExistsError) as raised:
+        await run_command(["true"], log_file=tmp_path / "file" / "x.log", groups=groups)
+
+    assert raised.value.filename == str(tmp_path / "file")
+    assert groups.starting == set()
+    assert len(groups) == 0
