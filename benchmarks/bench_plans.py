@@ -42,10 +42,11 @@ Second round, when the 100,000-item row stood on the line at 3x:
   scalar no implicit resolver could claim (quoted, or starting with a character none of them
   starts with) is a string without trying the resolvers: reading is now about as fast as
   ``CSafeLoader`` itself.
-- The collector again: right after loading, its first pass went over every object the
-  paused build had made (about a tenth of the time of loading 100,000 items), then a second.
-  What was made is now handed straight to its oldest generation (``gc.freeze`` then
-  ``gc.unfreeze``), where those passes would have put whatever lives on.
+- The collector again: right after loading, its first pass goes over every object the
+  paused build made (about a tenth of the time of loading 100,000 items). Handing them straight
+  to its oldest generation (``gc.freeze`` then ``gc.unfreeze``) saved that, but moved the
+  calling program's own young objects too (a cycle of its own then waited for a full pass)
+  and is process-wide: a library does not do that, so it was tried and dropped.
 - Start-up: the character class that finds what libyaml reads otherwise took 3 ms to compile;
   it is compiled only for a file beyond ASCII. ``glob`` is imported only for a glob.
   The rest of the start-up of ``subplans validate`` is mostly pydantic: importing it and

@@ -29,8 +29,9 @@ ends, and the collector walked it again and again: during the start-up (about 15
 one ``true``), and once more in the interpreter's teardown at exit, 40-70 ms after the command
 was done (measured from its last ``atexit`` handler to the end of the process). Now ``main()``
 pauses the collector until the command's own work begins (``cli.gc_pause``: what exists then is
-frozen out of its sight), and an ``atexit`` handler freezes what is left before the teardown
-(about 8 ms). Side by side with the code before (medians of 15 interleaved rounds, a busy
+frozen out of its sight for good, in the program only, so the teardown skips it too). A first
+version also froze everything at exit (a teardown of about 8 ms), which kept a run's garbage
+cycles from being finalised (a ``call``'s temporary file stayed on disk): dropped. Side by side with the code before (medians of 15 interleaved rounds, a busy
 machine): ``subplans run`` of one ``true`` 308 -> 246 ms, ``validate`` 207 -> 155 ms, ``--help``
 143 -> 121 ms (``python -c 'import asyncio'``: 49 ms). What the start-up of ``subplans run`` still
 spends (``-X importtime`` and a profile of a one-``true`` run): pydantic and the plan models

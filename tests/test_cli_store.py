@@ -307,7 +307,8 @@ def test_commands_about_past_runs_never_create_a_store(args: list[str], tmp_path
 
     assert result.exit_code == ExitCode.INVALID
     assert result.stderr == (
-        "error: cannot open the store .subplans/state.db: no store there yet\n"
+        "error: cannot open the store .subplans/state.db: no store there yet "
+        f"(looked for {tmp_path}/.subplans/state.db)\n"
     )
     assert not (tmp_path / ".subplans").exists()
 
@@ -367,9 +368,9 @@ def test_runs_lists_runs_newest_first(tmp_path: Path) -> None:
     assert json_of("runs", "--limit", "1") == found[:1]
 
     lines = invoke("runs").stdout.splitlines()
-    assert re.fullmatch(r"run +status +started \(UTC\) +took +subplans +plan", lines[0])
+    assert re.fullmatch(r"run +status +started \(UTC\) +took +active +subplans +plan", lines[0])
     assert re.fullmatch(
-        rf"{found[0]['id']}  completed  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d +\d+\.\d\ds  "
+        rf"{found[0]['id']}  completed  \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d +\d+\.\d\ds +\d+\.\d\ds  "
         r"4 total: 4 completed +counting",
         lines[1],
     )
@@ -378,7 +379,10 @@ def test_runs_lists_runs_newest_first(tmp_path: Path) -> None:
 
 def test_runs_without_a_store_lists_nothing(tmp_path: Path) -> None:
     assert json_of("runs") == []
-    assert invoke("runs").stdout == "no runs in the store .subplans/state.db\n"
+    assert invoke("runs").stdout == (
+        "no runs in the store .subplans/state.db: no store there yet "
+        f"(looked for {tmp_path}/.subplans/state.db)\n"
+    )
     assert not (tmp_path / ".subplans").exists()
 
 
@@ -599,7 +603,7 @@ def test_resume_runs_what_did_not_complete_and_skips_the_rest(tmp_path: Path, db
     assert result.exit_code == ExitCode.OK, result.output
     assert sorted(ran(tmp_path)) == ["a", "b", "flaky", "flaky", "report"]
     out = result.stdout
-    assert re.search(r"  skipped    port/a  \(already completed\)$", out, re.M)
+    assert re.search(r"  skipped    2 subplans of step port  \(already completed\)$", out, re.M)
     assert re.search(rf"^plan counting completed in \S+  \(run {run_id}\)$", out, re.M)
     assert "  subplans  4 total, 2 completed, 0 failed, 2 already completed\n" in out
     info = db.get_run(run_id)

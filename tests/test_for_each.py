@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from subplans.plans.for_each import (
+    CommandSource,
     GlobSource,
     Item,
     ItemsProblem,
     LinesSource,
     check_source,
+    describe_source,
     name_items,
+    output_items,
+    preview,
     read_items,
 )
 
@@ -23,20 +29,21 @@ def test_a_glob_gives_the_matching_files_sorted(tmp_path: Path) -> None:
     for name in ("src/b.py", "src/deep/a.py", "src/c.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("")
-    assert read_items(GlobSource("src/**/*.py"), tmp_path) == ["src/b.py", "src/deep/a.py"]
+    assert read_items(GlobSource(("src/**/*.py",)), tmp_path) == ["src/b.py", "src/deep/a.py"]
 
 
 def test_a_glob_that_matches_nothing_names_the_folder(tmp_path: Path) -> None:
-    assert read_items(GlobSource("*.py"), tmp_path) == ItemsProblem(
-        "glob", f"'*.py' matches no files in {tmp_path}"
+    assert read_items(GlobSource(("*.py",)), tmp_path) == ItemsProblem(
+        "glob",
+        f"'*.py' matches no files in {tmp_path}; allow_empty: true runs no subplans instead",
     )
 
 
 def test_an_absolute_glob_is_refused_before_any_file_is_read(tmp_path: Path) -> None:
     refused = ItemsProblem("glob", "must be relative to the plan's folder")
-    assert check_source(GlobSource("/etc/*")) == refused
-    assert read_items(GlobSource(f"{tmp_path}/*"), tmp_path) == refused
-    assert check_source(GlobSource("*.py")) is None
+    assert check_source(GlobSource(("/etc/*",))) == refused
+    assert read_items(GlobSource((f"{tmp_path}/*",)), tmp_path) == refused
+    assert check_source(GlobSource(("*.py",))) is None
     assert check_source(LinesSource("/anywhere.txt")) is None
     assert check_source(("a", "b")) is None
 
@@ -81,3 +88,41 @@ def test_a_bad_or_taken_name_stands_in_its_items_place() -> None:
         "(try {stem} or {index})",
         "for_each item 'e/y.py' gives the duplicate name 'y'",
     ]
+
+
+# --- sources read when their step starts (issue #11) ----------------------------------------
+
+
+def test_sources_describe_themselves() -> None:
+    assert describe_source(("a",)) == "a list"
+    assert (
+        describe_source(GlobSource(("a/*", "b/*"), ("a/x",))) == "glob 'a/*', 'b/*' excluding 'a/x'"
+    )
+    assert describe_source(LinesSource("-")) == "lines of standard input"
+    assert describe_source(CommandSource("ls")) == "command 'ls'"
+
+
+def test_a_command_is_read_by_running_it_not_here(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^a command's items are read by running it"):
+        read_items(CommandSource("ls"), tmp_path)
+
+
+def test_preview_says_what_a_source_would_give_now(tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("x\n")
+    (tmp_path / "nul.txt").write_text("x\x00\n")
+    assert preview(LinesSource("one.txt"), tmp_path) == "1 item now"
+    assert preview(LinesSource("nul.txt"), tmp_path).startswith("a for_each item has a NUL byte")
+    assert preview(GlobSource(("*.txt",), ("nul.txt",)), tmp_path) == "1 item now"
+    assert preview(GlobSource(("*.py",)), tmp_path) == (
+        "no files match yet (an earlier step may make them)"
+    )
+    assert preview(GlobSource(("*.py",), allow_empty=True), tmp_path) == "0 items now"
+
+
+def test_output_items_place_a_nul_byte_by_line() -> None:
+    assert output_items(" a \n\n#b\n", key="command") == ["a", "#b"]
+    assert output_items("a\nb\x00\n", key="command") == ItemsProblem(
+        "command",
+        "line 2: a for_each item has a NUL byte, which no command, environment variable or "
+        "path can hold ('b\\x00')",
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from subplans.cli.app import ExitCode, main
+from subplans.plans.for_each import ItemsProblem, read_items
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 from subplans.plans.yamlfile import ProblemsError, read_yaml
@@ -217,10 +218,18 @@ def test_a_lines_file_item_with_a_nul_byte(tmp_path: Path, config: GlobalConfig)
     (tmp_path / "p.yaml").write_text(
         "name: p\nsteps:\n  - {name: a, for_each: {lines: items.txt}, subplan: {run: 'true'}}\n"
     )
-    assert problems(tmp_path / "p.yaml", config) == [
-        f"{tmp_path}/items.txt:2:5: a for_each item has a NUL byte, which no command, "
-        "environment variable or path can hold ('tw\\x00o')"
-    ]
+    # The file is read when the step starts (issue #11): then the line is placed.
+    (step,) = load_plan(tmp_path / "p.yaml", config=config).steps
+    assert step.items is not None
+    found = read_items(step.items.source, step.items.folder)
+    assert isinstance(found, ItemsProblem)
+    assert (found.file, found.line, found.column, found.message) == (
+        tmp_path / "items.txt",
+        2,
+        5,
+        "a for_each item has a NUL byte, which no command, environment variable or path can "
+        "hold ('tw\\x00o')",
+    )
 
 
 # --- 11: the alias limit counts aliases, not an honest plan's size ------------------------

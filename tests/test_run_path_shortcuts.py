@@ -10,18 +10,23 @@ and keeps the start-up's objects out of sight during the run and at exit.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import gc
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from subplans.cli import app, typer_app
-from subplans.cli.gc_pause import pause_collection, restore_collection, resume_collection
+from subplans.cli.gc_pause import (
+    freeze_survivors,
+    pause_collection,
+    restore_collection,
+    resume_collection,
+)
 from subplans.execution import procfs
 from subplans.execution.finding import Family
 from subplans.execution.process import ProcessGroups, run_command
@@ -156,55 +161,63 @@ def test_lines_of_one_second_share_its_formatting() -> None:
 def test_a_run_leaves_the_collector_as_it_found_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``main([...])`` called by a program: its own frozen objects stay frozen, and nothing of
+    the command's is frozen (only the program itself, ``main()``, freezes)."""
     write(tmp_path, "plan.yaml", 'name: p\nsteps:\n  - name: s\n    run: ["true"]\n')
     monkeypatch.chdir(tmp_path)
-
-    assert app.main(["run", "plan.yaml", "-q"]) == app.ExitCode.OK
-
-    assert gc.isenabled()
-    assert gc.get_freeze_count() == 0
-
-
-def test_the_freeze_at_exit_is_registered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    registered: list[Callable[[], None]] = []
-    monkeypatch.setattr(app, "_freezing_at_exit", False)
-    monkeypatch.setattr(atexit, "register", registered.append)
-
-    app._freeze_at_exit()
-    app._freeze_at_exit()
-
-    assert registered == [gc.freeze]
+    mine: list[object] = []  # a tracked object of the caller's, frozen by the caller
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert app.main(["run", "plan.yaml", "-q"]) == app.ExitCode.OK
+        assert app.main(["validate", "plan.yaml"]) == app.ExitCode.OK
+        assert gc.isenabled()
+        assert gc.get_freeze_count() <= frozen  # nothing more frozen (some frozen ones freed)
+        collected = (gc.get_objects(generation) for generation in range(3))
+        assert not any(found is mine for objects in collected for found in objects)  # still frozen
+    finally:
+        gc.unfreeze()
 
 
 @pytest.fixture
 def paused() -> Iterator[None]:
-    """The collector paused, as ``main()`` pauses it; restored after."""
-    pause_collection()
+    """The collector paused, as ``main([...])`` pauses it; restored after."""
+    pause_collection(program=False)
     try:
         yield
     finally:
         restore_collection()
 
 
-def test_the_collector_pauses_resumes_with_the_start_up_frozen_and_is_restored() -> None:
+def test_the_program_pauses_then_resumes_with_the_start_up_frozen() -> None:
     assert gc.isenabled()
-    pause_collection()
-    assert not gc.isenabled()
+    pause_collection(program=True)
+    try:
+        assert not gc.isenabled()
+        resume_collection()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        restore_collection()
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+
+def test_a_caller_of_main_gets_nothing_frozen() -> None:
+    pause_collection(program=False)
     resume_collection()
-    assert gc.isenabled()
-    assert gc.get_freeze_count() > 0
-    restore_collection()
+    freeze_survivors()
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+    restore_collection()
 
 
 def test_a_collector_that_was_off_stays_off() -> None:
     gc.disable()
     try:
-        pause_collection()
+        pause_collection(program=False)
         resume_collection()
         assert not gc.isenabled()
-        assert gc.get_freeze_count() == 0
         restore_collection()
         assert not gc.isenabled()
     finally:
@@ -212,9 +225,34 @@ def test_a_collector_that_was_off_stays_off() -> None:
 
 
 def test_a_command_that_never_began_its_work_restores_the_collector() -> None:
-    pause_collection()
+    pause_collection(program=True)
     restore_collection()
     assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_program_still_finalises_a_run_s_garbage_at_exit(tmp_path: Path) -> None:
+    """A ``call`` that leaves a temporary file in a reference cycle: the file is gone once the
+    command has exited (nothing frozen at exit keeps the cycle from being collected)."""
+    write(
+        tmp_path,
+        "cyclic.py",
+        "import tempfile\n\n"
+        "def leave():\n"
+        "    holder = {}\n"
+        "    holder['self'] = holder\n"
+        "    holder['file'] = tempfile.NamedTemporaryFile(dir='.', prefix='left-', delete=True)\n",
+    )
+    write(tmp_path, "plan.yaml", "name: p\nsteps:\n  - {name: s, call: 'cyclic:leave'}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "subplans", "run", "plan.yaml", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.glob("left-*")) == []
 
 
 @pytest.mark.usefixtures("paused")

@@ -106,8 +106,9 @@ async def test_a_signal_interrupts_the_run_and_stops_every_process(tmp_path: Pat
     out = human.getvalue()
     assert out.startswith("SIGINT: stopping; running subplans get SIGTERM")
     assert "plan sleepy interrupted in " in out
-    assert "  subplans  4 total, 0 completed, 3 failed, 1 not run\n" in out
-    assert "  steps     work failed, after pending\n" in out
+    # Issue #11, point 9: cancelled subplans and steps, and a step that never started.
+    assert "  subplans  4 total, 0 completed, 0 failed, 3 cancelled, 1 not run\n" in out
+    assert "  steps     work cancelled, after not run\n" in out
     assert "  3 cancelled: interrupted by SIGINT\n" in out
 
 

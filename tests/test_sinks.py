@@ -259,7 +259,7 @@ def test_plain_lines_one_line_per_state_change() -> None:
     assert stream.getvalue().splitlines() == [
         "2026-11-28T00:04:53.372Z  started    plan port-legacy  (plan.yaml, run R1)",
         "2026-11-28T00:04:53.372Z  running    step port  (3 subplans)",
-        "2026-11-28T00:04:53.372Z  skipped    port/z  (already completed)",
+        "2026-11-28T00:04:53.372Z  skipped    1 subplan of step port  (already completed)",
         "2026-11-28T00:04:53.372Z  running    port/a",
         "2026-11-28T00:04:53.872Z  retrying   port/a  attempt 1 failed: exited with code 2; next in 0.10s",
         "2026-11-28T00:04:54.622Z  completed  port/a  (1.25s)",
@@ -394,7 +394,7 @@ def test_summary_lines_list_the_failures_in_a_table_and_group_the_cancellations(
 
     assert lines == [
         "plan port-legacy failed in 4.20s  (run R1)",
-        "  subplans  10 total, 6 completed, 6 failed, 1 already completed",
+        "  subplans  10 total, 6 completed, 3 failed, 3 cancelled, 1 already completed",
         "  steps     prepare completed, port failed",
         "  logs      .subplans/runs/R1/logs",
         "  failed subplan  error                     exit code  log file",
@@ -428,7 +428,7 @@ def test_summary_render_for_a_terminal(console: Console) -> None:
     text = printed(console)
     lines = [line.rstrip() for line in text.splitlines()]
     assert lines[0] == "plan port-legacy failed in 4.20s  (run R1)"
-    assert lines[1] == "  subplans  10 total, 6 completed, 22 failed"
+    assert lines[1] == "  subplans  10 total, 6 completed, 21 failed, 1 cancelled"
     assert lines[2] == "  steps     prepare completed, port failed"
     assert lines[3] == "  logs      .subplans/runs/R1/logs"
     assert re.match(r"^  failed subplan +error +exit code +log file$", lines[4])
@@ -522,9 +522,10 @@ def test_live_view_shows_step_bar_counts_eta_and_the_longest_running(
 
     lines = rendered(view)
 
-    # a ran 3 s; 7 units are left (4 pending, 3 running), 3 at a time: 3 * 7 / 3 = 7 s.
+    # a ran 3 s; 7 units are left, 3 at a time: 4 pending need 3 s each; of the 3 running, b
+    # and c ran longer than that, d needs 0.5 s more: (12 + 0.5) / 3 = 4.2 s.
     assert lines[0] == "port-legacy  step 2/3 port  run R1"
-    assert re.match(r"^━{8}.{32} 2/9  22% elapsed 0:00:05 ETA 0:00:07$", lines[1])
+    assert re.match(r"^━{8}.{32} 2/9  22% elapsed 0:00:05 ETA 0:00:04$", lines[1])
     assert lines[2] == "pending 4   running 3   completed 1   failed 0   already completed 1"
     assert lines[3:] == ["  port/b  4.50s", "  port/c  3.50s", "  +1 more running"]
 

@@ -3,6 +3,7 @@
 Usage:
     python3 tools/modernise.py SOURCE.py TARGET.py   port one module
     python3 tools/modernise.py --survey FOLDER       count what would change; write nothing
+    python3 tools/modernise.py --list FOLDER         print the modules to port, one a line
 
 Rewrites, each only where the result is certain to behave the same:
 
@@ -33,7 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 USAGE = """usage: python3 tools/modernise.py SOURCE.py TARGET.py
-       python3 tools/modernise.py --survey FOLDER"""
+       python3 tools/modernise.py --survey FOLDER
+       python3 tools/modernise.py --list FOLDER"""
 
 #: Seconds of simulated analysis per module, so that a run's progress can be watched.
 WORK_SECONDS = 0.05
@@ -382,9 +384,17 @@ def survey(folder: Path) -> int:
     return 0
 
 
+def listing(folder: Path) -> int:
+    for path in sorted(folder.glob("*.py")):
+        print(path.as_posix())
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[1] == "--survey":
         return survey(Path(argv[2]))
+    if len(argv) == 3 and argv[1] == "--list":
+        return listing(Path(argv[2]))
     if len(argv) == 3 and not argv[1].startswith("-"):
         return port(Path(argv[1]), Path(argv[2]))
     print(USAGE, file=sys.stderr)

@@ -11,9 +11,7 @@ executor, the sinks, the store) inside themselves, so that ``--help`` starts fas
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import gc
 import io
 import os
 import sys
@@ -50,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _print_version()
             from subplans.cli.gc_pause import pause_collection, restore_collection
 
-            pause_collection()  # until the command's own work begins (gc_pause)
+            # Until the command's own work begins; freezing only as the program (gc_pause).
+            pause_collection(program=argv is None)
             try:
                 return _main(argv)
             finally:
@@ -90,8 +89,6 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from subplans.cli.typer_app import app
 
-    _freeze_at_exit()
-
     # Recent Typer versions vendor click: take click's base exception from Typer's own class.
     click_exception: type[Exception] = next(
         cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
@@ -119,20 +116,6 @@ def _main(argv: Sequence[str] | None) -> int:
     finally:
         _forget_closed_stdout()
     return code if isinstance(code, int) else ExitCode.OK
-
-
-def _freeze_at_exit() -> None:
-    """At exit, keep what is left out of the collector's sight: the interpreter's teardown
-    collects everything once more while it unloads the modules (Typer's, pydantic's, ours: tens
-    of thousands of objects, about 30 ms), for memory the process hands back anyway. Atexit
-    handlers run once the threads are joined; those registered before (coverage's) run after."""
-    global _freezing_at_exit
-    if not _freezing_at_exit:
-        atexit.register(gc.freeze)
-        _freezing_at_exit = True
-
-
-_freezing_at_exit = False
 
 
 def _forget_closed_stdout() -> None:

@@ -35,7 +35,7 @@ from subplans.cli.exits import refuse, told
 from subplans.cli.launches import Decision, FreshRun, Launch
 from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
-from subplans.cli.stores import opened, store_path
+from subplans.cli.stores import find_run, opened, store_path
 from subplans.engine.errors import PlanRunningError, StoreError
 from subplans.execution import signal_guard
 from subplans.store import RunStatus, default_store_path
@@ -107,7 +107,7 @@ class RunLifecycle:
         """
         with opened(store_path(store), existing=True) as db:
             launch = ResumedRun(
-                db.get_run(run_id),
+                find_run(db, run_id),
                 force=force,
                 rerun_unknown=rerun_unknown,
                 skip_unknown=skip_unknown,

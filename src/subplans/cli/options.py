@@ -132,7 +132,7 @@ RunIdArgument = Annotated[
     str,
     typer.Argument(
         metavar="RUN_ID",
-        help="A run id, as `subplans runs` lists them.",
+        help="A run id (as `subplans runs` lists them), a unique prefix of one, or `latest`.",
         callback=valid_run_id,
         show_default=False,
     ),

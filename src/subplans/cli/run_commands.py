@@ -157,9 +157,13 @@ def resume(
 def validate(plan: PlanArgument) -> None:
     """Check a plan, its action and its nested plans without running anything.
 
-    Prints one line per problem (exit 2), or a one-line description of the plan (exit 0).
+    Prints one line per problem (exit 2), or a one-line description of the plan (exit 0). A
+    for_each step whose items are read when it starts (glob, lines, command) gets a line of
+    its own: how many items it would read now, or that its source does not exist yet (an
+    earlier step may make it); a command is not run.
     """
     from subplans.cli.loading import load
+    from subplans.plans.for_each import preview
 
     resume_collection()
     with invalid_input():
@@ -167,8 +171,19 @@ def validate(plan: PlanArgument) -> None:
     units = node.walk_units()
     nested = sum(1 for unit in units if unit.kind == "plan")
     steps = len(node.steps)
+    later = [step for step in node.walk_steps() if step.items is not None]
     typer.echo(
         f"ok: {plan}: plan {node.name!r}, {steps} step{'' if steps == 1 else 's'}, "
         f"{len(units)} subplan{'' if len(units) == 1 else 's'}"
         + (f" ({nested} nested plan{'' if nested == 1 else 's'})" if nested else "")
+        + (f"; {_later(len(later))}:" if later else "")
     )
+    for step in later:
+        assert step.items is not None
+        typer.echo(f"  {step.id}: {step.items}: {preview(step.items.source, step.items.folder)}")
+
+
+def _later(n: int) -> str:
+    if n == 1:
+        return "1 step reads its items when it starts"
+    return f"{n} steps read their items when they start"

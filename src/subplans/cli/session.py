@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import time
 from collections.abc import Collection
@@ -30,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from subplans.cli.gc_pause import freeze_survivors
 from subplans.engine.errors import StoreError
 from subplans.engine.events import EventBus
 from subplans.engine.progress import ProgressReporter
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from subplans.plans.loader import PlanNode
+    from subplans.sinks.lines import PlainLines
     from subplans.store import RunRecorder, RunStore
 
 __all__ = ["Outcome", "RunSession", "View", "terminal_console"]
@@ -117,7 +118,7 @@ class RunSession:
             self.jsonl = JsonlSink(events, run_id=self.run_id)
             self.bus.subscribe(self.jsonl)
         self.reporter = ProgressReporter(self.bus)
-        self.progress = PlanProgress(plan)
+        self.progress = PlanProgress(plan, completed=skip)
         self.bus.subscribe(self.progress)
         self.groups = ProcessGroups()
         self.executor = PlanExecutor(
@@ -136,6 +137,7 @@ class RunSession:
         #: lifecycle defers them while it registers the run); the run starts by handling them.
         self.early_signals: list[int] = []
         self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._lines: PlainLines | None = None
         if view is View.LIVE:
             from subplans.sinks.live import LiveView
 
@@ -146,7 +148,8 @@ class RunSession:
         elif view is not View.QUIET:
             from subplans.sinks.lines import PlainLines
 
-            self.bus.subscribe(PlainLines(human, failures_only=view is View.FAILURES))
+            self._lines = PlainLines(human, failures_only=view is View.FAILURES)
+            self.bus.subscribe(self._lines)
         self.summary: RunSummary | None = None
 
     def __repr__(self) -> str:
@@ -211,6 +214,8 @@ class RunSession:
             if recorder is not None:
                 # Every terminal state is committed (fsynced) before the run reports its end.
                 self.store_error = await _closed(recorder)
+        if self._lines is not None:
+            self._lines.flush()
         outcome = Outcome.INTERRUPTED if result is None else Outcome(result.state)
         self.summary = RunSummary.collect(
             self.progress,
@@ -223,7 +228,7 @@ class RunSession:
         # Nobody reads a closed pipe (``subplans run ... | head``): the outcome stands.
         with contextlib.suppress(OSError):
             if self.console is not None:
-                self.console.print(self.summary.render())
+                self.summary.show(self.console)
             else:
                 self.human.write("".join(f"{line}\n" for line in self.summary.lines()))
                 self.human.flush()
@@ -235,9 +240,9 @@ class RunSession:
         ``CancelledError``) had its grace: it is cancelled once more, then closed; it never
         keeps the command from exiting."""
         # What exists now (modules, Typer's and pydantic's schemas, the plan) lives as long as
-        # the command: out of the collector's sight while the run goes on, its full collections
-        # walk the run's own objects only.
-        gc.freeze()
+        # the command: out of the collector's sight while the run goes on (the program only),
+        # its full collections walk the run's own objects.
+        freeze_survivors()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         main = loop.create_task(self.run())
@@ -254,7 +259,6 @@ class RunSession:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
-                gc.unfreeze()
 
     async def _execute(self) -> PlanResult | None:
         """The executor's run; None when a subplan or a subscriber raised KeyboardInterrupt."""

@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from subplans.cli.exits import interruptible, invalid, invalid_input
 from subplans.cli.options import JsonOption, RunIdArgument, StoreOption, example, valid_run_id
-from subplans.cli.stores import opened, store_path
+from subplans.cli.stores import find_run, missing_store, opened, store_path
 from subplans.sinks.formatting import visible
 
 if TYPE_CHECKING:
-    from subplans.store import RunInfo, RunStore
+    from subplans.store import RunInfo, RunStore, SubplanInfo
 
 __all__ = ["cancel", "commands", "events", "logs", "runs", "status"]
 
@@ -42,36 +44,52 @@ def runs(
 ) -> None:
     """List recent runs, newest first: status, started, duration and subplan counts.
 
-    A run whose process is gone without finishing it is `interrupted` (resume it).
+    `took` is a run's span, from its first start to its last end; `active` the time it was
+    running, summed over the run and its resumes. A run whose process is gone without
+    finishing it is `interrupted` (resume it).
     """
-    from subplans.cli.reports import run_lines
+    from subplans.cli.listings import runs_lines
 
     path = store_path(store)
-    found = []
+    found, active = [], {}
     if path.exists():
         with invalid_input(), opened(path, readonly=True) as db:
             found = db.list_runs(limit)
+            active = {info.id: db.active_time(info) for info in found}
     if json_output:
-        _echo_json([info.to_dict() for info in found])
+        _echo_json([{**info.to_dict(), "active": active[info.id]} for info in found])
+    elif not path.exists():
+        typer.echo(f"no runs in the store {path}: {missing_store(path)}")
     elif not found:
         typer.echo(f"no runs in the store {path}")
     else:
-        typer.echo("\n".join(run_lines(found)))
+        typer.echo("\n".join(runs_lines(found, active)))
 
 
 @commands.command(
-    epilog=example("subplans status", "subplans status 20261128-000453-43a954 --json")
+    epilog=example(
+        "subplans status",
+        "subplans status 20261128-000453-43a954 --json",
+        "subplans status 20261128-0004 --subplans",
+    )
 )
 def status(
     run_id: Annotated[
         str | None,
         typer.Argument(
             metavar="RUN_ID",
-            help="A run id; the latest run by default.",
+            help="A run id, a unique prefix of one, or `latest` (the default).",
             callback=valid_run_id,
             show_default=False,
         ),
     ] = None,
+    subplans: Annotated[
+        bool,
+        typer.Option(
+            "--subplans",
+            help="List every subplan instead: id, state, attempts, duration and exit code.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
     store: StoreOption = None,
 ) -> None:
@@ -85,8 +103,11 @@ def status(
     from subplans.engine.errors import RunBusyError
     from subplans.store import RunStatus, find_leftovers
 
+    if subplans:
+        _list_subplans(run_id, json_output=json_output, store=store)
+        return
     with invalid_input(), opened(store_path(store), readonly=True) as db:
-        found = db.get_run(run_id)
+        found = find_run(db, run_id)
         leftovers = []
         if found.status == RunStatus.INTERRUPTED:
             # Busy: resumed since the line above; its processes are its own again.
@@ -97,6 +118,28 @@ def status(
         _echo_json(report.to_dict())
     else:
         typer.echo("\n".join(report.lines()))
+
+
+def _list_subplans(run_id: str | None, *, json_output: bool, store: Path | None) -> None:
+    """``status --subplans``: every subplan of the run, in plan order."""
+    from subplans.cli.listings import subplan_lines, subplan_state
+
+    with invalid_input(), opened(store_path(store), readonly=True) as db:
+        found = find_run(db, run_id)
+        listed = db.subplans(found.id)
+    if json_output:
+        _echo_json(
+            {
+                "run_id": found.id,
+                "status": found.status,
+                "subplans": [
+                    {**subplan.to_dict(), "state": subplan_state(subplan, found)}
+                    for subplan in listed
+                ],
+            }
+        )
+    else:
+        typer.echo("\n".join(subplan_lines(listed, found)))
 
 
 @commands.command(
@@ -129,36 +172,98 @@ def events(
         interruptible(),
         contextlib.suppress(BrokenPipeError),
     ):
-        write_events(db, run_id, write, follow=follow)
+        write_events(db, find_run(db, run_id).id, write, follow=follow)
 
 
-@commands.command(epilog=example("subplans logs 20261128-000453-43a954 port/plugins"))
+@commands.command(
+    epilog=example(
+        "subplans logs 20261128-000453-43a954 port/plugins",
+        "subplans logs latest 'port/*'",
+        "subplans logs 20261128-0004 --failed",
+    )
+)
 def logs(
     run_id: RunIdArgument,
     subplan: Annotated[
-        str,
-        typer.Argument(metavar="SUBPLAN", help="A subplan's id, such as port/plugins."),
-    ],
+        str | None,
+        typer.Argument(
+            metavar="SUBPLAN",
+            help="A subplan's id (such as port/plugins), a unique prefix of one, or a glob "
+            "(such as 'port/*').",
+            show_default=False,
+        ),
+    ] = None,
+    all_logs: Annotated[
+        bool, typer.Option("--all", help="Every subplan's log, each line after its `[ID]` tag.")
+    ] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Only the failed subplans' logs, each line tagged.")
+    ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Print the output (stdout and stderr) of a command subplan of a run.
+    """Print the output (stdout and stderr) of a run's command subplans.
 
-    Exactly as written when piped or redirected; on a terminal, control characters (escape
-    sequences) are shown as escapes such as `\x1b`, not obeyed.
+    One subplan's log is printed as written when piped or redirected; a glob, --all or
+    --failed prints each selected log in plan order, every line after its `[ID]` tag. On a
+    terminal, control characters (escape sequences) are shown as escapes such as `\x1b`, not obeyed.
     """
+    from subplans.cli.subplan_logs import select
+
+    if subplan is None and not (all_logs or failed):
+        invalid(
+            ["name a SUBPLAN (an id, a unique prefix of one, or a glob), or give --all or --failed"]
+        )
+    if subplan is not None and all_logs:
+        invalid([f"give SUBPLAN ({subplan!r}) or --all, not both"])
+    with invalid_input(), opened(store_path(store), readonly=True) as db:
+        run = find_run(db, run_id)
+        chosen = select(run.id, db.subplans(run.id), subplan, failed=failed)
+    if not chosen.tagged:
+        _write_log(run.id, chosen.subplans[0].subplan_id, chosen.subplans[0].log_file)
+    elif not _write_tagged(chosen.subplans):
+        what = "failed subplan" if failed else "subplan"
+        typer.echo(f"no {what} of run {run.id} that started a command has a log", err=True)
+
+
+def _write_log(run_id: str, subplan_id: str, log: str | None) -> None:
+    """One subplan's log, as written (``visible()`` on a terminal)."""
     from subplans.cli.reports import write_log
 
-    with invalid_input(), opened(store_path(store), readonly=True) as db:
-        log = db.log_file(run_id, subplan)
     if log is None:
-        invalid([f"subplan {subplan!r} of run {run_id} has no log: it started no command"])
+        invalid([f"subplan {subplan_id!r} of run {run_id} has no log: it started no command"])
     try:
-        with log.open("rb") as file:
+        with open(log, "rb") as file:
             sys.stdout.flush()
             write_log(file, sys.stdout.buffer, terminal=sys.stdout.isatty())
             sys.stdout.buffer.flush()
     except OSError as error:
-        invalid([f"cannot read the log of {subplan!r}: {log}: {error.strerror}"])
+        invalid([f"cannot read the log of {subplan_id!r}: {log}: {error.strerror}"])
+
+
+def _write_tagged(subplans: Sequence[SubplanInfo]) -> int:
+    """The logs of ``subplans`` one after the other, every line tagged; returns how many were
+    printed. A log that cannot be read is an error line at the end (exit 2)."""
+    from subplans.cli.subplan_logs import write_tagged
+
+    printed, problems = 0, []
+    terminal = sys.stdout.isatty()
+    sys.stdout.flush()
+    for subplan in subplans:
+        if subplan.log_file is None:
+            continue  # a call, a nested plan or one that never ran: no output of its own
+        try:
+            with open(subplan.log_file, "rb") as file:
+                write_tagged(file, sys.stdout.buffer, subplan.subplan_id, terminal=terminal)
+            printed += 1
+        except OSError as error:
+            problems.append(
+                f"cannot read the log of {subplan.subplan_id!r}: {subplan.log_file}: "
+                f"{error.strerror}"
+            )
+    sys.stdout.buffer.flush()
+    if problems:
+        invalid(problems)
+    return printed
 
 
 @commands.command(
@@ -185,17 +290,17 @@ def cancel(
     from subplans.store import RunStatus, cancel_run
 
     with invalid_input(), opened(store_path(store), readonly=True) as db:
-        found = db.get_run(run_id)
+        found = find_run(db, run_id)
         if found.status == RunStatus.INTERRUPTED:
             _cancel_leftovers(db, found)
             return
-        owner = cancel_run(db, run_id)
-        typer.echo(f"asked run {run_id} to stop: sent SIGTERM to {owner}")
+        owner = cancel_run(db, found.id)
+        typer.echo(f"asked run {found.id} to stop: sent SIGTERM to {owner}")
         if wait:
             with interruptible():
-                while (found := db.get_run(run_id)).status == RunStatus.RUNNING:
+                while (found := db.get_run(found.id)).status == RunStatus.RUNNING:
                     time.sleep(POLL_INTERVAL)
-            typer.echo(f"run {run_id} {found.status}")
+            typer.echo(f"run {found.id} {found.status}")
 
 
 def _cancel_leftovers(db: RunStore, run: RunInfo) -> None:

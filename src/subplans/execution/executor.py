@@ -11,7 +11,7 @@ from pathlib import Path
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.dispatcher import ParallelSubplanDispatcher
-from subplans.engine.errors import DispatchError, SubplanCancelledError
+from subplans.engine.errors import DispatchError, SubplanCancelledError, SubplanError
 from subplans.engine.events import (
     EventBus,
     PlanFinished,
@@ -25,6 +25,7 @@ from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
 from subplans.execution.runners import RunContext, build_subplan
+from subplans.execution.step_items import read_stdin, read_step_items
 from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["KILL_MARGIN", "PlanExecutor", "new_run_id"]
@@ -85,6 +86,8 @@ class PlanExecutor:
             run_plan=self._run_nested,
             clock=clock,
         )
+        #: What ``{lines: -}`` read from standard input, read once (by the first such step).
+        self._stdin: str | None = None
 
     def __repr__(self) -> str:
         return f"<PlanExecutor {self.plan.name!r} run {self.run_id}>"
@@ -156,7 +159,49 @@ class PlanExecutor:
             self.bus.publish(skipped)
         return StepResult(step.id, step.name, StepState.SKIPPED)
 
+    async def _read_stdin(self) -> str:
+        if self._stdin is None:
+            self._stdin = await read_stdin()
+        return self._stdin
+
+    async def _expand(self, step: StepNode, context: RunContext) -> StepNode | StepResult:
+        """``step`` with the units of the items its source gives now; or, if it gives none,
+        the step failed (the error in its events and result)."""
+        assert step.items is not None
+        started = self.clock.now()
+        try:
+            items = await read_step_items(
+                step.items,
+                context,
+                step_id=step.id,
+                cancel_grace=step.profile.cancel_grace,
+                stdin=self._read_stdin,
+            )
+            units = step.items.units(items)
+        except SubplanError as error:  # ProblemsError, CommandFailedError: the source's fault
+            self._source_failed(step, started, error)
+            return StepResult(
+                step.id, step.name, StepState.FAILED, [], started, self.clock.now(), error
+            )
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self._source_failed(step, started, SubplanCancelledError("the run was cancelled"))
+            raise
+        return replace(step, units=units)
+
+    def _source_failed(self, step: StepNode, started: float, error: BaseException) -> None:
+        """The events of a step that ran no subplan: its source gave no items."""
+        if self.bus is not None:
+            running, failed = StepState.RUNNING, StepState.FAILED
+            self.bus.publish(StepStateChanged(step.id, None, running, 0, time=started))
+            ended = StepStateChanged(step.id, running, failed, 0, error, time=self.clock.now())
+            self.bus.publish(ended)
+
     async def _run_step(self, step: StepNode, context: RunContext) -> StepResult:
+        if step.items is not None:  # its items are read now
+            expanded = await self._expand(step, context)
+            if isinstance(expanded, StepResult):
+                return expanded
+            step = expanded
         bus, started, total = self.bus, self.clock.now(), len(step.units)
         if bus is not None:
             bus.publish(StepStateChanged(step.id, None, StepState.RUNNING, total, time=started))

@@ -1,7 +1,9 @@
 """A ``for_each`` step's items: read from their source, and one named subplan each.
 
 Plain values in, plain values out (no plan file models): a source and the folder it is read
-from give the items, whenever they are read.
+from give the items, whenever they are read. An inline list is known when the plan is loaded;
+a glob, a lines file and a command are read when their step starts (``RUNTIME_SOURCES``): the
+loader only checks their form, and ``preview`` says what they would give now.
 """
 
 from __future__ import annotations
@@ -13,47 +15,65 @@ from pathlib import Path
 from subplans.plans.placeholders import item_values, substitute
 
 __all__ = [
+    "STDIN",
+    "CommandSource",
     "GlobSource",
     "Item",
     "ItemSource",
     "ItemsProblem",
     "LinesSource",
     "check_source",
+    "describe_source",
     "name_items",
     "named_items",
     "named_values",
+    "output_items",
+    "preview",
     "read_items",
 ]
 
 _NUL_ITEM = (
     "a for_each item has a NUL byte, which no command, environment variable or path can hold"
 )
+#: ``{lines: -}``: the items are the lines of the ``subplans`` command's standard input.
+STDIN = "-"
 
 
 @dataclass(frozen=True, slots=True)
 class GlobSource:
-    """The files matching ``pattern`` (relative to the folder), sorted."""
+    """The files matching any of ``patterns`` and none of ``exclude`` (relative to the folder),
+    sorted; matching nothing is a problem unless ``allow_empty``."""
 
-    pattern: str
+    patterns: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class LinesSource:
-    """The non-blank lines of ``file`` (relative to the folder); ``#`` starts a comment line."""
+    """The non-blank lines of ``file`` (relative to the folder; ``-``: standard input); ``#``
+    starts a comment line."""
 
     file: str
 
 
+@dataclass(frozen=True, slots=True)
+class CommandSource:
+    """The non-blank lines a shell ``command`` prints, run in the folder (by the executor)."""
+
+    command: str
+
+
 #: Items written out, or where to find them.
-ItemSource = tuple[str, ...] | GlobSource | LinesSource
+ItemSource = tuple[str, ...] | GlobSource | LinesSource | CommandSource
 
 
 @dataclass(frozen=True, slots=True)
 class ItemsProblem:
     """Why a ``for_each`` source gives no items.
 
-    ``key`` is the source's field at fault (``glob`` or ``lines``); ``file``, ``line`` and
-    ``column`` say where, when the fault is in the file the items are read from.
+    ``key`` is the source's field at fault (``glob``, ``lines`` or ``command``); ``file``,
+    ``line`` and ``column`` say where, when the fault is in the file the items are read from.
     """
 
     key: str
@@ -73,27 +93,84 @@ class Item:
 
 def check_source(source: ItemSource) -> ItemsProblem | None:
     """What is wrong with ``source`` whatever the files hold, or None."""
-    if isinstance(source, GlobSource) and Path(source.pattern).is_absolute():
-        return ItemsProblem("glob", "must be relative to the plan's folder")
+    if isinstance(source, GlobSource):
+        for pattern in (*source.patterns, *source.exclude):
+            if Path(pattern).is_absolute():
+                key = "glob" if pattern in source.patterns else "exclude"
+                return ItemsProblem(key, "must be relative to the plan's folder")
     return None
 
 
-def read_items(source: ItemSource, folder: Path) -> list[str] | ItemsProblem:
+def describe_source(source: ItemSource) -> str:
+    """Where ``source``'s items come from, in a few words (``glob 'src/*.py'``)."""
+    if isinstance(source, GlobSource):
+        shown = ", ".join(map(repr, source.patterns))
+        excluded = f" excluding {', '.join(map(repr, source.exclude))}" if source.exclude else ""
+        return f"glob {shown}{excluded}"
+    if isinstance(source, LinesSource):
+        return "lines of standard input" if source.file == STDIN else f"lines of {source.file!r}"
+    if isinstance(source, CommandSource):
+        return f"command {source.command!r}"
+    return "a list"
+
+
+def read_items(
+    source: ItemSource, folder: Path, *, stdin: str | None = None
+) -> list[str] | ItemsProblem:
     """The items ``source`` gives, read relative to ``folder``; or why it gives none (no file
-    matches the glob, the lines file cannot be read, or a line holds a NUL byte)."""
+    matches the glob, the lines file cannot be read, or a line holds a NUL byte). ``stdin`` is
+    the text of ``{lines: -}``; a command's items come from ``output_items`` of its output."""
     problem = check_source(source)
     if problem is not None:
         return problem
     if isinstance(source, GlobSource):
-        import glob as globbing  # here: a plan without a glob never pays for its import
-
-        found = sorted(globbing.glob(source.pattern, root_dir=folder, recursive=True))
-        if not found:
-            return ItemsProblem("glob", f"{source.pattern!r} matches no files in {folder}")
+        found = _glob(source, folder)
+        if not found and not source.allow_empty:
+            shown = ", ".join(map(repr, source.patterns))
+            left = " (after exclude)" if source.exclude else ""
+            return ItemsProblem(
+                "glob",
+                f"{shown} matches no files in {folder.absolute()}{left}; "
+                "allow_empty: true runs no subplans instead",
+            )
         return found
     if isinstance(source, LinesSource):
+        if source.file == STDIN:
+            return output_items(stdin or "", key="lines", comments=True)
         return _lines(folder / source.file)
+    if isinstance(source, CommandSource):
+        raise ValueError("a command's items are read by running it (execution.step_items)")
     return list(source)
+
+
+def preview(source: ItemSource, folder: Path) -> str:
+    """What ``source`` would give if its step started now: ``N items``, or why none, in words
+    for ``validate``; a command is not run, standard input not read."""
+    if isinstance(source, CommandSource):
+        return "read when the step starts (the command is not run now)"
+    if isinstance(source, LinesSource):
+        if source.file == STDIN:
+            return "read from standard input when the step starts"
+        if not (folder / source.file).exists():
+            return f"{source.file} does not exist yet (an earlier step may make it)"
+    found = read_items(source, folder)
+    if isinstance(found, ItemsProblem):
+        if isinstance(source, GlobSource) and found.key == "glob":
+            return "no files match yet (an earlier step may make them)"
+        return found.message
+    return f"{len(found)} item{'' if len(found) == 1 else 's'} now"
+
+
+def _glob(source: GlobSource, folder: Path) -> list[str]:
+    import glob as globbing  # here: a plan without a glob never pays for its import
+
+    def matches(patterns: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for pattern in patterns:
+            found.update(globbing.glob(pattern, root_dir=folder, recursive=True))
+        return found
+
+    return sorted(matches(source.patterns) - matches(source.exclude))
 
 
 def _lines(path: Path) -> list[str] | ItemsProblem:
@@ -102,14 +179,25 @@ def _lines(path: Path) -> list[str] | ItemsProblem:
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         return ItemsProblem("lines", f"cannot read {path}: {reason}")
+    return output_items(text, key="lines", comments=True, path=path)
+
+
+def output_items(
+    text: str, *, key: str, comments: bool = False, path: Path | None = None
+) -> list[str] | ItemsProblem:
+    """The non-blank lines of ``text``, stripped (``comments``: less those starting with
+    ``#``); a problem at ``key`` (and in ``path``) if a line holds a NUL byte."""
     lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if "\x00" in line:
-            column = line.index("\x00") + 1
-            message = f"{_NUL_ITEM} ({line.strip()!r})"
-            return ItemsProblem("lines", message, path, number, column)
+    if "\x00" in text:  # looked for line by line only when it is there
+        number, line = next((n, x) for n, x in enumerate(lines, start=1) if "\x00" in x)
+        message = f"{_NUL_ITEM} ({line.strip()!r})"
+        if path is None:
+            return ItemsProblem(key, f"line {number}: {message}")
+        return ItemsProblem(key, message, path, number, line.index("\x00") + 1)
     stripped = (line.strip() for line in lines)
-    return [line for line in stripped if line and not line.startswith("#")]
+    if comments:
+        return [line for line in stripped if line and not line.startswith("#")]
+    return [line for line in stripped if line]
 
 
 def name_items(items: Sequence[str], name: str | None) -> list[Item | str]:

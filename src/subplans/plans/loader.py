@@ -2,43 +2,36 @@
 expanded, ids checked, and each plan's and step's automation profile resolved.
 
 Every problem is collected (not just the first) and raised together as a ``ProblemsError``
-before anything runs.
+before anything runs. A ``for_each`` over a source read when its step starts (a glob, a lines
+file, a command) is checked here as far as it can be without its items; its units are made
+when the step starts, by the same rules (``StepItems.expand``, an ``_Expansion``).
 """
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from subplans.plans.call_modules import CallModules
-from subplans.plans.for_each import (
-    GlobSource,
-    ItemSource,
-    ItemsProblem,
-    LinesSource,
-    named_values,
-    read_items,
-)
+from subplans.plans.for_each import ItemSource, check_source, named_values
+from subplans.plans.load_scope import Scope, collector_paused, include_loop
 from subplans.plans.models import (
-    ForEachGlob,
-    ForEachLines,
     InlinePlan,
     PlanFile,
     ProfileFields,
     StepModel,
     SubplanTemplate,
+    item_source,
 )
 from subplans.plans.placeholders import find_placeholders, substitute
 from subplans.plans.profiles import Level, ProfileError, ResolvedProfile
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
 from subplans.plans.shellquote import ShellTemplateError, shell_template
-from subplans.plans.tree import PlanNode, StepNode, UnitNode
+from subplans.plans.tree import PlanNode, StepItems, StepNode, UnitNode
 from subplans.plans.units import UnitBuilder, UnitModel
 from subplans.plans.validation import validate
-from subplans.plans.yamlfile import Loc, Located, Problem, ProblemsError, format_location, read_yaml
+from subplans.plans.yamlfile import Located, Problem, ProblemsError, format_location, read_yaml
 
 __all__ = [
     "MAX_DEPTH",
@@ -68,59 +61,11 @@ def load_plan(
     """
     config = config if config is not None else load_global_config()
     loader = _Loader(config, overrides or Overrides())
-    with _collector_paused():
+    with collector_paused():
         root = loader.root(Path(path))
     if loader.problems or root is None:
         raise ProblemsError(loader.problems)
     return root
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector paused while a tree is built: a million-item plan is millions
-    of objects that all live on, and the collector's full passes over the growing heap took
-    about 40% of loading it. Unreachable cycles are collected when it runs again."""
-    if not gc.isenabled():  # paused by the caller, who resumes it
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        _promote_young()
-        gc.enable()
-
-
-def _promote_young() -> None:
-    """What was made while the collector was paused moved to its oldest generation, where two
-    of its passes over every new object would have moved whatever lives on (a tree does); the
-    first of them, right after loading 100,000 items, took as long as a tenth of loading them.
-    Cycles left unreachable meanwhile wait for its next full pass. Not when the program froze
-    objects of its own (``gc.freeze``): unfreezing would hand those back to the collector."""
-    if gc.get_freeze_count() == 0:
-        gc.freeze()
-        gc.unfreeze()
-
-
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """Where the loader stands: a file and a location in it, the id that ids below start with
-    ('' in the root plan), how deep plans nest there, and the plan files that led there."""
-
-    file: Path
-    loc: Loc
-    prefix: str
-    depth: int
-    #: Resolved paths, to find a plan that includes itself.
-    chain: tuple[Path, ...]
-
-    def at(self, *keys: str | int) -> _Scope:
-        """The same place, ``keys`` further in."""
-        return replace(self, loc=(*self.loc, *keys))
-
-    def id_of(self, name: str) -> str:
-        """The path id of what is named ``name`` here."""
-        return f"{self.prefix}/{name}" if self.prefix else name
 
 
 class _Loader:
@@ -129,7 +74,7 @@ class _Loader:
         self.overrides = overrides
         self.problems: list[Problem] = []
         #: Where each unit id was given (many ids of a for_each share their template's place).
-        self.ids: dict[str, _Scope] = {}
+        self.ids: dict[str, Scope] = {}
         self.located: dict[Path, Located] = {}
         self.modules = CallModules()
 
@@ -137,7 +82,7 @@ class _Loader:
         model = self.file(path, "a plan file")
         if model is None:
             return None
-        return self.plan(model, _Scope(path, (), "", 0, (path.resolve(),)), root=True)
+        return self.plan(model, Scope(path, (), "", 0, (path.resolve(),)), root=True)
 
     def file(self, path: Path, what: str) -> PlanFile | None:
         try:
@@ -153,12 +98,12 @@ class _Loader:
         self.located[path] = located
         return model
 
-    def problem(self, at: _Scope, message: str, *, at_key: bool = False) -> None:
+    def problem(self, at: Scope, message: str, *, at_key: bool = False) -> None:
         # Every file reaches here only after file() read it, so its positions can be found.
         self.problems.append(self.located[at.file].problem(at.loc, message, at_key=at_key))
 
     def plan(
-        self, model: PlanFile | InlinePlan, at: _Scope, *, root: bool = False
+        self, model: PlanFile | InlinePlan, at: Scope, *, root: bool = False
     ) -> PlanNode | None:
         steps = model.steps
         plan_level = Level(
@@ -171,7 +116,7 @@ class _Loader:
         if isinstance(model, PlanFile) and model.action is not None:
             action_path = at.file.parent / model.action
             if action_path.resolve() in at.chain:
-                self.problem(at.at("action"), _loop(at.chain, action_path), at_key=True)
+                self.problem(at.at("action"), include_loop(at.chain, action_path), at_key=True)
                 return None
             action = self.file(action_path, "an action file")
             if action is None:
@@ -230,7 +175,7 @@ class _Loader:
             self.problems.append(Problem(file, "", str(error)))
             return None
 
-    def step(self, step: StepModel, at: _Scope, plan_levels: list[Level]) -> StepNode | None:
+    def step(self, step: StepModel, at: Scope, plan_levels: list[Level]) -> StepNode | None:
         direct = ProfileFields(
             max_parallel=step.max_parallel,
             failure_mode=step.failure_mode,
@@ -251,6 +196,7 @@ class _Loader:
             return None
         step_id = at.id_of(step.name)
         units: list[UnitNode | None] = []
+        items: StepItems | None = None
         if step.subplans is not None:
             names: set[str] = set()
             for index, sub in enumerate(step.subplans):
@@ -263,10 +209,16 @@ class _Loader:
                 units.append(self.unit(builder, sub.name, f"{step_id}/{sub.name}", sub_at))
         elif step.for_each is not None:
             assert step.subplan is not None
-            expanded = self.for_each(step.for_each, step.subplan, at, step_id, profile)
-            if expanded is None:
-                return None
-            units.extend(expanded)
+            source = item_source(step.for_each)
+            if isinstance(source, tuple):  # written out: known now
+                expanded = self.for_each(list(source), step.subplan, at, step_id, profile)
+                if expanded is None:
+                    return None
+                units.extend(expanded)
+            else:
+                items = self.runtime(source, step.subplan, at, step_id, profile)
+                if items is None:
+                    return None
         else:
             builder = UnitBuilder(step, folder=at.file.parent, profile=profile)
             units.append(self.unit(builder, step.name, step_id, at))
@@ -279,55 +231,106 @@ class _Loader:
             step.subplans is None and step.for_each is None,
             profile,
             tuple(u for u in units if u is not None),
+            items,
         )
 
-    def for_each(
-        self,
-        spec: list[str] | ForEachGlob | ForEachLines,
-        template: SubplanTemplate,
-        at: _Scope,
-        step_id: str,
-        profile: ResolvedProfile,
-    ) -> list[UnitNode | None] | None:
-        """The units of a ``for_each`` step, one per item; None if its template is refused."""
-        items = self.items(_source(spec), at.at("for_each"))
-        template_at = at.at("subplan")
+    def template(
+        self, template: SubplanTemplate, at: Scope, profile: ResolvedProfile
+    ) -> UnitBuilder | None:
+        """The builder of a ``for_each``'s units; None if its template is refused."""
         if isinstance(template.run, str):
             try:  # placeholders of a run string must stand where they can be quoted
                 shell_template(template.run)
             except ShellTemplateError as error:
                 for message in error.problems:
-                    self.problem(template_at.at("run"), message)
+                    self.problem(at.at("run"), message)
                 return None
-        name = template.name if "name" in template.model_fields_set else None
         # Worked out once for every item: a million items cost about a million nodes.
-        builder = UnitBuilder(template, folder=at.file.parent, profile=profile)
+        return UnitBuilder(template, folder=at.file.parent, profile=profile)
+
+    def for_each(
+        self,
+        items: Sequence[str],
+        template: SubplanTemplate,
+        at: Scope,
+        step_id: str,
+        profile: ResolvedProfile,
+    ) -> list[UnitNode | None] | None:
+        """The units of a ``for_each`` step, one per item; None if its template is refused."""
+        builder = self.template(template, at.at("subplan"), profile)
+        if builder is None:
+            return None
+        return self.expand(builder, items, at.at("subplan"), step_id)
+
+    def expand(
+        self, builder: UnitBuilder, items: Sequence[str], at: Scope, step_id: str
+    ) -> list[UnitNode | None]:
+        """One unit per item of ``builder``'s template (at ``at``)."""
+        template = builder.unit
+        name = template.name if "name" in template.model_fields_set else None
         units: list[UnitNode | None] = []
-        for named in named_values(items or [], name):
+        for named in named_values(items, name):
             if isinstance(named, str):
-                self.problem(template_at.at("name"), named)
+                self.problem(at.at("name"), named)
                 continue
             unit_name, values = named
             unit_id = f"{step_id}/{unit_name}"
-            units.append(self.unit(builder, unit_name, unit_id, template_at, values))
+            units.append(self.unit(builder, unit_name, unit_id, at, values))
         return units
 
-    def items(self, source: ItemSource, at: _Scope) -> list[str] | None:
-        found = read_items(source, at.file.parent)
-        if not isinstance(found, ItemsProblem):
-            return found
-        if found.file is not None:  # the fault is in the file the items come from
-            self.problems.append(Problem(found.file, "", found.message, found.line, found.column))
-        else:
-            self.problem(at.at(found.key), found.message)
-        return None
+    def runtime(
+        self,
+        source: ItemSource,
+        template: SubplanTemplate,
+        at: Scope,
+        step_id: str,
+        profile: ResolvedProfile,
+    ) -> StepItems | None:
+        """A ``for_each`` whose items are read when its step starts, checked as far as it can
+        be without them; None if it is refused."""
+        problem = check_source(source)
+        if problem is not None:
+            self.problem(at.at("for_each", problem.key), problem.message)
+            return None
+        template_at = at.at("subplan")
+        builder = self.template(template, template_at, profile)
+        if builder is None or not self.template_ok(builder, template_at, step_id):
+            return None
+        config, located, modules = self.config, self.located, self.modules
+
+        def units(items: Sequence[str]) -> tuple[UnitNode, ...]:
+            """The step's units of ``items``, by the loader's rules; its problems (an invalid
+            or duplicate name, a nested plan that cannot be loaded) raised as a
+            ``ProblemsError`` at the template's place in the plan file."""
+            loader = _Loader(config, Overrides())
+            loader.located, loader.modules = located, modules
+            with collector_paused():
+                made = loader.expand(builder, items, template_at, step_id)
+            if loader.problems:
+                raise ProblemsError(loader.problems)
+            return tuple(u for u in made if u is not None)
+
+        return StepItems(source, at.file.parent, units)
+
+    def template_ok(self, builder: UnitBuilder, at: Scope, step_id: str) -> bool:
+        """Whether a template's unit passes what can be checked before its items are read:
+        its ``call`` module, its nested plan (unless the item names its file)."""
+        unit = builder.unit
+        sample = {"item": "{item}", "index": "{index}", "stem": "{stem}"}
+        if isinstance(unit.plan, str) and find_placeholders([unit.plan]):
+            # The item names the plan file: loaded when the step starts.
+            if unit.cwd is not None:
+                self.problem(at.at("cwd"), "has no effect on a nested plan; set it on its subplans")
+                return False
+            return True  # and how deep it nests: checked then
+        return self.unit(builder, "{item}", f"{step_id}/{{item}}", at, sample) is not None
 
     def unit(
         self,
         builder: UnitBuilder,
         name: str,
         unit_id: str,
-        at: _Scope,
+        at: Scope,
         values: Mapping[str, str] | None = None,
     ) -> UnitNode | None:
         if unit_id in self.ids:  # pragma: no cover - sibling names are unique and hold no '/'
@@ -363,7 +366,7 @@ class _Loader:
         return builder.build(unit_id=unit_id, name=name, values=values, plan=nested)
 
     def nested(
-        self, unit: UnitModel, at: _Scope, unit_id: str, values: Mapping[str, str]
+        self, unit: UnitModel, at: Scope, unit_id: str, values: Mapping[str, str]
     ) -> PlanNode | None:
         assert unit.plan is not None
         if at.depth + 1 > MAX_DEPTH:
@@ -374,25 +377,9 @@ class _Loader:
             return self.plan(unit.plan, inline)
         path = at.file.parent / substitute(unit.plan, values)
         if path.resolve() in at.chain:
-            self.problem(at.at("plan"), _loop(at.chain, path))
+            self.problem(at.at("plan"), include_loop(at.chain, path))
             return None
         model = self.file(path, "a plan file")
         if model is None:
             return None
-        return self.plan(
-            model, _Scope(path, (), unit_id, at.depth + 1, (*at.chain, path.resolve()))
-        )
-
-
-def _source(spec: list[str] | ForEachGlob | ForEachLines) -> ItemSource:
-    """The plain source of what a ``for_each`` is written as."""
-    if isinstance(spec, ForEachGlob):
-        return GlobSource(spec.glob)
-    if isinstance(spec, ForEachLines):
-        return LinesSource(spec.lines)
-    return tuple(spec)
-
-
-def _loop(chain: tuple[Path, ...], again: Path) -> str:
-    names = " -> ".join(p.name for p in (*chain, again))
-    return f"the plan includes itself: {names}"
+        return self.plan(model, Scope(path, (), unit_id, at.depth + 1, (*at.chain, path.resolve())))

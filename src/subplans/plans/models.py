@@ -29,9 +29,11 @@ from subplans.engine.config import (
     check_seconds,
     check_timeout,
 )
+from subplans.plans.for_each import CommandSource, GlobSource, ItemSource, LinesSource
 
 __all__ = [
     "FIELD_NAMES",
+    "ForEachCommand",
     "ForEachGlob",
     "ForEachLines",
     "InlinePlan",
@@ -40,6 +42,7 @@ __all__ = [
     "ProfileSpec",
     "StepModel",
     "SubplanModel",
+    "item_source",
 ]
 
 MaxParallel = Annotated[
@@ -105,7 +108,7 @@ Name = Annotated[
 ]
 #: Union members are told apart by the input's type, so an error names one member only;
 #: the tags below never appear in error locations (the loader drops them).
-UNION_TAGS = frozenset({"text", "list", "fields", "lines"})
+UNION_TAGS = frozenset({"text", "list", "fields", "lines", "command-source"})
 
 
 def _by_type(value: object) -> str:
@@ -152,30 +155,73 @@ ProfileSpec = Annotated[
 
 
 class ForEachGlob(_Strict):
-    """Items are the files matching a glob, relative to the plan's folder, sorted."""
+    """Items are the files matching a glob (or any of several), relative to the plan's folder,
+    sorted; read when the step starts."""
 
-    glob: Text = Field(min_length=1)
+    glob: Annotated[
+        Annotated[Text, Field(min_length=1), Tag("text")]
+        | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(min_length=1), Tag("list")],
+        Discriminator(_by_type),
+        Field(description="A pattern, or a list of them (`**` matches any folders)."),
+    ]
+    exclude: list[Annotated[Text, Field(min_length=1)]] | None = Field(
+        default=None, description="Patterns of files left out."
+    )
+    allow_empty: bool = Field(
+        default=False, strict=True, description="true: matching nothing gives no subplans."
+    )
 
 
 class ForEachLines(_Strict):
-    """Items are the non-blank lines of a file (``#`` starts a comment line)."""
+    """Items are the non-blank lines of a file (``#`` starts a comment line), or of the
+    command's standard input for ``-``; read when the step starts."""
 
     lines: Text = Field(min_length=1)
 
 
+class ForEachCommand(_Strict):
+    """Items are the non-blank lines a shell command prints, run in the plan's folder when the
+    step starts."""
+
+    command: Text = Field(min_length=1)
+
+
 def _for_each_kind(value: object) -> str:
-    if isinstance(value, dict) and "lines" in value and "glob" not in value:
-        return "lines"
-    return "list" if isinstance(value, list) else "fields"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict) and "glob" not in value:
+        if "lines" in value:
+            return "lines"
+        if "command" in value:
+            return "command-source"
+    return "fields"
 
 
 ForEach = Annotated[
     Annotated[list[Text], Tag("list")]
     | Annotated[ForEachGlob, Tag("fields")]
-    | Annotated[ForEachLines, Tag("lines")],
+    | Annotated[ForEachLines, Tag("lines")]
+    | Annotated[ForEachCommand, Tag("command-source")],
     Discriminator(_for_each_kind),
-    Field(description="A list of strings, {glob: pattern} or {lines: file}."),
+    Field(
+        description="A list of strings (fixed), or a source read when the step starts: "
+        "{glob: PATTERN}, {lines: FILE} or {command: COMMAND}."
+    ),
 ]
+
+
+def item_source(spec: list[str] | ForEachGlob | ForEachLines | ForEachCommand) -> ItemSource:
+    """The plain source of what a ``for_each`` is written as."""
+    if isinstance(spec, ForEachGlob):
+        patterns = (spec.glob,) if isinstance(spec.glob, str) else tuple(spec.glob)
+        return GlobSource(patterns, tuple(spec.exclude or ()), spec.allow_empty)
+    if isinstance(spec, ForEachLines):
+        return LinesSource(spec.lines)
+    if isinstance(spec, ForEachCommand):
+        return CommandSource(spec.command)
+    return tuple(spec)
+
+
 PlanRef = Annotated[
     Annotated[Text, Tag("text")] | Annotated["InlinePlan", Tag("fields")],
     Discriminator(_by_type),
@@ -311,6 +357,7 @@ FIELD_NAMES: frozenset[str] = frozenset(
         ProfileFields,
         ForEachGlob,
         ForEachLines,
+        ForEachCommand,
         ConfigFile,
     )
     for name, field in model.model_fields.items()

@@ -6,18 +6,20 @@ the runners, the store) loads no pydantic and no YAML; only loading a file does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from subplans.engine.config import FailureMode, ParallelExecutionConfig
+from subplans.plans.for_each import ItemSource, describe_source
 
 __all__ = [
     "FIELDS",
     "PlanNode",
     "ResolvedProfile",
     "Source",
+    "StepItems",
     "StepNode",
     "UnitDraft",
     "UnitKind",
@@ -137,8 +139,38 @@ class UnitDraft:
 
 
 @dataclass(frozen=True, slots=True)
+class StepItems:
+    """A ``for_each`` source read when its step starts, and how its items become units.
+
+    ``expand`` makes the step's units of the items read (raising ``ProblemsError`` for an item
+    that gives an invalid or duplicate name, or a nested plan that cannot be loaded); ``env``
+    and ``item`` are what a nested plan around the step handed down (``inherit``).
+    """
+
+    source: ItemSource
+    folder: Path
+    expand: Callable[[Sequence[str]], tuple[UnitNode, ...]]
+    env: Mapping[str, str] = field(default_factory=dict)
+    item: str | None = None
+
+    def __str__(self) -> str:
+        return describe_source(self.source)
+
+    def units(self, items: Sequence[str]) -> tuple[UnitNode, ...]:
+        """The step's units, one per item, with what nested plans around it handed down."""
+        units = self.expand(items)
+        if not self.env and self.item is None:
+            return units
+        return tuple(_handed_down(unit, self.env, self.item) for unit in units)
+
+
+@dataclass(frozen=True, slots=True)
 class StepNode:
-    """A step of a plan: its units and its resolved profile."""
+    """A step of a plan: its units and its resolved profile.
+
+    ``items`` is set when they come from a source read when the step starts: ``units`` is then
+    empty until the executor expands the step (``StepItems.units``).
+    """
 
     id: str
     name: str
@@ -146,6 +178,7 @@ class StepNode:
     single: bool
     profile: ResolvedProfile
     units: tuple[UnitNode, ...]
+    items: StepItems | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +193,17 @@ class PlanNode:
     profile: ResolvedProfile
     steps: tuple[StepNode, ...]
     depth: int
+
+    def walk_steps(self) -> list[StepNode]:
+        """Every step of the tree known now, depth first, in plan order (a nested plan's steps
+        after its unit's step)."""
+        steps: list[StepNode] = []
+        for step in self.steps:
+            steps.append(step)
+            for unit in step.units:
+                if unit.plan is not None:
+                    steps.extend(unit.plan.walk_steps())
+        return steps
 
     def walk_units(self) -> list[UnitNode]:
         """Every unit of the tree, depth first, in plan order."""
@@ -176,16 +220,23 @@ def inherit(plan: PlanNode, env: Mapping[str, str], item: str | None) -> PlanNod
     """``plan`` with ``env`` under each of its units' own env, and ``item`` where they have none."""
     steps = []
     for step in plan.steps:
-        units = []
-        for unit in step.units:
-            nested = None if unit.plan is None else inherit(unit.plan, env, item)
-            units.append(
-                replace(
-                    unit,
-                    env={**env, **unit.env},
-                    item=unit.item if unit.item is not None else item,
-                    plan=nested,
-                )
+        units = tuple(_handed_down(unit, env, item) for unit in step.units)
+        items = step.items
+        if items is not None:  # its units, once made, get the same
+            items = replace(
+                items,
+                env={**env, **items.env},
+                item=items.item if items.item is not None else item,
             )
-        steps.append(replace(step, units=tuple(units)))
+        steps.append(replace(step, units=units, items=items))
     return replace(plan, steps=tuple(steps))
+
+
+def _handed_down(unit: UnitNode, env: Mapping[str, str], item: str | None) -> UnitNode:
+    nested = None if unit.plan is None else inherit(unit.plan, env, item)
+    return replace(
+        unit,
+        env={**env, **unit.env},
+        item=unit.item if unit.item is not None else item,
+        plan=nested,
+    )

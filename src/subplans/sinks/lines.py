@@ -40,7 +40,16 @@ _PENDING = SubplanExecutionState.PENDING
 class PlainLines:
     """A bus subscriber writing one line per state change to ``stream``, flushed at once."""
 
-    __slots__ = ("_plan", "_started", "_stream", "error", "failures_only", "written")
+    __slots__ = (
+        "_current_step",
+        "_plan",
+        "_skipped",
+        "_started",
+        "_stream",
+        "error",
+        "failures_only",
+        "written",
+    )
 
     def __init__(self, stream: TextIO, *, failures_only: bool = False) -> None:
         self._stream = stream
@@ -48,6 +57,11 @@ class PlainLines:
         # When each running subplan started (epoch seconds), for the duration on its last line.
         self._started: dict[str, float] = {}
         self._plan = ""
+        # The root or nested step that started last: a resumed step's skipped subplans follow
+        # its start at once, and are told in one line (the count, the reason, when) when the
+        # next event comes.
+        self._current_step = ""
+        self._skipped: tuple[int, str, float] | None = None
         #: How many lines were written.
         self.written = 0
         #: The first write error (a closed pipe: ``subplans run ... | head``); nothing is
@@ -61,6 +75,8 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         if self.error is not None:
             return
+        if self._skipped is not None and not isinstance(event, SubplanSkipped):
+            self._write_skipped(*self._skipped)
         if isinstance(event, SubplanStateChanged):
             self._subplan(event)
         elif self.failures_only:
@@ -68,9 +84,7 @@ class PlainLines:
         elif isinstance(event, StepStateChanged):
             self._step(event)
         elif isinstance(event, SubplanSkipped):
-            self._write(
-                event.time, "skipped", f"{visible(event.subplan_id)}  ({visible(event.reason)})"
-            )
+            self._skip(event)
         elif isinstance(event, SubplanRetrying):
             self._write(
                 event.time,
@@ -88,6 +102,12 @@ class PlainLines:
             )
         elif isinstance(event, PlanFinished) and not event.plan_id:
             self._write(event.time, event.state, f"plan {self._plan}  ({duration(event.elapsed)})")
+
+    def flush(self) -> None:
+        """Write what is held back: the skipped subplans of the step that started last (the
+        next event writes them otherwise; a run always has one)."""
+        if self._skipped is not None and self.error is None:
+            self._write_skipped(*self._skipped)
 
     def _subplan(self, event: SubplanStateChanged) -> None:
         state = event.state
@@ -109,9 +129,28 @@ class PlainLines:
             text += "".join(f"\n    | {line}" for line in tail(event.error))
         self._write(event.time, state.value, text)
 
+    def _skip(self, event: SubplanSkipped) -> None:
+        """Count a skipped subplan in its step's line (issue #11: one line per step, not one per
+        subplan, so a resumed run of thousands does not scroll them by)."""
+        if self._skipped is None:
+            self._skipped = (1, event.reason, event.time)
+        elif self._skipped[1] != event.reason:
+            self._write_skipped(*self._skipped)
+            self._skipped = (1, event.reason, event.time)
+        else:
+            self._skipped = (self._skipped[0] + 1, event.reason, self._skipped[2])
+
+    def _write_skipped(self, count: int, reason: str, at: float) -> None:
+        self._skipped = None
+        what = f"{count} subplan{'' if count == 1 else 's'}"
+        if self._current_step:
+            what += f" of step {visible(self._current_step)}"
+        self._write(at, "skipped", f"{what}  ({visible(reason)})")
+
     def _step(self, event: StepStateChanged) -> None:
         text = f"step {visible(event.step_id)}"
         if event.state == StepState.RUNNING:
+            self._current_step = event.step_id
             text += f"  ({event.total} subplan{'' if event.total == 1 else 's'})"
         elif event.state == StepState.FAILED and event.error is not None:
             text += f"  {error_text(event.error)}"

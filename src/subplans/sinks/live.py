@@ -2,8 +2,10 @@
 the longest-running subplans, and each failure printed above it as it happens.
 
 Rendering is pulled, not pushed: Rich's refresh thread calls ``render()`` a bounded number of
-times a second, and ``render()`` reads the ``ProgressReporter`` snapshot. Per event the view
-does nothing but print the rare failure, so a plan of thousands of subplans stays smooth.
+times a second (at least one), events or not, and ``render()`` reads the ``ProgressReporter``
+snapshot and the clock, so the elapsed time and the ETA move while no subplan ends. Per event
+the view does nothing but print the rare failure and count the cancelled, so a plan of
+thousands of subplans stays smooth.
 
 Text from plans and subplans is ``visible()`` and given to Rich as ``Text``, never as a string
 Rich would read markup in: ``[bold red]`` in an error is shown as it is.
@@ -24,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from subplans.engine.events import Event, SubplanStateChanged
-from subplans.engine.progress import ProgressReporter
+from subplans.engine.progress import ProgressReporter, ProgressSnapshot
 from subplans.engine.states import SubplanExecutionState
 from subplans.sinks.formatting import (
     clock_time,
@@ -62,13 +64,23 @@ class LiveView:
         max_running: int = 10,
         bar_width: int = 40,
     ) -> None:
+        if refresh_per_second < 1:
+            # The elapsed time and the ETA must move at least once a second.
+            raise ValueError(f"refresh_per_second must be at least 1, got {refresh_per_second}")
         self.console = console
+        #: How often Rich's refresh thread renders the view, whether or not events come.
+        self.refresh_per_second = refresh_per_second
         self.reporter = reporter
         self.progress = progress
         self.run_id = run_id
         self.max_running = max_running
         self.bar_width = bar_width
         self._clock = clock
+        #: Subplans cancelled so far (among the failed ones of the reporter's counts).
+        self.cancelled = 0
+        # When the last estimate said the work would be done, and of what work (``_eta``).
+        self._eta_due: float | None = None
+        self._eta_work: object = None
         self._live = Live(
             console=console,
             get_renderable=self.render,
@@ -94,14 +106,20 @@ class LiveView:
         self._live.stop()
 
     def __call__(self, event: Event) -> None:
+        if not isinstance(event, SubplanStateChanged) or event.state is not _FAILED:
+            return
+        if is_cancellation(event.error):
+            # Recorded as failed by the engine, shown as cancelled: nothing it did failed.
+            self.cancelled += 1
         # Only a failure of a subplan that ran is printed; those cancelled before they started
-        # are counted in the summary instead of scrolling by in hundreds.
-        if (
-            isinstance(event, SubplanStateChanged)
-            and event.state is _FAILED
-            and event.previous is _RUNNING
-        ):
+        # are counted instead of scrolling by in hundreds.
+        if event.previous is _RUNNING:
             self.console.print(self.failure(event))
+            log_file = getattr(event.error, "log_file", None)
+            if log_file:
+                # Soft-wrapped, never cut nor broken: a copied path must work.
+                line = Text(f"    log: {visible(str(log_file))}", style="dim")
+                self.console.print(line, soft_wrap=True)
 
     def failure(self, event: SubplanStateChanged) -> RenderableType:
         """How a failure is printed above the live area."""
@@ -114,10 +132,32 @@ class LiveView:
             ("✗ ", "bold red"), (subplan_id, "bold red"), f"  {error_text(event.error)}"
         )
         lines = [Text(f"    │ {line}", style="dim") for line in tail(event.error)]
-        log_file = getattr(event.error, "log_file", None)
-        if log_file:
-            lines.append(Text(f"    log: {visible(str(log_file))}", style="dim"))
         return Group(headline, *lines)
+
+    def _eta(
+        self, snapshot: ProgressSnapshot, now: float, pending: int, width: int, work: object
+    ) -> float | None:
+        """Seconds left, counting down with the clock from the last estimate (None: no subplan
+        ended yet).
+
+        An estimate is made when ``work`` (what is done, of how much) changes, or when the last
+        one ran out with work left: a pending subplan needs the mean duration, a running one
+        what it has not run of it yet, all ``width`` at a time. In between the ETA moves one
+        second a second, whether or not a subplan ends.
+        """
+        mean = snapshot.mean_duration
+        if pending + len(snapshot.running) == 0:
+            return 0.0
+        if mean is None:
+            return None
+        due = self._eta_due
+        if work != self._eta_work or due is None or now >= due:
+            owed = pending * mean
+            for began in snapshot.running.values():
+                owed += max(mean - (now - began), 0.0)
+            due = self._eta_due = now + owed / width
+            self._eta_work = work
+        return due - now
 
     def render(self) -> RenderableType:
         """The live area now: called by Rich's refresh thread, a bounded number of times a second."""
@@ -140,13 +180,8 @@ class LiveView:
         header.append(f"  run {self.run_id}", style="dim")
 
         left = pending + running
-        if left == 0:
-            eta: float | None = 0.0
-        elif snapshot.mean_duration is None:
-            eta = None
-        else:
-            width = max(1, min(step.max_parallel if step is not None else 1, left))
-            eta = snapshot.mean_duration * left / width
+        width = max(1, min(step.max_parallel if step is not None else 1, left))
+        eta = self._eta(snapshot, now, pending, width, (done, total))
         percent = 100 * done // total if total else 100
         bar = Table.grid(padding=(0, 1))
         bar.add_row(
@@ -156,6 +191,7 @@ class LiveView:
             Text(f"ETA {clock_time(eta) if eta is not None else '-:--:--'}", style="cyan"),
         )
 
+        cancelled = min(self.cancelled, counts[_FAILED])
         states = Text.assemble(
             ("pending ", "dim"),
             f"{pending}   ",
@@ -164,8 +200,11 @@ class LiveView:
             ("completed ", "green"),
             f"{counts[_COMPLETED]}   ",
             ("failed ", "red"),
-            str(counts[_FAILED]),
+            str(counts[_FAILED] - cancelled),
         )
+        if cancelled:
+            states.append("   cancelled ", style="yellow")
+            states.append(str(cancelled))
         if progress.resumed:
             states.append("   already completed ", style="dim")
             states.append(str(progress.resumed))

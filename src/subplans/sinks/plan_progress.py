@@ -4,16 +4,20 @@ out of the run.
 
 ``ProgressReporter`` counts the subplans that dispatchers have announced; a plan announces a
 step's subplans only when the step starts. The views want the whole plan, so this sink knows
-the tree's size up front (one walk of the loaded plan) and follows the steps, in O(1) per event.
+the tree's size up front (one walk of the loaded plan), adds the size of a step that reads its
+items when it starts (``for_each`` over a glob, a file, a command) then, and follows the steps,
+in O(1) per event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from subplans.engine.events import Event, StepStateChanged, SubplanSkipped
 from subplans.engine.states import StepState
+from subplans.sinks.formatting import is_cancellation
 
 if TYPE_CHECKING:
     from subplans.plans.tree import PlanNode, StepNode
@@ -23,6 +27,9 @@ __all__ = ["PlanProgress", "StepView"]
 #: The state the views show for a root step before its first event (no ``StepState``: no event
 #: says a step is waiting).
 _NOT_STARTED = "pending"
+#: The state the views show for a root step that failed because it was cancelled (the engine
+#: records it as failed, with a ``SubplanCancelledError``): a Ctrl-C, ``subplans cancel``.
+_CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +45,10 @@ class StepView:
 
 def _size(step: StepNode, sizes: dict[str, int]) -> int:
     """Units in ``step`` and in the plans nested below it; records the size of every step and
-    every unit (a unit counts itself and what its nested plan holds)."""
+    every unit (a unit counts itself and what its nested plan holds). A step whose items are
+    read when it starts is left out: its size is known only then."""
+    if step.items is not None:
+        return 0
     size = 0
     for unit in step.units:
         unit_size = 1
@@ -51,12 +61,22 @@ def _size(step: StepNode, sizes: dict[str, int]) -> int:
 
 
 class PlanProgress:
-    """A bus subscriber that follows the steps of one plan tree."""
+    """A bus subscriber that follows the steps of one plan tree; a resumed run passes the ids
+    of the subplans that ``completed`` before (those it skips)."""
 
-    def __init__(self, plan: PlanNode) -> None:
+    def __init__(self, plan: PlanNode, *, completed: Collection[str] = ()) -> None:
         self.plan = plan
         self._sizes: dict[str, int] = {}
-        #: Every unit of the tree: subplans, and nested plans with their own units.
+        # A resumed run's completed subplans below each id: the size of a skipped nested plan
+        # whose steps read their items when they started (never read again, as it is skipped).
+        self._completed_below: dict[str, int] = {}
+        for subplan_id in completed:
+            parts = subplan_id.split("/")
+            for end in range(1, len(parts)):
+                prefix = "/".join(parts[:end])
+                self._completed_below[prefix] = self._completed_below.get(prefix, 0) + 1
+        #: Every unit of the tree known so far: subplans, and nested plans with their own
+        #: units; the steps that read their items when they start add theirs then.
         self.total = sum(_size(step, self._sizes) for step in plan.steps)
         self._root = {step.id: index for index, step in enumerate(plan.steps)}
         self._states: list[str] = [_NOT_STARTED] * len(plan.steps)
@@ -75,15 +95,24 @@ class PlanProgress:
     def __call__(self, event: Event) -> None:
         if isinstance(event, SubplanSkipped):
             # Step and unit ids share one namespace (a single-unit step's unit has its id).
-            self.resumed += self._sizes.get(event.subplan_id, 1)
+            known = self._sizes.get(event.subplan_id, 1)
+            size = max(known, 1 + self._completed_below.get(event.subplan_id, 0))
+            self.total += size - known
+            self.resumed += size
             return
         if not isinstance(event, StepStateChanged):
             return
         if event.state == StepState.SKIPPED:
             self.skipped += self._sizes.get(event.step_id, 0)
+        elif event.state == StepState.RUNNING and event.step_id not in self._sizes:
+            # A step whose items were read as it started, or one of a plan nested in such a
+            # step's units: its units count from now on (their nested plans', as they start).
+            self._sizes[event.step_id] = event.total
+            self.total += event.total
         index = self._root.get(event.step_id)
         if index is not None:
-            self._states[index] = event.state
+            cancelled = event.state == StepState.FAILED and is_cancellation(event.error)
+            self._states[index] = _CANCELLED if cancelled else event.state
             if event.state == StepState.RUNNING:
                 self._current = index
 
@@ -95,7 +124,8 @@ class PlanProgress:
         return self._view(self._current)
 
     def steps(self) -> list[StepView]:
-        """Every root step with its state: pending, running, completed, failed or skipped."""
+        """Every root step with its state: pending, running, completed, failed, cancelled or
+        skipped."""
         return [self._view(index) for index in range(len(self.plan.steps))]
 
     def _view(self, index: int) -> StepView:

@@ -2,15 +2,17 @@
 
 It is built from what the sinks followed (the ``ProgressReporter`` snapshot and
 ``PlanProgress``), not from the executor's result: an interrupted run has no result, yet its
-summary must say what ran, what failed and what was cancelled. ``lines()`` is plain text for
-logs and pipes; ``render()`` is the same for a terminal, with colour (Rich is imported only then).
+summary must say what ran, what failed and what was cancelled (a subplan the engine records as
+failed with a ``SubplanCancelledError`` is counted as cancelled; a step the run never started,
+as not run). ``lines()`` is plain text for logs and pipes; ``show()`` prints the same on a
+terminal, with colour (Rich is imported only then), and log paths whole however narrow it is.
 Text from plans and subplans is ``visible()`` in both, and never read as Rich markup.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,7 +23,7 @@ from subplans.engine.states import StepState, SubplanExecutionState
 from subplans.sinks.formatting import duration, error_text, is_cancellation, visible
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from rich.console import Console, RenderableType
 
     from subplans.sinks.plan_progress import PlanProgress, StepView
 
@@ -31,6 +33,8 @@ __all__ = ["MAX_FAILURE_ROWS", "Outcome", "RunSummary"]
 MAX_FAILURE_ROWS = 20
 
 _HEADER = ("failed subplan", "error", "exit code", "log file")
+#: The header as the terminal's table shows it: indented like the rest of the summary.
+_HEADER_CELLS = (f"  {_HEADER[0]}", *_HEADER[1:])
 
 
 class Outcome(StrEnum):
@@ -50,7 +54,11 @@ _STEP_STYLE: dict[str, str] = {
     StepState.COMPLETED: "green",
     StepState.FAILED: "red",
     StepState.RUNNING: "yellow",
+    "cancelled": "yellow",
 }
+#: How the summary names a step's last state: one that never started did not run; it is not
+#: waiting for anything any more.
+_STEP_ENDS = {"pending": "not run"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +103,21 @@ class RunSummary:
         )
 
     @property
+    def cancelled_count(self) -> int:
+        """Subplans that were cancelled (the engine records them as failed, with a
+        ``SubplanCancelledError``; an abandoned one too): a Ctrl-C, ``subplans cancel``, a
+        fail-fast stop."""
+        return sum(1 for f in self.failures if is_cancellation(f.error))
+
+    @property
+    def failed_count(self) -> int:
+        """Subplans that failed by their own doing (not cancelled)."""
+        return self.counts[SubplanExecutionState.FAILED] - self.cancelled_count
+
+    @property
     def not_run(self) -> int:
-        """Units that never ran: skipped steps, and nested plans that never started."""
+        """Units that never ran: skipped steps, steps never started, and nested plans that never
+        started."""
         counts = self.counts
         done = counts[SubplanExecutionState.COMPLETED] + counts[SubplanExecutionState.FAILED]
         return max(self.total - done - self.resumed, 0)
@@ -107,18 +128,25 @@ class RunSummary:
         return f"plan {plan} {self.outcome} in {duration(self.elapsed)}  (run {self.run_id})"
 
     def totals(self) -> str:
-        """``N total, N completed, N failed[, N already completed][, N not run]``."""
-        counts = self.counts
+        """``N total, N completed, N failed[, N cancelled][, N already completed][, N not run]``."""
+        cancelled = self.cancelled_count
         shown = [
             f"{self.total} total",
-            f"{counts[SubplanExecutionState.COMPLETED]} completed",
-            f"{counts[SubplanExecutionState.FAILED]} failed",
+            f"{self.counts[SubplanExecutionState.COMPLETED]} completed",
+            f"{self.failed_count} failed",
         ]
+        if cancelled:
+            shown.append(f"{cancelled} cancelled")
         if self.resumed:
             shown.append(f"{self.resumed} already completed")
         if self.not_run:
             shown.append(f"{self.not_run} not run")
         return ", ".join(shown)
+
+    def step_states(self) -> list[tuple[str, str]]:
+        """Every root step's name, ``visible()``, and how it ended: completed, failed, cancelled,
+        skipped, or ``not run`` (never started: the run ended first)."""
+        return [(visible(step.name), _STEP_ENDS.get(step.state, step.state)) for step in self.steps]
 
     def rows(self) -> tuple[list[tuple[str, str, str, str]], int]:
         """The failure table (failures that are not cancellations) and how many rows it hides;
@@ -148,7 +176,7 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         """The summary as plain text lines."""
-        steps = ", ".join(f"{visible(step.name)} {step.state}" for step in self.steps)
+        steps = ", ".join(f"{name} {state}" for name, state in self.step_states())
         found = [
             self.headline(),
             f"  subplans  {self.totals()}",
@@ -168,51 +196,98 @@ class RunSummary:
         found.extend(f"  {n} cancelled: {reason}" for n, reason in self.cancelled())
         return found
 
-    def render(self) -> RenderableType:
-        """The summary as a Rich renderable, with colour."""
-        from rich import box
+    def render(self, width: int | None = None) -> RenderableType:
+        """The summary as a Rich renderable, with colour, for a terminal ``width`` columns wide
+        (None: as wide as it takes). ``show()`` prints it with every path whole."""
         from rich.console import Group
-        from rich.table import Table
+
+        return Group(*(part for part, _ in self._parts(width)))
+
+    def show(self, console: Console) -> None:
+        """Print the summary on ``console``: log paths are never wrapped nor cut (a copied path
+        must work), so a line with a path is printed as it is and the terminal wraps it, if it
+        must, softly; a path that does not fit beside its label goes on a line of its own."""
+        for part, whole in self._parts(console.width):
+            console.print(part, soft_wrap=whole)
+
+    def _parts(self, width: int | None) -> Iterator[tuple[RenderableType, bool]]:
+        """What ``render()`` shows, part by part, each with True if it holds a path."""
         from rich.text import Text
 
-        parts: list[RenderableType] = []
         headline = Text()
         headline.append(
             f"plan {visible(self.plan)} {self.outcome}", style=_OUTCOME_STYLE[self.outcome]
         )
         headline.append(f" in {duration(self.elapsed)}  (run {self.run_id})")
-        parts.append(headline)
+        yield headline, False
         facts = Text()
         facts.append("  subplans  ", style="bold")
         facts.append(self.totals())
         facts.append("\n  steps     ", style="bold")
-        for index, step in enumerate(self.steps):
+        for index, (name, state) in enumerate(self.step_states()):
             if index:
                 facts.append(", ")
-            facts.append(f"{visible(step.name)} ")
-            facts.append(step.state, style=_STEP_STYLE.get(step.state, "dim"))
-        facts.append("\n  logs      ", style="bold")
-        facts.append(visible(_shown_path(self.log_dir)))
-        parts.append(facts)
+            facts.append(f"{name} ")
+            facts.append(state, style=_STEP_STYLE.get(state, "dim"))
+        yield facts, False
+        logs = visible(_shown_path(self.log_dir))
+        if width is None or len(_LOGS) + len(logs) <= width:
+            yield Text.assemble((_LOGS, "bold"), logs), True
+        else:
+            yield Text.assemble((_LOGS.rstrip(), "bold"), f"\n    {logs}"), True
         rows, hidden = self.rows()
         if rows:
-            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-            # Ids and exit codes are never cut; the error wraps and a long log path folds, so a
-            # narrow terminal still shows every column.
-            widest = [max(len(row[i]) for row in rows) for i in range(4)]
-            table.add_column(f"  {_HEADER[0]}", style="red", no_wrap=True, min_width=widest[0] + 2)
-            table.add_column(_HEADER[1], min_width=min(widest[1], 24))
-            table.add_column(_HEADER[2], justify="right", no_wrap=True, min_width=len(_HEADER[2]))
-            table.add_column(_HEADER[3], overflow="fold")
-            for name, error, code, log in rows:
-                # Text, not str: Rich reads markup in a string cell ("[bold]" in an error).
-                table.add_row(Text(f"  {name}"), Text(error), Text(code), Text(log))
-            parts.append(table)
+            yield from _failure_table(rows, width)
         if hidden:
-            parts.append(Text(f"  +{hidden} more failed: see the logs or --events-jsonl"))
+            yield Text(f"  +{hidden} more failed: see the logs or --events-jsonl"), False
         for n, reason in self.cancelled():
-            parts.append(Text(f"  {n} cancelled: {reason}", style="yellow"))
-        return Group(*parts)
+            yield Text(f"  {n} cancelled: {reason}", style="yellow"), False
+
+
+#: The label of the log folder's line.
+_LOGS = "  logs      "
+#: Columns between two cells of the failure table (padding, rule, padding).
+_GUTTER = 3
+
+
+def _failure_table(
+    rows: Sequence[tuple[str, str, str, str]], width: int | None
+) -> Iterator[tuple[RenderableType, bool]]:
+    """The failure table, with the log files in a column of their own when every path fits
+    whole in ``width``, below the table otherwise, each on a line of its own."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = [_HEADER_CELLS, *((f"  {name}", *rest) for name, *rest in rows)]
+    widest = [max(len(row[i]) for row in cells) for i in range(4)]
+    if width is not None and widest[0] + min(widest[1], 24) + widest[2] + _GUTTER * 2 > width:
+        # Too narrow for a table whose ids are never cut: one failure after the other.
+        for name, error, code, log in rows:
+            yield Text(f"  {name}", style="red"), True
+            yield Text(f"    {error}" + (f"  (exit code {code})" if code.isdigit() else "")), False
+            if log:
+                yield Text(f"    {log}", style="dim"), True
+        return
+    logs = any(row[3] for row in rows)
+    beside = width is None or not logs or sum(widest) + _GUTTER * 3 <= width
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    # Ids and exit codes are never cut; the error wraps, so a narrow terminal still shows the
+    # columns; a log path is never cut nor wrapped.
+    table.add_column(_HEADER_CELLS[0], style="red", no_wrap=True, min_width=widest[0])
+    table.add_column(_HEADER[1], min_width=min(widest[1], 24))
+    table.add_column(_HEADER[2], justify="right", no_wrap=True, min_width=len(_HEADER[2]))
+    if beside and logs:
+        table.add_column(_HEADER[3], no_wrap=True, overflow="ignore")
+    for name, error, code, log in rows:
+        # Text, not str: Rich reads markup in a string cell ("[bold]" in an error).
+        shown = [Text(f"  {name}"), Text(error), Text(code)]
+        table.add_row(*shown, *([Text(log)] if beside and logs else []))
+    yield table, beside and logs
+    if not beside:
+        for name, _, _, log in rows:
+            if log:
+                yield Text(f"  log of {name}:\n    {log}", style="dim"), True
 
 
 def _shown_path(path: Path) -> str:

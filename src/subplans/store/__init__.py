@@ -12,8 +12,9 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
   ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
-- ``store``: ``RunStore``, one transaction per method over ``queries`` and ``writes``; it hands
-  out recorders
+- ``sessions``: a run's sessions from its events (how long it was running)
+- ``reader`` (``RunReader``, the queries) and ``store``: ``RunStore``, one transaction per
+  method over ``queries`` and ``writes``; it hands out recorders
 - ``leftovers`` (``find_leftovers``, ``stop_leftover_groups``) and ``cancel`` (``cancel_run``)
 - ``resume``: what resume decides before anything of a run runs again
 

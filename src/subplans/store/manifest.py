@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from subplans.plans.tree import PlanNode, UnitNode
+    from subplans.plans.tree import PlanNode, StepNode, UnitNode
 
 __all__ = ["PlanManifest", "plan_hash"]
 
@@ -35,16 +35,20 @@ def _plan(plan: PlanNode, root: Path) -> dict[str, Any]:
     return {
         "id": plan.id,
         "name": plan.name,
-        "steps": [
-            {
-                "id": step.id,
-                "name": step.name,
-                "always": step.always,
-                "units": [_unit(unit, root) for unit in step.units],
-            }
-            for step in plan.steps
-        ],
+        "steps": [_step(step, root) for step in plan.steps],
     }
+
+
+def _step(step: StepNode, root: Path) -> dict[str, Any]:
+    made = {
+        "id": step.id,
+        "name": step.name,
+        "always": step.always,
+        "units": [_unit(unit, root) for unit in step.units],
+    }
+    if step.items is not None:  # its units are made when it starts: where they come from
+        made["items"] = str(step.items)
+    return made
 
 
 def _unit(unit: UnitNode, root: Path) -> dict[str, Any]:
@@ -92,13 +96,17 @@ class PlanManifest:
     steps: tuple[str, ...] = ()
     #: Every (subplan id, step id), depth first in plan order.
     subplans: tuple[tuple[str, str], ...] = ()
+    #: The steps whose subplans are known only when they start (a ``for_each`` over a glob, a
+    #: lines file or a command): what they hold is recorded as it runs.
+    later: tuple[str, ...] = ()
 
     @classmethod
     def from_plan(cls, plan: PlanNode) -> PlanManifest:
         """The manifest of a loaded plan tree."""
         steps: list[str] = []
         subplans: list[tuple[str, str]] = []
-        _collect(plan, steps, subplans)
+        later: list[str] = []
+        _collect(plan, steps, subplans, later)
         return cls(
             file=str(plan.file),
             name=plan.name,
@@ -106,6 +114,7 @@ class PlanManifest:
             profile=plan.profile.to_dict(),
             steps=tuple(steps),
             subplans=tuple(subplans),
+            later=tuple(later),
         )
 
     @property
@@ -113,11 +122,20 @@ class PlanManifest:
         """Every subplan id, in plan order."""
         return tuple(subplan_id for subplan_id, _ in self.subplans)
 
+    def made_later(self, subplan_id: str) -> bool:
+        """Whether ``subplan_id`` is of a step whose subplans are made when it starts (``later``),
+        or inside one of them: no plan read before it starts knows it."""
+        return bool(self.later) and subplan_id.startswith(tuple(f"{s}/" for s in self.later))
 
-def _collect(plan: PlanNode, steps: list[str], subplans: list[tuple[str, str]]) -> None:
+
+def _collect(
+    plan: PlanNode, steps: list[str], subplans: list[tuple[str, str]], later: list[str]
+) -> None:
     for step in plan.steps:
         steps.append(step.id)
+        if step.items is not None:
+            later.append(step.id)
         for unit in step.units:
             subplans.append((unit.id, step.id))
             if unit.plan is not None:
-                _collect(unit.plan, steps, subplans)
+                _collect(unit.plan, steps, subplans, later)

@@ -45,6 +45,7 @@ __all__ = [
     "recent_runs",
     "refuse_a_busy_resume",
     "refuse_a_second_run",
+    "run_ids",
     "steps",
     "stored_ids",
     "subplans",
@@ -179,6 +180,14 @@ def _run_info(db: sqlite3.Connection, row: RunRow) -> RunInfo:
         owner=owner,
         counts=counts,
     )
+
+
+def run_ids(db: sqlite3.Connection, prefix: str) -> list[str]:
+    """The ids of the runs whose id starts with ``prefix``, newest first."""
+    rows = db.execute(
+        f"SELECT id FROM runs WHERE substr(id, 1, ?) = ? {_NEWEST_FIRST}", (len(prefix), prefix)
+    ).fetchall()
+    return [run_id for (run_id,) in rows]
 
 
 def refuse_a_second_run(

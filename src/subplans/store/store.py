@@ -1,4 +1,5 @@
-"""``RunStore``: the SQLite file that keeps every run, and the queries the CLI asks of it.
+"""``RunStore``: the SQLite file that keeps every run: opening it and the owner's writes, over
+the queries the CLI asks of it (``RunReader``, in ``reader``).
 
 One writer at a time (SQLite's write lock, waited on up to ``timeout`` seconds), any number of
 readers alongside it (WAL mode), from any process. A ``RunStore`` is for one thread; the
@@ -20,21 +21,17 @@ from typing import TYPE_CHECKING, Literal
 import subplans.store.queries as queries
 import subplans.store.writes as writes
 from subplans.engine.errors import RunNotFoundError, StoreError
-from subplans.engine.states import SubplanExecutionState
 from subplans.store.liveness import ProcessIdentity, check_run_id
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest
 from subplans.store.opening import open_connection
+from subplans.store.reader import RunReader
 from subplans.store.recorder import RecorderSettings, RunRecorder
 from subplans.store.records import (
     RUN_ENDS,
-    PlanDiff,
     ProcessGroupRecord,
     RunInfo,
     RunStatus,
-    StepInfo,
-    StoredEvent,
-    SubplanInfo,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["RunStore"]
 
 
-class RunStore:
+class RunStore(RunReader):
     """The run store at ``path``: open it with ``RunStore.open(path)``."""
 
     def __init__(
@@ -139,25 +136,6 @@ class RunStore:
         )
 
     # --- transactions ---------------------------------------------------------------------
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None:
-            raise RuntimeError("the store is closed")
-        return self._connection
-
-    @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot (a read transaction)."""
-        db = self._db
-        try:
-            db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                db.execute("COMMIT")
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot read the store {self.path}: {error}") from None
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -307,87 +285,3 @@ class RunStore:
         """Forget these process groups (they are gone); a group recorded since is kept."""
         with self._writing() as db:
             writes.clear_process_groups(db, run_id, groups)
-
-    # --- queries --------------------------------------------------------------------------
-
-    def list_runs(self, limit: int = 20) -> list[RunInfo]:
-        """The ``limit`` most recent runs, newest first."""
-        if type(limit) is not int or limit < 1:
-            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
-        with self._reading() as db:
-            return queries.recent_runs(db, limit)
-
-    def get_run(self, run_id: str | None = None) -> RunInfo:
-        """The run ``run_id``, or the most recent one.
-
-        Raises:
-            RunNotFoundError: no such run (or no run at all).
-        """
-        with self._reading() as db:
-            return queries.read_run(db, self.path, run_id)
-
-    def steps(self, run_id: str) -> list[StepInfo]:
-        """Every step of the run, in plan order."""
-        with self._reading() as db:
-            return queries.steps(db, run_id)
-
-    def subplans(self, run_id: str, *, state: str | None = None) -> list[SubplanInfo]:
-        """The run's subplans in plan order, or only those in ``state``."""
-        with self._reading() as db:
-            return queries.subplans(db, run_id, state, self._clock())
-
-    def running_subplans(self, run_id: str) -> list[SubplanInfo]:
-        """The subplans running now, longest-running first, each with its elapsed time."""
-        return sorted(
-            self.subplans(run_id, state=SubplanExecutionState.RUNNING),
-            key=lambda s: s.started or 0.0,
-        )
-
-    def failures(self, run_id: str) -> list[SubplanInfo]:
-        """The failed subplans, in the order they failed, each with its error and log file."""
-        found = self.subplans(run_id, state=SubplanExecutionState.FAILED)
-        return sorted(found, key=lambda s: s.finished or 0.0)
-
-    def completed_subplans(self, run_id: str) -> frozenset[str]:
-        """The ids resume must skip: every subplan recorded as completed."""
-        with self._reading() as db:
-            return queries.completed_ids(db, run_id)
-
-    def log_file(self, run_id: str, subplan_id: str) -> Path | None:
-        """Where a subplan's output went; None if it never started a process.
-
-        Raises:
-            RunNotFoundError: no such run, or no such subplan in it.
-        """
-        with self._reading() as db:
-            found, log = queries.log_file(db, run_id, subplan_id)
-        if not found:
-            self.get_run(run_id)  # names a missing run rather than the subplan
-            raise RunNotFoundError(f"run {run_id} has no subplan {subplan_id!r}")
-        return None if log is None else Path(log)
-
-    def events(
-        self, run_id: str, *, after_seq: int = 0, limit: int | None = None
-    ) -> list[StoredEvent]:
-        """The run's events with ``seq > after_seq``, in order: poll with the last seq seen to
-        follow a live run."""
-        with self._reading() as db:
-            return queries.events(db, run_id, after_seq, limit)
-
-    def plan_diff(self, run_id: str, manifest: PlanManifest) -> PlanDiff:
-        """How ``manifest``'s subplan ids differ from those the run recorded."""
-        run = self.get_run(run_id)
-        with self._reading() as db:
-            stored = queries.stored_ids(db, run_id)
-        known, planned = set(stored), set(manifest.subplan_ids)
-        return PlanDiff(
-            run_id,
-            tuple(i for i in manifest.subplan_ids if i not in known),
-            tuple(i for i in stored if i not in planned),
-            run.plan_hash != manifest.hash,
-        )
-
-    def integrity_check(self) -> list[str]:
-        """``PRAGMA integrity_check``: ``[]`` when the database is sound, else its findings."""
-        with self._reading() as db:
-            return queries.integrity_findings(db)

@@ -130,7 +130,8 @@ def replan_run(db: sqlite3.Connection, run_id: str, manifest: PlanManifest) -> N
     stored = db.execute("SELECT subplan_id FROM subplans WHERE run_id = ?", (run_id,)).fetchall()
     db.executemany(
         "DELETE FROM subplans WHERE run_id = ? AND subplan_id = ?",
-        [(run_id, sid) for (sid,) in stored if sid not in keep],
+        # A step made when it starts holds what it recorded: its rows stay.
+        [(run_id, sid) for (sid,) in stored if sid not in keep and not manifest.made_later(sid)],
     )
     register(db, run_id, manifest)
 
