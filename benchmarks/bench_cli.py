@@ -53,12 +53,10 @@ What was slow, and what changed:
   registered yet (their stat, then their environment: a zombie half the time), the leaders of
   commands that had ended meanwhile (an open that fails), and the environment of kernel threads
   (always empty). About 13.5 reads of ``/proc`` per command, each a release of the GIL that a
-  spawner thread takes. Now the spawner notes each pid as it starts (``ProcessGroups.starting``),
-  the group remembers its latest ended leaders (``ended``: while the pid cycle proves it, as it
-  already does for a leader's session, no process got those pids again), and a kernel thread's
-  flag spares its environment: about 10 reads per command on a busy machine, fewer on a quiet
-  one (what is left is mostly the two that place the pid cycle, the leader, and the children a
-  spawner is forking, whose pid nobody knows yet);
+  spawner thread takes. Now the spawner notes each pid as it starts (``ProcessGroups.starting``)
+  and a kernel thread's flag spares its environment. (Skipping the pids of other commands'
+  reaped leaders too was tried and dropped: a leader that started before the window may have
+  had a pid handed out again within it, to a leftover that then escaped its command's end.)
 - each start created its log file in the loop: the costliest call of a start, and every call
   of the loop's (it does some 30 per command) is a moment a spawner thread takes the GIL and
   the loop waits for it back. Now the spawner thread opens the log before it forks
@@ -67,8 +65,9 @@ What was slow, and what changed:
   modules, the plan) that live until the process ends; collecting during the start-up walked
   them again and again (about 15 ms), the full collections of the run walked them all again,
   and the interpreter's teardown collected them once more at exit (40-70 ms). Now the
-  collector is paused while the command starts up (``cli.gc_pause``), they are frozen out of
-  its sight while the run goes on, and at exit;
+  collector is paused while the command starts up (``cli.gc_pause``), and the program freezes
+  them out of its sight for good as its work begins and as the run starts (never at exit: a
+  run's own garbage is still collected, and finalised, when the process ends);
 - smaller: each start waited on its spawner through ``asyncio.wait`` (a coroutine and two
   sets), now through one future; each line's timestamp formatted its second again.
 
@@ -83,12 +82,34 @@ store's open (``PRAGMA quick_check`` reads the whole store: it grows with every 
 plan's manifest hash (about 10 ms for 1,000 subplans), and per command the dispatcher's and
 the events' own work.
 
-Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5]
+Third pass (#10), on the spawning of commands: the spawner threads hand the GIL back and forth
+with the loop (about 100 futex calls per command against 11 in the bare script), so starting
+each command in the loop's own thread, as the bare script does (vfork: no ``preexec_fn``, a new
+session is allowed), was measured against them, interleaved: the loop then waits for each
+log's creation and for each child's exec, 1.2 ms a start (median, 3 ms at worst) on a busy
+machine, and this plan took 1.4-1.8x as long as with the spawners (medians), 1.00-1.03x on
+quieter moments; four spawners stay (``spawning``'s docstring has the variants tried). What
+was slow instead was the disk: a run writes one log file per command, and on this machine's
+ext4 (no journal) creating a file costs about 20 us after a quiet while but 0.1-1 ms within a
+few minutes of files being deleted nearby: without a journal the kernel passes over every inode
+freed in the last minute (six, while its inode table is not written back), reading each, at
+every creation (``recently_deleted``); the files of a finished benchmark, or of tests, are such
+inodes. While a creation beside the project cost 0.7-1 ms (after benchmarks run one after
+another), ``subplans run`` of this plan took 1.49x the bare script there (median; 1.31x best)
+and 0.94x (0.98x best) with its plan, logs and store on tmpfs, in the same interleaved rounds;
+the logs made most of that (another run: both on disk 1.88x, logs on disk and store on tmpfs
+1.87x, the reverse 1.32x, both on tmpfs 1.19x); on a disk at rest the two places came out even.
+So the first line printed is the cost of creating a file in the benchmark's folder just before
+the runs: far above 20 us, the disk is what is measured. Give it a few minutes without
+deletions nearby, or a ``--folder`` on tmpfs to measure the tool alone.
+
+Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -149,6 +170,20 @@ def write_inputs(folder: Path, commands: int, width: int) -> tuple[Path, Path, P
     return plan, bare, listing
 
 
+def creation_cost(folder: Path, count: int = 200) -> float:
+    """Median microseconds to create a file in ``folder`` (a new subfolder, kept until the end
+    like the runs' logs), with the flags ``spawning.open_log`` uses."""
+    place = folder / "creation"
+    place.mkdir()
+    took = []
+    for index in range(count):
+        began = time.perf_counter()
+        fd = os.open(place / f"{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        took.append(time.perf_counter() - began)
+        os.close(fd)
+    return statistics.median(took) * 1e6
+
+
 def timed(argv: list[str], *, stdin: Path | None = None, cwd: Path | None = None) -> float:
     """Wall seconds of one run of ``argv`` (output discarded); it must exit 0."""
     with open(stdin if stdin is not None else "/dev/null", "rb") as source:
@@ -176,6 +211,7 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--folder", type=Path, default=None, help="where the runs go")
     options = parser.parse_args()
     n, width = options.commands, options.parallel
     xargs, gnu = f"xargs -P {width}", f"GNU parallel -j {width}"
@@ -183,9 +219,10 @@ def main() -> None:
     # Beside the project, where plans and their run folders normally live: on some machines
     # /tmp is a much slower filesystem for creating files (0.3 ms a file here, against 0.02 ms),
     # which would measure the disk, not the tools.
-    here = Path(__file__).resolve().parent
+    here = options.folder or Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix=".subplans-bench-", dir=here) as tmp:
         folder = Path(tmp)
+        creating = creation_cost(folder)
         plan, bare, listing = write_inputs(folder, n, width)
         contenders: dict[str, tuple[list[str], Path | None]] = {
             SUBPLANS: ([sys.executable, "-m", "subplans", "run", str(plan)], None),
@@ -203,6 +240,10 @@ def main() -> None:
                 # mounted with discard) slows the file creation of the runs that follow.
                 times[name].append(timed(argv, stdin=stdin, cwd=folder))
 
+    print(
+        f"creating a file in {here}: {creating:.0f} us (median; a disk at rest: 4-20 us, "
+        "far more within minutes of deletions nearby: see the docstring)"
+    )
     print(
         f"{n} commands of `true`, {width} at a time, start-up included; "
         f"{options.rounds} interleaved rounds"

@@ -15,6 +15,7 @@ from subplans.cli.app import ExitCode
 from subplans.cli.stores import stores_below
 from subplans.store import RunStore
 
+from .log_headers import unheaded
 from .plans_helpers import write
 from .store_support import invoke
 
@@ -62,7 +63,7 @@ def test_latest_is_the_most_recently_started_run(tmp_path: Path) -> None:
 
     assert status_of("latest")["id"] == newer
     assert json.loads(invoke("events", "latest").stdout.splitlines()[0])["run_id"] == newer
-    assert invoke("logs", "latest", "work").stdout == "working\n"
+    assert unheaded(invoke("logs", "latest", "work").stdout) == "working\n"
     assert status_of(older)["id"] == older  # a whole id still names its run
 
 
@@ -74,7 +75,7 @@ def test_a_unique_prefix_names_its_run_in_every_command(tmp_path: Path) -> None:
     events = [json.loads(line) for line in invoke("events", prefix).stdout.splitlines()]
     assert {event["run_id"] for event in events} == {older}
     (tmp_path / "fail").unlink()
-    assert invoke("logs", prefix, "work").stdout == "working\n"
+    assert unheaded(invoke("logs", prefix, "work").stdout) == "working\n"
     cancelled = invoke("cancel", prefix)
     resumed = invoke("resume", unique_prefix(newer, older), "-q")
 

@@ -104,6 +104,8 @@ def test_a_live_run_lists_its_running_subplans_longest_first_and_counts_the_rest
             "started_at": None,
             "finished_at": None,
             "error": None,
+            "items": None,
+            "shown_state": "pending",
         }
     ]
 

@@ -17,6 +17,7 @@ from subplans.engine.events import SubplanStateChanged
 from subplans.engine.states import SubplanExecutionState
 from subplans.store import RunStore
 
+from .log_headers import unheaded
 from .plans_helpers import write
 from .store_support import gone_owner, invoke, manifest
 
@@ -57,11 +58,12 @@ def run_id(tmp_path: Path) -> str:
     return found
 
 
-def logs(*args: str) -> bytes:
+def logs(*args: str, attempts: int = 1) -> bytes:
+    """What ``logs`` printed, without the ``attempts`` header lines (one per log printed)."""
     result = invoke("logs", *args)
     assert result.exit_code == 0, result.output
     found: bytes = result.stdout_bytes
-    return found
+    return unheaded(found, attempts)
 
 
 def test_one_subplan_by_its_id_or_a_unique_prefix_is_printed_as_written(run_id: str) -> None:
@@ -71,19 +73,22 @@ def test_one_subplan_by_its_id_or_a_unique_prefix_is_printed_as_written(run_id: 
 
 
 def test_a_glob_prints_every_log_it_matches_each_line_tagged(run_id: str) -> None:
-    assert logs(run_id, "port/*") == (
+    assert logs(run_id, "port/*", attempts=2) == (
         b"[port/a] out a\n[port/a] err a\n[port/b] out b\n[port/b] err b\n"
     )
-    assert logs(run_id, "*/[b-s]*") == b"[port/b] out b\n[port/b] err b\n[report/sum] summed\n"
+    assert (
+        logs(run_id, "*/[b-s]*", attempts=2)
+        == b"[port/b] out b\n[port/b] err b\n[report/sum] summed\n"
+    )
 
 
 def test_all_prints_every_log_in_plan_order_and_failed_only_the_failed(run_id: str) -> None:
-    assert logs(run_id, "--all") == (
+    assert logs(run_id, "--all", attempts=4) == (
         b"[port/a] out a\n[port/a] err a\n[port/b] out b\n[port/b] err b\n"
         b"[report/sum] summed\n[check] checking\n[check] no end\n"
     )
     assert logs(run_id, "--failed") == b"[check] checking\n[check] no end\n"
-    assert logs(run_id, "port/*", "--failed") == b""
+    assert logs(run_id, "port/*", "--failed", attempts=0) == b""
 
 
 def test_failed_without_a_failed_subplan_says_so(tmp_path: Path) -> None:
@@ -146,7 +151,7 @@ def test_a_deleted_log_among_many_is_an_error_after_the_others(run_id: str) -> N
     result = invoke("logs", run_id, "port/*")
 
     assert result.exit_code == ExitCode.INVALID
-    assert result.stdout == "[port/b] out b\n[port/b] err b\n"
+    assert unheaded(result.stdout) == "[port/b] out b\n[port/b] err b\n"
     assert re.fullmatch(
         r"error: cannot read the log of 'port/a': \S+port__a\.log: No such file or directory\n",
         result.stderr,
@@ -240,7 +245,7 @@ def test_status_subplans_of_an_interrupted_run_shows_what_was_cut_short(tmp_path
     assert re.fullmatch(
         r"subplan  state        attempts   took  exit code\n"
         r"s/a      interrupted         1  \S+s          -\n"
-        r"s/b      pending             0      -          -\n",
+        r"s/b      not run             0      -          -\n",
         listed.stdout,
     )
     assert (found["status"], [s["state"] for s in found["subplans"]]) == (

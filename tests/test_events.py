@@ -12,6 +12,7 @@ from subplans import (
     ParallelExecutionConfig,
     PlanFinished,
     PlanStarted,
+    StepItemsRead,
     StepStateChanged,
     SubplanCancelledError,
     SubplanExecutionState,
@@ -152,6 +153,12 @@ PINNED: list[tuple[Event, str]] = [
         '{"event": "step_state_changed", "timestamp": "1970-01-01T00:00:00+00:00", '
         '"step_id": "s", "previous": "running", "state": "failed", "total": 2, "error": '
         '{"type": "SubplanCancelledError", "message": "gone", "abandoned": true}}',
+    ),
+    (
+        # The items themselves go to the store only, never into the JSON.
+        StepItemsRead("port", "lines of 'files.txt'", 2, False, ("a", "b"), time=0.0),
+        '{"event": "step_items_read", "timestamp": "1970-01-01T00:00:00+00:00", '
+        '"step_id": "port", "source": "lines of \'files.txt\'", "count": 2, "recorded": false}',
     ),
 ]
 

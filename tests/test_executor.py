@@ -21,6 +21,7 @@ from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
 from .conftest import Recorder
+from .log_headers import unheaded
 from .plans_helpers import write
 from .process_helpers import alive, group_members
 
@@ -104,7 +105,7 @@ async def test_a_failed_step_skips_the_rest_but_always_steps(
     assert isinstance(error, CommandFailedError)
     assert error.output_tail == "about to fail\non stderr"
     assert error.log_file is not None
-    assert Path(error.log_file).read_text() == "about to fail\non stderr\n"
+    assert unheaded(Path(error.log_file).read_text()) == "about to fail\non stderr\n"
     assert recorder.of(PlanFinished)[-1].state == "failed"
 
 

@@ -13,6 +13,7 @@ from subplans.plans.for_each import (
     ItemsProblem,
     LinesSource,
     check_source,
+    command_items,
     describe_source,
     name_items,
     output_items,
@@ -126,3 +127,25 @@ def test_output_items_place_a_nul_byte_by_line() -> None:
         "line 2: a for_each item has a NUL byte, which no command, environment variable or "
         "path can hold ('b\\x00')",
     )
+
+
+def test_a_source_that_gives_no_items_says_so_unless_allowed(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("# none\n\n")
+    accept = "; allow_empty: true runs no subplans instead"
+    assert read_items(LinesSource("empty.txt"), tmp_path) == ItemsProblem(
+        "lines", f"{tmp_path}/empty.txt has no items (every line is blank or a # comment){accept}"
+    )
+    assert read_items(LinesSource("empty.txt", allow_empty=True), tmp_path) == []
+    assert read_items(LinesSource("-"), tmp_path, stdin="\n") == ItemsProblem(
+        "lines", f"standard input has no items (every line is blank or a # comment){accept}"
+    )
+    assert command_items(CommandSource("true"), " \n") == ItemsProblem(
+        "command", f"'true' printed no items{accept}"
+    )
+    assert command_items(CommandSource("true", allow_empty=True), "") == []
+    assert command_items(CommandSource("ls"), "a\n") == ["a"]
+    assert preview(LinesSource("empty.txt"), tmp_path) == (
+        "empty.txt has no items yet (an earlier step may write them)"
+    )
+    assert preview(LinesSource("empty.txt", allow_empty=True), tmp_path) == "0 items now"
+    assert preview(("a", "b"), tmp_path) == "2 items now"

@@ -46,6 +46,7 @@ from subplans.sinks.plan_progress import PlanProgress, StepView
 from subplans.sinks.summary import RunSummary
 
 from .conftest import printed
+from .log_headers import unheaded
 from .plans_helpers import write
 
 RUNNING = SubplanExecutionState.RUNNING
@@ -362,7 +363,7 @@ def test_on_a_real_terminal_the_live_view_and_logs_show_escapes(
     )[0]["id"]
     code, logged = on_terminal(["logs", run_id, "s/evil"], tmp_path)
     assert code == ExitCode.OK
-    assert logged.decode().startswith("\\x1b]0;pwned\\x07\\x1b[2J")
+    assert unheaded(logged.decode()).startswith("\\x1b]0;pwned\\x07\\x1b[2J")
 
     for output in (shown, logged):
         for sequence in ("\x1b]0;pwned", "\x07", "\x1b[2J", "\x9b", "\u202e", "[1;31mmk"):

@@ -185,7 +185,7 @@ def test_aliases_cannot_nest_deeper_than_the_limit(tmp_path: Path) -> None:
         ),
         (
             '{name: a, for_each: {lines: "l\\0"}, subplan: {run: "true"}}',
-            "3:25: steps[0].for_each",
+            "3:33: steps[0].for_each.lines",
             "'l\\x00' has a NUL byte, which no command, environment variable or path can hold",
         ),
         (

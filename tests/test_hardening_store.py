@@ -27,6 +27,7 @@ from subplans.engine.errors import PlanRunningError, RunBusyError, StoreError
 from subplans.store import PlanManifest, RunLock, RunStore
 
 from .conftest import wait_until
+from .log_headers import unheaded
 from .plans_helpers import write
 from .store_support import (
     Child,
@@ -426,7 +427,7 @@ def read_everything(done: str) -> None:
     assert events.exit_code == ExitCode.OK, events.output
     assert '"event": "plan_finished"' in events.stdout
     logs = invoke("logs", done, "s")
-    assert (logs.exit_code, logs.stdout) == (ExitCode.OK, "logged\n")
+    assert (logs.exit_code, unheaded(logs.stdout)) == (ExitCode.OK, "logged\n")
 
 
 def test_readers_show_the_runs_of_a_store_in_a_read_only_folder(
@@ -476,7 +477,7 @@ def test_an_empty_database_in_a_read_only_folder_is_no_store_yet(tmp_path: Path)
         RunStore.open(folder / "state.db", readonly=True)
     assert str(refused.value) == (
         f"cannot open the store {folder / 'state.db'}: its schema (version 0) is older than "
-        "this subplans' (1), and it cannot be brought up to date here: it is read-only"
+        "this subplans' (2), and it cannot be brought up to date here: it is read-only"
     )
     assert os.listdir(folder) == ["state.db"]
 

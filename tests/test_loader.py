@@ -268,7 +268,7 @@ def test_yaml_syntax_errors_give_line_and_column(tmp_path: Path, config: GlobalC
         ),
         (
             "name: p\nsteps: [{name: a, for_each: 3, subplan: {run: x}}]\n",
-            "p.yaml:2:29: steps[0].for_each: must be a list of strings, {glob: PATTERN} or {lines: FILE}, got 3 (int)",
+            "p.yaml:2:29: steps[0].for_each: must be a list of strings, {glob: PATTERN}, {lines: FILE} or {command: COMMAND}, got 3 (int)",
         ),
     ],
 )

@@ -9,6 +9,7 @@ from subplans.execution.runners import RunContext
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 
+from .log_headers import unheaded
 from .plans_helpers import write
 
 
@@ -48,4 +49,4 @@ async def test_a_given_run_folder_is_used(tmp_path: Path) -> None:
     executor = PlanExecutor(load_plan(path, config=config), run_dir=tmp_path / "here")
     result = await executor.run()
     assert result.run_dir == tmp_path / "here"
-    assert (tmp_path / "here" / "logs" / "a.log").read_text() == "hi\n"
+    assert unheaded((tmp_path / "here" / "logs" / "a.log").read_text()) == "hi\n"

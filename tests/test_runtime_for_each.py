@@ -512,7 +512,8 @@ def test_validate_says_what_each_source_would_give_now(
         ),
         (
             "{command: 'ls', glob: 'x'}",
-            "p.yaml:2:30: steps[0].for_each.command: key 'command' is not allowed here",
+            "p.yaml:2:29: steps[0].for_each: has glob and command: a source has exactly one of "
+            "glob (with exclude), lines or command, each with allow_empty",
         ),
     ],
 )
@@ -693,10 +694,8 @@ async def test_a_source_that_gives_no_items_fails_its_step_and_skips_the_rest(
     result, recorder = await execute(path, config)
 
     assert result.state is PlanState.FAILED
-    assert [step.state for step in result.steps] == [StepState.FAILED] * 5 + [
-        StepState.COMPLETED,
-        StepState.FAILED,
-    ]
+    # Standard input that gives no items fails its step as a glob that matches nothing does.
+    assert [step.state for step in result.steps] == [StepState.FAILED] * 7
     errors = step_errors(recorder)
     assert str(errors["none"]).startswith("step none: for_each.glob: 'x/*' matches no files in ")
     assert str(errors["unread"]) == (
@@ -714,6 +713,10 @@ async def test_a_source_that_gives_no_items_fails_its_step_and_skips_the_rest(
         "environment variable or path can hold ('a\\x00b')"
     )
     assert str(errors["dup"]).endswith("for_each item 'a' gives the duplicate name 'a'")
+    assert str(errors["empty"]) == (
+        "step empty: for_each.lines: standard input has no items (every line is blank or a # "
+        "comment); allow_empty: true runs no subplans instead"
+    )
 
 
 async def test_a_failed_step_skips_a_later_step_before_its_source_is_read(

@@ -93,7 +93,7 @@ def test_open_creates_the_folder_and_the_schema_in_wal_mode(tmp_path: Path) -> N
     assert db.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"runs", "steps", "subplans", "events"}
+    assert tables == {"runs", "steps", "subplans", "events", "step_items"}
     db.close()
     with RunStore.open(path, readonly=True) as again:
         assert again.list_runs() == []

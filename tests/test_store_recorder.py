@@ -39,6 +39,7 @@ from subplans.store.batch_writer import BatchWriter
 from subplans.store.liveness import process_start_time
 
 from .conftest import Recorder, wait_until
+from .log_headers import unheaded
 from .process_helpers import eventually
 from .store_support import load, manifest, open_store
 
@@ -258,7 +259,7 @@ async def test_a_plan_run_records_groups_logs_exit_codes_steps_and_its_end(
     assert (failed["state"], failed["exit_code"]) == ("failed", 3)
     assert json.loads(failed["error"])["log_file"] == failed["log_file"]
     assert store.log_file(executor.run_id, "work/fails") == Path(failed["log_file"])
-    assert Path(failed["log_file"]).read_text() == "bad\n"
+    assert unheaded(Path(failed["log_file"]).read_text()) == "bad\n"
     assert [(f.subplan_id, f.exit_code) for f in store.failures(executor.run_id)] == [
         ("work/fails", 3)
     ]

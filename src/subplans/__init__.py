@@ -56,6 +56,7 @@ if typing.TYPE_CHECKING:
         EventBus,
         PlanFinished,
         PlanStarted,
+        StepItemsRead,
         StepStateChanged,
         SubplanProcessStarted,
         SubplanRetrying,
@@ -86,8 +87,8 @@ _MODULES = {
     "InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError RunNotLiveError "
     "StoreError SubplanCancelledError SubplanError SubplanExecutionError",
     "subplans.engine.events": "DispatchFinished DispatchStarted Event EventBus PlanFinished "
-    "PlanStarted StepStateChanged SubplanProcessStarted SubplanRetrying SubplanSkipped "
-    "SubplanStateChanged",
+    "PlanStarted StepItemsRead StepStateChanged SubplanProcessStarted SubplanRetrying "
+    "SubplanSkipped SubplanStateChanged",
     "subplans.engine.limiter": "AsyncSemaphoreLimiter LimiterStatistics",
     "subplans.engine.progress": "ProgressReporter ProgressSnapshot",
     "subplans.engine.results": "SubplanResult",
@@ -162,6 +163,7 @@ __all__ = [
     "RunNotFoundError",
     "RunNotLiveError",
     "ShellTemplateError",
+    "StepItemsRead",
     "StepResult",
     "StepState",
     "StepStateChanged",

@@ -42,6 +42,7 @@ from subplans.store import RunStatus, default_store_path
 
 if TYPE_CHECKING:
     from subplans.plans.loader import Overrides, PlanNode
+    from subplans.sinks.tagged_output import OutputMode
     from subplans.store import RunStore
 
 __all__ = ["Output", "RunEnd", "RunLifecycle", "events_stream"]
@@ -49,11 +50,13 @@ __all__ = ["Output", "RunEnd", "RunLifecycle", "events_stream"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Output:
-    """How a run shows itself: ``--events-jsonl``, ``--no-progress``, ``--quiet``."""
+    """How a run shows itself: ``--events-jsonl``, ``--no-progress``, ``--quiet``, and where
+    the commands' output goes besides their logs (``--output``; None: the logs only)."""
 
     events_jsonl: str | None = None
     no_progress: bool = False
     quiet: bool = False
+    output_mode: OutputMode | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -166,6 +169,7 @@ class RunLifecycle:
             run_dir=decision.run_dir,
             skip=decision.skip,
             store=store,
+            output=self.output.output_mode,
         )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 
-from subplans.cli.reports import counts_text
+from subplans.cli.reports import cancelled_error, counts_text
 from subplans.sinks.formatting import duration, visible
 from subplans.store import RunInfo, RunStatus, SubplanInfo
 
-__all__ = ["candidate_lines", "runs_lines", "subplan_lines", "subplan_state"]
+__all__ = ["candidate_lines", "runs_lines", "shown_state", "subplan_lines", "subplan_state"]
 
 
 def _table(rows: Sequence[Sequence[str]], *, right: Collection[int] = ()) -> list[str]:
@@ -73,6 +73,16 @@ def subplan_state(subplan: SubplanInfo, run: RunInfo) -> str:
     return str(subplan.state)
 
 
+def shown_state(subplan: SubplanInfo, run: RunInfo) -> str:
+    """The subplan's state in the summary's words: ``cancelled`` for a failed one whose error is
+    a cancellation, ``not run`` for a pending one of a run that ended, else ``subplan_state``."""
+    if subplan.state == "failed" and cancelled_error(subplan.error):
+        return "cancelled"
+    if subplan.state == "pending" and run.status != RunStatus.RUNNING:
+        return "not run"
+    return subplan_state(subplan, run)
+
+
 def subplan_lines(subplans: Sequence[SubplanInfo], run: RunInfo) -> list[str]:
     """``subplans status RUN_ID --subplans``: every subplan in plan order, under a header."""
     rows = [("subplan", "state", "attempts", "took", "exit code")]
@@ -81,7 +91,7 @@ def subplan_lines(subplans: Sequence[SubplanInfo], run: RunInfo) -> list[str]:
         rows.append(
             (
                 visible(subplan.subplan_id),
-                subplan_state(subplan, run),
+                shown_state(subplan, run),
                 str(subplan.attempts),
                 _seconds(subplan.elapsed),
                 "-" if exit_code is None else str(exit_code),

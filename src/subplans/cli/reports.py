@@ -11,19 +11,30 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from subplans.sinks.formatting import duration, visible
-from subplans.store import Leftover, RunInfo, RunStatus, RunStore, StepInfo, SubplanInfo
+from subplans.store import (
+    Leftover,
+    RunInfo,
+    RunStatus,
+    RunStore,
+    StepInfo,
+    StepItemsInfo,
+    SubplanInfo,
+)
 from subplans.store.records import iso
 
 __all__ = [
     "MAX_LISTED",
     "POLL_INTERVAL",
     "StatusReport",
+    "cancelled_error",
     "counts_text",
+    "own_step_error",
     "run_lines",
     "write_events",
     "write_log",
@@ -37,8 +48,12 @@ MAX_LISTED = 10
 _EVENTS_PER_READ = 5_000
 #: Wide enough for every label of ``status`` ("interrupted").
 _LABEL_WIDTH = 11
-#: The order in which counts are shown.
-_COUNT_ORDER = ("completed", "failed", "running", "interrupted", "pending")
+#: The order in which counts are shown (``cancelled`` and ``not run`` as the summary says them).
+_COUNT_ORDER = ("completed", "failed", "cancelled", "running", "interrupted", "pending", "not run")
+#: The stored error types of a subplan or step that was cancelled (not by its own doing).
+_CANCELLED_TYPES = frozenset({"SubplanCancelledError", "ThreadAbandonedError"})
+#: The stored error types of a step that failed because subplans did (the summary lists those).
+_DISPATCH_TYPES = frozenset({"DispatchError", "SubplanExecutionError", "AggregateSubplanError"})
 
 #: The runs ``status`` suggests resuming.
 _RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.FAILED, RunStatus.CANCELLED})
@@ -51,6 +66,32 @@ def counts_text(counts: Mapping[str, int]) -> str:
     shown = [f"{counts[state]} {state}" for state in _COUNT_ORDER if counts.get(state)]
     total = sum(counts.values())
     return f"{total} total" + (f": {', '.join(shown)}" if shown else "")
+
+
+def cancelled_error(error: Mapping[str, Any] | None) -> bool:
+    """True when a stored error says a subplan or step was cancelled (the engine records it as
+    failed): the summary counts it ``cancelled``, and so does ``status``."""
+    return error is not None and error.get("type") in _CANCELLED_TYPES
+
+
+def own_step_error(error: Mapping[str, Any] | None) -> bool:
+    """True when a failed step's stored error is its own (a ``for_each`` source that could not
+    be read), not its subplans' failures nor a cancellation."""
+    return (
+        error is not None
+        and error.get("type") not in _DISPATCH_TYPES
+        and not cancelled_error(error)
+    )
+
+
+def step_state(step: StepInfo, run: RunInfo) -> str:
+    """A step's state in the summary's words: ``cancelled`` for one that failed because it was
+    cancelled, ``not run`` for one never started in a run that ended."""
+    if step.state == "failed" and cancelled_error(step.error):
+        return "cancelled"
+    if step.state == "pending" and run.status != RunStatus.RUNNING:
+        return "not run"
+    return step.state
 
 
 def _when(seconds: float) -> str:
@@ -86,7 +127,8 @@ def run_lines(runs: Sequence[RunInfo]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    """``subplans status``: a run, its steps, what runs now, what failed, what is left over."""
+    """``subplans status``: a run, its steps (and where run-time steps' items came from), what
+    runs now, what failed, what is left over."""
 
     run: RunInfo
     steps: Sequence[StepInfo]
@@ -95,6 +137,8 @@ class StatusReport:
     failures: Sequence[SubplanInfo]
     #: Processes the run's dead owner left running (shown, never stopped, by ``status``).
     leftovers: Sequence[Leftover] = ()
+    #: The run-time ``for_each`` steps that read their items, in the order they did.
+    items: Sequence[StepItemsInfo] = ()
 
     @classmethod
     def collect(
@@ -107,6 +151,7 @@ class StatusReport:
             store.running_subplans(run.id),
             store.failures(run.id),
             tuple(leftovers),
+            store.step_items(run.id),
         )
 
     @property
@@ -116,9 +161,11 @@ class StatusReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable, as ``subplans status --json`` shows it: ``RunInfo.to_dict()`` plus
-        ``steps``, ``running``, ``interrupted`` (the subplans that were running when the owner
-        died), ``failures`` and ``leftovers``."""
+        ``steps`` (a run-time step's ``items``: its source and how many it read), ``running``,
+        ``interrupted`` (the subplans that were running when the owner died), ``failures`` and
+        ``leftovers``."""
         running = [subplan.to_dict() for subplan in self.running]
+        read = {found.step_id: found for found in self.items}
         return {
             **self.run.to_dict(),
             "steps": [
@@ -129,12 +176,15 @@ class StatusReport:
                     "started_at": iso(step.started),
                     "finished_at": iso(step.finished),
                     "error": step.error,
+                    "items": _items_dict(read.get(step.step_id)),
+                    "shown_state": step_state(step, self.run),
                 }
                 for step in self.steps
             ],
             "running": [] if self.interrupted else running,
             "interrupted": running if self.interrupted else [],
             "failures": [subplan.to_dict() for subplan in self.failures],
+            "shown_counts": self.shown_counts(),
             "leftovers": [
                 {
                     "subplan_id": left.subplan_id,
@@ -145,6 +195,18 @@ class StatusReport:
                 for left in self.leftovers
             ],
         }
+
+    def shown_counts(self) -> dict[str, int]:
+        """The run's subplan counts in the summary's words: a failed subplan that was cancelled
+        is ``cancelled``; a pending one of a run that ended is ``not run``."""
+        counts = dict(self.run.counts)
+        cancelled = sum(1 for s in self.failures if cancelled_error(s.error))
+        if cancelled:
+            counts["failed"] = counts.get("failed", 0) - cancelled
+            counts["cancelled"] = cancelled
+        if self.run.status != RunStatus.RUNNING and counts.get("pending"):
+            counts["not run"] = counts.pop("pending")
+        return counts
 
     def lines(self) -> list[str]:
         """The report as plain text."""
@@ -160,14 +222,22 @@ class StatusReport:
         if run.finished_at is not None:
             took = duration(run.finished_at - run.started_at)
             found += _labelled("ended", [f"{_when(run.finished_at)} UTC, after {took}"])
-        found += _labelled("subplans", [counts_text(run.counts)])
+        found += _labelled("subplans", [counts_text(self.shown_counts())])
         if self.steps:
-            found += _labelled("steps", [", ".join(f"{s.step_id} {s.state}" for s in self.steps)])
+            states = ", ".join(f"{s.step_id} {step_state(s, run)}" for s in self.steps)
+            found += _labelled("steps", [states])
+        found += _labelled("error", [line for s in self.steps for line in _step_error(s)])
+        found += _labelled("items", [_items_line(read) for read in self.items])
         found += _labelled(
             "interrupted" if self.interrupted else "running",
             [f"{s.subplan_id}  {duration(s.elapsed or 0.0)}" for s in self.running],
         )
-        found += _labelled("failed", [_failure(s) for s in self.failures])
+        failed = [s for s in self.failures if not cancelled_error(s.error)]
+        found += _labelled("failed", [_failure(s) for s in failed])
+        reasons = Counter(
+            _message(s.error) for s in self.failures if cancelled_error(s.error)
+        ).most_common()
+        found += _labelled("cancelled", [f"{n}  {reason}" for reason, n in reasons])
         found += _labelled(
             "left over",
             [
@@ -183,16 +253,43 @@ class StatusReport:
         return [visible(line) for line in found]
 
 
+def _items_dict(read: StepItemsInfo | None) -> dict[str, Any] | None:
+    if read is None:
+        return None
+    return {"source": read.source, "count": read.count, "read_at": iso(read.read_at)}
+
+
+def _items_line(read: StepItemsInfo) -> str:
+    """``port  12 items from lines of 'modules.txt'``."""
+    return f"{read.step_id}  {read.count} item{'' if read.count == 1 else 's'} from {read.source}"
+
+
 def _cut(text: str, width: int = 80) -> str:
     """A command line cut to ``width`` characters."""
     return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
+def _message(error: Mapping[str, Any] | None) -> str:
+    """A stored error's message (or type) on one line."""
+    found = error or {}
+    return " ".join(str(found.get("message") or found.get("type") or "failed").split())
+
+
 def _failure(subplan: SubplanInfo) -> str:
-    error = subplan.error or {}
-    text = " ".join(str(error.get("message") or error.get("type") or "failed").split())
     log = f"  log: {subplan.log_file}" if subplan.log_file else ""
-    return f"{subplan.subplan_id}  {text}{log}"
+    return f"{subplan.subplan_id}  {_message(subplan.error)}{log}"
+
+
+def _step_error(step: StepInfo) -> list[str]:
+    """A step that failed by itself: its error on one line that names it, then its items log,
+    whole, on a line of its own (nothing for other steps)."""
+    if step.state != "failed" or not own_step_error(step.error):
+        return []
+    text = _message(step.error)
+    if not text.startswith(f"step {step.step_id}:"):
+        text = f"step {step.step_id}: {text}"
+    log = (step.error or {}).get("log_file")
+    return [text, *([f"log: {log}"] if log else [])]
 
 
 def _labelled(label: str, items: Sequence[str]) -> list[str]:

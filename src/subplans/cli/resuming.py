@@ -28,6 +28,7 @@ from subplans.store.resume import (
 
 if TYPE_CHECKING:
     from subplans.cli.session import RunSession
+    from subplans.execution.step_items import RecordedItems
     from subplans.store import PlanDiff, RunInfo, RunStore
 
 __all__ = ["ResumedRun"]
@@ -45,6 +46,8 @@ class ResumedRun:
         self.force = force
         self.rerun_unknown = rerun_unknown
         self.skip_unknown = skip_unknown
+        #: The items the run's run-time steps read, as the store recorded them (``decide``).
+        self.items: dict[str, RecordedItems] = {}
 
     def __repr__(self) -> str:
         return f"<ResumedRun {self.run.id}>"
@@ -69,8 +72,10 @@ class ResumedRun:
         problem = refusal(diff, force=self.force)
         if problem is not None:
             refuse([problem])
+        # The steps that had started make their subplans of the items they read then.
+        self.items = store.recorded_items(run_id)
         # Whatever was running when the run stopped may have done its work already.
-        unknown = unknown_outcomes(store, run_id, node, leftovers)
+        unknown = unknown_outcomes(store, run_id, node, leftovers, self.items)
         if unknown.not_idempotent and not (self.rerun_unknown or self.skip_unknown):
             refuse([unknown.refusal()], preface=unknown.listing)
         # One that still runs has not finished: stopped now, it would never finish.
@@ -90,7 +95,8 @@ class ResumedRun:
 
     def before_start(self, store: RunStore, session: RunSession, decision: Decision) -> None:
         """Stop what the dead owner left (nothing may run twice at the same time), and say what
-        the resume found."""
+        the resume found; the run's steps that had started get the items they read then."""
+        session.executor.items = self.items
         stopped = stop_leftovers(store, self.run)
         if stopped:
             session.say(describe_stopped(self.run.id, stopped))

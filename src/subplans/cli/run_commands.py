@@ -6,7 +6,7 @@ and ``resume``: lock, signals, store, session) and map how it ended to an exit c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -26,14 +26,43 @@ from subplans.cli.options import (
     StoreOption,
     example,
 )
+from subplans.sinks.tagged_output import OutputMode
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from subplans.cli.lifecycle import RunEnd
+    from subplans.plans.loader import Overrides
 
 __all__ = ["commands", "resume", "run", "validate"]
 
 #: The commands of this module; ``cli.app`` adds them to the ``subplans`` app.
 commands = typer.Typer()
+
+OutputOption = Annotated[
+    OutputMode,
+    typer.Option(
+        "--output",
+        help="files: each command's output goes to its log file only; tag: also to stdout as "
+        "it comes, each line after [ID]; group: also to stdout, each subplan's in one block "
+        "when it ends.",
+    ),
+]
+
+
+def _output_mode(output: OutputMode, events_jsonl: str | None) -> OutputMode | None:
+    """``--output`` as the run takes it (None: the log files only); refused beside events on
+    stdout, which the output's lines would break."""
+    if output is OutputMode.FILES:
+        return None
+    if events_jsonl == "-":
+        invalid(
+            [
+                f"--output {output.value} and --events-jsonl - both write to stdout: "
+                "write the events to a file (--events-jsonl PATH)"
+            ]
+        )
+    return output
 
 
 def _exit(end: RunEnd) -> typer.Exit:
@@ -56,6 +85,8 @@ def _exit(end: RunEnd) -> typer.Exit:
         "subplans run plan.yaml",
         "subplans run plan.yaml -j 8 --failure-mode continue_on_error",
         "subplans run plan.yaml --events-jsonl - --quiet > events.jsonl",
+        "subplans run plan.yaml --dry-run",
+        "subplans run plan.yaml --output tag",
     )
 )
 def run(
@@ -68,13 +99,29 @@ def run(
     quiet: QuietOption = False,
     store: PlanStoreOption = None,
     concurrent: ConcurrentOption = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Run nothing and write nothing: print each step's settings (and where they "
+            "come from) and what each subplan would run.",
+        ),
+    ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: print it as one JSON document.")
+    ] = False,
+    output_mode: OutputOption = OutputMode.FILES,
 ) -> None:
     """Run a plan: its steps in order, each step's subplans in parallel.
 
     On a terminal a live view shows progress; otherwise one timestamped line per state change
     is printed. A summary follows. Ctrl-C stops every subplan cleanly (twice: at once). The run
     is recorded in the run store: see `subplans runs`, `status` and `resume`. A plan that is
-    running in the store already is refused, unless --concurrent.
+    running in the store already is refused, unless --concurrent. With --dry-run nothing runs
+    and nothing is written: every step's settings and subplans are printed instead (--json:
+    one JSON document); a source read when its step starts is read now, a command not run.
+    Each command's output goes to its log file; --output tag also prints every line of it as
+    it comes, after [ID], and --output group each subplan's in one block once it ended.
     """
     from subplans.cli.lifecycle import Output, RunLifecycle
     from subplans.cli.loading import load
@@ -82,11 +129,36 @@ def run(
 
     resume_collection()  # the start-up is over: what the run makes is collected
     overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
-    output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
+    if dry_run or json_:
+        _dry_run(plan, overrides, json_=json_, dry_run=dry_run, events_jsonl=events_jsonl)
+    output = Output(
+        events_jsonl=events_jsonl,
+        no_progress=no_progress,
+        quiet=quiet,
+        output_mode=_output_mode(output_mode, events_jsonl),
+    )
     with invalid_input():
         node = load(plan, overrides)
         end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
     raise _exit(end)
+
+
+def _dry_run(
+    plan: Path, overrides: Overrides, *, json_: bool, dry_run: bool, events_jsonl: str | None
+) -> NoReturn:
+    """Print what running ``plan`` would do; exit 0, or 2 for an invalid plan or options."""
+    from subplans.cli.dry_run import plan_preview, render_json, render_text
+    from subplans.cli.loading import load
+
+    if not dry_run:
+        invalid(["--json needs --dry-run (a run's events as JSON: --events-jsonl)"])
+    if events_jsonl is not None:
+        invalid(["--events-jsonl and --dry-run exclude each other: a dry run has no events"])
+    with invalid_input():
+        node = load(plan, overrides)
+    shown = plan_preview(node)
+    typer.echo(render_json(shown) if json_ else render_text(shown))
+    raise typer.Exit(ExitCode.OK)
 
 
 @commands.command(
@@ -124,6 +196,7 @@ def resume(
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
     store: StoreOption = None,
+    output_mode: OutputOption = OutputMode.FILES,
 ) -> None:
     """Run a stored run's plan again, skipping every subplan that completed.
 
@@ -134,14 +207,20 @@ def resume(
     when the run stopped are listed; if any is marked idempotent: false, resume refuses unless
     --rerun-unknown or --skip-unknown (refused too while that subplan still runs). A refused
     resume changes nothing; otherwise every process the run left running is stopped first.
-    Exit codes as `subplans run`.
+    --output as for `subplans run` (only what the resume runs is printed). Exit codes as
+    `subplans run`.
     """
     from subplans.cli.lifecycle import Output, RunLifecycle
 
     resume_collection()
     if rerun_unknown and skip_unknown:
         invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
-    output = Output(events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet)
+    output = Output(
+        events_jsonl=events_jsonl,
+        no_progress=no_progress,
+        quiet=quiet,
+        output_mode=_output_mode(output_mode, events_jsonl),
+    )
     with invalid_input():
         end = RunLifecycle(output, concurrent=concurrent).resume(
             run_id,

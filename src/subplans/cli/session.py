@@ -10,7 +10,8 @@ The sinks only listen; this module decides which ones a run gets:
 ``quiet``     ``--quiet``: nothing until the summary
 ============  ===========================================================================
 
-plus the JSONL stream when asked for (``sinks.jsonl``), the run store's recorder when given a
+plus the JSONL stream when asked for (``sinks.jsonl``), the commands' output on the human stream
+with ``--output tag|group`` (``sinks.tagged_output``), the run store's recorder when given a
 store (``store.recorder``), and the summary (``sinks.summary``) in every case. Rich is imported
 only when the human output goes to a terminal.
 
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
     from subplans.plans.loader import PlanNode
     from subplans.sinks.lines import PlainLines
+    from subplans.sinks.tagged_output import OutputMode, TaggedOutput
     from subplans.store import RunRecorder, RunStore
 
 __all__ = ["Outcome", "RunSession", "View", "terminal_console"]
@@ -88,7 +90,8 @@ class RunSession:
     Human output goes to ``human``: through ``console`` when that is given (a terminal), as
     plain text otherwise. ``View.LIVE`` needs a console. With ``store``, every event is recorded
     there under ``run_id`` (the caller has started or resumed that run in the store). A resumed
-    run passes the ``run_dir`` it continues and the subplan ids to ``skip``.
+    run passes the ``run_dir`` it continues and the subplan ids to ``skip``. ``output`` (tag or
+    group) also writes the commands' output to ``human``, each line after ``[ID] ``.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class RunSession:
         run_dir: Path | None = None,
         skip: Collection[str] = frozenset(),
         store: RunStore | None = None,
+        output: OutputMode | None = None,
     ) -> None:
         if view is View.LIVE and console is None:
             raise RuntimeError("the live view needs a terminal console")
@@ -138,6 +142,13 @@ class RunSession:
         self.early_signals: list[int] = []
         self._display: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._lines: PlainLines | None = None
+        self.tagged: TaggedOutput | None = None
+        if output is not None and output != "files":  # files: the logs only, nothing to follow
+            from subplans.sinks.tagged_output import TaggedOutput
+
+            # Before the views: a subplan's last lines come before the line saying it ended.
+            self.tagged = TaggedOutput(output, human, log_dir=self.log_dir, console=console)
+            self.bus.subscribe(self.tagged)
         if view is View.LIVE:
             from subplans.sinks.live import LiveView
 
@@ -183,6 +194,8 @@ class RunSession:
         # found, and stopped, when the run ends or after it was killed.
         previous_run_id = os.environ.get("SUBPLANS_RUN_ID")
         os.environ["SUBPLANS_RUN_ID"] = self.run_id
+        if self.tagged is not None:
+            self.tagged.start()  # after a resume stopped what its dead owner left running
         task = asyncio.create_task(self._execute(), name=f"subplans run {self.run_id}")
         interrupts = Interrupts(task, self.groups, notify=self.say)
         result: PlanResult | None = None
@@ -199,6 +212,8 @@ class RunSession:
                         raise  # not ours: whoever runs the session was cancelled
                 finally:
                     await self._end_abandoned()
+                    if self.tagged is not None:
+                        self.tagged.close()  # what is left, still above the live view
         finally:
             # A `call` function may have started processes of its own and left them running
             # (every command's were stopped as it ended), in our process group, which is not

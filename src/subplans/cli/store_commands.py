@@ -122,7 +122,7 @@ def status(
 
 def _list_subplans(run_id: str | None, *, json_output: bool, store: Path | None) -> None:
     """``status --subplans``: every subplan of the run, in plan order."""
-    from subplans.cli.listings import subplan_lines, subplan_state
+    from subplans.cli.listings import shown_state, subplan_lines, subplan_state
 
     with invalid_input(), opened(store_path(store), readonly=True) as db:
         found = find_run(db, run_id)
@@ -133,7 +133,11 @@ def _list_subplans(run_id: str | None, *, json_output: bool, store: Path | None)
                 "run_id": found.id,
                 "status": found.status,
                 "subplans": [
-                    {**subplan.to_dict(), "state": subplan_state(subplan, found)}
+                    {
+                        **subplan.to_dict(),
+                        "state": subplan_state(subplan, found),
+                        "shown_state": shown_state(subplan, found),
+                    }
                     for subplan in listed
                 ],
             }
@@ -189,7 +193,7 @@ def logs(
         typer.Argument(
             metavar="SUBPLAN",
             help="A subplan's id (such as port/plugins), a unique prefix of one, or a glob "
-            "(such as 'port/*').",
+            "(such as 'port/*'); a step's id prints its for_each command's log (its stderr).",
             show_default=False,
         ),
     ] = None,
@@ -207,7 +211,7 @@ def logs(
     --failed prints each selected log in plan order, every line after its `[ID]` tag. On a
     terminal, control characters (escape sequences) are shown as escapes such as `\x1b`, not obeyed.
     """
-    from subplans.cli.subplan_logs import select
+    from subplans.cli.subplan_logs import items_log, select
 
     if subplan is None and not (all_logs or failed):
         invalid(
@@ -217,12 +221,18 @@ def logs(
         invalid([f"give SUBPLAN ({subplan!r}) or --all, not both"])
     with invalid_input(), opened(store_path(store), readonly=True) as db:
         run = find_run(db, run_id)
-        chosen = select(run.id, db.subplans(run.id), subplan, failed=failed)
-    if not chosen.tagged:
-        _write_log(run.id, chosen.subplans[0].subplan_id, chosen.subplans[0].log_file)
-    elif not _write_tagged(chosen.subplans):
-        what = "failed subplan" if failed else "subplan"
-        typer.echo(f"no {what} of run {run.id} that started a command has a log", err=True)
+        listed = db.subplans(run.id)
+        step_log = None if subplan is None else items_log(run, db.steps(run.id), listed, subplan)
+        chosen = None if step_log is not None else select(run.id, listed, subplan, failed=failed)
+    # A reader that went away has all it wanted (`subplans logs R --all | head`): end quietly.
+    with contextlib.suppress(BrokenPipeError):
+        if chosen is None:  # a step's items log
+            _write_log(run.id, f"{subplan}.items", str(step_log))
+        elif not chosen.tagged:
+            _write_log(run.id, chosen.subplans[0].subplan_id, chosen.subplans[0].log_file)
+        elif not _write_tagged(chosen.subplans):
+            what = "failed subplan" if failed else "subplan"
+            typer.echo(f"no {what} of run {run.id} that started a command has a log", err=True)
 
 
 def _write_log(run_id: str, subplan_id: str, log: str | None) -> None:
@@ -236,6 +246,8 @@ def _write_log(run_id: str, subplan_id: str, log: str | None) -> None:
             sys.stdout.flush()
             write_log(file, sys.stdout.buffer, terminal=sys.stdout.isatty())
             sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        raise  # the reader went away: not a log that cannot be read
     except OSError as error:
         invalid([f"cannot read the log of {subplan_id!r}: {log}: {error.strerror}"])
 
@@ -255,6 +267,8 @@ def _write_tagged(subplans: Sequence[SubplanInfo]) -> int:
             with open(subplan.log_file, "rb") as file:
                 write_tagged(file, sys.stdout.buffer, subplan.subplan_id, terminal=terminal)
             printed += 1
+        except BrokenPipeError:
+            raise  # the reader went away: not a log that cannot be read
         except OSError as error:
             problems.append(
                 f"cannot read the log of {subplan.subplan_id!r}: {subplan.log_file}: "

@@ -2,22 +2,26 @@
 selects, and their logs written one after the other, each line tagged with its subplan's id.
 
 One subplan named by its id (or a unique prefix of one) is printed as written; a glob,
-``--all`` or ``--failed`` may select many, so every line then starts with ``[ID] ``.
+``--all`` or ``--failed`` may select many, so every line then starts with ``[ID] ``. A step
+whose ``for_each`` is a command has a log of its own (the command's standard error): the
+step's id, when no subplan has that id, names it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from subplans.cli.exits import refuse
 from subplans.engine.errors import RunNotFoundError
 from subplans.sinks.formatting import visible
-from subplans.store import SubplanInfo
+from subplans.store import RunInfo, StepInfo, SubplanInfo
 
-__all__ = ["Selection", "select", "write_tagged"]
+__all__ = ["Selection", "items_log", "select", "write_tagged"]
 
 #: The subplans an ambiguous SUBPLAN lists.
 _MAX_CANDIDATES = 10
@@ -55,6 +59,28 @@ def select(
     if failed:
         chosen = [s for s in chosen if s.state == "failed"]
     return Selection(chosen, tagged)
+
+
+def items_log(
+    run: RunInfo, steps: Sequence[StepInfo], subplans: Sequence[SubplanInfo], name: str
+) -> Path | None:
+    """The items log of the step ``name`` (its ``for_each`` command's standard error), when
+    ``name`` is a step's id, no subplan's, and that step has one: the path its error names, or
+    where the run writes it (``RunContext.log_file`` of ``STEP.items``)."""
+    if any(s.subplan_id == name for s in subplans):
+        return None
+    step = next((s for s in steps if s.step_id == name), None)
+    if step is None:
+        return None
+    named = (step.error or {}).get("log_file")
+    if isinstance(named, str):
+        return Path(named)
+    if run.run_dir is None:
+        return None
+    # The name RunContext.log_file gives the unit id "STEP.items".
+    safe = re.sub(r"[^\w.-]+", "_", f"{name}.items".replace("/", "__")).strip("._")
+    found = Path(run.run_dir) / "logs" / f"{safe}.log"
+    return found if found.is_file() else None
 
 
 def _one(run_id: str, subplans: Sequence[SubplanInfo], name: str) -> SubplanInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
@@ -24,6 +24,7 @@ __all__ = [
     "EventBus",
     "PlanFinished",
     "PlanStarted",
+    "StepItemsRead",
     "StepStateChanged",
     "SubplanProcessStarted",
     "SubplanRetrying",
@@ -225,6 +226,27 @@ class StepStateChanged(Event):
     state: StepState
     total: int = 0
     error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class StepItemsRead(Event):
+    """A run-time ``for_each`` step has its items, as it starts: ``count`` of them from
+    ``source`` (``lines of 'files.txt'``). ``recorded`` is True when a resumed run reused the
+    items the step read when it first started, rather than reading its source again.
+
+    ``items`` are carried for the store (which records them, for ``resume``) but left out of
+    ``to_dict()``: the JSON lines say where the items came from and how many there were.
+    """
+
+    kind: ClassVar[str] = "step_items_read"
+    step_id: str
+    source: str
+    count: int
+    recorded: bool = False
+    items: Sequence[str] = ()
+
+
+_PAYLOAD_FIELDS[StepItemsRead] = ("step_id", "source", "count", "recorded")
 
 
 #: A subscriber is called synchronously with each event; it must be quick (queue slow work).

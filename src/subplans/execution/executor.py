@@ -16,6 +16,7 @@ from subplans.engine.events import (
     EventBus,
     PlanFinished,
     PlanStarted,
+    StepItemsRead,
     StepStateChanged,
     SubplanSkipped,
 )
@@ -25,7 +26,7 @@ from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
 from subplans.execution.runners import RunContext, build_subplan
-from subplans.execution.step_items import read_stdin, read_step_items
+from subplans.execution.step_items import RecordedItems, read_stdin, read_step_items
 from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["KILL_MARGIN", "PlanExecutor", "new_run_id"]
@@ -64,9 +65,13 @@ class PlanExecutor:
         skip: Collection[str] = frozenset(),
         skip_reason: str = "already completed",
         clock: Clock = SYSTEM_CLOCK,
+        items: Mapping[str, RecordedItems] | None = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
+        #: The items run-time steps read in an earlier session of the run (a resumed run), by
+        #: step id: such a step makes its subplans of them instead of reading its source again.
+        self.items: Mapping[str, RecordedItems] = items if items is not None else {}
         #: Ids of subplans not to run again (a resumed run): reported as skipped, counted completed.
         self.skip = frozenset(skip)
         self.skip_reason = skip_reason
@@ -169,14 +174,19 @@ class PlanExecutor:
         the step failed (the error in its events and result)."""
         assert step.items is not None
         started = self.clock.now()
+        recorded = self.items.get(step.id)
+        reuse = recorded is not None and recorded.fits(step.items)
         try:
-            items = await read_step_items(
-                step.items,
-                context,
-                step_id=step.id,
-                cancel_grace=step.profile.cancel_grace,
-                stdin=self._read_stdin,
-            )
+            if recorded is not None and reuse:
+                items: list[str] | tuple[str, ...] = recorded.items
+            else:
+                items = await read_step_items(
+                    step.items,
+                    context,
+                    step_id=step.id,
+                    cancel_grace=step.profile.cancel_grace,
+                    stdin=self._read_stdin,
+                )
             units = step.items.units(items)
         except SubplanError as error:  # ProblemsError, CommandFailedError: the source's fault
             self._source_failed(step, started, error)
@@ -186,6 +196,10 @@ class PlanExecutor:
         except (asyncio.CancelledError, KeyboardInterrupt):
             self._source_failed(step, started, SubplanCancelledError("the run was cancelled"))
             raise
+        if self.bus is not None:  # the store records the items: a resumed run reuses them
+            source = str(step.items)
+            read = StepItemsRead(step.id, source, len(items), reuse, items, time=started)
+            self.bus.publish(read)
         return replace(step, units=units)
 
     def _source_failed(self, step: StepNode, started: float, error: BaseException) -> None:

@@ -86,15 +86,11 @@ class Family:
     marker: tuple[bytes, ...] = ()
     since: Window | None = None
 
-    def members(
-        self, *, exclude: Collection[int] = (), gone: Collection[int] = ()
-    ) -> dict[int, ProcessInfo]:
+    def members(self, *, exclude: Collection[int] = ()) -> dict[int, ProcessInfo]:
         """The live processes of the family now, by pid.
 
         ``exclude``: session ids known to be another family's (the other commands of a run,
-        each the pid of its leader): their processes are not looked into. ``gone``: pids of
-        other families' leaders since reaped; with ``since``, while the pid cycle has not gone
-        round, no process has got them again (as for a leader's session), so they are not read.
+        each the pid of its leader): their processes are not looked into.
         """
         if self.since is None:
             seen, kept = read_processes(all_pids()), False
@@ -105,8 +101,6 @@ class Family:
             # members; but once it was empty for a moment, it may have been: then a process
             # that merely lives in a session of that id cannot be tied to the leader.
             kept = now is not None and not self.since.went_round(now)
-            if kept and gone:
-                pids = [pid for pid in pids if pid not in gone]
             seen = read_processes(pids)
         table = {pid: info for pid, info in seen.items() if info is not None and info.live}
         sessions = set()

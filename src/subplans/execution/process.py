@@ -39,9 +39,6 @@ __all__ = [
 
 #: The output tail is read from at most this many bytes at the end of the log.
 _TAIL_BYTES = 64 * 1024
-#: How many of the latest ended commands ``ProcessGroups`` remembers (``ended``): enough for
-#: every pid handed out while a command of a busy run lives; older ones are merely read again.
-_ENDED = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +55,7 @@ class ProcessGroups:
     """A registry of the live commands of a run, by process group, each with the ``Stopping``
     that finds and stops its processes, so that an interrupt can kill them all at once."""
 
-    __slots__ = ("_groups", "empty", "ended", "hurried", "starting")
+    __slots__ = ("_groups", "empty", "hurried", "starting")
 
     def __init__(self) -> None:
         self._groups: dict[int, tuple[str, Stopping]] = {}
@@ -66,10 +63,6 @@ class ProcessGroups:
         #: loop has not heard of them): each leads a session of its own. None of them is reaped
         #: meanwhile (only the loop reaps), so none of these pids names another process.
         self.starting: set[int] = set()
-        #: The pids of the latest commands unregistered (their leaders reaped), oldest first, at
-        #: most ``_ENDED`` of them: the end of a command need not read those among the pids
-        #: handed out since it started (``Family.members``' ``gone``).
-        self.ended: dict[int, None] = {}
         #: Set once everything was told to die now (SIGKILL to all): grace periods end early.
         self.hurried = asyncio.Event()
         #: Set while no group is registered.
@@ -95,7 +88,6 @@ class ProcessGroups:
         if pgid in self._groups:
             raise RuntimeError(f"process group {pgid} is already registered")
         self._groups[pgid] = (label, stopping)
-        self.ended.pop(pgid, None)
         self.empty.clear()
 
     def unregister(self, pgid: int) -> None:
@@ -106,9 +98,6 @@ class ProcessGroups:
         """
         if self._groups.pop(pgid, None) is None:
             raise RuntimeError(f"process group {pgid} is not registered")
-        self.ended[pgid] = None
-        if len(self.ended) > _ENDED:
-            del self.ended[next(iter(self.ended))]
         if not self._groups:
             self.empty.set()
 
@@ -138,8 +127,10 @@ async def run_command(
     groups: ProcessGroups | None = None,
     on_start: Callable[[int], None] | None = None,
     settle_timeout: float = SETTLE_TIMEOUT,
+    attempt: int | None = None,
 ) -> CommandResult:
-    """Run ``command`` in a new process group, stdout and stderr appended to ``log_file``.
+    """Run ``command`` in a new process group, stdout and stderr appended to ``log_file``
+    (with an ``attempt``: under that attempt's header line, ``spawning.log_header``).
 
     A ``str`` runs through ``/bin/sh -c``; a sequence is an argv run without a shell. ``env`` is
     the child's whole environment (None inherits ours). ``groups`` holds the group while it lives;
@@ -167,7 +158,7 @@ async def run_command(
         # The spawner opens the log, and closes it once the child holds its own copies.
         starting = None if groups is None else groups.starting
         begun, early_cancel = await _spawn(
-            start(argv, log_file=log_file, cwd=cwd, env=env, started=starting)
+            start(argv, log_file=log_file, cwd=cwd, env=env, started=starting, attempt=attempt)
         )
     except OSError as error:
         name = command if isinstance(command, str) else argv[0]
@@ -292,7 +283,9 @@ def _finder(
         # The other commands' sessions are theirs (those just started too, which the loop has
         # not registered yet): not worth reading their leaders or environments.
         others = () if groups is None else groups.others(pgid)
-        found = family.members(exclude=others, gone=() if groups is None else groups.ended)
+        # Every pid handed out since it started is read, those of other commands' reaped leaders
+        # too: one that started before this window may have its pid handed out again in it.
+        found = family.members(exclude=others)
         if first is not None and child.returncode is None:
             found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
         return found

@@ -117,6 +117,7 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
     assert unit.command is not None
     command = unit.command
     log_file = context.log_file(unit.id)
+    attempts = 0  # this run's attempts so far: each call of ``run`` is one (retries call again)
 
     def started(pid: int) -> None:
         if context.bus is not None:
@@ -124,6 +125,8 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
             context.bus.publish(SubplanProcessStarted(unit.id, pid, str(log_file), time=now))
 
     async def run() -> Any:
+        nonlocal attempts
+        attempts += 1
         return await run_command(
             command,
             log_file=log_file,
@@ -132,6 +135,7 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
             cancel_grace=grace,
             groups=context.groups,
             on_start=started,
+            attempt=attempts,
         )
 
     return run

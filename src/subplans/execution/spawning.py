@@ -5,13 +5,26 @@ underneath, without the transport, protocol and child watcher around it (a comma
 straight to its log file: there is no pipe to drain), and in a thread of its own: the fork and
 exec are most of what a short command costs, and ``Popen`` lets go of the GIL meanwhile, so the
 event loop goes on with the other commands, and several start at once. ``start`` opens the
-command's log file in that thread first (``open_log``): creating it costs more than any other
-call of a start, and each call of the loop's is a moment a spawner thread takes the GIL from
-it; each start notes its pid as soon as ``Popen`` returns (``started``). The exit is watched
-through a pidfd (``Child``): the loop reaps the child once the pidfd says it has exited, so until
-then its pid names it and nothing else (``Child.identity``). Where the kernel has no pidfds
-(Linux before 5.3, a seccomp filter), a thread waits for it, as asyncio's own
-``ThreadedChildWatcher`` does, and who it is is read as it starts. Linux only.
+command's log file in that thread first (``open_log``), and writes the attempt's header line
+there (``log_header``; measured: no slower than without it): creating it costs more than any
+other call of a start, and each call of the loop's is a moment a spawner thread takes the GIL
+from it; each start notes its pid as soon as ``Popen`` returns (``started``).
+
+Not in the loop's own thread, although that would spare the GIL going back and forth between
+the loop and the spawners (#10, measured against this, interleaved): ``Popen`` uses vfork
+here (no ``preexec_fn``, no user or group change; a new session is allowed), but the caller
+still waits until the child has exec'd, and before that for the log's creation; on a busy
+2-core machine, with a disk slow to create files, that blocked the loop for 1.2 ms a start
+(median; 3 ms at worst), and ``subplans run`` of 1,000 ``true`` at -j16 took 1.4-1.8x as long
+as with the spawners (medians of interleaved rounds; 1.9x at -j4), never less on quieter
+moments (1.00-1.03x), and commands of 50 ms came out even. Opening the log in a thread and forking in
+the loop fell in between; one or two spawners were slower than four, eight no faster, and a
+lock around the log's creation gained nothing.
+
+The exit is watched through a pidfd (``Child``): the loop reaps the child once the pidfd says it
+has exited, so until then its pid names it and nothing else (``Child.identity``). Where the
+kernel has no pidfds (Linux before 5.3, a seccomp filter), a thread waits for it, as asyncio's
+own ``ThreadedChildWatcher`` does, and who it is is read as it starts. Linux only.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +45,7 @@ from typing import NamedTuple
 import subplans.engine  # noqa: F401 - the package's NullHandler, as for every logger of ours
 from subplans.execution.procfs import ProcessInfo, read_process
 
-__all__ = ["Child", "Started", "open_log", "spawn", "start"]
+__all__ = ["Child", "Started", "log_header", "open_log", "spawn", "start"]
 
 logger = logging.getLogger("subplans")
 
@@ -195,23 +209,36 @@ def start(
     cwd: Path | None,
     env: Mapping[str, str] | None,
     started: set[int] | None = None,
+    attempt: int | None = None,
 ) -> asyncio.Future[Started]:
-    """``spawn``, the output appended to ``log_file`` (``open_log``), opened in the spawner's
-    thread too: creating a file is the costliest call of a start, and in the loop each call is
-    a moment a spawner thread takes the GIL from it.
+    """``spawn``, the output appended to ``log_file`` (``open_log``, under the header of
+    ``attempt`` if given), opened in the spawner's thread too: creating a file is the costliest
+    call of a start, and in the loop each call is a moment a spawner thread takes the GIL from it.
 
     The future fails with ``OSError`` as ``spawn``'s if the command cannot start; if the log
     cannot be opened, its result says why (``log_error``), and nothing started.
     """
-    begin = functools.partial(_start, argv, log_file, cwd, env, started)
+    begin = functools.partial(_start, argv, log_file, cwd, env, started, attempt)
     return asyncio.get_running_loop().run_in_executor(_executor(), begin)
 
 
-def open_log(path: Path) -> tuple[int, int]:
+def log_header(attempt: int, started: float, *, resumed: bool = False) -> str:
+    """The line that opens an attempt's output in its log, ``started`` a ``time.time()``:
+    ``--- attempt 2, started 2026-11-30T07:00:01.123Z ---`` (``attempt 1 (resumed)`` for the
+    first attempt of a resume, appended after what the earlier run wrote)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
+    millis = int(started % 1 * 1000)
+    again = " (resumed)" if resumed else ""
+    return f"--- attempt {attempt}{again}, started {stamp}.{millis:03d}Z ---\n"
+
+
+def open_log(path: Path, attempt: int | None = None) -> tuple[int, int]:
     """Open ``path`` for appending; returns the fd and the offset where this run's output starts.
 
     The child writes straight into the file, so no pipe needs draining and the output survives
-    a crash of ours. The fd is not inheritable (PEP 446): other children never get it.
+    a crash of ours. The fd is not inheritable (PEP 446): other children never get it. With an
+    ``attempt``, its header (``log_header``) is written first, on a line of its own, and the
+    offset is past it: the output tail never shows it.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     try:
@@ -220,7 +247,28 @@ def open_log(path: Path) -> tuple[int, int]:
         # Its folder may be missing (made once, not at every command); failing again, it says why.
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, flags, 0o666)
-    return fd, os.fstat(fd).st_size
+    size = os.fstat(fd).st_size
+    if attempt is None:
+        return fd, size
+    try:
+        header = log_header(attempt, time.time(), resumed=attempt == 1 and size > 0)
+        if size and not _ends_line(path, size):
+            header = "\n" + header  # an earlier attempt's last line had no end: the header's own
+        size += os.write(fd, header.encode())
+    except OSError:
+        os.close(fd)
+        raise
+    return fd, size
+
+
+def _ends_line(path: Path, size: int) -> bool:
+    """Whether the byte before ``size`` in ``path`` ends a line: read only for a retry or a
+    resume (the log is not new), through a read-only fd, so that the child's stays write-only."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, 1, size - 1) == b"\n"
+    finally:
+        os.close(fd)
 
 
 def _start(
@@ -229,9 +277,10 @@ def _start(
     cwd: Path | None,
     env: Mapping[str, str] | None,
     started: set[int] | None,
+    attempt: int | None = None,
 ) -> Started:
     try:
-        output, offset = open_log(log_file)
+        output, offset = open_log(log_file, attempt)
     except OSError as error:
         return Started(None, 0, error)
     return Started(_popen(argv, output, cwd, env, started), offset)

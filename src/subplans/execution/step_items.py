@@ -5,6 +5,9 @@ A command runs as every command of the run does (``process.run_command``: its ow
 group, stopped with SIGTERM, the step's ``cancel_grace``, then SIGKILL if the run is
 cancelled meanwhile); its standard output goes to a file the items are read from, its standard
 error to the step's source log.
+
+A resumed run reuses the items a step read when it first started (``RecordedItems``, from the
+run store), so that the subplans it completed then are the ones it skips now.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TextIO
 
 from subplans.engine.errors import CommandFailedError
@@ -22,17 +26,32 @@ from subplans.execution.runners import RunContext
 from subplans.plans.for_each import (
     STDIN,
     CommandSource,
+    GlobSource,
     ItemsProblem,
     LinesSource,
-    output_items,
+    command_items,
     read_items,
 )
 from subplans.plans.tree import StepItems, UnitNode
 
-__all__ = ["read_stdin", "read_step_items"]
+__all__ = ["RecordedItems", "read_stdin", "read_step_items"]
 
 #: How many lines of a failed command's standard error its error keeps.
 _TAIL_LINES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedItems:
+    """The items a step read when it started, and its source then (``str(StepItems)``): a
+    resumed run uses them instead of reading the source again, while the source is the same."""
+
+    source: str
+    items: tuple[str, ...]
+
+    def fits(self, items: StepItems) -> bool:
+        """Whether they were read from the source ``items`` has now (a plan changed and resumed
+        with ``--force`` may give the step another one: that is read afresh)."""
+        return self.source == str(items)
 
 
 async def read_step_items(
@@ -53,22 +72,36 @@ async def read_step_items(
         asyncio.CancelledError: the run was cancelled; the command was stopped first.
     """
     source = items.source
-    if isinstance(source, CommandSource):
-        text = await _command_output(source.command, items, context, step_id, cancel_grace)
-        found = output_items(text, key="command")
-    else:
-        given = None
-        if isinstance(source, LinesSource) and source.file == STDIN:
-            try:
-                given = await stdin()
-            except (OSError, ValueError) as error:
-                raise _problem(
-                    step_id, ItemsProblem("lines", f"cannot read standard input: {error}")
-                ) from None
-        found = read_items(source, items.folder, stdin=given)
+    try:
+        if isinstance(source, CommandSource):
+            text = await _command_output(source.command, items, context, step_id, cancel_grace)
+            found = command_items(source, text)
+        else:
+            given = None
+            if isinstance(source, LinesSource) and source.file == STDIN:
+                try:
+                    given = await stdin()
+                except (OSError, ValueError) as error:
+                    raise _problem(
+                        step_id, ItemsProblem("lines", f"cannot read standard input: {error}")
+                    ) from None
+            found = read_items(source, items.folder, stdin=given)
+    except OSError as error:  # whatever reading it met: the step's failure, not a traceback
+        raise _problem(
+            step_id, ItemsProblem(_KEYS[type(source)], f"cannot read the {items}: {_reason(error)}")
+        ) from None
     if isinstance(found, ItemsProblem):
         raise _problem(step_id, found)
     return found
+
+
+#: The field that names a source of each kind.
+_KEYS = {CommandSource: "command", LinesSource: "lines", GlobSource: "glob"}
+
+
+def _reason(error: OSError) -> str:
+    said = error.strerror or str(error)
+    return f"{said}: {error.filename}" if error.filename else said
 
 
 async def read_stdin() -> str:
@@ -102,19 +135,20 @@ async def _command_output(
     command: str, items: StepItems, context: RunContext, step_id: str, grace: float
 ) -> str:
     log_file = context.log_file(f"{step_id}.items")
-    output = log_file.with_suffix(".out")
+    # Absolute: the shell runs in the plan's folder, not where the run was started.
+    output = log_file.with_suffix(".out").absolute()
     # The command's standard output to its own file: the shell's redirection, so that what
     # it starts inherits it too; standard error to the log.
     argv = ["/bin/sh", "-c", 'exec >"$1" && exec /bin/sh -c "$2"', "sh", str(output), command]
     # What a subplan of the step would get: the run's marker finds what the command leaves.
-    folder = items.folder
+    folder = items.folder.absolute()
     unit = UnitNode(step_id, step_id, "run", folder, folder, env=items.env, item=items.item)
     try:
         try:
             await run_command(
                 argv,
                 log_file=log_file,
-                cwd=items.folder,
+                cwd=folder,
                 env=context.environment(unit),
                 cancel_grace=grace,
                 tail_lines=_TAIL_LINES,

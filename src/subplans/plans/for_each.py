@@ -8,6 +8,7 @@ loader only checks their form, and ``preview`` says what they would give now.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "ItemsProblem",
     "LinesSource",
     "check_source",
+    "command_items",
     "describe_source",
     "name_items",
     "named_items",
@@ -52,16 +54,19 @@ class GlobSource:
 @dataclass(frozen=True, slots=True)
 class LinesSource:
     """The non-blank lines of ``file`` (relative to the folder; ``-``: standard input); ``#``
-    starts a comment line."""
+    starts a comment line. Giving none is a problem unless ``allow_empty``."""
 
     file: str
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CommandSource:
-    """The non-blank lines a shell ``command`` prints, run in the folder (by the executor)."""
+    """The non-blank lines a shell ``command`` prints, run in the folder (by the executor).
+    Printing none is a problem unless ``allow_empty``."""
 
     command: str
+    allow_empty: bool = False
 
 
 #: Items written out, or where to find them.
@@ -118,7 +123,8 @@ def read_items(
     source: ItemSource, folder: Path, *, stdin: str | None = None
 ) -> list[str] | ItemsProblem:
     """The items ``source`` gives, read relative to ``folder``; or why it gives none (no file
-    matches the glob, the lines file cannot be read, or a line holds a NUL byte). ``stdin`` is
+    matches the glob, no line is an item, the lines file cannot be read, or a line holds a NUL
+    byte; giving none is fine with ``allow_empty``). ``stdin`` is
     the text of ``{lines: -}``; a command's items come from ``output_items`` of its output."""
     problem = check_source(source)
     if problem is not None:
@@ -136,11 +142,30 @@ def read_items(
         return found
     if isinstance(source, LinesSource):
         if source.file == STDIN:
-            return output_items(stdin or "", key="lines", comments=True)
-        return _lines(folder / source.file)
+            lines = output_items(stdin or "", key="lines", comments=True)
+            where = "standard input"
+        else:
+            lines = _lines(folder / source.file)
+            where = str((folder / source.file).absolute())
+        if lines == [] and not source.allow_empty:
+            return _none("lines", f"{where} has no items (every line is blank or a # comment)")
+        return lines
     if isinstance(source, CommandSource):
         raise ValueError("a command's items are read by running it (execution.step_items)")
     return list(source)
+
+
+def command_items(source: CommandSource, output: str) -> list[str] | ItemsProblem:
+    """The items of what ``source``'s command printed (``output``); or why it gives none."""
+    found = output_items(output, key="command")
+    if found == [] and not source.allow_empty:
+        return _none("command", f"{source.command!r} printed no items")
+    return found
+
+
+def _none(key: str, said: str) -> ItemsProblem:
+    """That a source at ``key`` gave no items, as ``said``, and how to accept that."""
+    return ItemsProblem(key, f"{said}; allow_empty: true runs no subplans instead")
 
 
 def preview(source: ItemSource, folder: Path) -> str:
@@ -153,21 +178,26 @@ def preview(source: ItemSource, folder: Path) -> str:
             return "read from standard input when the step starts"
         if not (folder / source.file).exists():
             return f"{source.file} does not exist yet (an earlier step may make it)"
-    found = read_items(source, folder)
+    if isinstance(source, tuple):
+        found: list[str] | ItemsProblem = list(source)
+    else:  # giving none is told below, in words for now
+        found = read_items(dataclasses.replace(source, allow_empty=True), folder)
     if isinstance(found, ItemsProblem):
-        if isinstance(source, GlobSource) and found.key == "glob":
-            return "no files match yet (an earlier step may make them)"
         return found.message
+    if not found and not isinstance(source, tuple) and not source.allow_empty:
+        if isinstance(source, GlobSource):
+            return "no files match yet (an earlier step may make them)"
+        return f"{source.file} has no items yet (an earlier step may write them)"
     return f"{len(found)} item{'' if len(found) == 1 else 's'} now"
 
 
 def _glob(source: GlobSource, folder: Path) -> list[str]:
-    import glob as globbing  # here: a plan without a glob never pays for its import
+    from subplans.plans import globbing  # here: a plan without a glob never pays for it
 
     def matches(patterns: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for pattern in patterns:
-            found.update(globbing.glob(pattern, root_dir=folder, recursive=True))
+            found.update(globbing.glob(pattern, str(folder)))
         return found
 
     return sorted(matches(source.patterns) - matches(source.exclude))

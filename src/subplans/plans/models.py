@@ -30,6 +30,7 @@ from subplans.engine.config import (
     check_timeout,
 )
 from subplans.plans.for_each import CommandSource, GlobSource, ItemSource, LinesSource
+from subplans.plans.source_form import no_placeholder, one_source
 
 __all__ = [
     "FIELD_NAMES",
@@ -100,6 +101,10 @@ def _env_name(value: str) -> str:
 
 #: Text that reaches a process or the file system: a NUL byte would only fail when it runs.
 Text = Annotated[str, AfterValidator(_no_nul)]
+#: What a ``for_each`` source is read from: its placeholders would never be replaced.
+SourceText = Annotated[
+    str, Field(min_length=1), AfterValidator(_no_nul), AfterValidator(no_placeholder)
+]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 Name = Annotated[
     str,
@@ -108,7 +113,7 @@ Name = Annotated[
 ]
 #: Union members are told apart by the input's type, so an error names one member only;
 #: the tags below never appear in error locations (the loader drops them).
-UNION_TAGS = frozenset({"text", "list", "fields", "lines", "command-source"})
+UNION_TAGS = frozenset({"text", "list", "fields", "lines-source", "command-source"})
 
 
 def _by_type(value: object) -> str:
@@ -154,36 +159,44 @@ ProfileSpec = Annotated[
 ]
 
 
+AllowEmpty = Annotated[
+    bool,
+    Field(strict=True, description="true: a source that gives no items gives no subplans."),
+]
+
+
 class ForEachGlob(_Strict):
     """Items are the files matching a glob (or any of several), relative to the plan's folder,
-    sorted; read when the step starts."""
+    sorted; read when the step starts (``**`` does not walk into symlinked folders). Matching
+    nothing fails the step unless allow_empty."""
 
     glob: Annotated[
-        Annotated[Text, Field(min_length=1), Tag("text")]
-        | Annotated[list[Annotated[Text, Field(min_length=1)]], Field(min_length=1), Tag("list")],
+        Annotated[SourceText, Tag("text")]
+        | Annotated[list[SourceText], Field(min_length=1), Tag("list")],
         Discriminator(_by_type),
         Field(description="A pattern, or a list of them (`**` matches any folders)."),
     ]
-    exclude: list[Annotated[Text, Field(min_length=1)]] | None = Field(
+    exclude: list[SourceText] | None = Field(
         default=None, description="Patterns of files left out."
     )
-    allow_empty: bool = Field(
-        default=False, strict=True, description="true: matching nothing gives no subplans."
-    )
+    allow_empty: AllowEmpty = False
 
 
 class ForEachLines(_Strict):
     """Items are the non-blank lines of a file (``#`` starts a comment line), or of the
-    command's standard input for ``-``; read when the step starts."""
+    command's standard input for ``-``; read when the step starts. None fails the step unless
+    allow_empty."""
 
-    lines: Text = Field(min_length=1)
+    lines: SourceText
+    allow_empty: AllowEmpty = False
 
 
 class ForEachCommand(_Strict):
     """Items are the non-blank lines a shell command prints, run in the plan's folder when the
-    step starts."""
+    step starts. None fails the step unless allow_empty."""
 
-    command: Text = Field(min_length=1)
+    command: SourceText
+    allow_empty: AllowEmpty = False
 
 
 def _for_each_kind(value: object) -> str:
@@ -191,7 +204,7 @@ def _for_each_kind(value: object) -> str:
         return "list"
     if isinstance(value, dict) and "glob" not in value:
         if "lines" in value:
-            return "lines"
+            return "lines-source"
         if "command" in value:
             return "command-source"
     return "fields"
@@ -200,9 +213,10 @@ def _for_each_kind(value: object) -> str:
 ForEach = Annotated[
     Annotated[list[Text], Tag("list")]
     | Annotated[ForEachGlob, Tag("fields")]
-    | Annotated[ForEachLines, Tag("lines")]
+    | Annotated[ForEachLines, Tag("lines-source")]
     | Annotated[ForEachCommand, Tag("command-source")],
     Discriminator(_for_each_kind),
+    BeforeValidator(one_source),
     Field(
         description="A list of strings (fixed), or a source read when the step starts: "
         "{glob: PATTERN}, {lines: FILE} or {command: COMMAND}."
@@ -216,9 +230,9 @@ def item_source(spec: list[str] | ForEachGlob | ForEachLines | ForEachCommand) -
         patterns = (spec.glob,) if isinstance(spec.glob, str) else tuple(spec.glob)
         return GlobSource(patterns, tuple(spec.exclude or ()), spec.allow_empty)
     if isinstance(spec, ForEachLines):
-        return LinesSource(spec.lines)
+        return LinesSource(spec.lines, spec.allow_empty)
     if isinstance(spec, ForEachCommand):
-        return CommandSource(spec.command)
+        return CommandSource(spec.command, spec.allow_empty)
     return tuple(spec)
 
 

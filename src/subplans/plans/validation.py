@@ -20,7 +20,7 @@ _FRIENDLY = {
     "run": "must be a command string or a non-empty list of argument strings",
     "plan": "must be a plan file path or an inline plan with steps",
     "automation_profile": "must be a profile name or a mapping of profile fields",
-    "for_each": "must be a list of strings, {glob: PATTERN} or {lines: FILE}",
+    "for_each": "must be a list of strings, {glob: PATTERN}, {lines: FILE} or {command: COMMAND}",
     "call": "must look like package.module:function",
     "name": "must be a non-empty name without '/'",
     "idempotent": "must be true or false",

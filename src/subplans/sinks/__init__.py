@@ -9,6 +9,7 @@ imports them:
 - ``live``: the live terminal view (Rich)
 - ``plan_progress``: where the plan tree stands (current step, skipped work), shared by the views
 - ``summary``: the end-of-run summary
+- ``tagged_output``: the commands' output read back from their logs (``--output tag|group``)
 - ``formatting``: the small text helpers they share
 
 Nothing is imported here, so that the command loads only the sinks it uses.

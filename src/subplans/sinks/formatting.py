@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import TypeGuard
 
-from subplans.engine.errors import SubplanCancelledError, SubplanError
+from subplans.engine.errors import DispatchError, SubplanCancelledError, SubplanError
 
 __all__ = [
     "TAIL_LINES",
@@ -15,6 +16,8 @@ __all__ = [
     "error_text",
     "is_cancellation",
     "iso_time",
+    "own_failure",
+    "step_error_text",
     "tail",
     "visible",
 ]
@@ -100,6 +103,19 @@ def error_text(error: BaseException | None) -> str:
 def is_cancellation(error: BaseException | None) -> bool:
     """True when a subplan failed because it was cancelled, not by its own doing."""
     return isinstance(error, SubplanCancelledError)
+
+
+def own_failure(error: BaseException | None) -> TypeGuard[BaseException]:
+    """True for the error of a step that failed by itself (a ``for_each`` source that could
+    not be read): not because subplans failed (a ``DispatchError``), nor by a cancellation."""
+    return error is not None and not isinstance(error, DispatchError) and not is_cancellation(error)
+
+
+def step_error_text(step_id: str, error: BaseException) -> str:
+    """``error_text()`` of a step's own failure, naming the step once: ``step ID: what``."""
+    text = error_text(error)
+    named = f"step {visible(step_id)}"
+    return text if text.startswith(f"{named}:") else f"{named}: {text}"
 
 
 def tail(error: BaseException | None, lines: int = TAIL_LINES) -> list[str]:

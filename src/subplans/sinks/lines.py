@@ -9,7 +9,8 @@
         | SyntaxError: invalid syntax
 
 A failure is followed by the last lines of its output, indented. With ``failures_only`` it
-writes only failures (not those cancelled before they started), for ``--no-progress``. Text
+writes only failures (not those cancelled before they started; a step that failed by itself
+too), for ``--no-progress``. Text
 from plans and subplans (ids, names, errors, output) is ``visible()``: no control character
 reaches the stream raw.
 """
@@ -28,7 +29,14 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.states import StepState, SubplanExecutionState
-from subplans.sinks.formatting import duration, error_text, iso_time, tail, visible
+from subplans.sinks.formatting import (
+    duration,
+    error_text,
+    iso_time,
+    own_failure,
+    tail,
+    visible,
+)
 
 __all__ = ["PlainLines"]
 
@@ -80,6 +88,9 @@ class PlainLines:
         if isinstance(event, SubplanStateChanged):
             self._subplan(event)
         elif self.failures_only:
+            # A step that failed by itself is a failure too (no subplan's failure says why).
+            if isinstance(event, StepStateChanged) and own_failure(event.error):
+                self._step(event)
             return
         elif isinstance(event, StepStateChanged):
             self._step(event)
@@ -153,7 +164,9 @@ class PlainLines:
             self._current_step = event.step_id
             text += f"  ({event.total} subplan{'' if event.total == 1 else 's'})"
         elif event.state == StepState.FAILED and event.error is not None:
-            text += f"  {error_text(event.error)}"
+            why = error_text(event.error)
+            # A message that names the step (a for_each source's) is not prefixed again.
+            text = why if why.startswith(f"{text}:") else f"{text}  {why}"
         self._write(event.time, event.state, text)
 
     def _write(self, at: float, state: str, text: str) -> None:

@@ -25,14 +25,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from subplans.engine.events import Event, SubplanStateChanged
+from subplans.engine.events import Event, StepStateChanged, SubplanStateChanged
 from subplans.engine.progress import ProgressReporter, ProgressSnapshot
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.states import StepState, SubplanExecutionState
 from subplans.sinks.formatting import (
     clock_time,
     duration,
     error_text,
     is_cancellation,
+    own_failure,
+    step_error_text,
     tail,
     visible,
 )
@@ -106,7 +108,11 @@ class LiveView:
         self._live.stop()
 
     def __call__(self, event: Event) -> None:
-        if not isinstance(event, SubplanStateChanged) or event.state is not _FAILED:
+        if not isinstance(event, SubplanStateChanged):
+            if isinstance(event, StepStateChanged) and event.state is StepState.FAILED:
+                self._step_failed(event)
+            return
+        if event.state is not _FAILED:
             return
         if is_cancellation(event.error):
             # Recorded as failed by the engine, shown as cancelled: nothing it did failed.
@@ -120,6 +126,18 @@ class LiveView:
                 # Soft-wrapped, never cut nor broken: a copied path must work.
                 line = Text(f"    log: {visible(str(log_file))}", style="dim")
                 self.console.print(line, soft_wrap=True)
+
+    def _step_failed(self, event: StepStateChanged) -> None:
+        """A step that failed by itself (its ``for_each`` source): why, and its log."""
+        error = event.error
+        if not own_failure(error):
+            return
+        self.console.print(Text.assemble(("✗ ", "bold red"), step_error_text(event.step_id, error)))
+        log_file = getattr(error, "log_file", None)
+        if log_file:
+            self.console.print(
+                Text(f"    log: {visible(str(log_file))}", style="dim"), soft_wrap=True
+            )
 
     def failure(self, event: SubplanStateChanged) -> RenderableType:
         """How a failure is printed above the live area."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from subplans.engine.events import Event, StepStateChanged, SubplanSkipped
 from subplans.engine.states import StepState
-from subplans.sinks.formatting import is_cancellation
+from subplans.sinks.formatting import is_cancellation, own_failure
 
 if TYPE_CHECKING:
     from subplans.plans.tree import PlanNode, StepNode
@@ -85,6 +85,10 @@ class PlanProgress:
         self.skipped = 0
         #: Units not run again because they already completed (``subplan_skipped`` events).
         self.resumed = 0
+        #: Why steps (root or nested) failed, by step id, in the order they did, when it was
+        #: not their subplans (whose failures the summary lists) nor a cancellation: a
+        #: ``for_each`` source that could not be read. Nothing else says so.
+        self.step_errors: dict[str, BaseException] = {}
 
     def __repr__(self) -> str:
         return (
@@ -104,6 +108,8 @@ class PlanProgress:
             return
         if event.state == StepState.SKIPPED:
             self.skipped += self._sizes.get(event.step_id, 0)
+        elif event.state == StepState.FAILED and own_failure(event.error):
+            self.step_errors[event.step_id] = event.error
         elif event.state == StepState.RUNNING and event.step_id not in self._sizes:
             # A step whose items were read as it started, or one of a plan nested in such a
             # step's units: its units count from now on (their nested plans', as they start).

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from subplans.engine.progress import Failure, ProgressSnapshot
 from subplans.engine.states import StepState, SubplanExecutionState
-from subplans.sinks.formatting import duration, error_text, is_cancellation, visible
+from subplans.sinks.formatting import (
+    duration,
+    error_text,
+    is_cancellation,
+    step_error_text,
+    visible,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -76,6 +82,9 @@ class RunSummary:
     steps: Sequence[StepView]
     #: Subplans not run because they already completed (a resumed run).
     resumed: int = 0
+    #: Steps that failed by themselves (a ``for_each`` source that could not be read), by id,
+    #: with their error: no subplan failure says why.
+    step_errors: Sequence[tuple[str, BaseException]] = ()
 
     @classmethod
     def collect(
@@ -100,6 +109,7 @@ class RunSummary:
             failures=snapshot.failures,
             steps=progress.steps(),
             resumed=progress.resumed,
+            step_errors=tuple(progress.step_errors.items()),
         )
 
     @property
@@ -169,6 +179,29 @@ class RunSummary:
             )
         return rows, max(len(errors) - MAX_FAILURE_ROWS, 0)
 
+    def step_failures(self) -> tuple[list[tuple[str, str]], int]:
+        """Why steps failed by themselves, one ``(message, items log)`` each (the log ``""``
+        when there is none), at most ``MAX_FAILURE_ROWS``, and how many more there are; the
+        message is one ``visible()`` line that names the step, the log path is whole."""
+        shown = []
+        for step_id, error in self.step_errors[:MAX_FAILURE_ROWS]:
+            text = step_error_text(step_id, error)
+            log_file = getattr(error, "log_file", None)
+            shown.append((text, visible(_shown_path(Path(log_file))) if log_file else ""))
+        return shown, max(len(self.step_errors) - MAX_FAILURE_ROWS, 0)
+
+    def _step_failure_lines(self) -> list[tuple[str, bool]]:
+        """The ``error`` lines of ``step_failures()``, each with True if it holds a path."""
+        found: list[tuple[str, bool]] = []
+        errors, hidden = self.step_failures()
+        for index, (text, log) in enumerate(errors):
+            found.append((f"{_ERROR if index == 0 else _INDENT}{text}", False))
+            if log:
+                found.append((f"{_INDENT}log: {log}", True))
+        if hidden:
+            found.append((f"{_INDENT}+{hidden} more failed steps: see --events-jsonl", False))
+        return found
+
     def cancelled(self) -> list[tuple[int, str]]:
         """How many subplans were cancelled, per reason, the most common first."""
         reasons = Counter(error_text(f.error) for f in self.failures if is_cancellation(f.error))
@@ -181,6 +214,7 @@ class RunSummary:
             self.headline(),
             f"  subplans  {self.totals()}",
             f"  steps     {steps}",
+            *(line for line, _ in self._step_failure_lines()),
             f"  logs      {visible(_shown_path(self.log_dir))}",
         ]
         rows, hidden = self.rows()
@@ -230,6 +264,8 @@ class RunSummary:
             facts.append(f"{name} ")
             facts.append(state, style=_STEP_STYLE.get(state, "dim"))
         yield facts, False
+        for line, whole in self._step_failure_lines():
+            yield Text(line, style="dim" if whole else "red"), whole
         logs = visible(_shown_path(self.log_dir))
         if width is None or len(_LOGS) + len(logs) <= width:
             yield Text.assemble((_LOGS, "bold"), logs), True
@@ -246,6 +282,9 @@ class RunSummary:
 
 #: The label of the log folder's line.
 _LOGS = "  logs      "
+#: The label of a failed step's error, and the indent of the lines under it.
+_ERROR = "  error     "
+_INDENT = " " * len(_ERROR)
 #: Columns between two cells of the failure table (padding, rule, padding).
 _GUTTER = 3
 

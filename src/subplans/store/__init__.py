@@ -45,6 +45,7 @@ from subplans.store.records import (
     RunInfo,
     RunStatus,
     StepInfo,
+    StepItemsInfo,
     StoredEvent,
     SubplanInfo,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "StepInfo",
+    "StepItemsInfo",
     "StoppedGroup",
     "StoreError",
     "StoredEvent",

@@ -1,7 +1,7 @@
 """Writing one batch of a run's rows in one transaction (the recorder's writer thread's).
 
 The event rows go first; then, in the same transaction, what they change in the subplans,
-steps and runs tables, so that a terminal state and its event commit together. Rows of one
+steps, step_items and runs tables, so that a terminal state and its event commit together. Rows of one
 kind go many per statement (``chunk`` at most, fewer if SQLite allows fewer variables).
 """
 
@@ -88,6 +88,16 @@ ON CONFLICT (run_id, step_id) DO UPDATE SET
     finished = excluded.finished,
     error = excluded.error
 """
+# A step's items, recorded as it starts (a resumed run reuses them; a forced one whose step's
+# source changed reads and records them again).
+_RECORD_ITEMS = """
+INSERT INTO step_items (run_id, step_id, source, count, items, read_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    source = excluded.source,
+    count = excluded.count,
+    items = excluded.items,
+    read_at = excluded.read_at
+"""
 _FINISH_RUN = "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?"
 
 
@@ -164,6 +174,7 @@ class BatchWriter:
             db.executemany(_PROCESS_STARTED, batch.processes)
             db.executemany(_RETRYING, batch.retries)
             db.executemany(_UPSERT_STEP, batch.steps)
+            db.executemany(_RECORD_ITEMS, batch.items)
             db.executemany(_FINISH_RUN, batch.runs)
             db.execute("COMMIT")
         except BaseException:

@@ -14,7 +14,7 @@ import operator
 import os
 from typing import Any
 
-from subplans.engine.events import Event, SubplanStateChanged
+from subplans.engine.events import Event, StepItemsRead, SubplanStateChanged
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.store.liveness import process_start_time
 
@@ -55,6 +55,7 @@ class EventRows:
     __slots__ = (
         "changes",
         "ended",
+        "items",
         "others",
         "processes",
         "retries",
@@ -77,6 +78,9 @@ class EventRows:
         self.processes: list[_Row] = []
         self.retries: list[_Row] = []
         self.steps: list[_Row] = []
+        #: The items run-time steps read (``step_items``): run id, step id, source, count,
+        #: items (JSON), when.
+        self.items: list[_Row] = []
         self.runs: list[_Row] = []
         #: True when the batch holds a terminal state: of a subplan, a step or the run.
         self.terminal = False
@@ -242,6 +246,10 @@ class RowBuilder:
                     None if error is None else encode(error),
                 )
             )
+        elif kind == "step_items_read" and not data["recorded"]:
+            assert isinstance(event, StepItemsRead)
+            items = encode(list(event.items))
+            batch.items.append((run_id, step_id, data["source"], data["count"], items, time))
         elif kind == "plan_finished" and data["plan_id"] == "" and data["state"] in _RUN_ENDS:
             batch.terminal = True
             batch.runs.append((data["state"], time, run_id))

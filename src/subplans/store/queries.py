@@ -16,18 +16,21 @@ from typing import Any, NamedTuple, TypeVar
 
 from subplans.engine.errors import PlanRunningError, RunBusyError, RunNotFoundError
 from subplans.engine.states import SubplanExecutionState
+from subplans.execution.step_items import RecordedItems
 from subplans.store.liveness import (
     Liveness,
     ProcessIdentity,
     live_process_groups,
     owner_liveness,
 )
+from subplans.store.plan_order import in_plan_order
 from subplans.store.records import (
     SUBPLAN_STATES,
     ProcessGroupRecord,
     RunInfo,
     RunStatus,
     StepInfo,
+    StepItemsInfo,
     StoredEvent,
     SubplanInfo,
     from_json,
@@ -43,9 +46,11 @@ __all__ = [
     "process_groups",
     "read_run",
     "recent_runs",
+    "recorded_items",
     "refuse_a_busy_resume",
     "refuse_a_second_run",
     "run_ids",
+    "step_items",
     "steps",
     "stored_ids",
     "subplans",
@@ -92,6 +97,7 @@ class _StepRow(NamedTuple):
 class _SubplanRow(NamedTuple):
     subplan_id: str
     step_id: str | None
+    position: int | None
     state: str
     attempts: int
     started: float | None
@@ -265,6 +271,20 @@ def steps(db: sqlite3.Connection, run_id: str) -> list[StepInfo]:
     ]
 
 
+def step_items(db: sqlite3.Connection, run_id: str) -> list[StepItemsInfo]:
+    """Where the run's run-time steps' items came from and how many, in the order read."""
+    sql = "SELECT step_id, source, count, read_at FROM step_items WHERE run_id = ? ORDER BY read_at"
+    return _select(db, StepItemsInfo, sql, (run_id,))
+
+
+def recorded_items(db: sqlite3.Connection, run_id: str) -> dict[str, RecordedItems]:
+    """The items each run-time step of the run read, by step id."""
+    rows = db.execute("SELECT step_id, source, items FROM step_items WHERE run_id = ?", (run_id,))
+    return {
+        step_id: RecordedItems(source, tuple(json.loads(items))) for step_id, source, items in rows
+    }
+
+
 def subplans(
     db: sqlite3.Connection, run_id: str, state: str | None, now: float
 ) -> list[SubplanInfo]:
@@ -278,6 +298,8 @@ def subplans(
         "ORDER BY position IS NULL, position, started, subplan_id",
         args,
     )
+    if state is None:  # run-time subplans (no position) under their steps
+        rows = in_plan_order(db, run_id, rows, [row.position for row in rows])
     return [_subplan_info(row, now) for row in rows]
 
 

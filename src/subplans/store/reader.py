@@ -14,12 +14,14 @@ import subplans.store.queries as queries
 import subplans.store.sessions as sessions
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.engine.states import SubplanExecutionState
+from subplans.execution.step_items import RecordedItems
 from subplans.store.manifest import PlanManifest
 from subplans.store.records import (
     PlanDiff,
     RunInfo,
     RunStatus,
     StepInfo,
+    StepItemsInfo,
     StoredEvent,
     SubplanInfo,
 )
@@ -73,6 +75,18 @@ class RunReader:
         """Every step of the run, in plan order."""
         with self._reading() as db:
             return queries.steps(db, run_id)
+
+    def step_items(self, run_id: str) -> list[StepItemsInfo]:
+        """Where the run's run-time ``for_each`` steps' items came from and how many there
+        were, in the order they were read."""
+        with self._reading() as db:
+            return queries.step_items(db, run_id)
+
+    def recorded_items(self, run_id: str) -> dict[str, RecordedItems]:
+        """The items each run-time step of the run read when it started, by step id: what a
+        resumed run's ``PlanExecutor`` takes (``items=``) instead of reading them again."""
+        with self._reading() as db:
+            return queries.recorded_items(db, run_id)
 
     def subplans(self, run_id: str, *, state: str | None = None) -> list[SubplanInfo]:
         """The run's subplans in plan order, or only those in ``state``."""

@@ -21,6 +21,7 @@ __all__ = [
     "RunInfo",
     "RunStatus",
     "StepInfo",
+    "StepItemsInfo",
     "StoredEvent",
     "SubplanInfo",
 ]
@@ -109,6 +110,18 @@ class StepInfo:
     started: float | None
     finished: float | None
     error: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepItemsInfo:
+    """Where a run-time ``for_each`` step's items came from (``source``, as ``lines of
+    'files.txt'``), how many there were and when they were read: recorded as the step started,
+    reused by ``resume``."""
+
+    step_id: str
+    source: str
+    count: int
+    read_at: float
 
 
 @dataclass(frozen=True, slots=True)

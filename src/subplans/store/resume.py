@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
+from subplans.engine.errors import SubplanError
 from subplans.engine.states import SubplanExecutionState
 from subplans.plans.loader import Overrides
 from subplans.store import (
@@ -34,7 +35,8 @@ from subplans.store import (
 )
 
 if TYPE_CHECKING:
-    from subplans.plans.tree import PlanNode
+    from subplans.execution.step_items import RecordedItems
+    from subplans.plans.tree import PlanNode, UnitNode
     from subplans.store import Leftover, PlanDiff
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "run_manifest",
     "stop_leftovers",
     "stop_leftovers_locked",
+    "units_made",
     "unknown_outcomes",
 ]
 
@@ -215,6 +218,26 @@ class UnknownOutcomes:
         )
 
 
+def units_made(plan: PlanNode, items: Mapping[str, RecordedItems]) -> list[UnitNode]:
+    """Every unit of ``plan``'s tree, depth first, in plan order, with those a run-time step
+    made of the ``items`` it read (a step that has not read them, or whose source changed since,
+    has none yet)."""
+    units: list[UnitNode] = []
+    for step in plan.steps:
+        made = step.units
+        recorded = None if step.items is None else items.get(step.id)
+        if step.items is not None and recorded is not None and recorded.fits(step.items):
+            try:
+                made = step.items.units(recorded.items)
+            except SubplanError:  # an item or a nested plan that is invalid now: made no units
+                made = ()
+        for unit in made:
+            units.append(unit)
+            if unit.plan is not None:
+                units.extend(units_made(unit.plan, items))
+    return units
+
+
 def _count(n: int) -> str:
     return f"{n} subplan{'' if n == 1 else 's'}"
 
@@ -224,13 +247,18 @@ def _processes(pids: Sequence[int]) -> str:
 
 
 def unknown_outcomes(
-    store: RunStore, run_id: str, plan: PlanNode, leftovers: Sequence[Leftover] = ()
+    store: RunStore,
+    run_id: str,
+    plan: PlanNode,
+    leftovers: Sequence[Leftover] = (),
+    items: Mapping[str, RecordedItems] | None = None,
 ) -> UnknownOutcomes:
     """The subplans of ``run_id`` recorded as running (its owner died meanwhile), in plan
     order, which of them ``plan`` marks ``idempotent: false``, and which of them still run:
     ``leftovers`` (``find_leftovers``) holds processes of theirs, or of a subplan inside them.
-    Subplans no longer in the plan are left out: resume drops them."""
-    units = plan.walk_units()
+    The subplans of run-time steps are those made of the ``items`` they read (by default, as
+    the store recorded them). Subplans no longer in the plan are left out: resume drops them."""
+    units = units_made(plan, store.recorded_items(run_id) if items is None else items)
     idempotent = {unit.id: unit.idempotent for unit in units}
     running = tuple(
         info.subplan_id

@@ -109,7 +109,26 @@ _INITIAL = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL,)
+# The items each run-time ``for_each`` step read when it started, so that a resumed run makes
+# the same subplans of them (section 14 of the specification).
+_STEP_ITEMS = Migration(
+    "the items of run-time for_each steps",
+    (
+        """
+        CREATE TABLE step_items (
+            run_id   TEXT NOT NULL REFERENCES runs (id),
+            step_id  TEXT NOT NULL,
+            source   TEXT NOT NULL,                    -- the source, as the plan gives it
+            count    INTEGER NOT NULL,
+            items    TEXT NOT NULL,                    -- JSON: the items, in order
+            read_at  REAL NOT NULL,                    -- epoch seconds
+            PRIMARY KEY (run_id, step_id)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS)
 
 #: The schema version this subplans writes: the number of migrations.
 SCHEMA_VERSION = len(MIGRATIONS)
