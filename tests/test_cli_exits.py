@@ -56,3 +56,22 @@ def test_ctrl_c_while_waiting_is_exit_130_without_a_traceback(
     assert exited.value.__cause__ is None
     assert exited.value.__suppress_context__
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("option", "allowed"),
+    [
+        ("--output", "'files', 'tag', 'group'"),
+        ("--failure-mode", "'fail_fast', 'continue_on_error'"),
+    ],
+)
+def test_a_bad_choice_is_one_line_without_the_validator_s_prefix(
+    option: str, allowed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from subplans.cli.app import main
+
+    assert main(["run", "plan.yaml", option, "bogus"]) == ExitCode.INVALID
+    assert capsys.readouterr().err == (
+        f"error: invalid value for '{option}': 'bogus' is not one of {allowed}"
+        " (see 'subplans run --help')\n"
+    )

@@ -144,6 +144,34 @@ def test_a_command_source_works_from_another_folder(
         assert (tmp_path / store).exists()
 
 
+def test_a_failed_command_source_s_log_is_found_from_the_plan_s_folder(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Regression: the step's error held its items log relative to where the run started, so
+    ``logs RUN STEP`` and ``status`` pointed nowhere from any other folder."""
+    write(
+        tmp_path,
+        "proj/plan.yaml",
+        """
+        name: p
+        steps:
+          - name: fail
+            for_each: {command: 'echo oops >&2; exit 4'}
+            subplan: {run: 'true'}
+        """,
+    )
+    ran = run_cli("run", "proj/plan.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert ran.returncode == ExitCode.FAILED, ran.stderr
+
+    logs = run_cli("logs", "latest", "fail", cwd=tmp_path / "proj", env=env)
+    assert logs.returncode == ExitCode.OK, logs.stderr
+    assert logs.stdout == "oops\n"
+    status = run_cli("status", "latest", cwd=tmp_path / "proj", env=env)
+    shown = re.search(r"log: (\S+fail\.items\.log)", status.stdout)
+    assert shown is not None, status.stdout
+    assert Path(shown.group(1)).is_absolute()
+
+
 # --- a source's placeholders: refused, as a source is read before there is any item ----------
 
 _NOT_REPLACED = (

@@ -5,12 +5,17 @@ in every mode."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import os
 import re
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,13 +24,18 @@ from rich.console import Console
 
 from subplans.cli.app import ExitCode
 from subplans.cli.session import Outcome, RunSession, View
-from subplans.engine.events import SubplanProcessStarted, SubplanStateChanged
-from subplans.engine.states import SubplanExecutionState
+from subplans.engine.events import (
+    PlanFinished,
+    PlanStarted,
+    SubplanProcessStarted,
+    SubplanStateChanged,
+)
+from subplans.engine.states import PlanState, SubplanExecutionState
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
-from subplans.sinks.tagged_output import OutputMode, TaggedOutput
+from subplans.sinks.tagged_output import F_GETPIPE_SZ, OutputMode, TaggedOutput
 
-from .conftest import command_env, printed
+from .conftest import command_env, printed, wait_until
 from .log_headers import attempts, unheaded
 from .plans_helpers import write
 from .store_support import invoke
@@ -337,3 +347,158 @@ async def test_a_flood_is_read_a_chunk_at_a_time(tmp_path: Path) -> None:
     rest_lines = [*body.splitlines(), "last"]
     assert out.getvalue().endswith("".join(f"[rest] {line}\n" for line in rest_lines))
     assert os.path.getsize(big) == len(header) + len(body)
+
+
+@pytest.mark.parametrize("mode", ["tag", "group"])
+def test_a_flood_keeps_memory_bounded(mode: str, tmp_path: Path) -> None:
+    # 100 MB of output: read and written a chunk at a time, never held whole (the log is the
+    # buffer), so the run's peak memory stays far below the output's size.
+    write(
+        tmp_path,
+        "plan.yaml",
+        """
+        name: flood
+        steps:
+          - {name: f, run: "yes 0123456789 | head -c 100000000"}
+        """,
+    )
+    # Measured by a small process of its own: a child forked from this big one starts with its
+    # memory counted (until it execs), so the peak of the run's own children is what it reports.
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *RUN, "--output", mode, "-q"],
+        cwd=tmp_path,
+        env=command_env(),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    peak = int(done.stdout)
+    assert peak < 120 * 1024, f"peak RSS {peak} KiB"
+
+
+RUN = [sys.executable, "-m", "subplans", "run", "plan.yaml"]
+#: Runs its arguments, output to /dev/null, and prints the peak RSS of what it ran (KiB).
+MEASURE = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("mode", ["tag", "group"])
+def test_a_pipe_nobody_reads_holds_neither_the_run_nor_ctrl_c(mode: str, tmp_path: Path) -> None:
+    # 3 MB of output, more than the pipe holds, and standard output never read: the run still
+    # hears SIGINT, stops its command, and exits 130, as with --output files.
+    write(
+        tmp_path,
+        "plan.yaml",
+        """
+        name: stuck
+        steps:
+          - {name: f, run: "yes 0123456789 | head -c 3000000; exec sleep 60"}
+        """,
+    )
+    with (tmp_path / "stderr").open("wb") as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "subplans", "run", "plan.yaml", "--output", mode, "-q"],
+            cwd=tmp_path,
+            env=command_env(),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+        )
+    assert child.stdout is not None
+    pipe = child.stdout.fileno()
+    try:
+        logs = tmp_path / ".subplans" / "runs"
+        wait_until(lambda: sum(log.stat().st_size for log in logs.glob("*/logs/f.log")) > 3e6)
+        if mode == "tag":  # the pipe is full: a blocking write would hold the run here
+            size = fcntl.fcntl(pipe, F_GETPIPE_SZ)
+            wait_until(lambda: queued(pipe) >= size - (32 << 10))
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=15) == ExitCode.INTERRUPTED, (tmp_path / "stderr").read_text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+def queued(pipe: int) -> int:
+    """How many bytes ``pipe`` holds, unread."""
+    (count,) = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)
+
+
+async def test_a_full_pipe_is_written_as_it_drains_and_given_up_on_interrupt(
+    tmp_path: Path,
+) -> None:
+    header = "--- attempt 1, started 2026-11-30T07:00:01.000Z ---\n"
+    body = "".join(f"{i:07d}{'z' * 90}\n" for i in range(30_000))  # ~3 MB: more than a pipe
+    huge = "h" * (2 << 20)  # one line longer than the pipe: written alone, once it is empty
+    logs = {name: tmp_path / f"{name}.log" for name in ("a", "b", "c")}
+    for log in logs.values():
+        log.write_text(header + body)
+    logs["c"].write_text(header + huge + "\n" + body)
+    running, done = SubplanExecutionState.RUNNING, SubplanExecutionState.COMPLETED
+    read, written = os.pipe()
+    stream = open(written, "w")  # noqa: SIM115 - closed below
+    try:
+        sink = TaggedOutput(OutputMode.TAG, stream, log_dir=tmp_path / "none")
+        sink.start()
+        size = fcntl.fcntl(read, F_GETPIPE_SZ)
+        sink(PlanStarted("", "p", "p.yaml", "r", 1, time=0.0))
+        sink(SubplanProcessStarted("a", 1, str(logs["a"]), time=0.0))
+        while queued(read) < size - (32 << 10):  # nobody reads: the pipe fills, the loop goes on
+            await asyncio.sleep(0)
+        sink(SubplanStateChanged("a", running, done, time=0.0))  # waits a little, in vain
+        sink(SubplanProcessStarted("b", 1, str(logs["b"]), time=0.0))
+        sink(SubplanStateChanged("b", running, done, time=0.0))  # stuck: does not wait again
+        sink(PlanFinished("", PlanState.CANCELLED, 1.0, time=0.0))
+        sink.close()  # interrupted: what is left is in the logs
+        assert 0 < sink.lines < 30_000
+
+        # Not interrupted: close waits for a reader, however slow, and writes everything.
+        slow_read, slow_written = os.pipe()
+        drained = bytearray()
+        reader = threading.Thread(target=lambda: drain_into(slow_read, drained))
+        reader.start()
+        with open(slow_written, "w") as slow:
+            sink = TaggedOutput(OutputMode.GROUP, slow, log_dir=tmp_path / "none")
+            sink.start()
+            sink(SubplanProcessStarted("c", 1, str(logs["c"]), time=0.0))
+            sink.close()
+        reader.join()
+        assert sink.lines == 30_001
+        assert drained == f"[c] {huge}\n".encode() + b"".join(
+            b"[c] " + line.encode() + b"\n" for line in body.splitlines()
+        )
+
+        # A signal while close waits for a reader that never comes ends the wait.
+        sink = TaggedOutput(OutputMode.GROUP, stream, log_dir=tmp_path / "none")
+        sink.start()
+        sink(SubplanProcessStarted("b", 1, str(logs["b"]), time=0.0))
+        original = signal.getsignal(signal.SIGINT)
+        waiting = threading.Thread(target=lambda: interrupt_once_replaced(original))
+        waiting.start()
+        sink.close()
+        waiting.join()
+        assert signal.getsignal(signal.SIGINT) is original
+        assert sink.lines < 30_000
+        await asyncio.to_thread(sink.close)  # from another thread: no signal to note there
+    finally:
+        stream.close()
+        os.close(read)
+
+
+def drain_into(pipe: int, into: bytearray) -> None:
+    """Read ``pipe`` into ``into`` until its end, then close it."""
+    with open(pipe, "rb", buffering=0) as source:
+        while chunk := source.read(1 << 16):
+            into += chunk
+
+
+def interrupt_once_replaced(original: object) -> None:
+    """SIGINT ourselves once somebody replaced ``original``, SIGINT's handler."""
+    wait_until(lambda: signal.getsignal(signal.SIGINT) is not original)
+    os.kill(os.getpid(), signal.SIGINT)

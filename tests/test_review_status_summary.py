@@ -75,6 +75,8 @@ def test_a_failed_command_source_says_why_in_the_summary_and_status(
     ran = subplans("run", "plan.yaml", mode, cwd=tmp_path, env=env)
 
     run_id = latest(tmp_path)
+    # As the summary shows paths (from where the run started); status shows the absolute path
+    # kept with the step's error, for status and logs run from anywhere.
     log = f".subplans/runs/{run_id}/logs/c.items.log"
     assert ran.returncode == 1
     lines = ran.stdout.splitlines()
@@ -93,7 +95,7 @@ def test_a_failed_command_source_says_why_in_the_summary_and_status(
         "  subplans     1 total: 1 not run",
         "  steps        c failed, d skipped",
         f"  error        {MESSAGE}",
-        f"               log: {log}",
+        f"               log: {tmp_path / log}",
     ]
     # The step's own log: its command's standard error.
     printed_log = subplans("logs", "latest", "c", cwd=tmp_path, env=env)

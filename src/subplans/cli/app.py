@@ -144,6 +144,8 @@ def _usage_error(error: Any) -> int:
             typer.echo(message, err=True)
         return ExitCode.INVALID
     message = " ".join(message.split()).rstrip(".")
+    # Typer coerces option values through pydantic, whose messages start "Value error, ".
+    message = message.replace(": Value error, ", ": ")
     message = message[:1].lower() + message[1:]
     ctx = getattr(error, "ctx", None)
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""

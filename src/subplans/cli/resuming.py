@@ -18,6 +18,8 @@ from subplans.store import find_leftovers
 from subplans.store.resume import (
     SKIP_UNKNOWN_REASON,
     UnknownOutcomes,
+    changed_sources,
+    describe_changed_sources,
     describe_stopped,
     recorded_overrides,
     refusal,
@@ -69,11 +71,15 @@ class ResumedRun:
         node = load(Path(self.run.plan_file), overrides)
         manifest = run_manifest(node, overrides)
         diff = store.plan_diff(run_id, manifest)
-        problem = refusal(diff, force=self.force)
-        if problem is not None:
-            refuse([problem])
-        # The steps that had started make their subplans of the items they read then.
+        # The steps that had started make their subplans of the items they read then; one the
+        # plan gives another source changes its subplans: refused as added ones are.
         self.items = store.recorded_items(run_id)
+        changed = changed_sources(node, self.items)
+        problems = [refusal(diff, force=self.force)]
+        if changed and not self.force:
+            problems.append(describe_changed_sources(run_id, changed, force=False))
+        if any(problems):
+            refuse([problem for problem in problems if problem is not None])
         # Whatever was running when the run stopped may have done its work already.
         unknown = unknown_outcomes(store, run_id, node, leftovers, self.items)
         if unknown.not_idempotent and not (self.rerun_unknown or self.skip_unknown):
@@ -90,7 +96,12 @@ class ResumedRun:
             run_dir=None if self.run.run_dir is None else Path(self.run.run_dir),
             skip=store.completed_subplans(run_id).union(assumed),
             assume_completed=assumed,
-            notes=_notes(diff, unknown, skip=self.skip_unknown),
+            notes=_notes(
+                diff,
+                describe_changed_sources(run_id, changed, force=True) if changed else None,
+                unknown,
+                skip=self.skip_unknown,
+            ),
         )
 
     def before_start(self, store: RunStore, session: RunSession, decision: Decision) -> None:
@@ -118,12 +129,17 @@ class ResumedRun:
         return ()  # the run's folder is the one it had
 
 
-def _notes(diff: PlanDiff, unknown: UnknownOutcomes, *, skip: bool) -> tuple[str, ...]:
-    """What the resume found that the operator should read: a changed plan, unknown outcomes."""
+def _notes(
+    diff: PlanDiff, sources: str | None, unknown: UnknownOutcomes, *, skip: bool
+) -> tuple[str, ...]:
+    """What the resume found that the operator should read: a changed plan (``sources``: the
+    steps given another source, forced), unknown outcomes."""
     notes = []
-    if diff.hash_changed:
+    if diff.hash_changed and not (diff.ids_match and sources):
         forced = "" if diff.ids_match else "; resuming anyway (--force)"
         notes.append(f"{diff}{forced}")
+    if sources:
+        notes.append(sources)
     if unknown.subplans:
         notes.append(unknown.describe(skip=skip))
     return tuple(notes)

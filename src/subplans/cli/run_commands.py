@@ -6,6 +6,7 @@ and ``resume``: lock, signals, store, session) and map how it ended to an exit c
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from subplans.cli.lifecycle import RunEnd
     from subplans.plans.loader import Overrides
+    from subplans.plans.tree import PlanNode
 
 __all__ = ["commands", "resume", "run", "validate"]
 
@@ -139,8 +141,26 @@ def run(
     )
     with invalid_input():
         node = load(plan, overrides)
+        _say_where_items_come_from(node)
         end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
     raise _exit(end)
+
+
+def _say_where_items_come_from(node: PlanNode) -> None:
+    """A step reading ``{lines: -}`` from a terminal would wait in silence: say so first."""
+    from subplans.plans.for_each import LinesSource
+
+    if not sys.stdin or not sys.stdin.isatty():
+        return
+    for step in node.walk_steps():
+        source = None if step.items is None else step.items.source
+        if isinstance(source, LinesSource) and source.file == "-":
+            typer.echo(
+                f"step {step.id} reads its items from standard input, this terminal: type them, "
+                "one a line, then Ctrl-D",
+                err=True,
+            )
+            return  # read once per run, for every step that asks
 
 
 def _dry_run(

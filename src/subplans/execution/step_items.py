@@ -134,9 +134,10 @@ async def read_stdin() -> str:
 async def _command_output(
     command: str, items: StepItems, context: RunContext, step_id: str, grace: float
 ) -> str:
-    log_file = context.log_file(f"{step_id}.items")
-    # Absolute: the shell runs in the plan's folder, not where the run was started.
-    output = log_file.with_suffix(".out").absolute()
+    # Absolute: the shell runs in the plan's folder, not where the run was started, and the
+    # path is stored with the step's error (status and logs read it from anywhere).
+    log_file = context.log_file(f"{step_id}.items").absolute()
+    output = log_file.with_suffix(".out")
     # The command's standard output to its own file: the shell's redirection, so that what
     # it starts inherits it too; standard error to the log.
     argv = ["/bin/sh", "-c", 'exec >"$1" && exec /bin/sh -c "$2"', "sh", str(output), command]

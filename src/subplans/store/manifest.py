@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from subplans.engine.errors import SubplanError
+
 if TYPE_CHECKING:
-    from subplans.plans.tree import PlanNode, StepNode, UnitNode
+    from subplans.plans.tree import PlanNode, StepItems, StepNode, UnitNode
 
 __all__ = ["PlanManifest", "plan_hash"]
 
@@ -21,9 +23,10 @@ def plan_hash(plan: PlanNode) -> str:
 
     It covers what decides the work: plan, step and unit ids and names, kinds, commands, call
     targets and their keyword arguments, environment, working folders (relative to the root
-    plan's folder), ``always`` flags and the nested structure. Profiles, timeouts and retries
-    are execution policy, recorded separately, and leave it unchanged; so does moving the
-    plan's folder.
+    plan's folder), ``always`` flags and the nested structure; for a run-time ``for_each``
+    step, its source and the subplan its template makes of a sample item. Profiles, timeouts
+    and retries are execution policy, recorded separately, and leave it unchanged; so does
+    moving the plan's folder.
     """
     text = json.dumps(
         _plan(plan, plan.folder), sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -48,7 +51,22 @@ def _step(step: StepNode, root: Path) -> dict[str, Any]:
     }
     if step.items is not None:  # its units are made when it starts: where they come from
         made["items"] = str(step.items)
+        made["template"] = _template(step.items, root)
     return made
+
+
+#: The item a run-time step's template is hashed with: its placeholders stay as they are written.
+_SAMPLE = "{item}"
+
+
+def _template(items: StepItems, root: Path) -> list[dict[str, Any]] | None:
+    """What the step's template makes of a sample item (its command, environment, nested
+    plan...), so that editing it changes the hash as editing a static step's subplans does;
+    None for a template the sample makes nothing of (an item that names the nested plan)."""
+    try:
+        return [_unit(unit, root) for unit in items.units((_SAMPLE,))]
+    except SubplanError:
+        return None
 
 
 def _unit(unit: UnitNode, root: Path) -> dict[str, Any]:

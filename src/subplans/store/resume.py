@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SKIP_UNKNOWN_REASON",
     "UnknownOutcomes",
+    "changed_sources",
+    "describe_changed_sources",
     "describe_stopped",
     "recorded_overrides",
     "refusal",
@@ -236,6 +238,40 @@ def units_made(plan: PlanNode, items: Mapping[str, RecordedItems]) -> list[UnitN
             if unit.plan is not None:
                 units.extend(units_made(unit.plan, items))
     return units
+
+
+def changed_sources(
+    plan: PlanNode, items: Mapping[str, RecordedItems]
+) -> list[tuple[str, str, str]]:
+    """The run-time steps of ``plan``'s tree that had started (``items`` records what they read)
+    and that the plan now gives another source: (step id, source then, source now). Their
+    subplans change as much as a static list's would: a resume reads the new source only with
+    ``--force``."""
+    plans = [plan, *(unit.plan for unit in units_made(plan, items) if unit.plan is not None)]
+    return [
+        (step.id, items[step.id].source, str(step.items))
+        for each in plans
+        for step in each.steps
+        if step.items is not None and step.id in items and not items[step.id].fits(step.items)
+    ]
+
+
+def describe_changed_sources(
+    run_id: str, changed: Sequence[tuple[str, str, str]], *, force: bool
+) -> str:
+    """One line: the steps of ``run_id`` whose source the plan changed (``changed_sources``),
+    and what resume does: refuses without ``force``, reads the new sources with it."""
+    steps = "; ".join(
+        f"step {step_id} read its items from the {then} and the plan now gives it the {now}"
+        for step_id, then, now in changed
+    )
+    sources = "source" if len(changed) == 1 else "sources"
+    then = (
+        f"resuming anyway (--force), reading the new {sources}"
+        if force
+        else f"resume with --force to read the new {sources}"
+    )
+    return f"the plan's subplans changed since run {run_id}: {steps}; {then}"
 
 
 def _count(n: int) -> str:
