@@ -10,7 +10,6 @@ step's id, when no subplan has that id, names it.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +76,9 @@ def items_log(
         return Path(named)
     if run.run_dir is None:
         return None
-    # The name RunContext.log_file gives the unit id "STEP.items".
-    safe = re.sub(r"[^\w.-]+", "_", f"{name}.items".replace("/", "__")).strip("._")
-    found = Path(run.run_dir) / "logs" / f"{safe}.log"
+    from subplans.execution.runners import log_name
+
+    found = Path(run.run_dir) / "logs" / f"{log_name(f'{name}.items')}.log"
     return found if found.is_file() else None
 
 

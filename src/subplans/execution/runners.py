@@ -33,6 +33,7 @@ __all__ = [
     "ThreadAbandonedError",
     "build_subplan",
     "call_function",
+    "log_name",
 ]
 
 
@@ -42,6 +43,12 @@ class CallTargetError(SubplanError):
 
 class ThreadAbandonedError(SubplanCancelledError):
     """A cancelled sync function kept running in its worker thread past ``cancel_grace``."""
+
+
+def log_name(unit_id: str) -> str:
+    """The file name (without ``.log``) a unit's log gets in the run's ``logs`` folder; a
+    second unit of the same name gets ``NAME.2`` (``RunContext.log_file``)."""
+    return re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
 
 
 @dataclass(slots=True)
@@ -69,7 +76,7 @@ class RunContext:
         """A log file name in the run folder for ``unit_id``, unique within the run."""
         path = self.log_names.get(unit_id)
         if path is None:
-            safe = re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
+            safe = log_name(unit_id)
             path = self.run_dir / "logs" / f"{safe}.log"
             number = 2
             while path in self.log_taken:
