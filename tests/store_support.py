@@ -152,3 +152,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+# Two subplans wait for the file "go"; the third waits for a free slot.
+GATED = """
+    name: gated
+    automation_profile: {max_parallel: 2, cancel_grace: 1}
+    steps:
+      - name: work
+        for_each: [a, b, c]
+        subplan:
+          run: "while [ ! -e go ]; do sleep 0.01; done; echo {item}"
+      - name: after
+        run: "true"
+    """

@@ -22,6 +22,7 @@ from subplans.store import RunStore, StoreError
 
 from .conftest import command_env, wait_until
 from .plans_helpers import write
+from .store_support import GATED
 from .test_cli_process import processes_of_run, subplans
 
 
@@ -208,19 +209,6 @@ def test_a_killed_run_is_interrupted_and_resume_finishes_it_without_rerunning_an
 
 
 # --- a live run, seen from other processes ------------------------------------------------------
-
-# Two subplans wait for the file "go"; the third waits for a free slot.
-GATED = """
-    name: gated
-    automation_profile: {max_parallel: 2, cancel_grace: 1}
-    steps:
-      - name: work
-        for_each: [a, b, c]
-        subplan:
-          run: "while [ ! -e go ]; do sleep 0.01; done; echo {item}"
-      - name: after
-        run: "true"
-    """
 
 
 def start_gated(

@@ -34,7 +34,7 @@ from subplans.store.manifest import PlanManifest
 
 from .conftest import command_env, printed, wait_until
 from .plans_helpers import write
-from .store_support import gone_owner, invoke, manifest, no_config
+from .store_support import GATED, gone_owner, invoke, manifest, no_config
 from .test_cli_process import subplans
 
 FAILING_COMMAND = """
@@ -187,19 +187,6 @@ def test_many_failed_steps_are_counted_past_twenty() -> None:
 
     assert "  error     step s0: ValueError: bad" in lines
     assert lines[-2] == "            +3 more failed steps: see --events-jsonl"
-
-
-GATED = """
-    name: gated
-    automation_profile: {max_parallel: 2, cancel_grace: 1}
-    steps:
-      - name: work
-        for_each: [a, b, c]
-        subplan:
-          run: "while [ ! -e go ]; do sleep 0.01; done; echo {item}"
-      - name: after
-        run: "true"
-    """
 
 
 @pytest.fixture

@@ -25,8 +25,7 @@ from subplans.engine.events import (
 )
 from subplans.engine.progress import Failure, ProgressReporter
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
-from subplans.plans.loader import GlobalConfig, PlanNode, load_plan
-from subplans.plans.profiles import ProfileRegistry
+from subplans.plans.loader import PlanNode
 from subplans.sinks.formatting import (
     clock_time,
     duration,
@@ -42,7 +41,7 @@ from subplans.sinks.plan_progress import PlanProgress
 from subplans.sinks.summary import MAX_FAILURE_ROWS, RunSummary
 
 from .conftest import printed
-from .plans_helpers import write
+from .plans_helpers import port_legacy_tree
 
 PENDING = SubplanExecutionState.PENDING
 RUNNING = SubplanExecutionState.RUNNING
@@ -65,40 +64,7 @@ def command_failed(code: int = 3, tail_text: str = "one\ntwo") -> CommandFailedE
 @pytest.fixture
 def tree(tmp_path: Path) -> PlanNode:
     """A root plan of three steps; the second holds a nested plan of two units."""
-    write(
-        tmp_path,
-        "inner.yaml",
-        """
-        name: inner
-        steps:
-          - name: build
-            subplans:
-              - {name: html, run: "true"}
-              - {name: pdf, run: "true"}
-        """,
-    )
-    path = write(
-        tmp_path,
-        "plan.yaml",
-        """
-        name: port-legacy
-        steps:
-          - name: prepare
-            run: "true"
-          - name: port
-            max_parallel: 3
-            subplans:
-              - {name: a, run: "true"}
-              - {name: b, run: "true"}
-              - {name: c, run: "true"}
-              - {name: d, run: "true"}
-              - {name: docs, plan: inner.yaml}
-          - name: report
-            run: "true"
-        """,
-    )
-    config = GlobalConfig(tmp_path / "none.yaml", False, ProfileRegistry(), None)
-    return load_plan(path, config=config)
+    return port_legacy_tree(tmp_path)
 
 
 # --- formatting ---------------------------------------------------------------------------

@@ -6,11 +6,9 @@ printed whole, however narrow the terminal."""
 from __future__ import annotations
 
 import io
-import json
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +26,9 @@ from subplans.sinks.live import LiveView
 from subplans.sinks.plan_progress import PlanProgress, StepView
 from subplans.sinks.summary import RunSummary
 
-from .conftest import command_env, wait_until
-from .plans_helpers import write
+from .conftest import command_env
+from .plans_helpers import port_legacy_tree, write
+from .test_cli_process import read_events, start_run, subplans
 
 PENDING = SubplanExecutionState.PENDING
 RUNNING = SubplanExecutionState.RUNNING
@@ -41,40 +40,7 @@ FAILED = SubplanExecutionState.FAILED
 def tree(tmp_path: Path) -> PlanNode:
     """Three steps, the second of five units three at a time: 9 units with prepare's and
     report's (one of them a nested plan of two)."""
-    write(
-        tmp_path,
-        "inner.yaml",
-        """
-        name: inner
-        steps:
-          - name: build
-            subplans:
-              - {name: html, run: "true"}
-              - {name: pdf, run: "true"}
-        """,
-    )
-    path = write(
-        tmp_path,
-        "plan.yaml",
-        """
-        name: port-legacy
-        steps:
-          - name: prepare
-            run: "true"
-          - name: port
-            max_parallel: 3
-            subplans:
-              - {name: a, run: "true"}
-              - {name: b, run: "true"}
-              - {name: c, run: "true"}
-              - {name: d, run: "true"}
-              - {name: docs, plan: inner.yaml}
-          - name: report
-            run: "true"
-        """,
-    )
-    config = GlobalConfig(tmp_path / "none.yaml", False, ProfileRegistry(), None)
-    return load_plan(path, config=config)
+    return port_legacy_tree(tmp_path)
 
 
 # --- the summary's words ------------------------------------------------------------------
@@ -372,51 +338,17 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.wait()
 
 
-def events_of(path: Path) -> list[dict[str, object]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def subplans(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "subplans", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("how", ["SIGINT", "cancel"])
 def test_a_stopped_run_s_summary_says_cancelled_and_not_run(
     how: str, tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    write(tmp_path, "plan.yaml", PLAN)
-    events, out = tmp_path / "events.jsonl", tmp_path / "out.txt"
     # The cancelled run shows on a terminal (Rich is made to see one), 40 columns wide.
     terminal = {"TTY_INTERACTIVE": "1", "NO_COLOR": "1", "COLUMNS": "40"}
     env = command_env(
         SUBPLANS_CONFIG=str(tmp_path / "none.yaml"), **(terminal if how == "cancel" else {})
     )
-    with out.open("wb") as stdout:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "subplans", "run", "plan.yaml", "--events-jsonl", str(events)],
-            cwd=tmp_path,
-            env=env,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-        )
-    started.append(proc)
-    wait_until(
-        lambda: sum(e["event"] == "subplan_process_started" for e in events_of(events)) == 3,
-        "prep and two of work to start",
-    )
-    run_id = str(events_of(events)[0]["run_id"])
+    proc, events, out = start_run(tmp_path, env, started, PLAN)  # prep and two of work started
+    run_id = str(read_events(events)[0]["run_id"])
 
     if how == "SIGINT":
         proc.send_signal(signal.SIGINT)
