@@ -9,10 +9,19 @@ in the same run:
   to the plan), one line per state change to stdout (``/dev/null`` here), a log file per
   subplan, events, the summary;
 - a bare Python script: ``asyncio.create_subprocess_exec`` under an ``asyncio.Semaphore(16)``,
-  output to ``/dev/null``, on the interpreter's own child watcher. Target: subplans within 1.2x;
-- GNU ``parallel -j 16``. Target: subplans at most 0.33x (3x faster). Skipped, and said so,
-  where it is not installed;
-- ``xargs -P 16``: a reference, no target.
+  on the interpreter's own child watcher, each command's output appended to a log file of its
+  own (the flags ``spawning.open_log`` uses) in a new folder for each run, beside the
+  benchmark's folder, as ``subplans run`` writes them. Target: subplans within 1.2x;
+- GNU ``parallel -j 16``, its output buffers (a file per command) in the same folder
+  (``--tmpdir``). Target: subplans at most 0.33x (3x faster). Skipped, and said so, where it is
+  not installed;
+- the bare script with output to ``/dev/null`` and ``xargs -P 16``: references, no target.
+
+Both baselines do the same work as ``subplans run`` in the same place (#10, fourth pass): until
+then only ``subplans run`` created files, the bare script wrote to ``/dev/null`` and GNU parallel
+to ``/tmp``. Creating a file costs 4-20 us on a disk at rest but 0.1-1 ms within minutes of
+deletions nearby on this machine's ext4 (see the third pass below), and that cost fell on one
+side only; the old script stays as a reference row.
 
 The figures are printed to read, never asserted: the machine decides them.
 
@@ -78,8 +87,8 @@ script to 1.25x (medians; bests 1.51x to 1.42x), and from 0.39x GNU parallel to 
 
 What is left is mostly outside the command: the start-up's imports (pydantic and the plan
 models, Typer and the TypeAdapters it builds for each option, the store's modules), the
-store's open (``PRAGMA quick_check`` reads the whole store: it grows with every run kept), the
-plan's manifest hash (about 10 ms for 1,000 subplans), and per command the dispatcher's and
+store's open (``PRAGMA quick_check`` read the whole store, growing with every run kept; since
+the fourth pass a fixed number of pages, see ``bench_store.py``), the plan's manifest hash (about 10 ms for 1,000 subplans), and per command the dispatcher's and
 the events' own work.
 
 Third pass (#10), on the spawning of commands: the spawner threads hand the GIL back and forth
@@ -103,6 +112,33 @@ So the first line printed is the cost of creating a file in the benchmark's fold
 the runs: far above 20 us, the disk is what is measured. Give it a few minutes without
 deletions nearby, or a ``--folder`` on tmpfs to measure the tool alone.
 
+Fourth pass (#10), on the start-up (``bench_startup.py`` has its profile): ``subplans run`` paid
+about 0.2 s more than ``python -c 'import asyncio'`` before its first command: Typer with its
+option adapters (about 40 ms), pydantic's import (about 40 ms), the plan models' validators
+(about 20 ms), pydantic's plugin scan (about 9 ms), then the run's own modules. A plain ``run``
+line is now read without Typer (``cli.run_args``) and a plan of the common shape, this one among
+them, checked without pydantic (``plans.plain_plans``): the run loads neither. Side by side with
+the code before, interleaved, 5 rounds (medians, bests in brackets), the machine shared with other
+jobs and its disk slow to create files (110 us a file): ``subplans run`` 1.42 s (1.30) -> 1.22 s
+(0.98), the bare script with its logs 1.01 s (0.87), with output dropped 0.69 s (0.66), GNU
+parallel 2.45 s (2.35); as ratios, to the bare script 1.42x (1.49x) -> 1.21x (1.13x), to GNU
+parallel 0.58x (0.55x) -> 0.50x (0.42x). Busier (load 4-6): 1.14 s -> 0.98 s, the bare script
+then slower than both. A run of one ``true``: 361 -> 159 ms. Creating the 1,000 log files cost
+the bare script 0.3 s there (with logs against without); both write them, and on such a disk
+they are much of what separates either from GNU parallel's target (on a disk at rest they cost
+about 20 ms). Not measured at rest this time: other jobs kept deleting files all along.
+
+What is left, per command, in the loop (a profile, and the CPU time of each thread of this
+plan's run: the loop 0.45 s, start-up included, 0.31 s of it user time, and each of the four
+spawner threads 0.06 s, against 0.4 s for the whole bare script, 0.2 s of it user time): the
+end of each command reads ``/proc`` about eleven times (the stat of every pid handed out since
+it started, 7 a command here, the environment of those in no known session, 1.8, and
+``/proc/loadavg`` and ``/proc/stat`` for the pid window), each read a moment a spawner thread
+takes the GIL from the loop. Skipping them all (an experiment) saved about 70 ms of the loop's
+system time per 1,000 commands; they stay as the hardening review left them, since each guards
+against a leftover process escaping its command's end. The store's writer and the events are the
+other parts (the store's open no longer grows with the runs kept: ``bench_store.py``).
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 
@@ -121,28 +157,41 @@ from pathlib import Path
 
 BARE = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, os, sys, time
 
-    async def main(items, width):
+    async def main(items, width, logs):
         semaphore = asyncio.Semaphore(width)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 
         async def one(item):
             async with semaphore:
-                proc = await asyncio.create_subprocess_exec(
-                    "true", item, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                )
+                # Like `subplans run`: each command's output in a log file of its own.
+                log = os.open(os.path.join(logs, item + ".log"), flags, 0o666) if logs else None
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        "true", item, stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log or asyncio.subprocess.DEVNULL,
+                        stderr=log or asyncio.subprocess.DEVNULL,
+                    )
+                finally:
+                    if log is not None:
+                        os.close(log)
                 await proc.wait()
 
         await asyncio.gather(*(one(item) for item in items))
 
     items = open(sys.argv[1]).read().split()
-    asyncio.run(main(items, int(sys.argv[2])))
+    logs = None
+    if len(sys.argv) > 3:  # a folder of its own for this run's logs, as each run of subplans has
+        logs = os.path.join(sys.argv[3], f"{os.getpid()}-{time.time_ns()}")
+        os.makedirs(logs)
+    asyncio.run(main(items, int(sys.argv[2]), logs))
     """
 )
 
 SUBPLANS = "subplans run"
 BARE_SCRIPT = "bare asyncio script"
+BARE_NULL = "bare script, output dropped"
 
 
 def write_inputs(folder: Path, commands: int, width: int) -> tuple[Path, Path, Path]:
@@ -224,13 +273,19 @@ def main() -> None:
         folder = Path(tmp)
         creating = creation_cost(folder)
         plan, bare, listing = write_inputs(folder, n, width)
+        logs = str(folder / "bare-runs")
         contenders: dict[str, tuple[list[str], Path | None]] = {
             SUBPLANS: ([sys.executable, "-m", "subplans", "run", str(plan)], None),
-            BARE_SCRIPT: ([sys.executable, str(bare), str(listing), str(width)], None),
+            BARE_SCRIPT: ([sys.executable, str(bare), str(listing), str(width), logs], None),
+            BARE_NULL: ([sys.executable, str(bare), str(listing), str(width)], None),
             xargs: (["xargs", "-P", str(width), "-n", "1", "true"], listing),
         }
         if shutil.which("parallel"):
-            contenders[gnu] = (["parallel", "--will-cite", "-j", str(width), "true"], listing)
+            # Its output buffers (a file per command, in $TMPDIR) in the same folder as the others'.
+            contenders[gnu] = (
+                ["parallel", "--will-cite", "--tmpdir", tmp, "-j", str(width), "true"],
+                listing,
+            )
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for argv, stdin in contenders.values():  # warm the caches (.pyc, page cache)
             timed(argv, stdin=stdin, cwd=folder)
@@ -249,7 +304,7 @@ def main() -> None:
         f"{options.rounds} interleaved rounds"
     )
     print(f"{'':32} {'median s':>9} {'best s':>9}")
-    for name in (SUBPLANS, BARE_SCRIPT, xargs, gnu):
+    for name in (SUBPLANS, BARE_SCRIPT, BARE_NULL, xargs, gnu):
         if name in times:
             found = times[name]
             print(f"{name:32} {statistics.median(found):9.3f} {min(found):9.3f}")
@@ -260,6 +315,7 @@ def main() -> None:
     ours = times[SUBPLANS]
     print(ratio_row(f"the {BARE_SCRIPT}", ours, times[BARE_SCRIPT], "<= 1.2x"))
     print(ratio_row(gnu, ours, times.get(gnu), "<= 0.33x (3x faster)"))
+    print(ratio_row(BARE_NULL, ours, times[BARE_NULL], "(a reference: no log files)"))
     print(ratio_row(xargs, ours, times[xargs], "(a reference)"))
 
 

@@ -12,7 +12,9 @@ no-op subscriber, the subplans passed as a generator, against:
   beside the bare baseline's;
 - peak RSS of 1,000,000 subplans with the results returned (target <= 200 MB), beside the
   bare baseline collecting its results and beside the results alone: 1,000,000
-  ``SubplanResult`` built in a list, the floor of any dispatcher that returns them.
+  ``SubplanResult`` built in a list, the floor of any dispatcher that returns them;
+- peak RSS of ``stream()`` over 10,000,000 subplans from a generator, every result read and
+  dropped (issue #13: target < 100 MB, the memory of ``max_parallel`` subplans).
 
 Times are process CPU time: several programs share this machine's two cores, and CPU time is
 what a busy neighbour bends least (wall time is printed for the series too). Contenders are
@@ -54,9 +56,31 @@ old and the new dispatcher in one process, CPU time, 2 shared cores):
   call per move, are gone from the hot path (the moves are structural there).
   (vs bare: 1.5x -> 1.24x.)
 
-What remains (about 0.7 us per subplan over the bare baseline): the three events themselves
-(stamp, build, publish, a logging check: about 0.2 us each), building the result and building
-the ``Subplan`` (0.34 us, most of it the frozen dataclass's six slot setters).
+Issue #13 made ``run()`` pull a generator one subplan per free slot (a lazy input) instead of
+reading it whole first, so that a generator of any length is never read ahead:
+
+- Each pulled subplan is published PENDING as it starts, interleaved with the rest, where the
+  whole list used to be announced in one tight loop; with the pull itself that cost about
+  0.5 us a subplan. Won back: the log-level check (``logger.isEnabledFor``, 0.18 us, three
+  times a subplan) reads logging's own cache first (``tracker.maybe_enabled``, 0.02 us); the
+  dispatch's state moved to slots (past 30 attributes an instance dict loses the
+  interpreter's fast attribute access); PENDING and RUNNING of a pulled subplan share one
+  stamp and one call (``EventBus._publish_pulled``); a result is built by
+  ``results.ended`` (0.32 -> 0.16 us: the class's call machinery skipped); ``Subplan()`` fills
+  a settable draft of its layout and turns it into a Subplan (0.35 -> 0.28 us).
+- A lazy input's ids are checked one at a time as they come: a hash set would hold 32 to 48
+  bytes an id (33 MB at a million: 225 MB peak, past the 200 MB row). Ids that come in order
+  (by length, then as strings: ``s9`` < ``s10``) need nothing kept, the last one aside; the
+  first one out of order starts a set of the ids so far, and past 131,072 ids a table of
+  their positions (4 bytes a slot, ``engine/duplicates.py``).
+  (Peak RSS at 1M from a generator: 191 MB, as before; per subplan at 10k: about 0.3 us over
+  the old materialised path, the interleaved PENDING event mostly.)
+
+What remains (about 0.9 us per subplan over the bare baseline): the three events themselves
+(build 0.17 us, publish 0.2 us each, the no-op subscriber's call included), pulling the next
+subplan (about 0.2 us: the generator, its checks, the entry), building the result and the
+``Subplan``. aiometer / subplans stays under 5x (4.6-4.8x here; the same runs put the old
+materialised path at 4.7-5.1x): the events are the lever left.
 """
 
 from __future__ import annotations
@@ -78,8 +102,9 @@ N = 10_000
 CAP = 32
 ROUNDS = 7
 SERIES = (10_000, 100_000, 1_000_000)
+STREAMED = 10_000_000
 
-Body = Callable[[int, int], Coroutine[Any, Any, list[Any]]]
+Body = Callable[[int, int], Coroutine[Any, Any, Any]]
 
 
 async def noop() -> None:
@@ -119,6 +144,17 @@ async def with_aiometer(n: int, cap: int = CAP) -> list[None]:
     return results
 
 
+async def stream_only(n: int, cap: int = CAP) -> int:
+    """``stream()`` of a generator: every result read and let go (the memory row of #13)."""
+    bus = EventBus()
+    bus.subscribe(lambda event: None)
+    dispatcher = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=cap), bus=bus)
+    count = 0
+    async for _ in dispatcher.stream(Subplan(f"s{i}", noop) for i in range(n)):
+        count += 1
+    return count
+
+
 async def results_alone(n: int, cap: int = CAP) -> list[Any]:
     """What returning ``n`` results takes by itself: the memory floor of any dispatcher."""
     from subplans import SubplanExecutionState, SubplanResult
@@ -132,6 +168,7 @@ BODIES: dict[str, Body] = {
     "subplans": with_subplans,
     "aiometer": with_aiometer,
     "results": results_alone,
+    "stream": stream_only,
 }
 
 
@@ -169,7 +206,7 @@ def run_child(name: str, n: int) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     results = asyncio.run(body(n, CAP))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    assert len(results) == n
+    assert (results if isinstance(results, int) else len(results)) == n
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # results still held
     print(json.dumps({"cpu_us": cpu / n * 1e6, "wall_us": wall / n * 1e6, "rss_kib": peak_kib}))
 
@@ -233,12 +270,23 @@ def scaling_rows() -> None:
     )
 
 
+def stream_row() -> None:
+    streamed = child("stream", STREAMED)
+    peak = streamed["rss_kib"] * 1024 / 1e6
+    print(f"peak RSS, stream() of {STREAMED:,} subplans from a generator, results let go:")
+    print(
+        f"  subplans          {peak:6.0f} MB (target < 100 MB), cpu {streamed['cpu_us']:.2f} us"
+        " a subplan"
+    )
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--child"]:
         run_child(argv[1], int(argv[2]))
         return 0
     speed_rows()
     scaling_rows()
+    stream_row()
     return 0
 
 

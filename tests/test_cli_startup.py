@@ -257,3 +257,13 @@ def test_an_interrupt_while_the_version_is_printed_exits_130_with_one_line(
             proc.kill()
             proc.wait()
     assert (proc.returncode, err.decode()) == (ExitCode.INTERRUPTED, f"interrupted by {sig.name}\n")
+
+
+@pytest.mark.parametrize("options", [[], ["-j", "2", "--failure-mode", "continue_on_error"]])
+def test_a_plain_run_loads_neither_typer_nor_pydantic(tmp_path: Path, options: list[str]) -> None:
+    """A plain `run` line is read without Typer, a plain plan checked without pydantic (#10)."""
+    write(tmp_path, "plan.yaml", "name: tiny\nsteps:\n  - name: one\n    run: 'true'\n")
+    args = ["run", "plan.yaml", "--no-progress", "--store", "state.db", *options]
+    loaded = loaded_by(args, tmp_path)
+    assert not {"typer", "click", "pydantic", "pydantic_core", "rich"} & tops(loaded)
+    assert "importlib.metadata" not in loaded

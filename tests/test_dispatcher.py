@@ -25,7 +25,8 @@ from subplans import (
     SubplanRetrying,
     SubplanStateChanged,
 )
-from subplans.engine.dispatcher import _SET_UP_TO, _has_duplicates
+from subplans.engine.duplicates import SET_UP_TO as _SET_UP_TO
+from subplans.engine.duplicates import has_duplicates as _has_duplicates
 
 from .conftest import Recorder, no_tasks_left, raising, returning, waiting
 
@@ -410,7 +411,7 @@ async def test_cancelling_the_caller_stops_everything(bus: EventBus, recorder: R
         return run  # type: ignore[return-value]
 
     run = asyncio.create_task(
-        dispatcher(bus, max_parallel=2).run(Subplan(f"s{i}", body(f"s{i}")) for i in range(4))
+        dispatcher(bus, max_parallel=2).run([Subplan(f"s{i}", body(f"s{i}")) for i in range(4)])
     )
     await started.wait()
     run.cancel()
@@ -496,7 +497,7 @@ async def test_duplicate_ids_in_a_large_dispatch_are_found_by_sorting(
     assert not _has_duplicates([Subplan(id, run) for id in ids])
     ids[-1] = "s7"  # far from the other "s7", on both sides of the sort
     with pytest.raises(SubplanError, match=r"^duplicate subplan id 's7'$"):
-        await dispatcher(bus).run(Subplan(id, run) for id in reversed(ids))
+        await dispatcher(bus).run([Subplan(id, run) for id in reversed(ids)])
     assert ran == []
     assert recorder.events == []
 

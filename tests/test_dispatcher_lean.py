@@ -195,3 +195,24 @@ async def test_a_stop_cancels_an_attempt_under_its_timeout_as_a_stop(
     assert str(a.error) == "cancelled because subplan 'b' failed"
     assert a.attempt == 1
     assert no_tasks_left()
+
+
+def test_a_subplan_built_through_its_draft_is_a_plain_subplan() -> None:
+    """``Subplan.__new__`` fills a settable draft and turns it into a Subplan: what comes out
+    is a Subplan, frozen, equal to itself copied and pickled; a subclass is built the slow way."""
+    import copy
+    import pickle
+
+    subplan = Subplan("a", work, retries=2, retry_delay=0.5, uses_budget=False)
+    assert type(subplan) is Subplan
+    assert copy.copy(subplan) == subplan == pickle.loads(pickle.dumps(subplan))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        subplan.retries = 3  # type: ignore[misc]
+
+    class Named(Subplan):
+        __slots__ = ()
+
+    named = Named("b", work, timeout=1)
+    assert (type(named), named.id, named.timeout, named.retries) == (Named, "b", 1.0, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        named.id = "c"  # type: ignore[misc]

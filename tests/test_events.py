@@ -200,3 +200,41 @@ def test_json_ready_converts_inside_mappings_and_leaves_the_unknown_alone() -> N
         "n": 1,
     }
     assert json_ready(unknown) is unknown
+
+
+def test_a_pulled_subplans_two_moves_in_one_call_are_two_publishes() -> None:
+    """``_publish_pulled`` (PENDING then RUNNING of a lazily pulled subplan) is two
+    ``_publish_move``: every subscriber sees PENDING before any sees RUNNING, and one that
+    raises is skipped each time."""
+    from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
+
+    pending, running = SubplanExecutionState.PENDING, SubplanExecutionState.RUNNING
+    one, other = EventBus(), EventBus()
+    seen: list[tuple[str, object]] = []
+    for bus in (one, other):
+        bus.subscribe(lambda e: seen.append(("first", e.state)))  # type: ignore[attr-defined]
+        bus.subscribe(lambda e: 1 / 0)
+        bus.subscribe(lambda e: seen.append(("last", e.state)))  # type: ignore[attr-defined]
+    one._publish_pulled("a", 5.0)
+    split = list(seen)
+    seen.clear()
+    other._publish_move("a", None, pending, 0, None, 5.0)
+    other._publish_move("a", pending, running, 1, None, 5.0)
+    assert (
+        split
+        == seen
+        == [
+            ("first", pending),
+            ("last", pending),
+            ("first", running),
+            ("last", running),
+        ]
+    )
+    assert (one.published, one.subscriber_errors) == (other.published, other.subscriber_errors)
+    events: list[SubplanStateChanged] = []
+    one.subscribe(events.append)  # type: ignore[arg-type]
+    one._publish_pulled("b", 6.0)
+    assert [e.to_dict() for e in events] == [
+        SubplanStateChanged("b", None, pending, 0, None, time=6.0).to_dict(),
+        SubplanStateChanged("b", pending, running, 1, None, time=6.0).to_dict(),
+    ]

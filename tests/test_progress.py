@@ -89,3 +89,37 @@ def test_without_a_bus() -> None:
     reporter = ProgressReporter()
     assert reporter.snapshot().total == 0
     assert reporter.snapshot().eta == 0.0
+
+
+def test_no_eta_while_a_dispatch_without_a_total_is_open() -> None:
+    """Issue #13, point 6: a group or a lazy input announces no total, so the snapshot has
+    counts but no ETA (and says ``total_known`` False) until every such dispatch ended."""
+    from subplans import DispatchFinished, DispatchStarted
+
+    bus, clock = EventBus(), Clock()
+    reporter = ProgressReporter(bus, clock=clock)
+    config = ParallelExecutionConfig(max_parallel=3)
+    bus.publish(DispatchStarted("outer", 2, config))
+    tracker = SubplanTracker(bus)
+    tracker.add("a")
+    tracker.transition("a", RUNNING)
+    clock.now = 101.0
+    tracker.transition("a", COMPLETED)
+    tracker.add("b")
+    assert reporter.snapshot().eta == 1.0
+    assert reporter.snapshot().total_known
+    bus.publish(DispatchStarted("group", None, ParallelExecutionConfig(max_parallel=8)))
+    bus.publish(DispatchStarted("group", None, config))  # two open under one name
+    snapshot = reporter.snapshot()
+    assert (snapshot.total_known, snapshot.eta, snapshot.total, snapshot.done) == (
+        False,
+        None,
+        2,
+        1,
+    )
+    bus.publish(DispatchFinished("group", {}, 0.0))
+    assert not reporter.snapshot().total_known
+    bus.publish(DispatchFinished("group", {}, 0.0))
+    bus.publish(DispatchFinished("outer", {}, 0.0))
+    assert reporter.snapshot().total_known
+    assert reporter.snapshot().eta == 1.0  # parallelism 3, from the first DispatchStarted

@@ -107,3 +107,18 @@ def test_a_completed_result_is_small() -> None:
     result = SubplanResult("s1", COMPLETED, None, None, 1700000000.25, 1700000000.5, 1)
     owned = sys.getsizeof(result) + sys.getsizeof(result._stamps)
     assert owned <= sys.getsizeof(1.0) * 2 + 56  # the dataclass took 88 bytes + two floats
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "attempts"),
+    [(None, None, 1), (7, None, 2), (None, OSError("no"), 3), (None, None, True)],
+)
+def test_the_dispatchers_fast_builder_makes_what_the_class_makes(
+    value: object, error: BaseException | None, attempts: int
+) -> None:
+    from subplans.engine.results import ended
+
+    made = ended("a", FAILED, value, error, 1, 2.5, attempts)
+    assert made == SubplanResult("a", FAILED, value, error, 1, 2.5, attempts)
+    assert type(made.started) is float
+    assert made.attempts is attempts

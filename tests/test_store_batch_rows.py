@@ -104,3 +104,16 @@ def test_an_unregistered_subplan_gets_a_row_from_its_pending_state(writer: Batch
     )
     assert rows["z"] == rows["y"] == ("pending", 0, None, None, None, 0)
     assert rows["x"] == ("completed", 1, 3.0, 4.0, None, 0)
+
+
+def test_a_batch_is_one_chunk_and_an_empty_one_writes_none(writer: BatchWriter) -> None:
+    """Schema 3 (issue #10): a batch's events are one row of ``event_chunks``."""
+    assert writer.write([], durable=True) is False
+    one_batch(
+        writer, change("a", None, PENDING, 0, time=1.0), change("b", None, PENDING, 0, time=2.0)
+    )
+    one_batch(writer, change("a", PENDING, RUNNING, 1, time=3.0))
+    chunks = writer.connection.execute(
+        "SELECT first_seq, last_seq FROM event_chunks ORDER BY first_seq"
+    ).fetchall()
+    assert chunks == [(1, 2), (3, 3)]

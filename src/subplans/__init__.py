@@ -4,7 +4,7 @@ The package is built in layers, each importing only the ones before it:
 
 - ``engine``: subplans dispatched under a cap. ``config`` (``ParallelExecutionConfig``,
   ``FailureMode``), ``states`` and ``tracker`` (the state machine), ``limiter``, ``subplan`` and
-  ``results`` (what goes in and comes out), ``dispatcher``, ``events`` (the bus and the event
+  ``results`` (what goes in and comes out), ``dispatcher`` (with ``dispatch``, ``streaming`` and ``groups``), ``events`` (the bus and the event
   types), ``progress``, ``clock`` and ``errors`` (the one exception hierarchy).
 - ``plans``: plan files and automation profiles to a validated tree.
 - ``execution``: the executor that runs a tree, its runners and processes.
@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 # for by what uses them. The names are imported for the type checker only.
 if typing.TYPE_CHECKING:
     from subplans.engine.config import FailureMode, ParallelExecutionConfig
-    from subplans.engine.dispatcher import ParallelSubplanDispatcher
+    from subplans.engine.dispatcher import ParallelSubplanDispatcher, run_sync
     from subplans.engine.errors import (
         AggregateSubplanError,
         CommandFailedError,
@@ -63,6 +63,7 @@ if typing.TYPE_CHECKING:
         SubplanSkipped,
         SubplanStateChanged,
     )
+    from subplans.engine.groups import SubplanGroup
     from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
     from subplans.engine.progress import ProgressReporter, ProgressSnapshot
     from subplans.engine.results import SubplanResult
@@ -82,13 +83,14 @@ if typing.TYPE_CHECKING:
 
 _MODULES = {
     "subplans.engine.config": "FailureMode ParallelExecutionConfig",
-    "subplans.engine.dispatcher": "ParallelSubplanDispatcher",
+    "subplans.engine.dispatcher": "ParallelSubplanDispatcher run_sync",
     "subplans.engine.errors": "AggregateSubplanError CommandFailedError ConfigError DispatchError "
     "InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError RunNotLiveError "
     "StoreError SubplanCancelledError SubplanError SubplanExecutionError",
     "subplans.engine.events": "DispatchFinished DispatchStarted Event EventBus PlanFinished "
     "PlanStarted StepItemsRead StepStateChanged SubplanProcessStarted SubplanRetrying "
     "SubplanSkipped SubplanStateChanged",
+    "subplans.engine.groups": "SubplanGroup",
     "subplans.engine.limiter": "AsyncSemaphoreLimiter LimiterStatistics",
     "subplans.engine.progress": "ProgressReporter ProgressSnapshot",
     "subplans.engine.results": "SubplanResult",
@@ -173,6 +175,7 @@ __all__ = [
     "SubplanError",
     "SubplanExecutionError",
     "SubplanExecutionState",
+    "SubplanGroup",
     "SubplanProcessStarted",
     "SubplanResult",
     "SubplanRetrying",
@@ -183,4 +186,5 @@ __all__ = [
     "__version__",
     "load_global_config",
     "load_plan",
+    "run_sync",
 ]

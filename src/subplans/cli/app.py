@@ -5,8 +5,10 @@ outside click's standalone mode, so that the exit codes are ours (``exits.ExitCo
 usage error is one ``error:`` line like any other invalid input.
 
 Nothing is loaded before it is needed: ``subplans --version`` is answered here before Typer is
-imported, and the commands import their heavy modules (pydantic through the loader, Rich, the
-executor, the sinks, the store) inside themselves, so that ``--help`` starts fast too.
+imported, a plain ``subplans run`` line is read and run without Typer (``run_args``: any other
+line goes to Typer, which answers it as always), and the commands import their heavy modules
+(the loader, Rich, the executor, the sinks, the store) inside themselves, so that ``--help``
+starts fast too.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Until the command's own work begins; freezing only as the program (gc_pause).
             pause_collection(program=argv is None)
             try:
-                return _main(argv)
+                args = sys.argv[1:] if argv is None else argv
+                code = _run_without_typer(args) if args[:1] == ["run"] else None
+                return _main(argv) if code is None else code
             finally:
                 restore_collection()
         except signal_guard.CommandInterrupted:
@@ -84,6 +88,29 @@ def _print_version() -> int:
     return ExitCode.OK
 
 
+def _run_without_typer(args: Sequence[str]) -> int | None:
+    """``subplans run`` of a plain command line, read without loading Typer (``run_args``);
+    None for any other line: Typer reads it."""
+    from subplans.cli.run_args import plain_run_args, run_plainly
+
+    arguments = plain_run_args(args)
+    if arguments is None:
+        return None
+    _escape_unencodable()
+    try:
+        return run_plainly(arguments)
+    finally:
+        _forget_closed_stdout()
+
+
+def _escape_unencodable() -> None:
+    """Ids and output come from plans and commands: a terminal or pipe that cannot encode a
+    character gets an escape, never a UnicodeEncodeError halfway through a summary."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     import typer
 
@@ -94,11 +121,7 @@ def _main(argv: Sequence[str] | None) -> int:
         cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"
     )
     command = typer.main.get_command(app)
-    # Ids and output come from plans and commands: a terminal or pipe that cannot encode a
-    # character gets an escape, never a UnicodeEncodeError halfway through a summary.
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
+    _escape_unencodable()
     try:
         code = command.main(args=argv, prog_name="subplans", standalone_mode=False)
     except click_exception as error:

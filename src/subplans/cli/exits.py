@@ -98,13 +98,13 @@ def told() -> Iterator[None]:
 def invalid_input() -> Iterator[None]:
     """Exit 2 with its lines for what is refused: ``refuse()``, a store that cannot be used, a
     run that is unknown, busy or not live."""
-    import typer
-
     from subplans.engine.errors import RunBusyError, RunNotLiveError, StoreError
 
     try:
         yield
     except _Refused as refused:
+        import typer
+
         _print_refused(refused)
         raise typer.Exit(ExitCode.INVALID) from None
     except (StoreError, RunBusyError, RunNotLiveError) as error:

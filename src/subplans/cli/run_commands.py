@@ -6,7 +6,6 @@ and ``resume``: lock, signals, store, session) and map how it ended to an exit c
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -32,9 +31,7 @@ from subplans.sinks.tagged_output import OutputMode
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from subplans.cli.lifecycle import RunEnd
     from subplans.plans.loader import Overrides
-    from subplans.plans.tree import PlanNode
 
 __all__ = ["commands", "resume", "run", "validate"]
 
@@ -50,36 +47,6 @@ OutputOption = Annotated[
         "when it ends.",
     ),
 ]
-
-
-def _output_mode(output: OutputMode, events_jsonl: str | None) -> OutputMode | None:
-    """``--output`` as the run takes it (None: the log files only); refused beside events on
-    stdout, which the output's lines would break."""
-    if output is OutputMode.FILES:
-        return None
-    if events_jsonl == "-":
-        invalid(
-            [
-                f"--output {output.value} and --events-jsonl - both write to stdout: "
-                "write the events to a file (--events-jsonl PATH)"
-            ]
-        )
-    return output
-
-
-def _exit(end: RunEnd) -> typer.Exit:
-    """Print the run's warnings; its exit code."""
-    from subplans.cli.session import Outcome
-
-    for warning in end.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    return typer.Exit(
-        {
-            Outcome.COMPLETED: ExitCode.OK,
-            Outcome.FAILED: ExitCode.FAILED,
-            Outcome.INTERRUPTED: ExitCode.INTERRUPTED,
-        }[end.outcome]
-    )
 
 
 @commands.command(
@@ -125,42 +92,28 @@ def run(
     Each command's output goes to its log file; --output tag also prints every line of it as
     it comes, after [ID], and --output group each subplan's in one block once it ended.
     """
-    from subplans.cli.lifecycle import Output, RunLifecycle
-    from subplans.cli.loading import load
-    from subplans.plans.loader import Overrides
+    from subplans.cli.run_plan import run_plan
 
-    resume_collection()  # the start-up is over: what the run makes is collected
-    overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
     if dry_run or json_:
+        from subplans.plans.loader import Overrides
+
+        resume_collection()  # the start-up is over: what the dry run makes is collected
+        overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
         _dry_run(plan, overrides, json_=json_, dry_run=dry_run, events_jsonl=events_jsonl)
-    output = Output(
-        events_jsonl=events_jsonl,
-        no_progress=no_progress,
-        quiet=quiet,
-        output_mode=_output_mode(output_mode, events_jsonl),
+    raise typer.Exit(
+        run_plan(
+            plan,
+            max_parallel=max_parallel,
+            failure_mode=failure_mode,
+            profile=profile,
+            events_jsonl=events_jsonl,
+            no_progress=no_progress,
+            quiet=quiet,
+            store=store,
+            concurrent=concurrent,
+            output_mode=output_mode,
+        )
     )
-    with invalid_input():
-        node = load(plan, overrides)
-        _say_where_items_come_from(node)
-        end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
-    raise _exit(end)
-
-
-def _say_where_items_come_from(node: PlanNode) -> None:
-    """A step reading ``{lines: -}`` from a terminal would wait in silence: say so first."""
-    from subplans.plans.for_each import LinesSource
-
-    if not sys.stdin or not sys.stdin.isatty():
-        return
-    for step in node.walk_steps():
-        source = None if step.items is None else step.items.source
-        if isinstance(source, LinesSource) and source.file == "-":
-            typer.echo(
-                f"step {step.id} reads its items from standard input, this terminal: type them, "
-                "one a line, then Ctrl-D",
-                err=True,
-            )
-            return  # read once per run, for every step that asks
 
 
 def _dry_run(
@@ -231,6 +184,7 @@ def resume(
     `subplans run`.
     """
     from subplans.cli.lifecycle import Output, RunLifecycle
+    from subplans.cli.run_plan import exit_code, output_mode_of
 
     resume_collection()
     if rerun_unknown and skip_unknown:
@@ -239,7 +193,7 @@ def resume(
         events_jsonl=events_jsonl,
         no_progress=no_progress,
         quiet=quiet,
-        output_mode=_output_mode(output_mode, events_jsonl),
+        output_mode=output_mode_of(output_mode, events_jsonl),
     )
     with invalid_input():
         end = RunLifecycle(output, concurrent=concurrent).resume(
@@ -249,7 +203,7 @@ def resume(
             rerun_unknown=rerun_unknown,
             skip_unknown=skip_unknown,
         )
-    raise _exit(end)
+    raise typer.Exit(exit_code(end))
 
 
 @commands.command(epilog=example("subplans validate plan.yaml"))

@@ -10,6 +10,7 @@ from subplans.engine.events import EventBus, SubplanRetrying
 from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:
+    from subplans.engine.lending import Holder
     from subplans.engine.subplan import Subplan
 
 __all__ = ["MAX_RETRY_DELAY", "Owner", "Slot", "run_attempts"]
@@ -24,7 +25,7 @@ class Slot:
     """One of a dispatch's ``max_parallel`` places, reused from subplan to subplan: the state of
     the subplan that holds it, so that none is kept per subplan but its entry."""
 
-    __slots__ = ("attempts", "index", "started", "task")
+    __slots__ = ("attempts", "holder", "index", "started", "task")
 
     def __init__(self) -> None:
         #: The subplan's position in the input.
@@ -34,6 +35,8 @@ class Slot:
         self.attempts = 0
         #: Its task; None while the slot is free.
         self.task: asyncio.Task[None] | None = None
+        #: Its claim on a slot of the shared budget, when it takes one.
+        self.holder: Holder | None = None
 
 
 class Owner(Protocol):

@@ -1,10 +1,11 @@
-"""One run of the dispatcher: subplans started in slots, each to its end, stopped and drained.
+"""One dispatch: subplans started in slots, each to its end, stopped and drained.
 
 Where the time of a subplan goes (``benchmarks/bench_dispatcher.py`` has the figures): a
 finishing subplan starts the next one itself, from its own task, so no feeder task wakes per
 subplan and nothing waits over every running task; a subplan's state lives in one of
 ``max_parallel`` reused slots and its entry in ``entries`` (the subplan, then its result), so
-the heap grows by the results alone.
+the heap grows by the results alone. A lazy input is pulled by the same finishing subplan, one
+subplan per free slot; an async one by a feeder task.
 """
 
 from __future__ import annotations
@@ -17,27 +18,29 @@ from typing import TYPE_CHECKING, Any
 from subplans.engine.attempts import Slot, run_attempts
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.config import FailureMode
-from subplans.engine.errors import (
-    AggregateSubplanError,
-    SubplanCancelledError,
-    SubplanExecutionError,
-)
+from subplans.engine.draining import Draining
+from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import DispatchFinished, DispatchStarted
-from subplans.engine.results import SubplanResult
+from subplans.engine.intake import Intake
+from subplans.engine.lending import Holder, held_by_this_task, lend, reclaim
+from subplans.engine.outcome import check_outcome
+from subplans.engine.results import SubplanResult, ended
 from subplans.engine.states import SubplanExecutionState
-from subplans.engine.tracker import LOG_LEVELS, announce, log_move
+from subplans.engine.subplan import Subplan
+from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
     from subplans.engine.clock import Clock
     from subplans.engine.config import ParallelExecutionConfig
+    from subplans.engine.duplicates import CompactIds, NumberedIds
     from subplans.engine.events import EventBus
     from subplans.engine.limiter import AsyncSemaphoreLimiter
-    from subplans.engine.subplan import Subplan
 
 __all__ = ["Dispatch"]
 
 logger = logging.getLogger("subplans")
-_is_enabled = logger.isEnabledFor
 _DEBUG = logging.DEBUG
 
 _PENDING = SubplanExecutionState.PENDING
@@ -48,12 +51,51 @@ _FAILED = SubplanExecutionState.FAILED
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
 
 
-class Dispatch:
-    """The state of one ``run()``: kept apart so a dispatcher can be reused and shared.
+class Dispatch(Intake, Draining):
+    """The state of one ``run()`` (and the base of a stream's and a group's): kept apart so a
+    dispatcher can be reused and shared.
 
     The moves of its subplans are logged and published as ``tracker.announce`` does, written
     out where they happen: three per subplan, the larger part of the engine's own cost.
     """
+
+    # Slots: read several times per subplan, and past 30 attributes an instance dict no longer
+    # gets the interpreter's fast attribute access.
+    __slots__ = (
+        "append",
+        "budget",
+        "bus",
+        "clock",
+        "compact",
+        "completed",
+        "config",
+        "entries",
+        "expected",
+        "failed",
+        "feeder",
+        "first_failure",
+        "free",
+        "idle",
+        "input_error",
+        "interrupt",
+        "last_id",
+        "last_size",
+        "lent",
+        "loop",
+        "name",
+        "never_started",
+        "new_task",
+        "next",
+        "now",
+        "pull",
+        "seen",
+        "slots",
+        "source",
+        "started_at",
+        "stop_reason",
+        "total",
+        "unwatch",
+    )
 
     def __init__(
         self,
@@ -61,8 +103,9 @@ class Dispatch:
         bus: EventBus | None,
         budget: AsyncSemaphoreLimiter | None,
         clock: Clock,
-        entries: list[Any],
+        entries: Any,
         name: str | None,
+        source: Iterator[Any] | AsyncIterator[Any] | None = None,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -70,10 +113,22 @@ class Dispatch:
         self.clock = clock
         self.now = clock.now
         self.name = name
-        #: Subplan ``i``, then its ``SubplanResult`` once terminal: what ``run()`` returns, and
-        #: no subplan (nor the closure it holds) is kept past its end.
+        #: Subplan ``i``, then its ``SubplanResult`` once terminal (a list, or a dict for a
+        #: stream, which lets each go): no subplan (nor its closure) is kept past its end.
         self.entries = entries
         self.total = len(entries)
+        #: The total announced by ``DispatchStarted``: None for a lazy input and a group.
+        self.expected: int | None = None if source is not None else self.total
+        #: A lazy input, pulled one subplan per free slot (None once it ran out); ``pull`` is
+        #: its ``__next__`` when it is a plain iterator, None for an async one.
+        self.source = source
+        self.pull = getattr(source, "__next__", None)
+        self.append = entries.append if type(entries) is list else None
+        #: The ids entered one by one (a lazy input, a group), to reject a repeated one.
+        self.seen: set[str] | NumberedIds = set()
+        self.compact: CompactIds | None = None
+        self.last_id: str | None = ""  # before any id
+        self.last_size = 0
         #: How many subplans were started: they start in input order.
         self.next = 0
         self.completed = 0
@@ -81,67 +136,129 @@ class Dispatch:
         self.never_started = 0
         self.slots = [Slot() for _ in range(self.config.max_parallel)]
         self.free = list(self.slots)
-        #: The task waiting for a budget slot for subplan ``next``, while there is one.
+        #: The task pulling an async input or waiting for a budget slot, while there is one.
         self.feeder: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
         self.first_failure: int | None = None
         #: A KeyboardInterrupt from a subplan or a subscriber: raised once everything is terminal.
         self.interrupt: KeyboardInterrupt | None = None
+        #: What the input raised: raised once everything is terminal.
+        self.input_error: BaseException | None = None
         self.loop = loop = asyncio.get_running_loop()
         self.new_task = loop.create_task
         if type(loop).create_task is _CREATE_TASK and loop.get_task_factory() is None:
             # What create_task() does then, minus a Python call per subplan. (A task factory
             # set while this dispatch runs applies from the next one.)
             self.new_task = partial(asyncio.Task, loop=loop)
-        #: Done when the last subplan ended or the dispatch stops: what ``run()`` waits for.
-        self.idle: asyncio.Future[None] = loop.create_future()
+        #: Set while someone waits for the dispatch to be quiet (or to stop, or for a result).
+        self.idle: asyncio.Future[None] | None = None
+        self.started_at = 0.0
+        self.unwatch: Any = None
+        #: The slot of the subplan that opened this dispatch, lent to it (nesting).
+        self.lent: Holder | None = None
 
     async def run(self) -> list[SubplanResult]:
-        bus, clock = self.bus, self.clock
-        started = clock.monotonic()
         cancel: asyncio.CancelledError | None = None
-        unwatch = bus.watch_interrupts(self._interrupted) if bus is not None else None
         try:
-            if bus is not None:
-                bus.publish(DispatchStarted(self.name, self.total, self.config, time=clock.now()))
-            self._announce_pending()
+            self.begin()
             try:
-                self._fill()
-                if len(self.free) < len(self.slots) or self.feeder is not None:
+                self.fill()
+                if not self.quiet():
+                    self.idle = self.loop.create_future()
                     await self.idle
             except asyncio.CancelledError as cancelled:
-                # The canceller's message, when it gave one ("interrupted by SIGINT"), says why.
-                reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
-                self._stop(str(reason) if reason else "the dispatch was cancelled")
-                cancel = cancelled
+                cancel = self.cancelled(cancelled)
             # However often the caller is cancelled meanwhile, every subplan gets to its end.
-            cancel = await self._drain() or cancel
+            cancel = await self.drain() or cancel
         finally:
-            self._fail_never_started()
-            if bus is not None:
-                elapsed = clock.monotonic() - started
-                bus.publish(DispatchFinished(self.name, self._counts(), elapsed, time=clock.now()))
-            if unwatch is not None:
-                unwatch()
+            self.end()
+        cancel = await self.take_back() or cancel
+        self.raise_first(cancel)
+        results: list[SubplanResult] = self.entries
+        if self.failed:
+            check_outcome(results, self.first_result(), len(results))
+        return results
+
+    def begin(self) -> None:
+        """Publish the start, announce what is pending, lend the opener's budget slot."""
+        bus = self.bus
+        self.started_at = self.clock.monotonic()
+        if bus is not None:
+            self.unwatch = bus.watch_interrupts(self._interrupted)
+            bus.publish(DispatchStarted(self.name, self.expected, self.config, time=self.now()))
+        if self.source is None:
+            self._announce_pending()
+        if self.budget is not None:
+            self.lent = lend(self.budget)
+
+    def end(self) -> None:
+        """Fail what never started and publish the end (every subplan is terminal then)."""
+        self._fail_never_started()
+        bus = self.bus
+        if bus is not None:
+            elapsed = self.clock.monotonic() - self.started_at
+            bus.publish(DispatchFinished(self.name, self.counts(), elapsed, time=self.now()))
+            self.unwatch()
+
+    async def take_back(self) -> asyncio.CancelledError | None:
+        """Take the lent slot back for the subplan that opened this dispatch."""
+        if self.lent is None:
+            return None
+        return await through_cancel(reclaim(self.lent))
+
+    def raise_first(self, cancel: asyncio.CancelledError | None) -> None:
         if self.interrupt is not None:
             raise self.interrupt
         if cancel is not None:
             raise cancel
-        return self._outcome(self.entries)
+        if self.input_error is not None:
+            raise self.input_error
+
+    def first_result(self) -> SubplanResult | None:
+        index = self.first_failure
+        return None if index is None else self.entries[index]
+
+    def cancelled(self, cancelled: asyncio.CancelledError) -> asyncio.CancelledError:
+        """Stop as rule 6 says; the canceller's message ("interrupted by SIGINT") says why."""
+        reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
+        self.stop(str(reason) if reason else "the dispatch was cancelled")
+        return cancelled
+
+    def quiet(self) -> bool:
+        """Nothing runs or waits and nothing more will start, or the dispatch stops (then
+        ``drain()`` waits for what runs)."""
+        if self.stop_reason is not None:
+            return True
+        if len(self.free) < len(self.slots) or self.feeder is not None:
+            return False
+        return self.next >= self.total and self.source is None
+
+    def wake(self) -> None:
+        idle = self.idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     def _announce_pending(self) -> None:
-        bus, debug = self.bus, _is_enabled(_DEBUG)
+        bus, debug = self.bus, is_enabled(_DEBUG)
         if (bus is None or not bus.has_subscribers) and not debug:
             return  # nobody would hear of it (only a subscriber could change that meanwhile)
         # All of them became pending at once: one stamp, and one look at the log level.
         stamp = self.now()
-        for subplan in self.entries:
+        for subplan in self.entries.values() if type(self.entries) is dict else self.entries:
             if debug:
                 log_move(subplan.id, _PENDING, None)
             if bus is not None and bus._subscribers:
                 bus._publish_move(subplan.id, None, _PENDING, 0, None, stamp)
 
-    def _counts(self) -> dict[SubplanExecutionState, int]:
+    def pending(self, subplan_id: str) -> None:
+        """Announce one subplan as pending (a lazy input's, a group's): queued now."""
+        if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
+            log_move(subplan_id, _PENDING, None)
+        bus = self.bus
+        if bus is not None and bus._subscribers:
+            bus._publish_move(subplan_id, None, _PENDING, 0, None, self.now())
+
+    def counts(self) -> dict[SubplanExecutionState, int]:
         running = self.next - self.completed - (self.failed - self.never_started)
         return {
             _PENDING: self.total - self.next - self.never_started,
@@ -150,60 +267,34 @@ class Dispatch:
             _FAILED: self.failed,
         }
 
-    def _outcome(self, results: list[SubplanResult]) -> list[SubplanResult]:
-        if self.first_failure is not None:
-            failed = results[self.first_failure]
-            raise SubplanExecutionError(failed.subplan_id, results, failed.error)  # type: ignore[arg-type]
-        if not self.failed:
-            return results
-        failures = [
-            SubplanExecutionError(r.subplan_id, results, r.error)  # type: ignore[arg-type]
-            for r in results
-            if r.state is _FAILED
-        ]
-        raise AggregateSubplanError(
-            f"{len(failures)} of {len(results)} subplans failed", failures, results
-        )
-
-    def _fill(self) -> None:
-        """Start pending subplans, in input order, while there are free slots."""
-        entries, free, budget = self.entries, self.free, self.budget
-        while free and self.next < self.total and self.stop_reason is None:
-            if self.feeder is not None:
-                return  # the next subplan waits for the budget: the rest wait behind it
-            subplan = entries[self.next]
-            if budget is not None and subplan.uses_budget:
-                name = f"subplans feeder {self.name or ''}".strip()
-                self.feeder = self.loop.create_task(self._feed(budget, subplan), name=name)
-                return
-            self._start(subplan)
-
-    async def _feed(self, budget: AsyncSemaphoreLimiter, subplan: Subplan) -> None:
-        # Only subplans that do work hold the shared budget, and they never wait on anything
-        # else while holding it (their slot is free already): so nesting cannot deadlock. A stop
-        # cancels this task, so it never gets past acquire() once stopping.
-        await budget.acquire()
-        self.feeder = None
-        self._start(subplan)
-        self._fill()
-
-    def _start(self, subplan: Subplan) -> None:
+    def _start(self, subplan: Subplan, pulled: bool = False) -> None:
+        """Start ``subplan`` in a free slot; ``pulled`` from a lazy input just now, it becomes
+        pending at the same moment (it was pulled because a slot was free)."""
         slot = self.free.pop()
         slot.index = self.next
         self.next += 1
         slot.started = now = self.now()
         slot.attempts = 1
+        if self.budget is not None and subplan.uses_budget:
+            slot.holder = Holder(self.budget)  # the feeder acquired its slot
         # RUNNING is published before the subplan's code can start.
-        if _is_enabled(_DEBUG):
+        if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
+            if pulled:
+                log_move(subplan.id, _PENDING, None)
             log_move(subplan.id, _RUNNING, None)
         bus = self.bus
         if bus is not None and bus._subscribers:
-            bus._publish_move(subplan.id, _PENDING, _RUNNING, 1, None, now)
+            if pulled:
+                bus._publish_pulled(subplan.id, now)
+            else:
+                bus._publish_move(subplan.id, _PENDING, _RUNNING, 1, None, now)
         slot.task = task = self.new_task(self._execute(slot, subplan))
         if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
     async def _execute(self, slot: Slot, subplan: Subplan) -> None:
+        if self.budget is not None:
+            held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
         try:
             if subplan.timeout is None and subplan.retries == 0:
                 # The common case, kept lean: one attempt, no timer.
@@ -237,22 +328,33 @@ class Dispatch:
             # subplan fails, not the whole dispatch.
             self.fail(slot, error)
         finally:
-            self._release(slot, subplan)
+            self.release(slot, subplan)
 
-    def _release(self, slot: Slot, subplan: Subplan) -> None:
+    def release(self, slot: Slot, subplan: Subplan) -> None:
         """Free a subplan's slot, its terminal state recorded first; start the next subplan."""
         slot.task = None
-        if self.budget is not None and subplan.uses_budget:
-            self.budget.release()
+        if self.budget is not None and (holder := slot.holder) is not None:
+            slot.holder = None
+            if holder.held:
+                holder.held = False
+                self.budget.release()
         free = self.free
         free.append(slot)
-        if self.stop_reason is None and self.next < self.total:
-            if self.budget is None:
-                self._start(self.entries[self.next])  # what _fill() would do, one call sooner
-            else:
-                self._fill()
-        elif len(free) == len(self.slots) and self.feeder is None and not self.idle.done():
-            self.idle.set_result(None)
+        if self.stop_reason is None:
+            if self.next < self.total:
+                if self.budget is None:
+                    self._start(self.entries[self.next])  # what fill() would do, one call sooner
+                    return
+                self.fill()
+            elif self.pull is not None and self.budget is None:
+                if (pulled := self._pull()) is not None:
+                    self._start(pulled, True)
+                    return
+                self.fill()  # a repeated id was rejected: on to the next one
+            elif self.source is not None:
+                self.fill()
+        if len(free) == len(self.slots) and self.quiet():
+            self.wake()
 
     def fail(self, slot: Slot, error: BaseException) -> None:
         """Record a started subplan's failure; under fail-fast, the first one stops the rest."""
@@ -260,7 +362,7 @@ class Dispatch:
             return
         if self.config.failure_mode is FailureMode.FAIL_FAST and self.stop_reason is None:
             self.first_failure = index = slot.index
-            self._stop(f"cancelled because subplan {self.entries[index].subplan_id!r} failed")
+            self.stop(f"cancelled because subplan {self.entries[index].subplan_id!r} failed")
 
     def finish(
         self,
@@ -275,100 +377,14 @@ class Dispatch:
         if type(subplan) is SubplanResult:
             return False
         subplan_id, attempts, now = subplan.id, slot.attempts, self.now()
-        entries[index] = SubplanResult(subplan_id, state, value, error, slot.started, now, attempts)
+        entries[index] = ended(subplan_id, state, value, error, slot.started, now, attempts)
         if state is _COMPLETED:
             self.completed += 1
         else:
             self.failed += 1
-        if _is_enabled(LOG_LEVELS[state]):
+        if maybe_enabled(level := LOG_LEVELS[state], True) and is_enabled(level):
             log_move(subplan_id, state, error)
         bus = self.bus
         if bus is not None and bus._subscribers:
             bus._publish_move(subplan_id, _RUNNING, state, attempts, error, now)
         return True
-
-    def _stop(self, reason: str) -> None:
-        """Start nothing new and cancel every running subplan."""
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = reason
-        logger.info("stopping dispatch%s: %s", f" {self.name}" if self.name else "", reason)
-        if not self.idle.done():
-            self.idle.set_result(None)
-        if self.feeder is not None:
-            self.feeder.cancel()
-        for slot in self._unfinished():
-            # Not one that is recording its own end (the failure that stops the rest); the
-            # current task otherwise: a subscriber may interrupt while a subplan publishes.
-            slot.task.cancel(reason)  # type: ignore[union-attr]
-
-    def _interrupted(self, error: KeyboardInterrupt) -> None:
-        """Stop as a cancelled caller would; ``run()`` raises ``error`` at the end."""
-        if self.interrupt is None:
-            self.interrupt = error
-        self._stop("interrupted by KeyboardInterrupt")
-
-    async def _drain(self) -> asyncio.CancelledError | None:
-        """Wait for the cancelled subplans, up to ``cancel_grace``; report the stragglers.
-
-        A cancellation of the caller meanwhile is returned, not raised: it cannot cut the
-        bookkeeping short (and the subplans were cancelled already).
-        """
-        cancel: asyncio.CancelledError | None = None
-        while self.feeder is not None and not self.feeder.done():
-            cancel = await through_cancel(asyncio.wait([self.feeder])) or cancel
-        loop = self.loop
-        grace = self.config.cancel_grace
-        deadline = loop.time() + grace
-        while (busy := self._busy()) and (left := deadline - loop.time()) > 0:
-            waiting = asyncio.wait([slot.task for slot in busy if slot.task], timeout=left)
-            cancel = await through_cancel(waiting) or cancel
-            self._reap_unstarted()
-        for slot in self._unfinished():
-            subplan_id = self.entries[slot.index].id
-            logger.error(
-                "subplan %s ignored cancellation for %.1fs; abandoning it", subplan_id, grace
-            )
-            error = SubplanCancelledError(
-                f"{self.stop_reason}; still running {grace:g}s after cancellation, abandoned",
-                abandoned=True,
-            )
-            self.finish(slot, _FAILED, error=error)
-        return cancel
-
-    def _reap_unstarted(self) -> None:
-        """Settle subplan tasks that were cancelled before their first step.
-
-        Such a task never ran ``_execute``, so neither its terminal state nor its slot were
-        handled there.
-        """
-        for slot in self._busy():
-            task = slot.task
-            if task is not None and task.done():
-                reason = self.stop_reason or "cancelled before it started"
-                subplan = self.entries[slot.index]
-                self.finish(slot, _FAILED, error=SubplanCancelledError(reason))
-                self._release(slot, subplan)
-
-    def _busy(self) -> list[Slot]:
-        """The slots held by a subplan's task, in the order the subplans started."""
-        return sorted((slot for slot in self.slots if slot.task is not None), key=_index)
-
-    def _unfinished(self) -> list[Slot]:
-        """The busy slots whose subplan has no terminal state yet."""
-        entries = self.entries
-        return [slot for slot in self._busy() if type(entries[slot.index]) is not SubplanResult]
-
-    def _fail_never_started(self) -> None:
-        reason = self.stop_reason or "the dispatch ended before it started"
-        entries, bus, now = self.entries, self.bus, self.now
-        for index in range(self.next, self.total):
-            subplan_id, error, stamp = entries[index].id, SubplanCancelledError(reason), now()
-            entries[index] = SubplanResult(subplan_id, _FAILED, None, error, None, stamp, 0)
-            self.failed += 1
-            self.never_started += 1
-            announce(bus, subplan_id, _PENDING, _FAILED, 0, error, stamp)
-
-
-def _index(slot: Slot) -> int:
-    return slot.index

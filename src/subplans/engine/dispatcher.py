@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import islice
-from operator import attrgetter, eq
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.config import ParallelExecutionConfig
 from subplans.engine.dispatch import Dispatch
-from subplans.engine.errors import SubplanError
+from subplans.engine.duplicates import has_duplicates, reject_duplicates
 from subplans.engine.events import EventBus
+from subplans.engine.groups import SubplanGroup
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult
+from subplans.engine.streaming import StreamDispatch
 from subplans.engine.subplan import Subplan
 
-__all__ = ["ParallelSubplanDispatcher"]
+__all__ = ["ParallelSubplanDispatcher", "run_sync"]
 
 
 class ParallelSubplanDispatcher:
@@ -48,12 +49,15 @@ class ParallelSubplanDispatcher:
         )
 
     async def run(
-        self, subplans: Iterable[Subplan], *, name: str | None = None
+        self, subplans: Iterable[Subplan] | AsyncIterable[Subplan], *, name: str | None = None
     ) -> list[SubplanResult]:
         """Run every subplan and return their results in input order once all are terminal.
 
+        A list or tuple is checked and announced whole; any other iterable, or an async
+        iterable, is pulled one subplan per free slot (its total is not announced).
+
         Raises:
-            SubplanError: duplicate subplan ids (before anything runs).
+            SubplanError: duplicate subplan ids in a list or tuple (before anything runs).
             SubplanExecutionError: fail-fast, for the first failure (after every other
                 subplan was cancelled and has finished, up to ``cancel_grace``).
             AggregateSubplanError: continue-on-error, when any subplan failed.
@@ -61,38 +65,85 @@ class ParallelSubplanDispatcher:
                 stopped and reached its terminal state first.
             KeyboardInterrupt: a subplan or an event subscriber raised it; the dispatch was
                 stopped as if its caller had been cancelled.
+            Exception: what a lazy input raised; the dispatch was stopped first.
         """
-        # Every id is checked and announced (the total first) before anything runs, so the
-        # input is read whole; each subplan is dropped for its result once it ended.
-        entries: list[Any] = list(subplans)
-        if _has_duplicates(entries):
-            _reject_duplicates(entries)
+        entries, source = _prepare(subplans)
         self._dispatches += 1
-        dispatch = Dispatch(self.config, self.bus, self.budget, self.clock, entries, name)
+        dispatch = Dispatch(self.config, self.bus, self.budget, self.clock, entries, name, source)
         return await dispatch.run()
 
+    def stream(
+        self, subplans: Iterable[Subplan] | AsyncIterable[Subplan], *, name: str | None = None
+    ) -> AsyncGenerator[SubplanResult, None]:
+        """The results, as each subplan becomes terminal; then what ``run()`` would raise.
 
-_id = attrgetter("id")
+        Leaving the loop early (``break``, an exception, ``aclose()``) cancels the subplans
+        still running and waits for them, up to ``cancel_grace``; nothing more starts. The
+        error at the end carries the failed results only (the others were handed on).
 
-#: Up to this many subplans, a hash set finds a repeated id; beyond, sorting the ids does. A set
-#: costs 32 to 48 bytes an id (its table, and the old one while it grows): 40 MB for a million,
-#: held beside every subplan at once, the peak of a large dispatch. Sorted ids cost 8 to 12
-#: bytes an id, and time O(n log n): ids that come in order, as generated ones mostly do, sort
-#: in a few merges (44 ms for a million, against 290 ms for the set), shuffled ones take longer.
-_SET_UP_TO = 1 << 17
+        Raises:
+            SubplanError: duplicate subplan ids in a list or tuple (on this call).
+        """
+        entries, source = _prepare(subplans)
+        self._dispatches += 1
+        return self._stream(dict(enumerate(entries)), source, name)
+
+    async def _stream(
+        self,
+        entries: dict[int, Any],
+        source: Iterator[Subplan] | AsyncIterator[Subplan] | None,
+        name: str | None,
+    ) -> AsyncGenerator[SubplanResult, None]:
+        parts = (self.config, self.bus, self.budget, self.clock)
+        dispatch = StreamDispatch(*parts, entries, name, source)
+        results = dispatch.results()
+        try:
+            async for result in results:
+                yield result
+        finally:
+            await results.aclose()
+
+    def open(self, name: str | None = None) -> SubplanGroup:
+        """A group to submit subplans to while it is open: ``async with dispatcher.open() as
+        group: group.submit(subplan)``; leaving the block waits for them all."""
+        self._dispatches += 1
+        return SubplanGroup(self.config, self.bus, self.budget, self.clock, name)
 
 
-def _has_duplicates(subplans: list[Subplan]) -> bool:
-    if len(subplans) <= _SET_UP_TO:
-        return len(set(map(_id, subplans))) != len(subplans)
-    ids = sorted(map(_id, subplans))
-    return any(map(eq, ids, islice(ids, 1, None)))
+def run_sync(
+    subplans: Iterable[Subplan] | AsyncIterable[Subplan],
+    config: ParallelExecutionConfig | None = None,
+    *,
+    bus: EventBus | None = None,
+) -> list[SubplanResult]:
+    """``ParallelSubplanDispatcher(config, bus=bus).run(subplans)`` from synchronous code, on
+    an event loop of its own.
+
+    Raises:
+        RuntimeError: called while an event loop runs in this thread (await ``run()`` there).
+        Whatever ``run()`` raises.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "run_sync() cannot run inside a running event loop; "
+            "await ParallelSubplanDispatcher(config).run(subplans) instead"
+        )
+    return asyncio.run(ParallelSubplanDispatcher(config, bus=bus).run(subplans))
 
 
-def _reject_duplicates(subplans: list[Subplan]) -> None:
-    """Raise SubplanError for the first id seen twice; called when there is one."""
-    seen: set[str] = set()
-    for subplan in subplans:  # pragma: no branch (never runs out: there is a duplicate)
-        if subplan.id in seen:
-            raise SubplanError(f"duplicate subplan id {subplan.id!r}")
-        seen.add(subplan.id)
+def _prepare(
+    subplans: Iterable[Subplan] | AsyncIterable[Subplan],
+) -> tuple[list[Any], Iterator[Subplan] | AsyncIterator[Subplan] | None]:
+    """A list or tuple whole, its ids checked; anything else as a source to pull from."""
+    if isinstance(subplans, (list, tuple)):
+        entries: list[Any] = list(subplans)
+        if has_duplicates(entries):
+            reject_duplicates(entries)
+        return entries, None
+    if isinstance(subplans, AsyncIterable):
+        return [], aiter(subplans)
+    return [], iter(subplans)

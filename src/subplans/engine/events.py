@@ -12,10 +12,11 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from subplans.engine.clock import utc
+from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.states import PlanState, StepState, SubplanExecutionState
+    from subplans.engine.states import PlanState, StepState
 
 __all__ = [
     "DispatchFinished",
@@ -142,6 +143,8 @@ def state_changed(
 
 
 _new = object.__new__
+_PENDING = SubplanExecutionState.PENDING
+_RUNNING = SubplanExecutionState.RUNNING
 
 
 @dataclass(slots=True)
@@ -157,11 +160,15 @@ class SubplanRetrying(Event):
 
 @dataclass(slots=True)
 class DispatchStarted(Event):
-    """A dispatch of ``total`` subplans began under ``config``; ``name`` labels it (e.g. a step)."""
+    """A dispatch of ``total`` subplans began under ``config``; ``name`` labels it (e.g. a step).
+
+    ``total`` is None when the count is not known up front: a group (``dispatcher.open()``)
+    or a lazy input (a generator, an async iterable) for ``run()`` or ``stream()``.
+    """
 
     kind: ClassVar[str] = "dispatch_started"
     name: str | None
-    total: int
+    total: int | None
     config: ParallelExecutionConfig
 
 
@@ -344,6 +351,36 @@ class EventBus:
         for callback in self._subscribers:
             try:
                 callback(event)
+            except BaseException as raised:
+                self._raised(callback, raised)
+
+    def _publish_pulled(self, subplan_id: str, time: float) -> None:
+        """PENDING, then RUNNING, of a subplan pulled from a lazy input as a slot was free for
+        it: ``_publish_move`` twice, in one call (one more move per subplan than a list's)."""
+        pending = _new(SubplanStateChanged)
+        pending.time = time
+        pending.subplan_id = subplan_id
+        pending.previous = None
+        pending.state = _PENDING
+        pending.attempt = 0
+        pending.error = None
+        running = _new(SubplanStateChanged)
+        running.time = time
+        running.subplan_id = subplan_id
+        running.previous = _PENDING
+        running.state = _RUNNING
+        running.attempt = 1
+        running.error = None
+        self._published += 1
+        for callback in self._subscribers:
+            try:
+                callback(pending)
+            except BaseException as raised:
+                self._raised(callback, raised)
+        self._published += 1
+        for callback in self._subscribers:
+            try:
+                callback(running)
             except BaseException as raised:
                 self._raised(callback, raised)
 

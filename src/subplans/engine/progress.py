@@ -7,7 +7,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from subplans.engine.events import DispatchStarted, Event, EventBus, SubplanStateChanged
+from subplans.engine.events import (
+    DispatchFinished,
+    DispatchStarted,
+    Event,
+    EventBus,
+    SubplanStateChanged,
+)
 from subplans.engine.states import SubplanExecutionState
 
 __all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
@@ -36,6 +42,9 @@ class ProgressSnapshot:
     eta: float | None
     #: Mean seconds a finished subplan ran (None until one finished), for estimates of more work.
     mean_duration: float | None = None
+    #: False while a dispatch whose total is not known up front (a group, a lazy input) is
+    #: open: ``total`` counts the subplans seen so far, so show no percentage (``eta`` is None).
+    total_known: bool = True
 
     @property
     def total(self) -> int:
@@ -72,6 +81,8 @@ class ProgressReporter:
         self._finished_runs = 0
         self._run_time = 0.0
         self._parallelism = parallelism
+        #: Open dispatches without a total, by name: no ETA while there is one.
+        self._open_without_total: dict[str | None, int] = {}
         self._unsubscribe: Callable[[], None] | None = None
         if bus is not None:
             self._unsubscribe = bus.subscribe(self.handle)
@@ -103,20 +114,31 @@ class ProgressReporter:
                     self._run_time += now - began
                 if state is SubplanExecutionState.FAILED:
                     self._failures.append(Failure(event.subplan_id, event.error, now))
-        elif isinstance(event, DispatchStarted) and self._parallelism is None:
-            self._parallelism = event.config.max_parallel
+        elif isinstance(event, DispatchStarted):
+            if self._parallelism is None:
+                self._parallelism = event.config.max_parallel
+            if event.total is None:
+                unknown = self._open_without_total
+                unknown[event.name] = unknown.get(event.name, 0) + 1
+        elif isinstance(event, DispatchFinished) and event.name in self._open_without_total:
+            unknown = self._open_without_total
+            unknown[event.name] -= 1
+            if not unknown[event.name]:
+                del unknown[event.name]
 
     def snapshot(self) -> ProgressSnapshot:
         """The progress now."""
         now = self._clock()
         counts = dict(self._counts)
+        total_known = not self._open_without_total
         return ProgressSnapshot(
             counts=MappingProxyType(counts),
             running=MappingProxyType(dict(self._running)),
             failures=tuple(self._failures),
             elapsed=now - self._started,
-            eta=self._eta(counts),
+            eta=self._eta(counts) if total_known else None,
             mean_duration=self._run_time / self._finished_runs if self._finished_runs else None,
+            total_known=total_known,
         )
 
     def _eta(self, counts: Mapping[SubplanExecutionState, int]) -> float | None:

@@ -14,6 +14,7 @@ __all__ = ["Subplan"]
 
 _NO_RETRIES = 0
 _RETRY_DELAY = 0.1
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -34,16 +35,21 @@ class Subplan:
 
     # Written out: the generated one (six object.__setattr__ by name, then __post_init__) cost
     # a no-op subplan as much as the rest of its way through the dispatcher but its events.
-    def __init__(
-        self,
-        id: str,
-        run: Callable[[], Awaitable[Any]],
+    # And a ``__new__``, not an ``__init__``: the fields are set on a draft of the same layout
+    # whose attributes may be set (a frozen class refuses, and its slots' own setters cost
+    # 0.04 us each), which then becomes a Subplan (0.35 -> 0.28 us a subplan).
+    def __new__(
+        cls,
+        id: str = _UNSET,  # (no arguments: copy and pickle, which set the fields after)
+        run: Callable[[], Awaitable[Any]] = _UNSET,
         *,
         timeout: float | None = None,
         retries: int = _NO_RETRIES,
         retry_delay: float = _RETRY_DELAY,
         uses_budget: bool = True,
-    ) -> None:
+    ) -> Subplan:
+        if id is _UNSET and run is _UNSET:
+            return _new(cls)
         if not isinstance(id, str) or not id:
             raise ConfigError(f"subplan id must be a non-empty string, got {id!r}")
         if not callable(run):
@@ -61,17 +67,36 @@ class Subplan:
             check_retries(retries, f"{id}: retries")
         if retry_delay is not _RETRY_DELAY:
             check_seconds(f"{id}: retry_delay", retry_delay)
-        _set_id(self, id)
-        _set_run(self, run)
-        _set_timeout(self, timeout)
-        _set_retries(self, retries)
-        _set_retry_delay(self, retry_delay)
-        _set_uses_budget(self, uses_budget)
+        if cls is not Subplan:  # a subclass: its layout may differ from the draft's
+            made = _new(cls)
+            values = (id, run, timeout, retries, retry_delay, uses_budget)
+            for name, value in zip(_FIELDS, values, strict=True):
+                _SETTERS[name](made, value)
+            return made
+        draft = _new(_Draft)
+        draft.id = id
+        draft.run = run
+        draft.timeout = timeout
+        draft.retries = retries
+        draft.retry_delay = retry_delay
+        draft.uses_budget = uses_budget
+        draft.__class__ = Subplan  # type: ignore[assignment]
+        return draft  # type: ignore[return-value]
 
 
-# The slots' own setters: how a frozen dataclass sets its fields (object.__setattr__), without
-# looking each one up by name.
-_set_id, _set_run, _set_timeout, _set_retries, _set_retry_delay, _set_uses_budget = (
-    Subplan.__dict__[name].__set__
-    for name in ("id", "run", "timeout", "retries", "retry_delay", "uses_budget")
-)
+class _Draft:
+    """A Subplan under construction: the same slots, settable."""
+
+    __slots__ = ("id", "retries", "retry_delay", "run", "timeout", "uses_budget")
+    id: str
+    run: Callable[[], Awaitable[Any]]
+    timeout: float | None
+    retries: int
+    retry_delay: float
+    uses_budget: bool
+
+
+_new = object.__new__
+_FIELDS = ("id", "run", "timeout", "retries", "retry_delay", "uses_budget")
+#: The slots' own setters: how a frozen dataclass sets its fields (object.__setattr__).
+_SETTERS = {name: Subplan.__dict__[name].__set__ for name in _FIELDS}

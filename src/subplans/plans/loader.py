@@ -12,26 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subplans.plans.call_modules import CallModules
-from subplans.plans.for_each import ItemSource, check_source, named_values
+from subplans.plans.for_each import ItemSource, check_source, item_source, named_values
 from subplans.plans.load_scope import Scope, collector_paused, include_loop
-from subplans.plans.models import (
-    InlinePlan,
-    PlanFile,
-    ProfileFields,
-    StepModel,
-    SubplanTemplate,
-    item_source,
-)
 from subplans.plans.placeholders import find_placeholders, substitute
+from subplans.plans.plain_models import PlainProfileFields
+from subplans.plans.plain_plans import plain_plan
 from subplans.plans.profiles import Level, ProfileError, ResolvedProfile
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
 from subplans.plans.shellquote import ShellTemplateError, shell_template
 from subplans.plans.tree import PlanNode, StepItems, StepNode, UnitNode
-from subplans.plans.units import UnitBuilder, UnitModel
-from subplans.plans.validation import validate
+from subplans.plans.units import UnitBuilder
 from subplans.plans.yamlfile import Located, Problem, ProblemsError, format_location, read_yaml
+
+if TYPE_CHECKING:
+    # Pydantic is loaded only for a plan that plain_plans leaves to it.
+    from subplans.plans.models import InlinePlan, PlanFile, StepModel, SubplanTemplate
+    from subplans.plans.units import UnitModel
 
 __all__ = [
     "MAX_DEPTH",
@@ -91,7 +90,12 @@ class _Loader:
                 raise ProblemsError(
                     [Problem(path, "", "the file is empty; a plan needs name and steps")]
                 )
-            model = validate(PlanFile, located.data, located, what)
+            model = plain_plan(located.data) if isinstance(located.data, dict) else None
+            if model is None:
+                from subplans.plans.models import PlanFile
+                from subplans.plans.validation import validate
+
+                model = validate(PlanFile, located.data, located, what)
         except ProblemsError as error:
             self.problems.extend(error.problems)
             return None
@@ -113,8 +117,9 @@ class _Loader:
             model.automation_profile,
         )
         action_level = Level("action", None, "automation_profile", None)
-        if isinstance(model, PlanFile) and model.action is not None:
-            action_path = at.file.parent / model.action
+        action_file = getattr(model, "action", None)  # a PlanFile's: an InlinePlan has none
+        if action_file is not None:
+            action_path = at.file.parent / action_file
             if action_path.resolve() in at.chain:
                 self.problem(at.at("action"), include_loop(at.chain, action_path), at_key=True)
                 return None
@@ -176,10 +181,13 @@ class _Loader:
             return None
 
     def step(self, step: StepModel, at: Scope, plan_levels: list[Level]) -> StepNode | None:
-        direct = ProfileFields(
-            max_parallel=step.max_parallel,
-            failure_mode=step.failure_mode,
-            idempotent=step.idempotent,
+        # Checked already: the profile fields a step sets itself.
+        direct = PlainProfileFields(
+            {
+                "max_parallel": step.max_parallel,
+                "failure_mode": step.failure_mode,
+                "idempotent": step.idempotent,
+            }
         )
         levels = [
             Level("step", at.file, format_location(at.loc), direct),

@@ -29,7 +29,7 @@ from subplans.engine.config import (
     check_seconds,
     check_timeout,
 )
-from subplans.plans.for_each import CommandSource, GlobSource, ItemSource, LinesSource
+from subplans.plans.for_each import item_source
 from subplans.plans.source_form import no_placeholder, one_source
 
 __all__ = [
@@ -137,7 +137,9 @@ CallTarget = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # Built on first use (about 20 ms for all of them): a plan of the common shape is checked
+    # without them (``plain_plans``), and ``--help`` or ``runs`` never need them.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
 
 class ProfileFields(_Strict):
@@ -222,18 +224,6 @@ ForEach = Annotated[
         "{glob: PATTERN}, {lines: FILE} or {command: COMMAND}."
     ),
 ]
-
-
-def item_source(spec: list[str] | ForEachGlob | ForEachLines | ForEachCommand) -> ItemSource:
-    """The plain source of what a ``for_each`` is written as."""
-    if isinstance(spec, ForEachGlob):
-        patterns = (spec.glob,) if isinstance(spec.glob, str) else tuple(spec.glob)
-        return GlobSource(patterns, tuple(spec.exclude or ()), spec.allow_empty)
-    if isinstance(spec, ForEachLines):
-        return LinesSource(spec.lines, spec.allow_empty)
-    if isinstance(spec, ForEachCommand):
-        return CommandSource(spec.command, spec.allow_empty)
-    return tuple(spec)
 
 
 PlanRef = Annotated[
@@ -355,11 +345,6 @@ class ConfigFile(_Strict):
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
     automation_profile: ProfileSpec | None = None
 
-
-_Unit.model_rebuild()
-SubplanModel.model_rebuild()
-SubplanTemplate.model_rebuild()
-StepModel.model_rebuild()
 
 #: Every key a plan, action or config file may use (for "did you mean" suggestions).
 FIELD_NAMES: frozenset[str] = frozenset(

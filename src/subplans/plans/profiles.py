@@ -8,12 +8,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
-from subplans.plans.models import ProfileFields, ProfileSpec
+from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.tree import FIELDS, ResolvedProfile, Source
+
+if TYPE_CHECKING:
+    from subplans.plans.models import ProfileSpec
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -26,18 +29,25 @@ __all__ = [
     "global_config_path",
 ]
 
-BUILTIN_PROFILES: dict[str, ProfileFields] = {
-    "default": ProfileFields(
-        max_parallel=4,
-        failure_mode=FailureMode.FAIL_FAST,
-        cancel_grace=5.0,
-        retries=0,
-        idempotent=True,
+#: Checked values, without pydantic (``plain_models``): a run of a plain plan never loads it.
+BUILTIN_PROFILES: dict[str, PlainProfileFields] = {
+    "default": PlainProfileFields(
+        {
+            "max_parallel": 4,
+            "failure_mode": FailureMode.FAIL_FAST,
+            "cancel_grace": 5.0,
+            "retries": 0,
+            "idempotent": True,
+        }
     ),
-    "serial": ProfileFields(max_parallel=1, failure_mode=FailureMode.FAIL_FAST),
-    "keep-going": ProfileFields(max_parallel=4, failure_mode=FailureMode.CONTINUE_ON_ERROR),
-    "wide": ProfileFields(max_parallel=16, failure_mode=FailureMode.FAIL_FAST),
-    "wide-keep-going": ProfileFields(max_parallel=16, failure_mode=FailureMode.CONTINUE_ON_ERROR),
+    "serial": PlainProfileFields({"max_parallel": 1, "failure_mode": FailureMode.FAIL_FAST}),
+    "keep-going": PlainProfileFields(
+        {"max_parallel": 4, "failure_mode": FailureMode.CONTINUE_ON_ERROR}
+    ),
+    "wide": PlainProfileFields({"max_parallel": 16, "failure_mode": FailureMode.FAIL_FAST}),
+    "wide-keep-going": PlainProfileFields(
+        {"max_parallel": 16, "failure_mode": FailureMode.CONTINUE_ON_ERROR}
+    ),
 }
 
 BUILTIN_DESCRIPTIONS = {
@@ -60,7 +70,7 @@ class Level:
     level: str
     file: Path | None
     key: str
-    spec: ProfileSpec | None
+    spec: ProfileSpec | PlainProfileFields | None
 
 
 _Expanded = dict[str, tuple[Any, str]]
@@ -92,7 +102,9 @@ class ProfileRegistry:
             return BUILTIN_DESCRIPTIONS[name]
         return f"custom, from {self.file}"
 
-    def expand(self, spec: ProfileSpec, key: str, _seen: tuple[str, ...] = ()) -> _Expanded:
+    def expand(
+        self, spec: ProfileSpec | PlainProfileFields, key: str, _seen: tuple[str, ...] = ()
+    ) -> _Expanded:
         """The fields ``spec`` sets, each with a description of where it is set.
 
         Raises:

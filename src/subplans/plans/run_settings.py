@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from subplans.engine.config import FailureMode
-from subplans.plans.models import ConfigFile, ProfileFields, ProfileSpec
+from subplans.engine.config import MAX_PARALLEL_LIMIT, FailureMode
+from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.profiles import Level, ProfileError, ProfileRegistry, global_config_path
-from subplans.plans.validation import validate
 from subplans.plans.yamlfile import Problem, ProblemsError, read_yaml
+
+if TYPE_CHECKING:
+    from subplans.plans.models import ProfileFields, ProfileSpec
 
 __all__ = ["GlobalConfig", "Overrides", "load_global_config"]
 
@@ -27,14 +30,29 @@ class Overrides:
     def levels(self) -> list[Level]:
         levels = []
         if self.max_parallel is not None:
-            fields = ProfileFields(max_parallel=self.max_parallel)
+            fields = _fields("max_parallel", self.max_parallel)
             levels.append(Level("plan", None, "--max-parallel", fields))
         if self.failure_mode is not None:
-            fields = ProfileFields(failure_mode=self.failure_mode)
+            fields = _fields("failure_mode", self.failure_mode)
             levels.append(Level("plan", None, "--failure-mode", fields))
         if self.profile is not None:
             levels.append(Level("plan", None, "--profile", self.profile))
         return levels
+
+
+def _fields(name: str, value: object) -> ProfileFields | PlainProfileFields:
+    """One profile field as ``ProfileFields`` holds it: a value it keeps as it is without
+    pydantic (a run of a plain plan never loads it), any other value checked by it."""
+    plain = (
+        type(value) is int and 1 <= value <= MAX_PARALLEL_LIMIT
+        if name == "max_parallel"
+        else isinstance(value, FailureMode)
+    )
+    if plain:
+        return PlainProfileFields({name: value})
+    from subplans.plans.models import ProfileFields
+
+    return ProfileFields.model_validate({name: value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +77,9 @@ def load_global_config(environ: Mapping[str, str] | None = None) -> GlobalConfig
     path = global_config_path(environ)
     if not path.exists():
         return GlobalConfig(path, False, ProfileRegistry(), None)
+    from subplans.plans.models import ConfigFile
+    from subplans.plans.validation import validate
+
     located = read_yaml(path)
     data = {} if located.data is None else located.data
     model = validate(ConfigFile, data, located, "a config file")

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
 from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
 from subplans.plans.shellquote import shell_template
 from subplans.plans.tree import PlanNode, ResolvedProfile, UnitDraft, UnitKind, UnitNode, inherit
 
+if TYPE_CHECKING:
+    from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
+
 __all__ = ["UnitBuilder", "UnitModel"]
 
-#: What a unit is written as: a step of one unit of work, a subplan, or a for_each's template.
-UnitModel = SubplanModel | SubplanTemplate | StepModel
+#: What a unit is written as: a step of one unit of work, a subplan, or a for_each's template
+#: (or their stand-ins, ``plain_models``: pydantic is not loaded for them).
+UnitModel: TypeAlias = "SubplanModel | SubplanTemplate | StepModel"
 
 _T = TypeVar("_T")
 

@@ -1,5 +1,7 @@
 """The live terminal view: plan and step, a progress bar with counts per state and an ETA,
-the longest-running subplans, and each failure printed above it as it happens.
+the longest-running subplans, and each failure printed above it as it happens. While a
+dispatch whose total nothing has told yet is under way (a group, a lazy input), the bar pulses
+and shows how many are done, without a percentage or an ETA, until its total is known.
 
 Rendering is pulled, not pushed: Rich's refresh thread calls ``render()`` a bounded number of
 times a second (at least one), events or not, and ``render()`` reads the ``ProgressReporter``
@@ -187,7 +189,7 @@ class LiveView:
         # Subplans skipped because they already completed count as done.
         done = snapshot.done + progress.resumed
         # The whole tree, less the skipped steps; the dispatchers announce steps as they start.
-        total = max(progress.total - progress.skipped, snapshot.total + progress.resumed)
+        total = progress.known_total(snapshot.total) - progress.skipped
         pending = max(total - done - running, 0)
         step = progress.current
 
@@ -197,17 +199,26 @@ class LiveView:
             header.append(visible(step.name), style="bold cyan")
         header.append(f"  run {self.run_id}", style="dim")
 
-        left = pending + running
-        width = max(1, min(step.max_parallel if step is not None else 1, left))
-        eta = self._eta(snapshot, now, pending, width, (done, total))
-        percent = 100 * done // total if total else 100
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(
-            ProgressBar(total=max(total, 1), completed=done, width=self.bar_width),
-            Text(f"{done}/{total}  {percent}%"),
-            Text(f"elapsed {clock_time(snapshot.elapsed)}", style="dim"),
-            Text(f"ETA {clock_time(eta) if eta is not None else '-:--:--'}", style="cyan"),
-        )
+        elapsed = Text(f"elapsed {clock_time(snapshot.elapsed)}", style="dim")
+        if progress.total_known:
+            left = pending + running
+            width = max(1, min(step.max_parallel if step is not None else 1, left))
+            eta = self._eta(snapshot, now, pending, width, (done, total))
+            percent = 100 * done // total if total else 100
+            bar.add_row(
+                ProgressBar(total=max(total, 1), completed=done, width=self.bar_width),
+                Text(f"{done}/{total}  {percent}%"),
+                elapsed,
+                Text(f"ETA {clock_time(eta) if eta is not None else '-:--:--'}", style="cyan"),
+            )
+        else:
+            # Work is still being added: a share of it, or when it ends, would be a guess.
+            bar.add_row(
+                ProgressBar(total=None, width=self.bar_width, animation_time=now),
+                Text(f"{done}/?"),
+                elapsed,
+            )
 
         cancelled = min(self.cancelled, counts[_FAILED])
         states = Text.assemble(

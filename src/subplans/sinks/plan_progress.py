@@ -6,7 +6,10 @@ out of the run.
 step's subplans only when the step starts. The views want the whole plan, so this sink knows
 the tree's size up front (one walk of the loaded plan), adds the size of a step that reads its
 items when it starts (``for_each`` over a glob, a file, a command) then, and follows the steps,
-in O(1) per event.
+in O(1) per event. A dispatch that is none of the tree's steps adds its subplans too: at once
+when its ``dispatch_started`` has a total, as it finishes when it has none (a group, a lazy
+input: ``total_known`` is False until then, and the views show counts without a percentage or
+an ETA).
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from subplans.engine.events import Event, StepStateChanged, SubplanSkipped
+from subplans.engine.events import (
+    DispatchFinished,
+    DispatchStarted,
+    Event,
+    StepStateChanged,
+    SubplanSkipped,
+    SubplanStateChanged,
+)
 from subplans.engine.states import StepState
 from subplans.sinks.formatting import is_cancellation, own_failure
 
@@ -89,6 +99,14 @@ class PlanProgress:
         #: not their subplans (whose failures the summary lists) nor a cancellation: a
         #: ``for_each`` source that could not be read. Nothing else says so.
         self.step_errors: dict[str, BaseException] = {}
+        #: Subplans the dispatches told of: their totals as they started, and what those
+        #: without a total ran, as they finished. The progress reporter counts the subplans
+        #: announced; beyond these, a dispatch without a total announced them.
+        self.told = 0
+        # Dispatches under way without a total, by name (several may share one), and how
+        # many of them are none of the tree's steps: their size is known when they finish.
+        self._untold: dict[str | None, int] = {}
+        self._untold_extra = 0
 
     def __repr__(self) -> str:
         return (
@@ -97,6 +115,8 @@ class PlanProgress:
         )
 
     def __call__(self, event: Event) -> None:
+        if type(event) is SubplanStateChanged:
+            return  # most events are: not followed here
         if isinstance(event, SubplanSkipped):
             # Step and unit ids share one namespace (a single-unit step's unit has its id).
             known = self._sizes.get(event.subplan_id, 1)
@@ -105,6 +125,8 @@ class PlanProgress:
             self.resumed += size
             return
         if not isinstance(event, StepStateChanged):
+            if isinstance(event, DispatchStarted | DispatchFinished):
+                self._dispatch(event)
             return
         if event.state == StepState.SKIPPED:
             self.skipped += self._sizes.get(event.step_id, 0)
@@ -121,6 +143,48 @@ class PlanProgress:
             self._states[index] = _CANCELLED if cancelled else event.state
             if event.state == StepState.RUNNING:
                 self._current = index
+
+    def _dispatch(self, event: DispatchStarted | DispatchFinished) -> None:
+        """Count what a dispatch tells of its size: its total as it starts or, without one,
+        what it ran as it finishes; a dispatch that is none of the tree's steps (whose size
+        the tree gives) adds it to ``total``."""
+        name = event.name
+        extra = name is None or name not in self._sizes
+        if isinstance(event, DispatchStarted):
+            if event.total is not None:
+                self.told += event.total
+                if extra:
+                    self.total += event.total
+            else:
+                self._untold[name] = self._untold.get(name, 0) + 1
+                self._untold_extra += extra
+            return
+        untold = self._untold.get(name)
+        if untold is None:
+            return
+        if untold == 1:
+            del self._untold[name]
+        else:
+            self._untold[name] = untold - 1
+        ran = sum(event.counts.values())
+        self.told += ran
+        if extra:
+            self._untold_extra -= 1
+            self.total += ran
+
+    @property
+    def total_known(self) -> bool:
+        """False while a dispatch without a total (a group, a lazy input) that is none of the
+        tree's steps is under way: ``total`` holds none of its subplans until it finishes."""
+        return not self._untold_extra
+
+    def known_total(self, announced: int) -> int:
+        """Every unit known now, skipped ones included, given ``announced``: the subplans the
+        progress reporter counts. While a dispatch without a total is under way, that is the
+        tree and the subplans such dispatches announced so far."""
+        if self._untold_extra:
+            return self.total + max(announced - self.told, 0)
+        return max(self.total, announced + self.resumed + self.skipped)
 
     @property
     def current(self) -> StepView | None:

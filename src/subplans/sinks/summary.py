@@ -104,7 +104,7 @@ class RunSummary:
             log_dir=log_dir,
             outcome=outcome,
             elapsed=elapsed,
-            total=progress.total,
+            total=progress.known_total(snapshot.total),
             counts=snapshot.counts,
             failures=snapshot.failures,
             steps=progress.steps(),

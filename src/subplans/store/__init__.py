@@ -3,13 +3,15 @@ from another terminal and resumed after a crash.
 
 Layers, each importing only those above it (and the engine and execution below the store):
 
-- ``schema``: the DDL as numbered migrations (``PRAGMA user_version``); ``opening``: where the
-  file is (``default_store_path``), and opening it
+- ``schema``: the DDL as numbered migrations (``PRAGMA user_version``); ``checking``: what
+  opening checks (in bounded time) and the full check; ``opening``: where the file is
+  (``default_store_path``), and opening it
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
 - ``liveness``: run owners (``ProcessIdentity``, ``owner_liveness``); ``lock``: ``RunLock``
 - ``records``: what queries return (``RunStatus``, ``RunInfo``, ``SubplanInfo``, ...)
 - ``statements``: many rows bound per statement (``execute_rows``)
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
+- ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
   ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)

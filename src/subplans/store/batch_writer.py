@@ -1,8 +1,9 @@
 """Writing one batch of a run's rows in one transaction (the recorder's writer thread's).
 
-The event rows go first; then, in the same transaction, what they change in the subplans,
-steps, step_items and runs tables, so that a terminal state and its event commit together. Rows of one
-kind go many per statement (``chunk`` at most, fewer if SQLite allows fewer variables).
+The batch's events go first, as one chunk (``event_chunks``); then, in the same transaction,
+what they change in the subplans, steps, step_items and runs tables, so that a terminal state
+and its event commit together. Rows of one kind go many per statement (``chunk`` at most, fewer
+if SQLite allows fewer variables).
 """
 
 from __future__ import annotations
@@ -15,20 +16,12 @@ from itertools import chain
 from typing import Any
 
 from subplans.engine.events import Event
+from subplans.store.event_chunks import last_seq, write_chunk
 from subplans.store.event_rows import RowBuilder
 from subplans.store.statements import execute_rows
 
 __all__ = ["BatchWriter"]
 
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-# State changes, many rows per statement ({rows}).
-_INSERT_STATE_CHANGES = """
-INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) VALUES {rows}
-"""
-_STATE_CHANGE_ROW = "(?1, ?, ?, 'subplan_state_changed', ?, NULL, ?)"
 # One row per subplan per batch: its last state there. A bare pending state only creates a row
 # that is missing (resume_run resets the rows it re-runs). A completed subplan that started a
 # process exited 0. Its process group is forgotten once it is terminal: run_command returns
@@ -142,9 +135,7 @@ class BatchWriter:
         self.connection = connection
         self.run_id = run_id
         self.chunk = chunk
-        (seq,) = connection.execute(
-            "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        seq = last_seq(connection, run_id)
         self.builder = RowBuilder(run_id, seq, _subplans_with_a_row(connection, run_id))
         #: Whether the connection is at synchronous=FULL now.
         self.full = False
@@ -167,8 +158,8 @@ class BatchWriter:
                 db.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
                 self.full = full
             db.execute("BEGIN IMMEDIATE")
-            self._rows(_INSERT_STATE_CHANGES, _STATE_CHANGE_ROW, 4, batch.changes)
-            db.executemany(_INSERT_EVENT, batch.others)
+            if batch.events:
+                write_chunk(db, self.run_id, mark + 1, batch.events, scaled=True)
             self._rows(_END_SUBPLANS, _END_ROW, 5, _in_key_order(batch.ended.values()))
             self._rows(_UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, _in_key_order(batch.subplans.values()))
             db.executemany(_PROCESS_STARTED, batch.processes)

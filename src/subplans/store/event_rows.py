@@ -1,10 +1,11 @@
-"""Turning a batch of events into the rows they write: the event rows, numbered on from the
-last ``seq``, and what they change in the subplans, steps and runs tables.
+"""Turning a batch of events into the rows they write: the batch's chunk of events (see
+``event_chunks``), numbered on from the last ``seq``, and what they change in the subplans,
+steps and runs tables.
 
 This runs in the recorder's writer thread, which shares the GIL with the event loop, so the
 work per event is kept small: state changes (most events) are read with one ``attrgetter``
-call, their payload is put together from cached pieces, and they are kept as plain values,
-flattened, for statements that bind many rows at once (``batch_writer``).
+call, become the short form of a chunk event from cached state texts, and the rows they change
+are kept as plain values for statements that bind many rows at once (``batch_writer``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any
 
 from subplans.engine.events import Event, StepItemsRead, SubplanStateChanged
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
+from subplans.store.event_chunks import SCALE, encode
 from subplans.store.liveness import process_start_time
 
 __all__ = ["EndedRow", "EventRows", "RowBuilder", "SubplanRow", "encode"]
 
-#: Compact JSON, as the store keeps it.
-encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 _RUNNING = SubplanExecutionState.RUNNING
 _PENDING = SubplanExecutionState.PENDING
@@ -29,9 +29,6 @@ _RUN_ENDS = frozenset(state.value for state in PlanState)
 
 #: Read in C, in one call; the fields of a state change row after its seq.
 _STATE_FIELDS = operator.attrgetter("time", "subplan_id", "previous", "state", "attempt", "error")
-#: The payload of a state change is the JSON of its to_dict() without "event" and "timestamp";
-#: an error-free one's is its id and one of a few tails cut from it (``_kind``).
-_HEAD = '{"subplan_id":'
 _quote = json.encoder.encode_basestring
 #: The states as plain strings: sqlite3 binds an enum several times slower than a str.
 _STATE_TEXT: dict[SubplanExecutionState, str] = {
@@ -53,10 +50,9 @@ class EventRows:
     """The rows one batch of events writes."""
 
     __slots__ = (
-        "changes",
         "ended",
+        "events",
         "items",
-        "others",
         "processes",
         "retries",
         "runs",
@@ -66,10 +62,9 @@ class EventRows:
     )
 
     def __init__(self) -> None:
-        #: State-change event rows, flattened: seq, time, subplan id, payload.
-        self.changes: list[Any] = []
-        #: Event rows of every other kind.
-        self.others: list[_Row] = []
+        #: The batch's events as its chunk keeps them (``event_chunks``), each as JSON text,
+        #: times in units of ``1 / SCALE`` seconds.
+        self.events: list[str] = []
         #: subplan id -> its last state in the batch, when that is an end without an error
         #: (most are); ``subplans`` has the others. A subplan is in one of the two at most.
         self.ended: dict[str, EndedRow] = {}
@@ -97,17 +92,16 @@ _MOVES: dict[SubplanExecutionState, str] = {
 def _kind(
     previous: SubplanExecutionState | None, state: SubplanExecutionState, attempt: int
 ) -> tuple[str, str, str]:
-    """An error-free state change's state text, the end of its payload, and its move.
+    """An error-free state change's state text, the end of its chunk event (what follows its
+    subplan id), and its move."""
+    texts = (None if previous is None else _STATE_TEXT[previous], _STATE_TEXT[state], attempt)
+    return _STATE_TEXT[state], "," + encode(texts)[1:], _MOVES[state]
 
-    The tail is cut from ``to_dict()``'s JSON of a template event with an empty id: the one
-    serialiser writes it, once per shape, and only the id is put in front per event.
-    """
-    data = SubplanStateChanged("", previous, state, attempt).to_dict()
-    del data["event"], data["timestamp"]
-    payload = encode(data)
-    head = _HEAD + '""'
-    assert payload.startswith(head), "subplan_id comes first in to_dict()"
-    return _STATE_TEXT[state], payload[len(head) :], _MOVES[state]
+
+def _units(time: float) -> float:
+    """``time`` in ``1 / SCALE`` seconds: an integer when it is a whole number of them."""
+    units = time * SCALE
+    return int(units) if units.is_integer() else units
 
 
 class RowBuilder:
@@ -143,26 +137,28 @@ class RowBuilder:
     def rows(self, events: list[Event]) -> EventRows:
         """The rows of ``events``, numbered on from the last ``seq``."""
         known, fields_of, kinds = self.known, _STATE_FIELDS, self.kinds
-        head, quote, add = _HEAD, _quote, self.added.append
+        add, scale, quote = self.added.append, SCALE, _quote
         batch = EventRows()
         ended, subplans = batch.ended, batch.subplans
         get_ended, pop_ended, pop_entry = ended.get, ended.pop, subplans.pop
-        extend = batch.changes.extend
+        append = batch.events.append
         terminal = False
-        seq = self.seq
-        for seq, event in enumerate(events, self.seq + 1):
+        for event in events:
             if type(event) is not SubplanStateChanged:
-                self._other(event, seq, batch)
+                append(self._other(event, batch))
                 continue
             time, subplan_id, previous, state_enum, attempt, error = fields_of(event)
             if error is not None:
-                terminal = self._failure(event, seq, batch) or terminal
+                terminal = self._failure(event, batch) or terminal
                 continue
             kind = kinds.get((previous, state_enum, attempt))
             if kind is None:
                 kind = kinds[previous, state_enum, attempt] = _kind(previous, state_enum, attempt)
             state, tail, moves = kind
-            extend((seq, time, subplan_id, f"{head}{quote(subplan_id)}{tail}"))
+            # _units, inline: this runs for most events. Written by hand (a fifth of what the
+            # encoder takes for a tuple): a number, the quoted id, and the cached tail.
+            units = time * scale
+            append(f"[{int(units) if units.is_integer() else units},{quote(subplan_id)}{tail}")
             if moves is _ENDS:
                 terminal = True
                 entry = pop_entry(subplan_id, None) or get_ended(subplan_id)
@@ -176,18 +172,18 @@ class RowBuilder:
                 add(subplan_id)
                 subplans[subplan_id] = (subplan_id, state, 0, None, None, None, None)
                 pop_ended(subplan_id, None)
-        self.seq = seq
+        self.seq += len(events)
         batch.terminal = batch.terminal or terminal
         return batch
 
-    def _failure(self, event: SubplanStateChanged, seq: int, batch: EventRows) -> bool:
+    def _failure(self, event: SubplanStateChanged, batch: EventRows) -> bool:
         """A state change with an error (few): its payload is to_dict()'s, written in full.
         Returns whether it is terminal."""
         subplan_id, time = event.subplan_id, event.time
         payload = event.to_dict()
         del payload["event"], payload["timestamp"]
         described = payload["error"]
-        batch.changes.extend((seq, time, subplan_id, encode(payload)))
+        batch.events.append(encode((_units(time), event.kind, subplan_id, None, payload)))
         state, moves = _STATE_TEXT[event.state], _MOVES[event.state]
         if moves is _STARTS:
             row: SubplanRow = (subplan_id, state, event.attempt, time, None, None, None)
@@ -206,7 +202,9 @@ class RowBuilder:
         batch.ended.pop(subplan_id, None)
         return moves is _ENDS
 
-    def _other(self, event: Event, seq: int, batch: EventRows) -> None:
+    def _other(self, event: Event, batch: EventRows) -> str:
+        """Records what ``event`` (not a state change) changes in ``batch``; returns its chunk
+        event."""
         run_id, kind, time = self.run_id, event.kind, event.time
         data = event.to_dict()
         del data["event"], data["timestamp"]
@@ -214,7 +212,7 @@ class RowBuilder:
         step_id: str | None = data.get("step_id")
         if kind in ("dispatch_started", "dispatch_finished"):
             step_id = data["name"]
-        batch.others.append((run_id, seq, time, kind, subject, step_id, encode(data)))
+        text = encode((_units(time), kind, subject, step_id, data))
         if kind == "subplan_process_started":
             pid = data["pid"]
             if data["subplan_id"] not in self.known:
@@ -253,3 +251,4 @@ class RowBuilder:
         elif kind == "plan_finished" and data["plan_id"] == "" and data["state"] in _RUN_ENDS:
             batch.terminal = True
             batch.runs.append((data["state"], time, run_id))
+        return text

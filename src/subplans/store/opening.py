@@ -14,6 +14,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 
 from subplans.engine.errors import StoreError
+from subplans.store.checking import check_soundness
 from subplans.store.schema import SCHEMA_VERSION, SchemaError, check_store, migrate
 
 __all__ = ["default_store_path", "open_connection"]
@@ -66,7 +67,7 @@ def open_connection(
         if connection is None:
             connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         if check and existed:
-            _quick_check(connection)
+            check_soundness(connection)
         if not readonly:
             _prepare(connection)
     except (sqlite3.Error, SchemaError) as error:
@@ -112,12 +113,6 @@ def _identify(connection: sqlite3.Connection) -> None:
     check_store(connection)
 
 
-def _quick_check(connection: sqlite3.Connection) -> None:
-    rows = connection.execute("PRAGMA quick_check").fetchall()
-    if [row[0] for row in rows] != ["ok"]:
-        raise sqlite3.DatabaseError(f"database disk image is malformed ({rows[0][0]})")
-
-
 def _cannot_share(error: sqlite3.OperationalError) -> bool:
     """True when SQLite could not open or create what WAL readers share, or write at all
     (not: the database is locked, which a moment later it may not be)."""
@@ -133,6 +128,7 @@ def _for_reading(
     connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     try:
         connection.execute("PRAGMA synchronous = FULL")
+        connection.execute("PRAGMA cell_size_check = ON")  # as in _prepare
         migrate(connection)
     except BaseException as error:
         connection.close()
@@ -156,6 +152,9 @@ def _prepare(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode = WAL").fetchone()
     # The owner's own writes (run start and end) are rare and must survive a power cut.
     connection.execute("PRAGMA synchronous = FULL")
+    # Opening checks only part of the file: a damaged page is refused as it is read, never
+    # written into (``checking``).
+    connection.execute("PRAGMA cell_size_check = ON")
     migrate(connection)
     # Fail now, not at the first write, on a file we may read but not write.
     connection.execute("BEGIN IMMEDIATE")

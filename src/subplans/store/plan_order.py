@@ -14,13 +14,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
+from subplans.store.event_chunks import scan_events
+
 __all__ = ["in_plan_order"]
 
-#: The first event of each subplan or step of a run: the order in which they appeared.
-_FIRST_SEEN = (
-    "SELECT {column}, min(seq) FROM events WHERE run_id = ? AND {column} IS NOT NULL "
-    "GROUP BY {column}"
-)
 #: Where a sibling goes: stored positions first, in order; then in order of appearance.
 _Rank = tuple[int, float, str]
 
@@ -41,17 +38,16 @@ def in_plan_order(
     if all(position is not None for position in positions):
         return list(found)
     ranks: dict[str, _Rank] = {}
-    seen = dict(db.execute(_FIRST_SEEN.format(column="subplan_id"), (run_id,)).fetchall())
+    seen, steps_seen = _first_seen(db, run_id)
     for item, position in zip(found, positions, strict=True):
         name = item.subplan_id
         ranks[name] = _rank(position, seen.get(name), name)
     # Steps after subplans: a single-unit step and its unit share an id, and siblings of one
     # level are all steps (a plan's) or all units (a step's), so the step's rank must win.
-    seen = dict(db.execute(_FIRST_SEEN.format(column="step_id"), (run_id,)).fetchall())
     for step_id, position in db.execute(
         "SELECT step_id, position FROM steps WHERE run_id = ?", (run_id,)
     ):
-        ranks[step_id] = _rank(position, seen.get(step_id), step_id)
+        ranks[step_id] = _rank(position, steps_seen.get(step_id), step_id)
 
     def key(item: _T) -> list[_Rank]:
         parts = item.subplan_id.split("/")
@@ -59,6 +55,19 @@ def in_plan_order(
         return [ranks[prefix] for prefix in prefixes if prefix in ranks]
 
     return sorted(found, key=key)
+
+
+def _first_seen(db: sqlite3.Connection, run_id: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The seq of the first event of each subplan, and of each step, of the run: the order in
+    which they appeared."""
+    subplans: dict[str, int] = {}
+    steps: dict[str, int] = {}
+    for seq, _, _, subject, step_id, _ in scan_events(db, run_id):
+        if subject is not None and subject not in subplans:
+            subplans[subject] = seq
+        if step_id is not None and step_id not in steps:
+            steps[step_id] = seq
+    return subplans, steps
 
 
 def _rank(position: int | None, appeared: int | None, name: str) -> _Rank:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 from subplans.engine.errors import PlanRunningError, RunBusyError, RunNotFoundError
 from subplans.engine.states import SubplanExecutionState
 from subplans.execution.step_items import RecordedItems
+from subplans.store.event_chunks import read_events
 from subplans.store.liveness import (
     Liveness,
     ProcessIdentity,
@@ -106,15 +107,6 @@ class _SubplanRow(NamedTuple):
     error: str | None
     log_file: str | None
     pgid: int | None
-
-
-class _EventRow(NamedTuple):
-    seq: int
-    time: float
-    kind: str
-    subplan_id: str | None
-    step_id: str | None
-    payload: str
 
 
 _R = TypeVar("_R")
@@ -351,25 +343,7 @@ def events(
     db: sqlite3.Connection, run_id: str, after_seq: int, limit: int | None
 ) -> list[StoredEvent]:
     """The run's events with ``seq > after_seq``, in order, at most ``limit``."""
-    rows = _select(
-        db,
-        _EventRow,
-        f"SELECT {_columns(_EventRow)} FROM events "
-        "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (run_id, after_seq, -1 if limit is None else limit),
-    )
-    return [
-        StoredEvent(
-            run_id,
-            row.seq,
-            row.time,
-            row.kind,
-            row.subplan_id,
-            row.step_id,
-            json.loads(row.payload),
-        )
-        for row in rows
-    ]
+    return read_events(db, run_id, after_seq, limit)
 
 
 def integrity_findings(db: sqlite3.Connection) -> list[str]:

@@ -283,6 +283,9 @@ class RunRecorder:
                 connection.execute("PRAGMA wal_autocheckpoint = 0")
                 # Room for a large batch: spilling the cache mid-transaction costs writes.
                 connection.execute("PRAGMA cache_size = -32000")
+                # Opening checks only part of the file: a damaged page is refused as it is read,
+                # never written into (``checking``).
+                connection.execute("PRAGMA cell_size_check = ON")
                 writer = BatchWriter(connection, self.run_id, chunk=self._settings.chunk)
             except sqlite3.Error as error:
                 self._failure = StoreError(f"cannot open the store {self.path}: {error}")

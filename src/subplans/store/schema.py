@@ -128,7 +128,70 @@ _STEP_ITEMS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS)
+# The view and the trigger are written tersely: SQLite parses the schema's text at every open.
+_EVENTS_VIEW = """(run_id,seq,time,kind,subplan_id,step_id,payload) AS SELECT run_id,seq,t,
+CASE WHEN s THEN 'subplan_state_changed' ELSE json_extract(v,'$[1]') END,
+json_extract(v,CASE WHEN s THEN '$[1]' ELSE '$[2]' END),
+CASE WHEN s THEN NULL ELSE json_extract(v,'$[3]') END,
+CASE WHEN s THEN json_object('subplan_id',json_extract(v,'$[1]'),'previous',
+json_extract(v,'$[2]'),'state',json_extract(v,'$[3]'),'attempt',json_extract(v,'$[4]'),
+'error',NULL) ELSE json_extract(v,'$[4]') END
+FROM (SELECT c.run_id,c.first_seq+e.key AS seq,json_extract(e.value,'$[0]')*c.time_unit AS t,
+e.value AS v,json_type(e.value,'$[4]')='integer' AS s FROM event_chunks c,json_each(c.events) e)"""
+# One event's time as a chunk keeps it: in 2**-22 s, an integer, when it is a whole number of
+# those (SQLite writes a float in JSON with 15 digits: an epoch time would lose its last ones).
+_WHOLE = "{t}*4194304.0=CAST({t}*4194304.0 AS INTEGER)"
+_TIME_UNIT = f"CASE WHEN {_WHOLE} THEN 1/4194304.0 ELSE 1.0 END"
+_TIME_UNITS = f"CASE WHEN {_WHOLE} THEN CAST({{t}}*4194304.0 AS INTEGER) ELSE {{t}} END"
+# A payload that is not a JSON object is kept as the text it is.
+_PAYLOAD = "CASE WHEN json_valid({p}) AND json_type({p})='object' THEN json({p}) ELSE {p} END"
+#: An event inserted into the view (as into the table of versions 1 and 2) is a chunk of one.
+_EVENTS_INSERT = """BEGIN
+SELECT RAISE(ABORT,'UNIQUE constraint failed: events.run_id, events.seq') WHERE EXISTS
+(SELECT 1 FROM event_chunks WHERE run_id=NEW.run_id AND NEW.seq BETWEEN first_seq AND last_seq);
+INSERT INTO event_chunks VALUES(NEW.run_id,NEW.seq,NEW.seq,{unit},json_array(json_array({units},
+NEW.kind,NEW.subplan_id,NEW.step_id,{payload})));
+END"""
+
+# Events kept in chunks, a row per batch the recorder writes rather than a row per event
+# (issue #10: three rows per subplan cost more than the dispatch itself); the view ``events``
+# shows them as the table of versions 1 and 2 did, and takes inserts as that table did. Each
+# event of a chunk is a JSON array: ``[time, kind, subject, step_id, payload]`` (payload a JSON
+# object, or the text of anything else), or, for a state change without an error (most),
+# ``[time, subplan_id, previous, state, attempt]``, told apart by the type of the fifth element
+# (an integer: the attempt). ``seq`` is ``first_seq`` plus the event's place in the chunk;
+# ``time`` is the stored number times ``time_unit`` (the recorder's: 2**-22 s, in which an
+# epoch time since 2004 is an integer, written briefly and exactly; see ``event_chunks``).
+_EVENT_CHUNKS = Migration(
+    "events in chunks, a row per batch, behind a view named events",
+    (
+        # run_id, the seq of the first event, first_seq + its events - 1, seconds per unit of
+        # its times, JSON: an array per event (see above).
+        "CREATE TABLE event_chunks (run_id TEXT NOT NULL REFERENCES runs (id), "
+        "first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, time_unit REAL NOT NULL, "
+        "events TEXT NOT NULL, PRIMARY KEY (run_id, first_seq))",
+        """
+        INSERT INTO event_chunks (run_id, first_seq, last_seq, time_unit, events)
+        SELECT run_id, seq, seq, {unit}, json_array(json_array({units}, kind, subplan_id,
+            step_id, {payload}))
+        FROM events
+        """.format(
+            unit=_TIME_UNIT.format(t="time"),
+            units=_TIME_UNITS.format(t="time"),
+            payload=_PAYLOAD.format(p="payload"),
+        ),
+        "DROP TABLE events",
+        f"CREATE VIEW events {_EVENTS_VIEW}",
+        "CREATE TRIGGER events_insert INSTEAD OF INSERT ON events "
+        + _EVENTS_INSERT.format(
+            unit=_TIME_UNIT.format(t="NEW.time"),
+            units=_TIME_UNITS.format(t="NEW.time"),
+            payload=_PAYLOAD.format(p="NEW.payload"),
+        ),
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS, _EVENT_CHUNKS)
 
 #: The schema version this subplans writes: the number of migrations.
 SCHEMA_VERSION = len(MIGRATIONS)

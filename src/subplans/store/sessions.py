@@ -9,25 +9,14 @@ resumed run's events are read: a run of one session is timed from its own row.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
+from subplans.store.event_chunks import payload_of, scan_events
 from subplans.store.records import RunInfo
 
 __all__ = ["active_time"]
 
-#: The root plan's starts and ends (nested plans have a ``plan_id``): a handful per run.
-_PLAN_EDGES = (
-    "SELECT seq, time, kind, payload FROM events "
-    "WHERE run_id = ? AND kind IN ('plan_started', 'plan_finished') ORDER BY seq"
-)
-#: The last event of a session, up to the next one's start. The ``subplan_skipped`` events a
-#: resume writes before its session starts (``--skip-unknown``) are the resume's, not the
-#: killed session's.
-_LAST_EVENT = (
-    "SELECT time FROM events WHERE run_id = ? AND seq >= ? AND seq < ? "
-    "AND kind <> 'subplan_skipped' ORDER BY seq DESC LIMIT 1"
-)
+_EDGES = ("plan_started", "plan_finished")
 _NO_END = 2**62
 
 
@@ -37,8 +26,9 @@ def active_time(db: sqlite3.Connection, run: RunInfo, now: float | None) -> floa
     starts: list[tuple[int, float]] = []
     finishes: list[tuple[int, float]] = []
     if run.resumes:
-        for seq, time, kind, payload in db.execute(_PLAN_EDGES, (run.id,)):
-            if json.loads(payload).get("plan_id") == "":
+        # The root plan's starts and ends (nested plans have a ``plan_id``): a handful per run.
+        for seq, time, kind, _, _, element in scan_events(db, run.id, containing='"plan_'):
+            if kind in _EDGES and payload_of(element).get("plan_id") == "":
                 (starts if kind == "plan_started" else finishes).append((seq, time))
     if not starts:  # one session (or none recorded as such): the run's own start and end
         end = _end(run, now)
@@ -63,5 +53,10 @@ def _end(run: RunInfo, now: float | None) -> float | None:
 
 
 def _last_event(db: sqlite3.Connection, run_id: str, after: int, before: int) -> float | None:
-    row = db.execute(_LAST_EVENT, (run_id, after, before)).fetchone()
-    return None if row is None else float(row[0])
+    """The time of the last event with ``after <= seq < before``. The ``subplan_skipped``
+    events a resume writes before its session starts (``--skip-unknown``) are the resume's,
+    not the killed session's."""
+    for _, time, kind, _, _, _ in scan_events(db, run_id, after - 1, before=before, backwards=True):
+        if kind != "subplan_skipped":
+            return time
+    return None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import subplans.store.queries as queries
 import subplans.store.writes as writes
 from subplans.engine.errors import RunNotFoundError, StoreError
+from subplans.store.checking import quick_check
 from subplans.store.liveness import ProcessIdentity, check_run_id
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest
@@ -68,8 +69,10 @@ class RunStore(RunReader):
     ) -> RunStore:
         """Open the store at ``path``, creating it (and its folder) unless ``readonly``.
 
-        ``check`` runs ``PRAGMA quick_check`` on an existing file (linear in its size: about
-        20 ms per 100,000 events). ``readonly`` opens an existing store for queries only. A
+        ``check`` checks an existing file in time that does not grow with it: its schema and
+        both ends of every b-tree; every page (``PRAGMA quick_check``) only if its schema is
+        not this version's (see ``checking``). ``readonly`` opens an existing store for
+        queries only. A
         store that did not exist before and could not be created is removed again, so no
         half-written database is ever left behind.
 
@@ -152,6 +155,19 @@ class RunStore(RunReader):
         except sqlite3.Error as error:
             raise StoreError(f"cannot write to the store {self.path}: {error}") from None
 
+    def _check_every_page(self) -> None:
+        """``PRAGMA quick_check``, before building on a run that did not end cleanly (its
+        process, or the machine, may have died mid-write): opening checks less (``checking``).
+
+        Raises:
+            StoreError: the database is damaged.
+        """
+        try:
+            quick_check(self._db)
+        except sqlite3.Error as error:
+            problem = f"the database is corrupt: {error}" if "malformed" in str(error) else error
+            raise StoreError(f"cannot write to the store {self.path}: {problem}") from None
+
     # --- the owner's writes ---------------------------------------------------------------
 
     def start_run(
@@ -210,16 +226,21 @@ class RunStore(RunReader):
         died, whose outcome is unknown, and what nested plans among them hold) are recorded
         completed, as the operator asserts, each with a ``subplan_skipped`` event that keeps
         ``reason``. Unless ``concurrent``, it is refused while another run of the same plan
-        file is live, as ``start_run`` is.
+        file is live, as ``start_run`` is. A run that did not end cleanly (recorded
+        ``running``) is resumed only once every page of the store has passed
+        ``PRAGMA quick_check``.
 
         Raises:
             RunBusyError: the run's owner is alive, or a recorded process group still lives.
             PlanRunningError: another run of the plan's file is running, and its owner lives.
             RunNotFoundError: no such run.
+            StoreError: the store is damaged, or cannot be written.
         """
         owner = owner if owner is not None else ProcessIdentity.current()
         run = self.get_run(run_id)
         queries.refuse_a_busy_resume(run, owner, self.process_groups(run_id))
+        if run.recorded_status is RunStatus.RUNNING:
+            self._check_every_page()
         with self._writing() as db:
             if not concurrent:
                 plan_file = run.plan_file if manifest is None else manifest.file

@@ -14,6 +14,7 @@ from itertools import chain, count
 from operator import itemgetter
 from pathlib import Path
 
+from subplans.store.event_chunks import encode, last_seq, write_chunk
 from subplans.store.liveness import ProcessIdentity
 from subplans.store.manifest import PlanManifest
 from subplans.store.records import ProcessGroupRecord, RunStatus
@@ -140,9 +141,7 @@ def assume_completed(
     db: sqlite3.Connection, run_id: str, subplan_ids: Collection[str], reason: str, now: float
 ) -> None:
     """Record these subplans completed (those not yet), each with an event that says why."""
-    (seq,) = db.execute(
-        "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", (run_id,)
-    ).fetchone()
+    skipped: list[str] = []
     for subplan_id in subplan_ids:
         row = db.execute(
             "SELECT step_id FROM subplans "
@@ -164,19 +163,10 @@ def assume_completed(
             "WHERE run_id = ? AND substr(step_id, 1, ?) = ? AND state <> 'completed'",
             (now, run_id, len(inside), inside),
         )
-        seq += 1
-        db.execute(
-            "INSERT INTO events (run_id, seq, time, kind, subplan_id, step_id, payload) "
-            "VALUES (?, ?, ?, 'subplan_skipped', ?, ?, ?)",
-            (
-                run_id,
-                seq,
-                now,
-                subplan_id,
-                step_id,
-                json.dumps({"subplan_id": subplan_id, "reason": reason}),
-            ),
-        )
+        payload = {"subplan_id": subplan_id, "reason": reason}
+        skipped.append(encode((now, "subplan_skipped", subplan_id, step_id, payload)))
+    if skipped:
+        write_chunk(db, run_id, last_seq(db, run_id) + 1, skipped, scaled=False)
 
 
 def finish_run(db: sqlite3.Connection, run_id: str, status: RunStatus, finished: float) -> bool:

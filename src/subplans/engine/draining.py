@@ -1,0 +1,161 @@
+"""Stopping a dispatch: nothing more starts, every running subplan is cancelled and waited
+for up to ``cancel_grace`` (however often the caller is cancelled meanwhile), a straggler is
+abandoned, and what never started fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from subplans.engine.cancelling import through_cancel
+from subplans.engine.errors import SubplanCancelledError
+from subplans.engine.results import SubplanResult
+from subplans.engine.states import SubplanExecutionState
+from subplans.engine.tracker import announce
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from subplans.engine.attempts import Slot
+    from subplans.engine.config import ParallelExecutionConfig
+    from subplans.engine.events import EventBus
+    from subplans.engine.subplan import Subplan
+
+__all__ = ["Draining"]
+
+logger = logging.getLogger("subplans")
+
+_PENDING = SubplanExecutionState.PENDING
+_FAILED = SubplanExecutionState.FAILED
+
+
+class Draining:
+    """The part of a dispatch that stops and drains it (a mixin of ``Dispatch``)."""
+
+    config: ParallelExecutionConfig
+    name: str | None
+    loop: asyncio.AbstractEventLoop
+    entries: Any
+    total: int
+    next: int
+    slots: list[Slot]
+    feeder: asyncio.Task[None] | None
+    stop_reason: str | None
+    interrupt: KeyboardInterrupt | None
+    bus: EventBus | None
+    now: Callable[[], float]
+    failed: int
+    never_started: int
+
+    if TYPE_CHECKING:
+
+        def wake(self) -> None: ...
+        def release(self, slot: Slot, subplan: Subplan) -> None: ...
+        def finish(
+            self,
+            slot: Slot,
+            state: SubplanExecutionState,
+            value: Any = None,
+            error: BaseException | None = None,
+        ) -> bool: ...
+
+    def stop(self, reason: str) -> None:
+        """Start nothing new and cancel every running subplan."""
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        logger.info("stopping dispatch%s: %s", f" {self.name}" if self.name else "", reason)
+        self.wake()
+        if self.feeder is not None:
+            self.feeder.cancel()
+        for slot in self._unfinished():
+            # Not one that is recording its own end (the failure that stops the rest); the
+            # current task otherwise: a subscriber may interrupt while a subplan publishes.
+            slot.task.cancel(reason)  # type: ignore[union-attr]
+
+    def _interrupted(self, error: KeyboardInterrupt) -> None:
+        """Stop as a cancelled caller would; the dispatch raises ``error`` at the end."""
+        if self.interrupt is None:
+            self.interrupt = error
+        self.stop("interrupted by KeyboardInterrupt")
+
+    async def drain(self) -> asyncio.CancelledError | None:
+        """Wait for the cancelled subplans, up to ``cancel_grace``; report the stragglers.
+
+        A cancellation of the caller meanwhile is returned, not raised: it cannot cut the
+        bookkeeping short (and the subplans were cancelled already).
+        """
+        cancel: asyncio.CancelledError | None = None
+        while self.feeder is not None and not self.feeder.done():
+            cancel = await through_cancel(asyncio.wait([self.feeder])) or cancel
+        loop = self.loop
+        grace = self.config.cancel_grace
+        deadline = loop.time() + grace
+        while (busy := self._busy()) and (left := deadline - loop.time()) > 0:
+            waiting = asyncio.wait([slot.task for slot in busy if slot.task], timeout=left)
+            cancel = await through_cancel(waiting) or cancel
+            self._reap_unstarted()
+        for slot in self._unfinished():
+            subplan_id = self.entries[slot.index].id
+            logger.error(
+                "subplan %s ignored cancellation for %.1fs; abandoning it", subplan_id, grace
+            )
+            error = SubplanCancelledError(
+                f"{self.stop_reason}; still running {grace:g}s after cancellation, abandoned",
+                abandoned=True,
+            )
+            self.finish(slot, _FAILED, error=error)
+        return cancel
+
+    def _reap_unstarted(self) -> None:
+        """Settle subplan tasks that were cancelled before their first step.
+
+        Such a task never ran ``_execute``, so neither its terminal state nor its slot were
+        handled there.
+        """
+        for slot in self._busy():
+            task = slot.task
+            if task is not None and task.done():
+                reason = self.stop_reason or "cancelled before it started"
+                subplan = self.entries[slot.index]
+                self.finish(slot, _FAILED, error=SubplanCancelledError(reason))
+                self.release(slot, subplan)
+
+    def _busy(self) -> list[Slot]:
+        """The slots held by a subplan's task, in the order the subplans started."""
+        return sorted((slot for slot in self.slots if slot.task is not None), key=_index)
+
+    def _unfinished(self) -> list[Slot]:
+        """The busy slots whose subplan has no terminal state yet."""
+        entries = self.entries
+        return [slot for slot in self._busy() if type(entries[slot.index]) is not SubplanResult]
+
+    def record_unstarted(
+        self, index: int, subplan_id: str, error: BaseException, *, counted: bool = True
+    ) -> None:
+        """Record a pending subplan as failed without starting (``counted`` as never started,
+        unless ``next`` was moved past it)."""
+        stamp = self.now()
+        self.entries[index] = SubplanResult(subplan_id, _FAILED, None, error, None, stamp, 0)
+        self.failed += 1
+        if counted:
+            self.never_started += 1
+        announce(self.bus, subplan_id, _PENDING, _FAILED, 0, error, stamp)
+        self.settled(index)
+
+    def settled(self, index: int) -> None:
+        """A subplan that never started got its result (a stream passes it on)."""
+
+    def _fail_never_started(self) -> None:
+        reason = self.stop_reason or "the dispatch ended before it started"
+        entries = self.entries
+        for index in range(self.next, self.total):
+            subplan = entries[index]
+            if type(subplan) is not SubplanResult:  # (a group's, submitted after the stop)
+                self.record_unstarted(index, subplan.id, SubplanCancelledError(reason))
+
+
+def _index(slot: Slot) -> int:
+    return slot.index

@@ -1,0 +1,116 @@
+"""``dispatcher.stream()``: results handed on in the order they become terminal.
+
+A stream keeps nothing of an ended subplan once its result is handed on (the failures aside,
+for the error at the end), so a lazy input of any length streams in the memory of
+``max_parallel`` subplans. Leaving the loop early stops the dispatch as a cancelled caller
+would, with its own reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from subplans.engine.dispatch import Dispatch
+from subplans.engine.duplicates import NumberedIds
+from subplans.engine.outcome import check_outcome
+from subplans.engine.results import SubplanResult
+from subplans.engine.states import SubplanExecutionState
+
+if TYPE_CHECKING:
+    from subplans.engine.attempts import Slot
+    from subplans.engine.subplan import Subplan
+
+__all__ = ["CONSUMER_STOPPED", "StreamDispatch"]
+
+#: Why the subplans still running are cancelled when the consumer leaves the loop early.
+CONSUMER_STOPPED = "cancelled because the consumer stopped reading the stream"
+
+_FAILED = SubplanExecutionState.FAILED
+
+
+class StreamDispatch(Dispatch):
+    """A dispatch whose results go out as they come: ``entries`` is a dict of the live ones."""
+
+    __slots__ = ("failures", "gone", "out")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.out: deque[SubplanResult] = deque()
+        #: The failed results by input position: what the error at the end carries.
+        self.failures: dict[int, SubplanResult] = {}
+        self.gone = False
+        # Its ended subplans are gone, so the ids are kept apart, as runs where they count up.
+        self.last_id = None
+        self.seen = NumberedIds()
+
+    def finish(
+        self,
+        slot: Slot,
+        state: SubplanExecutionState,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> bool:
+        if not Dispatch.finish(self, slot, state, value, error):
+            return False
+        result: SubplanResult = self.entries[slot.index]
+        self._hand_on(slot.index, result)
+        return True
+
+    def release(self, slot: Slot, subplan: Subplan) -> None:
+        del self.entries[slot.index]  # its result was handed on
+        Dispatch.release(self, slot, subplan)
+
+    def settled(self, index: int) -> None:
+        self._hand_on(index, self.entries.pop(index))
+
+    def _hand_on(self, index: int, result: SubplanResult) -> None:
+        if result.state is _FAILED:
+            self.failures[index] = result
+        if not self.gone:
+            self.out.append(result)
+            self.wake()
+
+    async def results(self) -> AsyncGenerator[SubplanResult, None]:
+        """Every result as it comes, then what ``run()`` would raise."""
+        out = self.out
+        cancel: asyncio.CancelledError | None = None
+        try:
+            self.begin()
+            self.fill()
+            while out or not self.quiet():
+                if out:
+                    yield out.popleft()
+                else:
+                    self.idle = self.loop.create_future()
+                    await self.idle
+        except asyncio.CancelledError as cancelled:
+            cancel = self.cancelled(cancelled)
+        except BaseException:
+            # GeneratorExit (``break``, ``aclose()``, or the generator let go) or an exception
+            # thrown in: the consumer is gone; its subplans stop and are waited for.
+            self.gone = True
+            out.clear()
+            self.stop(CONSUMER_STOPPED)
+            await self._wind_down(None)
+            raise
+        cancel = await self._wind_down(cancel)
+        while out:
+            yield out.popleft()
+        self.raise_first(cancel)
+        if self.failures:
+            failures = self.failures
+            results = [failures[index] for index in sorted(failures)]
+            first = None if self.first_failure is None else failures[self.first_failure]
+            check_outcome(results, first, self.total)
+
+    async def _wind_down(
+        self, cancel: asyncio.CancelledError | None
+    ) -> asyncio.CancelledError | None:
+        try:
+            cancel = await self.drain() or cancel
+        finally:
+            self.end()
+        return await self.take_back() or cancel

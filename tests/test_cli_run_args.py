@@ -1,0 +1,208 @@
+"""``subplans run`` read without Typer (``cli.run_args``, issue #10): a plain line gives the very
+values Typer would give the command, any other line is left to Typer, and the run ends with the
+exit code and lines Typer's path gives."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+import typer
+
+from subplans.cli import app as cli
+from subplans.cli.app import ExitCode, main
+from subplans.cli.run_args import plain_run_args, run_plainly
+from subplans.cli.typer_app import app
+from subplans.engine.config import FailureMode
+from subplans.sinks.tagged_output import OutputMode
+
+from .plans_helpers import write
+
+#: ``run_plan``'s defaults: what Typer gives for an option not written.
+DEFAULTS: dict[str, Any] = {
+    "max_parallel": None,
+    "failure_mode": None,
+    "profile": None,
+    "events_jsonl": None,
+    "no_progress": False,
+    "quiet": False,
+    "store": None,
+    "concurrent": False,
+    "output_mode": OutputMode.FILES,
+}
+
+PLAIN = [
+    ["run", "plan.yaml"],
+    ["run", "plan.yaml", "--no-progress"],
+    ["run", "-q", "plan.yaml"],
+    ["run", "plan.yaml", "-j", "8", "--failure-mode", "continue_on_error", "-p", "keep-going"],
+    ["run", "plan.yaml", "--max-parallel=16", "--profile=wide", "--failure-mode=fail_fast"],
+    ["run", "plan.yaml", "--events-jsonl", "-", "--quiet"],
+    ["run", "plan.yaml", "--events-jsonl=ev.jsonl", "--store", "s.db", "--concurrent"],
+    ["run", "dir/plan with space.yaml", "--output=group"],
+    ["run", "plan.yaml", "--output", "tag", "--store=-"],
+    ["run", "plan.yaml", "-j", "0"],
+    ["run", "plan.yaml", "-j", "99"],
+    ["run", "plan.yaml", "--profile", "-"],
+    ["run", "ünïcode.yaml", "--output", "files"],
+]
+
+FOR_TYPER = [
+    ["run"],
+    ["runs"],
+    ["validate", "plan.yaml"],
+    ["--version", "run"],
+    ["run", "--help"],
+    ["run", "plan.yaml", "-h"],
+    ["run", "plan.yaml", "--dry-run"],
+    ["run", "plan.yaml", "--json"],
+    ["run", "plan.yaml", "--bogus"],
+    ["run", "plan.yaml", "--max-par", "4"],
+    ["run", "a.yaml", "b.yaml"],
+    ["run", "plan.yaml", "-j"],
+    ["run", "plan.yaml", "--max-parallel="],
+    ["run", "plan.yaml", "-j", "x"],
+    ["run", "plan.yaml", "-j", "08"],
+    ["run", "plan.yaml", "-j", "+8"],
+    ["run", "plan.yaml", "-j", " 8"],
+    ["run", "plan.yaml", "-j", "1_0"],
+    ["run", "plan.yaml", "-j", "-1"],
+    ["run", "plan.yaml", "-j8"],
+    ["run", "plan.yaml", "-j=8"],
+    ["run", "plan.yaml", "-qj", "8"],
+    ["run", "plan.yaml", "-j", "4", "-j", "8"],
+    ["run", "plan.yaml", "-q", "--quiet"],
+    ["run", "plan.yaml", "--quiet=yes"],
+    ["run", "plan.yaml", "--failure-mode", "FAIL_FAST"],
+    ["run", "plan.yaml", "--output", "TAG"],
+    ["run", "plan.yaml", "--profile", ""],
+    ["run", "plan.yaml", "--profile", "--quiet"],
+    ["run", "--", "plan.yaml"],
+    ["run", "-"],
+    ["run", ""],
+    ["run", "plan\udcff.yaml"],
+]
+
+
+def typer_reads(args: list[str]) -> dict[str, Any]:
+    """The values Typer's ``run`` command gets from ``args`` (after ``run``)."""
+    group = typer.main.get_command(app)
+    command = group.commands["run"]  # type: ignore[attr-defined]
+    with command.make_context("run", list(args[1:])) as ctx:
+        return dict(ctx.params)
+
+
+@pytest.mark.parametrize("args", PLAIN, ids=" ".join)
+def test_a_plain_line_gives_what_typer_gives(args: list[str]) -> None:
+    plain = plain_run_args(args)
+
+    assert plain is not None
+    typed = typer_reads(args)
+    assert (typed.pop("dry_run"), typed.pop("json_")) == (False, False)
+    assert {**DEFAULTS, **plain} == typed
+    for name, value in plain.items():
+        assert type(value) is type(typed[name]), name
+
+
+def test_values_are_typed_as_the_command_takes_them() -> None:
+    found = plain_run_args(
+        ["run", "p.yaml", "-j", "8", "--failure-mode", "fail_fast", "--store", "s.db"]
+    )
+
+    assert found == {
+        "plan": Path("p.yaml"),
+        "max_parallel": 8,
+        "failure_mode": FailureMode.FAIL_FAST,
+        "store": Path("s.db"),
+    }
+
+
+@pytest.mark.parametrize("args", FOR_TYPER, ids=repr)
+def test_any_other_line_is_left_to_typer(args: list[str]) -> None:
+    assert plain_run_args(args) is None
+
+
+def test_shell_completion_is_left_to_typer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_SUBPLANS_COMPLETE", "bash_complete")
+
+    assert plain_run_args(["run", "plan.yaml"]) is None
+
+
+FAILING = "name: f\nsteps:\n  - name: s\n    run: 'exit 3'\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "missing.yaml"],
+        ["run", "plan.yaml", "-j", "0"],
+        ["run", "plan.yaml", "-j", "40", "--profile", "nope"],
+        ["run", "plan.yaml", "--output", "tag", "--events-jsonl", "-"],
+        ["run", "bad.yaml"],
+    ],
+    ids=" ".join,
+)
+def test_refusals_are_typers_line_for_line(
+    args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "plan.yaml", FAILING)
+    write(tmp_path, "bad.yaml", "name: b\nsteps:\n  - name: 'a/b'\n    run: 1\n")
+    assert plain_run_args(args) is not None
+
+    plain = main(args), capsys.readouterr()
+    typed = cli._main(args), capsys.readouterr()
+
+    assert plain == typed
+    assert plain[0] == ExitCode.INVALID
+
+
+def test_a_failed_run_exits_1_on_both_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "plan.yaml", FAILING)
+
+    assert main(["run", "plan.yaml", "-q", "--store", "a.db"]) == ExitCode.FAILED
+    plain = capsys.readouterr()
+    assert cli._main(["run", "plan.yaml", "-q", "--store", "b.db"]) == ExitCode.FAILED
+    typed = capsys.readouterr()
+    assert plain.out.count("\n") == typed.out.count("\n") > 0
+    assert plain.err == typed.err
+
+
+def _raising(error: BaseException) -> Any:
+    def runner(**arguments: object) -> NoReturn:
+        raise error
+
+    return runner
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "err"),
+    [
+        (typer.Exit(ExitCode.INVALID), ExitCode.INVALID, ""),
+        (EOFError(), ExitCode.INTERRUPTED, "\n"),  # click: a line, then Abort
+        (KeyboardInterrupt(), ExitCode.INTERRUPTED, ""),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), ExitCode.OK, ""),
+    ],
+    ids=["exit", "eof", "interrupt", "pipe"],
+)
+def test_how_a_run_ends_is_the_code_typers_path_gives(
+    error: BaseException, code: int, err: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_plainly({"plan": Path("p.yaml")}, _raising(error)) == code
+    assert capsys.readouterr().err == err
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOENT, "gone"), ValueError("a bug")], ids=["oserror", "other"]
+)
+def test_other_errors_pass_through(error: Exception) -> None:
+    with pytest.raises(type(error)):
+        run_plainly({"plan": Path("p.yaml")}, _raising(error))
