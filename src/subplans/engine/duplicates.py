@@ -12,13 +12,12 @@ million, past what a dispatch of a million subplans may take beside its results 
   dispatch's entries (4 bytes a slot, at most half full), whose ids the entries hold
   already. Probing it is Python, about 0.3 us an id against 0.1 us for the set;
 - a stream, which keeps no ended subplan to point at, keeps its ids in a ``NumberedIds``:
-  numbered ids as runs of numbers, so a long stream of generated ids costs next to nothing.
+  counting ids as a run of numbers, so a long stream of generated ids costs next to nothing.
 """
 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
 from itertools import islice
 from operator import attrgetter, eq
 from typing import Any
@@ -98,62 +97,56 @@ def _entry_id(entry: Any) -> str:
 
 
 class NumberedIds:
-    """A set of ids that keeps numbered ones as runs: ``s0`` to ``s9999999`` is one run.
+    """A set of ids that keeps counting ones as a run: ``s0`` to ``s9999999`` is two numbers.
 
     A stream keeps no ended subplan, yet a repeated id must still be refused exactly, whenever
     it comes (a subplan run twice is work done twice). Generated ids mostly are a stem and a
-    number counting up, so they are kept as the stem's runs of consecutive numbers (a flat
-    sorted list of starts and ends): a 10,000,000-subplan stream of such ids keeps one run.
-    Any other id (no number, or a number written with a leading zero) is kept as it is.
+    number counting up (or down), so each stem keeps one run of consecutive numbers, the first
+    it saw, grown at either end; every other id (one outside its stem's run and not next to it,
+    one without a number, a number written with a leading zero) is kept as it is. Each id costs
+    O(1) time; a stream of 10,000,000 counting ids keeps one run, one of random ids keeps them.
     """
 
     __slots__ = ("count", "others", "runs")
 
     def __init__(self) -> None:
-        #: stem -> [start, end, start, end, ...]: the numbers in [start, end), runs apart.
+        #: stem -> [start, end]: every number in [start, end) was seen with that stem.
         self.runs: dict[str, list[int]] = {}
         self.others: set[str] = set()
         self.count = 0
 
     def __repr__(self) -> str:
-        spans = sum(len(bounds) for bounds in self.runs.values()) // 2
-        return f"<NumberedIds count={self.count} runs={spans} others={len(self.others)}>"
+        return f"<NumberedIds count={self.count} runs={len(self.runs)} others={len(self.others)}>"
 
     def __len__(self) -> int:
         return self.count
 
     def __contains__(self, subplan_id: str) -> bool:
+        if subplan_id in self.others:
+            return True
         stem = subplan_id.rstrip(_DIGITS)
         digits = subplan_id[len(stem) :]
-        if not _numbered(digits):
-            return subplan_id in self.others
-        bounds = self.runs.get(stem)
-        return bounds is not None and bisect_right(bounds, int(digits)) & 1 == 1
+        run = self.runs.get(stem) if _numbered(digits) else None
+        return run is not None and run[0] <= int(digits) < run[1]
 
     def add(self, subplan_id: str) -> None:
         """Keep ``subplan_id``, which is not kept yet."""
         self.count += 1
         stem = subplan_id.rstrip(_DIGITS)
         digits = subplan_id[len(stem) :]
-        if not _numbered(digits):
-            self.others.add(subplan_id)
-            return
-        number = int(digits)
-        bounds = self.runs.setdefault(stem, [])
-        if bounds and bounds[-1] == number:  # the next of the last run: the common case
-            bounds[-1] = number + 1
-            return
-        at = bisect_right(bounds, number)  # even: between two runs
-        after = at > 0 and bounds[at - 1] == number
-        before = at < len(bounds) and bounds[at] == number + 1
-        if after and before:
-            del bounds[at - 1 : at + 1]  # it joins the two runs
-        elif after:
-            bounds[at - 1] = number + 1
-        elif before:
-            bounds[at] = number
-        else:
-            bounds[at:at] = (number, number + 1)
+        if _numbered(digits):
+            number = int(digits)
+            run = self.runs.get(stem)
+            if run is None:
+                self.runs[stem] = [number, number + 1]
+                return
+            if number == run[1]:  # the next one up: the common case
+                run[1] = number + 1
+                return
+            if number == run[0] - 1:
+                run[0] = number
+                return
+        self.others.add(subplan_id)
 
 
 _DIGITS = "0123456789"
