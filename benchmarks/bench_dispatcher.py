@@ -7,7 +7,8 @@ no-op subscriber, the subplans passed as a generator, against:
 - a bare ``TaskGroup`` that acquires an ``asyncio.Semaphore`` before creating each task
   (10,000 at max_parallel=32; target <= 1.3x), and ``aiometer.run_all(max_at_once=32)``
   (target: subplans >= 5x faster);
-- itself: max_parallel 32 vs 4 (within 1.2x), and the cost per subplan at 1,000,000 vs 10,000
+- itself: max_parallel 32 vs 4 (within 1.2x); with a pool that every subplan uses and a halt
+  policy attached vs without (issue #14: within 1.2x); and the cost per subplan at 1,000,000 vs 10,000
   (within 1.2x), from the scaling series 10k / 100k / 1M, each size in a fresh child process
   beside the bare baseline's;
 - peak RSS of 1,000,000 subplans with the results returned (target <= 200 MB), beside the
@@ -96,7 +97,14 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from subplans import EventBus, ParallelExecutionConfig, ParallelSubplanDispatcher, Subplan
+from subplans import (
+    AsyncSemaphoreLimiter,
+    EventBus,
+    HaltPolicy,
+    ParallelExecutionConfig,
+    ParallelSubplanDispatcher,
+    Subplan,
+)
 
 N = 10_000
 CAP = 32
@@ -135,6 +143,20 @@ async def with_subplans(n: int, cap: int = CAP) -> list[Any]:
     bus.subscribe(lambda event: None)
     dispatcher = ParallelSubplanDispatcher(ParallelExecutionConfig(max_parallel=cap), bus=bus)
     return await dispatcher.run(Subplan(f"s{i}", noop) for i in range(n))
+
+
+async def with_controls(n: int, cap: int = CAP) -> list[Any]:
+    """``with_subplans`` with a pool every subplan uses (as wide as the cap, so that it only
+    costs, never waits) and a halt policy attached (issue #14's row)."""
+    bus = EventBus()
+    bus.subscribe(lambda event: None)
+    config = ParallelExecutionConfig(max_parallel=cap, halt=HaltPolicy("soon", fail="3%"))
+    pools = {"api": AsyncSemaphoreLimiter(cap)}
+    dispatcher = ParallelSubplanDispatcher(config, bus=bus, pools=pools)
+    return await dispatcher.run(Subplan(f"s{i}", noop, uses=USES) for i in range(n))
+
+
+USES = {"api": 1}
 
 
 async def with_aiometer(n: int, cap: int = CAP) -> list[None]:
@@ -216,6 +238,7 @@ def speed_rows() -> None:
         "bare": lambda: cpu_per_subplan(bare_baseline, N),
         "subplans": lambda: cpu_per_subplan(with_subplans, N),
         "subplans, max_parallel=4": lambda: cpu_per_subplan(with_subplans, N, 4),
+        "subplans, pool + halt": lambda: cpu_per_subplan(with_controls, N),
     }
     try:
         import aiometer  # noqa: F401
@@ -234,6 +257,10 @@ def speed_rows() -> None:
         )
     print(
         f"  max_parallel 4 / 32:             {ratio(times, 'subplans, max_parallel=4', 'subplans')}"
+        " (target within 1.2x)"
+    )
+    print(
+        f"  pool + halt / without:           {ratio(times, 'subplans, pool + halt', 'subplans')}"
         " (target within 1.2x)"
     )
 

@@ -5,6 +5,7 @@ exit code and lines Typer's path gives."""
 from __future__ import annotations
 
 import errno
+import inspect
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -13,25 +14,23 @@ import typer
 
 from subplans.cli import app as cli
 from subplans.cli.app import ExitCode, main
-from subplans.cli.run_args import plain_run_args, run_plainly
+from subplans.cli.run_args import _FLAGS, _VALUED, plain_run_args, run_plainly
+from subplans.cli.run_plan import run_plan
 from subplans.cli.typer_app import app
 from subplans.engine.config import FailureMode
 from subplans.sinks.tagged_output import OutputMode
 
 from .plans_helpers import write
 
-#: ``run_plan``'s defaults: what Typer gives for an option not written.
+#: ``run_plan``'s keywords with their defaults: what Typer gives for an option not written
+#: (``test_every_option_of_run_is_read_plainly_as_typer_reads_it`` holds them equal).
 DEFAULTS: dict[str, Any] = {
-    "max_parallel": None,
-    "failure_mode": None,
-    "profile": None,
-    "events_jsonl": None,
-    "no_progress": False,
-    "quiet": False,
-    "store": None,
-    "concurrent": False,
-    "output_mode": OutputMode.FILES,
+    name: parameter.default
+    for name, parameter in inspect.signature(run_plan).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
 }
+#: Options of ``run`` the plain path never reads: a line with one is Typer's.
+LEFT_TO_TYPER = {"dry_run", "json_", "help"}
 
 PLAIN = [
     ["run", "plan.yaml"],
@@ -100,7 +99,7 @@ def test_a_plain_line_gives_what_typer_gives(args: list[str]) -> None:
 
     assert plain is not None
     typed = typer_reads(args)
-    assert (typed.pop("dry_run"), typed.pop("json_")) == (False, False)
+    assert {typed.pop(name, False) for name in LEFT_TO_TYPER} == {False}
     assert {**DEFAULTS, **plain} == typed
     for name, value in plain.items():
         assert type(value) is type(typed[name]), name
@@ -206,3 +205,81 @@ def test_how_a_run_ends_is_the_code_typers_path_gives(
 def test_other_errors_pass_through(error: Exception) -> None:
     with pytest.raises(type(error)):
         run_plainly({"plan": Path("p.yaml")}, _raising(error))
+
+
+# The plain path's tables read from Typer's own ``run`` command, so that an option added to it,
+# renamed, given an environment variable or a callback fails here until ``run_args`` follows.
+
+#: A value Typer takes as it is for each option with one (a new one needs its sample here).
+SAMPLES = {
+    "max_parallel": "8",
+    "failure_mode": "continue_on_error",
+    "profile": "wide",
+    "halt": "soon,fail=3%",
+    "events_jsonl": "events.jsonl",
+    "store": "runs.db",
+    "output_mode": OutputMode.GROUP.value,
+}
+
+
+def run_parameters() -> dict[str, Any]:
+    """Every parameter of Typer's ``run`` command (``--help`` included), by name."""
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    with command.make_context("run", ["plan.yaml"]) as ctx:
+        return {parameter.name: parameter for parameter in command.get_params(ctx)}
+
+
+PARAMETERS = run_parameters()
+OPTIONS = {name: p for name, p in PARAMETERS.items() if p.param_type_name == "option"}
+READ_PLAINLY = sorted(set(OPTIONS) - LEFT_TO_TYPER)
+
+
+def test_run_has_one_argument_the_plan_and_options_run_plan_takes() -> None:
+    arguments = [name for name, p in PARAMETERS.items() if p.param_type_name == "argument"]
+
+    assert arguments == ["plan"]
+    assert PARAMETERS["plan"].nargs == 1
+    assert set(OPTIONS) >= LEFT_TO_TYPER
+    assert set(READ_PLAINLY) == set(DEFAULTS)
+    assert set(_FLAGS.values()) | set(_VALUED.values()) == set(DEFAULTS)
+
+
+def test_the_plain_tables_name_exactly_the_options_of_run() -> None:
+    names = {name for option in READ_PLAINLY for name in OPTIONS[option].opts}
+
+    assert set(_FLAGS) | set(_VALUED) == names
+    assert not set(_FLAGS) & set(_VALUED)
+
+
+@pytest.mark.parametrize("option", READ_PLAINLY)
+def test_every_option_of_run_is_read_plainly_as_typer_reads_it(option: str) -> None:
+    parameter = OPTIONS[option]
+    # What the plain path cannot see: a value from the environment, a callback, a --no-x
+    # spelling, a count, a repeated or many-valued option.
+    assert parameter.envvar is None
+    assert parameter.callback is None
+    assert parameter.secondary_opts == []
+    assert (parameter.multiple, parameter.nargs, parameter.count) == (False, 1, False)
+    assert parameter.expose_value
+    assert not parameter.is_eager
+    table = _FLAGS if parameter.is_flag else _VALUED
+    assert {table.get(name) for name in parameter.opts} == {option}
+    unwritten = typer_reads(["run", "plan.yaml"])[option]
+    assert (unwritten, type(unwritten)) == (DEFAULTS[option], type(DEFAULTS[option]))
+    for name in parameter.opts:
+        lines = [[name]] if parameter.is_flag else [[name, SAMPLES[option]]]
+        if name.startswith("--") and not parameter.is_flag:
+            lines.append([f"{name}={SAMPLES[option]}"])
+        for written in lines:
+            args = ["run", "plan.yaml", *written]
+            plain, typed = plain_run_args(args), typer_reads(args)
+            assert plain is not None, args
+            assert (plain[option], type(plain[option])) == (typed[option], type(typed[option]))
+            assert plain[option] != DEFAULTS[option]
+
+
+@pytest.mark.parametrize("option", sorted(LEFT_TO_TYPER))
+def test_an_option_left_to_typer_leaves_the_line_to_it(option: str) -> None:
+    for name in OPTIONS[option].opts:
+        assert plain_run_args(["run", "plan.yaml", name]) is None
+        assert plain_run_args(["run", name, "plan.yaml", "-q"]) is None

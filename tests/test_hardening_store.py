@@ -477,7 +477,7 @@ def test_an_empty_database_in_a_read_only_folder_is_no_store_yet(tmp_path: Path)
         RunStore.open(folder / "state.db", readonly=True)
     assert str(refused.value) == (
         f"cannot open the store {folder / 'state.db'}: its schema (version 0) is older than "
-        "this subplans' (3), and it cannot be brought up to date here: it is read-only"
+        "this subplans' (4), and it cannot be brought up to date here: it is read-only"
     )
     assert os.listdir(folder) == ["state.db"]
 

@@ -213,16 +213,18 @@ async def test_a_cancelled_consumer_stops_the_stream_as_a_cancelled_caller(
     bus: EventBus, recorder: Recorder
 ) -> None:
     gate, started = asyncio.Event(), asyncio.Event()
+    got: list[SubplanResult] = []
 
     async def consume() -> None:
-        async for _ in dispatcher(bus).stream([Subplan("a", waiting(gate, started))]):
-            pass  # pragma: no cover (cancelled first)
+        async for result in dispatcher(bus).stream([Subplan("a", waiting(gate, started))]):
+            got.append(result)  # pragma: no cover (cancelled at the await: nothing comes)
 
     task = asyncio.create_task(consume())
     await started.wait()
     task.cancel("interrupted by SIGINT")
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert got == []  # the cancelled subplan's result is not handed on
     (failed,) = [e for e in recorder.of(SubplanStateChanged) if e.state is FAILED]
     assert str(failed.error) == "interrupted by SIGINT"
     assert no_tasks_left()

@@ -5,7 +5,8 @@ The package is built in layers, each importing only the ones before it:
 - ``engine``: subplans dispatched under a cap. ``config`` (``ParallelExecutionConfig``,
   ``FailureMode``), ``states`` and ``tracker`` (the state machine), ``limiter``, ``subplan`` and
   ``results`` (what goes in and comes out), ``dispatcher`` (with ``dispatch``, ``streaming`` and ``groups``), ``events`` (the bus and the event
-  types), ``progress``, ``clock`` and ``errors`` (the one exception hierarchy).
+  types), ``halting`` (``HaltPolicy``), ``gates`` (pools, rates, a live cap), ``progress``,
+  ``clock`` and ``errors`` (the one exception hierarchy).
 - ``plans``: plan files and automation profiles to a validated tree.
 - ``execution``: the executor that runs a tree, its runners and processes.
 - ``store``, ``sinks`` and ``cli``: the run store, the event sinks and the ``subplans`` command.
@@ -33,6 +34,7 @@ __version__ = "0.1.0"
 # for by what uses them. The names are imported for the type checker only.
 if typing.TYPE_CHECKING:
     from subplans.engine.config import FailureMode, ParallelExecutionConfig
+    from subplans.engine.control_events import DispatchHalted, LimitChanged
     from subplans.engine.dispatcher import ParallelSubplanDispatcher, run_sync
     from subplans.engine.errors import (
         AggregateSubplanError,
@@ -64,6 +66,7 @@ if typing.TYPE_CHECKING:
         SubplanStateChanged,
     )
     from subplans.engine.groups import SubplanGroup
+    from subplans.engine.halting import HaltPolicy
     from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
     from subplans.engine.progress import ProgressReporter, ProgressSnapshot
     from subplans.engine.results import SubplanResult
@@ -83,6 +86,7 @@ if typing.TYPE_CHECKING:
 
 _MODULES = {
     "subplans.engine.config": "FailureMode ParallelExecutionConfig",
+    "subplans.engine.control_events": "DispatchHalted LimitChanged",
     "subplans.engine.dispatcher": "ParallelSubplanDispatcher run_sync",
     "subplans.engine.errors": "AggregateSubplanError CommandFailedError ConfigError DispatchError "
     "InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError RunNotLiveError "
@@ -91,6 +95,7 @@ _MODULES = {
     "PlanStarted StepItemsRead StepStateChanged SubplanProcessStarted SubplanRetrying "
     "SubplanSkipped SubplanStateChanged",
     "subplans.engine.groups": "SubplanGroup",
+    "subplans.engine.halting": "HaltPolicy",
     "subplans.engine.limiter": "AsyncSemaphoreLimiter LimiterStatistics",
     "subplans.engine.progress": "ProgressReporter ProgressSnapshot",
     "subplans.engine.results": "SubplanResult",
@@ -136,12 +141,15 @@ __all__ = [
     "ConfigError",
     "DispatchError",
     "DispatchFinished",
+    "DispatchHalted",
     "DispatchStarted",
     "Event",
     "EventBus",
     "FailureMode",
     "GlobalConfig",
+    "HaltPolicy",
     "InvalidTransitionError",
+    "LimitChanged",
     "LimiterStatistics",
     "Overrides",
     "ParallelExecutionConfig",

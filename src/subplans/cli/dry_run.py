@@ -29,6 +29,8 @@ __all__ = ["plan_preview", "render_json", "render_text"]
 
 #: The fields a dry run shows per plan and step, with where each comes from.
 _SETTINGS = ("max_parallel", "failure_mode")
+#: Shown too where something sets them.
+_SCHEDULING = ("halt", "max_per_second", "pools")
 
 
 def plan_preview(node: PlanNode) -> dict[str, Any]:
@@ -53,12 +55,17 @@ def render_text(document: dict[str, Any]) -> str:
 
 
 def _settings(profile: ResolvedProfile) -> dict[str, Any]:
+    values = profile.to_dict()["values"]
+    names = [
+        *_SETTINGS,
+        *(name for name in _SCHEDULING if profile.sources[name].level != "default"),
+    ]
     return {
         name: {
-            "value": profile.failure_mode.value if name == "failure_mode" else profile.max_parallel,
+            "value": values[name],
             "source": profile.sources[name].to_dict() | {"text": str(profile.sources[name])},
         }
-        for name in _SETTINGS
+        for name in names
     }
 
 
@@ -132,7 +139,8 @@ def _unit(unit: UnitNode) -> dict[str, Any]:
         shown["plan"] = _plan(unit.plan)
     cwd = None if unit.cwd == unit.folder else str(unit.cwd)
     shown |= {"cwd": cwd, "env": dict(unit.env), "item": unit.item}
-    return shown | {"timeout": unit.timeout, "retries": unit.retries}
+    shown |= {"timeout": unit.timeout, "retries": unit.retries}
+    return shown | ({"uses": dict(unit.uses)} if unit.uses else {})
 
 
 # --- the text ------------------------------------------------------------------------------
@@ -156,10 +164,23 @@ def _plan_lines(plan: dict[str, Any], indent: str) -> Iterator[str]:
 
 
 def _setting_lines(shown: dict[str, Any], indent: str) -> Iterator[str]:
-    values = {name: str(shown[name]["value"]) for name in _SETTINGS}
+    names = [*_SETTINGS, *(name for name in _SCHEDULING if name in shown)]
+    values = {name: _setting_text(shown[name]["value"]) for name in names}
     width = max(map(len, values.values()))
-    for name in _SETTINGS:
-        yield f"{indent}{name:<12}  {values[name]:<{width}}  {shown[name]['source']['text']}"
+    label = max(12, *map(len, names))
+    for name in names:
+        yield f"{indent}{name:<{label}}  {values[name]:<{width}}  {shown[name]['source']['text']}"
+
+
+def _setting_text(value: object) -> str:
+    if isinstance(value, dict):  # pools
+        return ", ".join(f"{name}={_pool_text(pool)}" for name, pool in value.items())
+    return str(value)
+
+
+def _pool_text(pool: dict[str, Any]) -> str:
+    rate = pool["max_per_second"]
+    return str(pool["size"]) if rate is None else f"{pool['size']} at {rate:g}/s"
 
 
 def _items_text(items: dict[str, Any]) -> str:
@@ -187,4 +208,6 @@ def _unit_text(unit: dict[str, Any]) -> str:
         text = f"argv: {shlex.join(unit['argv'])}"
     if unit["cwd"] is not None:
         text += f"  (in {unit['cwd']})"
+    if "uses" in unit:
+        text += "  (uses " + ", ".join(f"{k}={n}" for k, n in unit["uses"].items()) + ")"
     return text

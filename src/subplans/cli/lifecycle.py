@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from subplans.cli.exits import refuse, told
 from subplans.cli.launches import Decision, FreshRun, Launch
+from subplans.cli.limit_requests import ignore_limit_signal
 from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
 from subplans.cli.stores import find_run, opened, store_path
@@ -141,6 +142,7 @@ class RunLifecycle:
                 session = self._session(launch, decision, stream, store)
                 session.early_signals = noted
                 _prepare(session)
+                ignore_limit_signal()  # from here on `subplans limit` may send it
                 launch.before_start(store, session, decision)
                 with _plan_free(launch.made(session)):
                     launch.register(store, session, decision, concurrent=self.concurrent)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from subplans.cli.exits import refuse
 from subplans.engine.config import check_max_parallel
 from subplans.engine.errors import ConfigError
+from subplans.engine.halting import HaltPolicy
 
 if TYPE_CHECKING:
     from subplans.plans.loader import GlobalConfig, Overrides, PlanNode
@@ -52,8 +53,15 @@ def _checked(config: GlobalConfig, overrides: Overrides) -> tuple[Overrides, lis
             f"--profile: unknown profile {profile!r}; known profiles: {', '.join(names)}"
         )
         profile = None
+    halt = overrides.halt
+    if halt is not None:
+        try:
+            halt = HaltPolicy.from_value(halt, "--halt")
+        except ConfigError as error:
+            problems.append(str(error))
+            halt = None
     checked = Overrides(
-        max_parallel=max_parallel, failure_mode=overrides.failure_mode, profile=profile
+        max_parallel=max_parallel, failure_mode=overrides.failure_mode, profile=profile, halt=halt
     )
     return checked, problems
 

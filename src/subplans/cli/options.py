@@ -14,6 +14,7 @@ __all__ = [
     "ConcurrentOption",
     "EventsJsonlOption",
     "FailureModeOption",
+    "HaltOption",
     "JsonOption",
     "MaxParallelOption",
     "NoProgressOption",
@@ -55,6 +56,16 @@ FailureModeOption = Annotated[
     typer.Option(
         "--failure-mode",
         help="fail_fast stops at the first failure; continue_on_error runs everything.",
+        show_default=False,
+    ),
+]
+HaltOption = Annotated[
+    str | None,
+    typer.Option(
+        "--halt",
+        help="When to stop early, as GNU parallel says it: soon,fail=3% (start nothing new "
+        "once 3% failed), now,fail=3 (also stop the running ones), soon,success=10; "
+        "acts at the plan level.",
         show_default=False,
     ),
 ]

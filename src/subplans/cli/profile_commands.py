@@ -11,6 +11,7 @@ from subplans.cli.exits import invalid, invalid_input
 from subplans.cli.options import (
     CONTEXT,
     FailureModeOption,
+    HaltOption,
     MaxParallelOption,
     PlanArgument,
     ProfileOption,
@@ -55,7 +56,7 @@ def profile_show(
     name: Annotated[str, typer.Argument(metavar="NAME", help="A profile name.")],
 ) -> None:
     """Show every field of a named profile and where its value comes from."""
-    from subplans.plans.profiles import FIELDS, Level, ProfileError
+    from subplans.plans.profiles import Level, ProfileError
 
     registry = _registry()
     if name not in registry.names:
@@ -66,14 +67,15 @@ def profile_show(
     except ProfileError as error:  # pragma: no cover - the config loader expanded every profile
         invalid([error])
     typer.echo(f"{name}: {registry.describe(name)}")
-    values = {field: _value(getattr(resolved, field)) for field in FIELDS}
+    values = _shown_fields(resolved)
     width = max(len(v) for v in values.values())
-    for field in FIELDS:
+    label = max(12, *map(len, values))
+    for field, value in values.items():
         source = resolved.sources[field]
         where = "not set: built-in default"
         if source.level == "profile":
             where = source.key if source.file is None else f"{source.key} ({source.file})"
-        typer.echo(f"  {field:<12}  {values[field]:<{width}}  {where}")
+        typer.echo(f"  {field:<{label}}  {value:<{width}}  {where}")
 
 
 @profile_app.command(
@@ -85,6 +87,7 @@ def profile_resolve(
     max_parallel: MaxParallelOption = None,
     failure_mode: FailureModeOption = None,
     profile: ProfileOption = None,
+    halt: HaltOption = None,
 ) -> None:
     """Print each effective profile field of a plan and its steps, with where it came from.
 
@@ -93,7 +96,12 @@ def profile_resolve(
     from subplans.cli.loading import load
     from subplans.plans.loader import Overrides
 
-    overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+    overrides = Overrides(
+        max_parallel=max_parallel,
+        failure_mode=failure_mode,
+        profile=profile,
+        halt=halt,
+    )
     with invalid_input():
         node = load(plan, overrides)
     _echo_plan(node)
@@ -112,17 +120,30 @@ def _echo_plan(node: PlanNode) -> None:
 
 
 def _echo_fields(profile: ResolvedProfile) -> None:
-    from subplans.plans.profiles import FIELDS
-
-    values = {name: _value(getattr(profile, name)) for name in FIELDS}
+    values = _shown_fields(profile)
     width = max(len(v) for v in values.values())
-    for name in FIELDS:
-        typer.echo(f"  {name:<12}  {values[name]:<{width}}  {profile.sources[name]}")
+    label = max(12, *map(len, values))
+    for name, value in values.items():
+        typer.echo(f"  {name:<{label}}  {value:<{width}}  {profile.sources[name]}")
+
+
+def _shown_fields(profile: ResolvedProfile) -> dict[str, str]:
+    """Every field's value as text; the scheduling controls (``halt``, ``max_per_second``,
+    ``pools``) only where something sets them."""
+    from subplans.plans.profiles import FIELDS, OPTIONAL_FIELDS
+
+    return {
+        name: _value(getattr(profile, name))
+        for name in FIELDS
+        if name not in OPTIONAL_FIELDS or profile.sources[name].level != "default"
+    }
 
 
 def _value(value: object) -> str:
     if value is None:
         return "none"
+    if isinstance(value, dict):  # pools
+        return ", ".join(f"{name}={pool}" for name, pool in value.items()) or "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, FailureMode):

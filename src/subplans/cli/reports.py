@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from subplans.cli.limit_lines import limit_lines, max_parallel_of
 from subplans.sinks.formatting import duration, visible
 from subplans.store import (
     Leftover,
+    LimitRecord,
     RunInfo,
     RunStatus,
     RunStore,
@@ -139,6 +141,10 @@ class StatusReport:
     leftovers: Sequence[Leftover] = ()
     #: The run-time ``for_each`` steps that read their items, in the order they did.
     items: Sequence[StepItemsInfo] = ()
+    #: Which ``halt`` threshold stopped which step (``dispatch_halted`` payloads).
+    halted: Sequence[Mapping[str, Any]] = ()
+    #: The caps asked to change while it ran (``subplans limit``).
+    limits: Sequence[LimitRecord] = ()
 
     @classmethod
     def collect(
@@ -152,6 +158,8 @@ class StatusReport:
             store.failures(run.id),
             tuple(leftovers),
             store.step_items(run.id),
+            [event.payload for event in store.events_of_kind(run.id, "dispatch_halted")],
+            store.limits(run.id),
         )
 
     @property
@@ -185,6 +193,9 @@ class StatusReport:
             "interrupted": running if self.interrupted else [],
             "failures": [subplan.to_dict() for subplan in self.failures],
             "shown_counts": self.shown_counts(),
+            "halted": [dict(halted) for halted in self.halted],
+            "max_parallel": self.max_parallel(),
+            "limits": [limit.to_dict() for limit in self.limits],
             "leftovers": [
                 {
                     "subplan_id": left.subplan_id,
@@ -195,6 +206,10 @@ class StatusReport:
                 for left in self.leftovers
             ],
         }
+
+    def max_parallel(self) -> dict[str, int | None]:
+        """The run's ``max_parallel``: as it started and as it is now (``subplans limit``)."""
+        return max_parallel_of(self.run, self.limits)
 
     def shown_counts(self) -> dict[str, int]:
         """The run's subplan counts in the summary's words: a failed subplan that was cancelled
@@ -226,6 +241,14 @@ class StatusReport:
         if self.steps:
             states = ", ".join(f"{s.step_id} {step_state(s, run)}" for s in self.steps)
             found += _labelled("steps", [states])
+        found += _labelled("limits", limit_lines(self.run, self.limits))
+        found += _labelled(
+            "halted",
+            [
+                f"step {h['name']}: its {h['threshold']} threshold was reached (halt {h['policy']})"
+                for h in self.halted
+            ],
+        )
         found += _labelled("error", [line for s in self.steps for line in _step_error(s)])
         found += _labelled("items", [_items_line(read) for read in self.items])
         found += _labelled(

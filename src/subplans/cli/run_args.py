@@ -38,6 +38,7 @@ _VALUED = {
     "--max-parallel": "max_parallel",
     "-j": "max_parallel",
     "--failure-mode": "failure_mode",
+    "--halt": "halt",
     "--profile": "profile",
     "-p": "profile",
     "--events-jsonl": "events_jsonl",

@@ -16,6 +16,7 @@ from subplans.cli.options import (
     ConcurrentOption,
     EventsJsonlOption,
     FailureModeOption,
+    HaltOption,
     MaxParallelOption,
     NoProgressOption,
     PlanArgument,
@@ -63,6 +64,7 @@ def run(
     max_parallel: MaxParallelOption = None,
     failure_mode: FailureModeOption = None,
     profile: ProfileOption = None,
+    halt: HaltOption = None,
     events_jsonl: EventsJsonlOption = None,
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
@@ -98,7 +100,12 @@ def run(
         from subplans.plans.loader import Overrides
 
         resume_collection()  # the start-up is over: what the dry run makes is collected
-        overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+        overrides = Overrides(
+            max_parallel=max_parallel,
+            failure_mode=failure_mode,
+            profile=profile,
+            halt=halt,
+        )
         _dry_run(plan, overrides, json_=json_, dry_run=dry_run, events_jsonl=events_jsonl)
     raise typer.Exit(
         run_plan(
@@ -106,6 +113,7 @@ def run(
             max_parallel=max_parallel,
             failure_mode=failure_mode,
             profile=profile,
+            halt=halt,
             events_jsonl=events_jsonl,
             no_progress=no_progress,
             quiet=quiet,

@@ -31,6 +31,7 @@ def run_plan(
     max_parallel: int | None = None,
     failure_mode: FailureMode | None = None,
     profile: str | None = None,
+    halt: str | None = None,
     events_jsonl: str | None = None,
     no_progress: bool = False,
     quiet: bool = False,
@@ -44,7 +45,12 @@ def run_plan(
     from subplans.plans.loader import Overrides
 
     resume_collection()  # the start-up is over: what the run makes is collected
-    overrides = Overrides(max_parallel=max_parallel, failure_mode=failure_mode, profile=profile)
+    overrides = Overrides(
+        max_parallel=max_parallel,
+        failure_mode=failure_mode,
+        profile=profile,
+        halt=halt,
+    )
     output = Output(
         events_jsonl=events_jsonl,
         no_progress=no_progress,

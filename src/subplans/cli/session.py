@@ -121,9 +121,6 @@ class RunSession:
         if events is not None:
             self.jsonl = JsonlSink(events, run_id=self.run_id)
             self.bus.subscribe(self.jsonl)
-        self.reporter = ProgressReporter(self.bus)
-        self.progress = PlanProgress(plan, completed=skip)
-        self.bus.subscribe(self.progress)
         self.groups = ProcessGroups()
         self.executor = PlanExecutor(
             plan,
@@ -134,6 +131,10 @@ class RunSession:
             run_dir=run_dir,
             skip=skip,
         )
+        # The run's pools, read into each snapshot: the live view shows their usage.
+        self.reporter = ProgressReporter(self.bus, pools=self.executor.limits.pools)
+        self.progress = PlanProgress(plan, completed=skip)
+        self.bus.subscribe(self.progress)
         self.store = store
         #: Why the store stopped recording this run, if it did; the run itself went on.
         self.store_error: StoreError | None = None
@@ -200,8 +201,14 @@ class RunSession:
         interrupts = Interrupts(task, self.groups, notify=self.say)
         result: PlanResult | None = None
         loop = asyncio.get_running_loop()
+        limits: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.store is not None:  # `subplans limit` reaches the run through its store
+            from subplans.cli.limit_requests import LimitRequests
+
+            requests = LimitRequests(self.store, self.run_id, self.executor.limits, self.say)
+            limits = requests.followed(loop)
         try:
-            with interrupts.installed(loop), self._display:
+            with interrupts.installed(loop), limits, self._display:
                 # Taken off the list: the command's guard acts on those nobody handled.
                 while self.early_signals:
                     interrupts.handle(self.early_signals.pop(0))

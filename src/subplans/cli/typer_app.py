@@ -2,7 +2,8 @@
 
 The commands live one group to a module: ``run``, ``resume`` and ``validate`` in
 ``run_commands`` (the run itself is ``lifecycle.RunLifecycle``'s), ``runs``, ``status``,
-``events``, ``logs`` and ``cancel`` in ``store_commands``, ``profile list|show|resolve`` in
+``events``, ``logs`` and ``cancel`` in ``store_commands``, ``limit`` in ``limit_command``,
+``profile list|show|resolve`` in
 ``profile_commands``, ``schema`` in ``schema_command``. Each imports what its commands need
 inside them, so that building the app loads Typer and little else.
 """
@@ -14,6 +15,7 @@ from typing import Annotated
 import typer
 
 from subplans.cli.gc_pause import resume_collection
+from subplans.cli.limit_command import commands as limit_commands
 from subplans.cli.options import CONTEXT, example
 from subplans.cli.profile_commands import profile_app
 from subplans.cli.run_commands import commands as run_commands
@@ -35,7 +37,7 @@ app = typer.Typer(
     ),
 )
 # In this order in `subplans --help`, the profile group last.
-for commands in (run_commands, schema_commands, store_commands):
+for commands in (run_commands, schema_commands, store_commands, limit_commands):
     app.registered_commands.extend(commands.registered_commands)
 app.add_typer(profile_app)
 

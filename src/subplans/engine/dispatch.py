@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.attempts import Slot, run_attempts
 from subplans.engine.cancelling import through_cancel
-from subplans.engine.config import FailureMode
 from subplans.engine.draining import Draining
 from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import DispatchFinished, DispatchStarted
+from subplans.engine.gates import Gating
 from subplans.engine.intake import Intake
-from subplans.engine.lending import Holder, held_by_this_task, lend, reclaim
-from subplans.engine.outcome import check_outcome
+from subplans.engine.lending import Holder, held_by_this_task, lend, let_go, reclaim
+from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult, ended
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
+from subplans.engine.thresholds import Thresholds
 from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from subplans.engine.config import ParallelExecutionConfig
     from subplans.engine.duplicates import CompactIds, NumberedIds
     from subplans.engine.events import EventBus
-    from subplans.engine.limiter import AsyncSemaphoreLimiter
+    from subplans.engine.gates import Controls
 
 __all__ = ["Dispatch"]
 
@@ -51,7 +53,7 @@ _FAILED = SubplanExecutionState.FAILED
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
 
 
-class Dispatch(Intake, Draining):
+class Dispatch(Intake, Draining, Gating, Thresholds):
     """The state of one ``run()`` (and the base of a stream's and a group's): kept apart so a
     dispatcher can be reused and shared.
 
@@ -65,16 +67,25 @@ class Dispatch(Intake, Draining):
         "append",
         "budget",
         "bus",
+        "claim",
         "clock",
         "compact",
         "completed",
         "config",
+        "context",
+        "controls",
+        "direct",
         "entries",
+        "excess",
         "expected",
+        "fail_hit",
         "failed",
         "feeder",
         "first_failure",
         "free",
+        "halt",
+        "halted",
+        "held_back",
         "idle",
         "input_error",
         "interrupt",
@@ -87,12 +98,15 @@ class Dispatch(Intake, Draining):
         "new_task",
         "next",
         "now",
+        "pools",
         "pull",
+        "rate",
         "seen",
         "slots",
         "source",
         "started_at",
         "stop_reason",
+        "success",
         "total",
         "unwatch",
     )
@@ -106,6 +120,7 @@ class Dispatch(Intake, Draining):
         entries: Any,
         name: str | None,
         source: Iterator[Any] | AsyncIterator[Any] | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.config = config
         self.bus = bus
@@ -122,7 +137,12 @@ class Dispatch(Intake, Draining):
         #: A lazy input, pulled one subplan per free slot (None once it ran out); ``pull`` is
         #: its ``__next__`` when it is a plain iterator, None for an async one.
         self.source = source
+        #: The caller's context: each subplan runs in a copy of it (as a TaskGroup's tasks
+        #: do), and the input is pulled in it.
+        self.context = context = copy_context()
         self.pull = getattr(source, "__next__", None)
+        if self.pull is not None:
+            self.pull = partial(context.run, self.pull)
         self.append = entries.append if type(entries) is list else None
         #: The ids entered one by one (a lazy input, a group), to reject a repeated one.
         self.seen: set[str] | NumberedIds = set()
@@ -156,6 +176,8 @@ class Dispatch(Intake, Draining):
         self.unwatch: Any = None
         #: The slot of the subplan that opened this dispatch, lent to it (nesting).
         self.lent: Holder | None = None
+        self.set_gates(controls, clock)
+        self.set_thresholds(config)
 
     async def run(self) -> list[SubplanResult]:
         cancel: asyncio.CancelledError | None = None
@@ -176,7 +198,7 @@ class Dispatch(Intake, Draining):
         self.raise_first(cancel)
         results: list[SubplanResult] = self.entries
         if self.failed:
-            check_outcome(results, self.first_result(), len(results))
+            self.outcome(results, len(results))
         return results
 
     def begin(self) -> None:
@@ -185,19 +207,30 @@ class Dispatch(Intake, Draining):
         self.started_at = self.clock.monotonic()
         if bus is not None:
             self.unwatch = bus.watch_interrupts(self._interrupted)
-            bus.publish(DispatchStarted(self.name, self.expected, self.config, time=self.now()))
+            # ``dispatch`` pairs the start with its end, whatever the names.
+            started = DispatchStarted(
+                self.name, self.expected, self.config, time=self.now(), dispatch=id(self)
+            )
+            bus.publish(started)
         if self.source is None:
             self._announce_pending()
-        if self.budget is not None:
+        if self.budget is not None or self.pools is not None:
             self.lent = lend(self.budget)
+        if self.controls is not None:
+            self.controls.live.add(self)
 
     def end(self) -> None:
         """Fail what never started and publish the end (every subplan is terminal then)."""
+        if self.controls is not None:
+            self.controls.live.discard(self)
         self._fail_never_started()
         bus = self.bus
         if bus is not None:
             elapsed = self.clock.monotonic() - self.started_at
-            bus.publish(DispatchFinished(self.name, self.counts(), elapsed, time=self.now()))
+            finished = DispatchFinished(
+                self.name, self.counts(), elapsed, time=self.now(), dispatch=id(self)
+            )
+            bus.publish(finished)
             self.unwatch()
 
     async def take_back(self) -> asyncio.CancelledError | None:
@@ -205,24 +238,6 @@ class Dispatch(Intake, Draining):
         if self.lent is None:
             return None
         return await through_cancel(reclaim(self.lent))
-
-    def raise_first(self, cancel: asyncio.CancelledError | None) -> None:
-        if self.interrupt is not None:
-            raise self.interrupt
-        if cancel is not None:
-            raise cancel
-        if self.input_error is not None:
-            raise self.input_error
-
-    def first_result(self) -> SubplanResult | None:
-        index = self.first_failure
-        return None if index is None else self.entries[index]
-
-    def cancelled(self, cancelled: asyncio.CancelledError) -> asyncio.CancelledError:
-        """Stop as rule 6 says; the canceller's message ("interrupted by SIGINT") says why."""
-        reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
-        self.stop(str(reason) if reason else "the dispatch was cancelled")
-        return cancelled
 
     def quiet(self) -> bool:
         """Nothing runs or waits and nothing more will start, or the dispatch stops (then
@@ -238,26 +253,6 @@ class Dispatch(Intake, Draining):
         if idle is not None and not idle.done():
             idle.set_result(None)
 
-    def _announce_pending(self) -> None:
-        bus, debug = self.bus, is_enabled(_DEBUG)
-        if (bus is None or not bus.has_subscribers) and not debug:
-            return  # nobody would hear of it (only a subscriber could change that meanwhile)
-        # All of them became pending at once: one stamp, and one look at the log level.
-        stamp = self.now()
-        for subplan in self.entries.values() if type(self.entries) is dict else self.entries:
-            if debug:
-                log_move(subplan.id, _PENDING, None)
-            if bus is not None and bus._subscribers:
-                bus._publish_move(subplan.id, None, _PENDING, 0, None, stamp)
-
-    def pending(self, subplan_id: str) -> None:
-        """Announce one subplan as pending (a lazy input's, a group's): queued now."""
-        if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
-            log_move(subplan_id, _PENDING, None)
-        bus = self.bus
-        if bus is not None and bus._subscribers:
-            bus._publish_move(subplan_id, None, _PENDING, 0, None, self.now())
-
     def counts(self) -> dict[SubplanExecutionState, int]:
         running = self.next - self.completed - (self.failed - self.never_started)
         return {
@@ -270,13 +265,23 @@ class Dispatch(Intake, Draining):
     def _start(self, subplan: Subplan, pulled: bool = False) -> None:
         """Start ``subplan`` in a free slot; ``pulled`` from a lazy input just now, it becomes
         pending at the same moment (it was pulled because a slot was free)."""
-        slot = self.free.pop()
+        # The task first: if it cannot be made, nothing has changed (it runs only later).
+        free = self.free
+        slot = free[-1]
+        # Made in the caller's context, the task runs in a copy of it (cheaper than a
+        # context argument, which a loop's task factory need not take on 3.11).
+        task = self.context.run(self.new_task, self._execute(slot, subplan))
+        free.pop()
+        slot.task = task
         slot.index = self.next
         self.next += 1
         slot.started = now = self.now()
         slot.attempts = 1
-        if self.budget is not None and subplan.uses_budget:
-            slot.holder = Holder(self.budget)  # the feeder acquired its slot
+        if (claim := self.claim) is not None:  # what the feeder took for it
+            self.claim = None
+            if claim:
+                budget = self.budget if subplan.uses_budget else None
+                slot.holder = Holder(budget, claim)
         # RUNNING is published before the subplan's code can start.
         if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
             if pulled:
@@ -288,12 +293,11 @@ class Dispatch(Intake, Draining):
                 bus._publish_pulled(subplan.id, now)
             else:
                 bus._publish_move(subplan.id, _PENDING, _RUNNING, 1, None, now)
-        slot.task = task = self.new_task(self._execute(slot, subplan))
         if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
     async def _execute(self, slot: Slot, subplan: Subplan) -> None:
-        if self.budget is not None:
+        if not self.direct:
             held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
         try:
             if subplan.timeout is None and subplan.retries == 0:
@@ -333,20 +337,21 @@ class Dispatch(Intake, Draining):
     def release(self, slot: Slot, subplan: Subplan) -> None:
         """Free a subplan's slot, its terminal state recorded first; start the next subplan."""
         slot.task = None
-        if self.budget is not None and (holder := slot.holder) is not None:
+        if self.success is not None:
+            self.check_success()  # (here, not in finish(): a stream hands its result on first)
+        if (holder := slot.holder) is not None:
             slot.holder = None
-            if holder.held:
-                holder.held = False
-                self.budget.release()
+            let_go(holder)
         free = self.free
-        free.append(slot)
+        if not self.excess or not self.drop_slot(slot):
+            free.append(slot)
         if self.stop_reason is None:
             if self.next < self.total:
-                if self.budget is None:
+                if self.direct:
                     self._start(self.entries[self.next])  # what fill() would do, one call sooner
                     return
                 self.fill()
-            elif self.pull is not None and self.budget is None:
+            elif self.pull is not None and self.direct:
                 if (pulled := self._pull()) is not None:
                     self._start(pulled, True)
                     return
@@ -360,9 +365,8 @@ class Dispatch(Intake, Draining):
         """Record a started subplan's failure; under fail-fast, the first one stops the rest."""
         if not self.finish(slot, _FAILED, error=error):
             return
-        if self.config.failure_mode is FailureMode.FAIL_FAST and self.stop_reason is None:
-            self.first_failure = index = slot.index
-            self.stop(f"cancelled because subplan {self.entries[index].subplan_id!r} failed")
+        if self.halt is not None:
+            self.check_fail(slot.index)
 
     def finish(
         self,

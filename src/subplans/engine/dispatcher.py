@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+import dataclasses
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from contextvars import Context, copy_context
 from typing import Any
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
-from subplans.engine.config import ParallelExecutionConfig
+from subplans.engine.config import ParallelExecutionConfig, check_max_parallel
+from subplans.engine.control_events import LimitChanged
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.duplicates import has_duplicates, reject_duplicates
 from subplans.engine.events import EventBus
+from subplans.engine.gates import Controls, check_all_uses, check_pools
 from subplans.engine.groups import SubplanGroup
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult
@@ -21,7 +32,13 @@ __all__ = ["ParallelSubplanDispatcher", "run_sync"]
 
 
 class ParallelSubplanDispatcher:
-    """Runs subplans concurrently, at most ``config.max_parallel`` at once, in input order."""
+    """Runs subplans concurrently, at most ``config.max_parallel`` at once, in input order.
+
+    ``pools`` are named limiters (``{"api": AsyncSemaphoreLimiter(4)}``) that a subplan takes
+    units of while it runs (``Subplan(..., uses={"api": 1})``): it starts only when its slot
+    and every unit it uses are free, and holds nothing while it waits. Pass the same pools to
+    the dispatchers of nested plans to share them across the whole tree.
+    """
 
     def __init__(
         self,
@@ -30,9 +47,16 @@ class ParallelSubplanDispatcher:
         bus: EventBus | None = None,
         budget: AsyncSemaphoreLimiter | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        pools: Mapping[str, AsyncSemaphoreLimiter] | None = None,
     ) -> None:
         self.config = config if config is not None else ParallelExecutionConfig()
         self.bus = bus
+        #: The named pools (None: none), shared with the dispatchers given the same ones.
+        self.pools = check_pools(pools)
+        self._controls = Controls(self.pools)
+        if bus is not None and self.pools is not None:
+            for pool_name, pool in self.pools.items():
+                pool.announce_to(bus, pool_name)
         #: A limiter shared with other dispatchers (nested plans): like make's jobserver, it caps
         #: the subplans that do work across a whole tree, while ``max_parallel`` caps this one.
         self.budget = budget
@@ -58,19 +82,50 @@ class ParallelSubplanDispatcher:
 
         Raises:
             SubplanError: duplicate subplan ids in a list or tuple (before anything runs).
+            ConfigError: a subplan of a list or tuple uses a pool the dispatcher does not
+                have, or more units than its pool has (before anything runs; a lazy input's
+                fails without running).
             SubplanExecutionError: fail-fast, for the first failure (after every other
                 subplan was cancelled and has finished, up to ``cancel_grace``).
-            AggregateSubplanError: continue-on-error, when any subplan failed.
+            AggregateSubplanError: continue-on-error, or a ``halt`` policy other than
+                ``now,fail=1``, when any subplan failed; not when the policy's success
+                threshold halted the dispatch (unless its fail threshold was reached too).
             asyncio.CancelledError: the caller was cancelled (once or more); every subplan was
                 stopped and reached its terminal state first.
             KeyboardInterrupt: a subplan or an event subscriber raised it; the dispatch was
                 stopped as if its caller had been cancelled.
             Exception: what a lazy input raised; the dispatch was stopped first.
         """
-        entries, source = _prepare(subplans)
+        entries, source = self._prepare(subplans)
         self._dispatches += 1
-        dispatch = Dispatch(self.config, self.bus, self.budget, self.clock, entries, name, source)
-        return await dispatch.run()
+        parts = (self.config, self.bus, self.budget, self.clock)
+        return await Dispatch(*parts, entries, name, source, self._controls).run()
+
+    def set_max_parallel(self, max_parallel: int) -> None:
+        """Change ``max_parallel`` now, for the dispatches running and the ones to come:
+        raising it starts waiting subplans at once; lowering it cancels nothing, it holds new
+        starts until fewer than ``max_parallel`` run. Published as ``LimitChanged``.
+
+        Raises:
+            ConfigError: not an integer between 1 and 32.
+        """
+        check_max_parallel(max_parallel)
+        previous = self.config.max_parallel
+        self.config = dataclasses.replace(self.config, max_parallel=max_parallel)
+        live = sorted(self._controls.live, key=id)
+        for dispatch in live:
+            dispatch.resize(max_parallel)
+        if self.bus is not None and previous != max_parallel:
+            for name in [d.name for d in live] or [None]:
+                self.bus.publish(LimitChanged(name, None, previous, max_parallel))
+
+    def _prepare(
+        self, subplans: Iterable[Subplan] | AsyncIterable[Subplan]
+    ) -> tuple[list[Any], Iterator[Subplan] | AsyncIterator[Subplan] | None]:
+        entries, source = _prepare(subplans)
+        if entries:
+            check_all_uses(entries, self.pools)
+        return entries, source
 
     def stream(
         self, subplans: Iterable[Subplan] | AsyncIterable[Subplan], *, name: str | None = None
@@ -84,18 +139,20 @@ class ParallelSubplanDispatcher:
         Raises:
             SubplanError: duplicate subplan ids in a list or tuple (on this call).
         """
-        entries, source = _prepare(subplans)
+        entries, source = self._prepare(subplans)
         self._dispatches += 1
-        return self._stream(dict(enumerate(entries)), source, name)
+        return self._stream(dict(enumerate(entries)), source, name, copy_context())
 
     async def _stream(
         self,
         entries: dict[int, Any],
         source: Iterator[Subplan] | AsyncIterator[Subplan] | None,
         name: str | None,
+        context: Context,
     ) -> AsyncGenerator[SubplanResult, None]:
         parts = (self.config, self.bus, self.budget, self.clock)
-        dispatch = StreamDispatch(*parts, entries, name, source)
+        # Its subplans run in copies of the context where stream() was called.
+        dispatch = context.run(StreamDispatch, *parts, entries, name, source, self._controls)
         results = dispatch.results()
         try:
             async for result in results:
@@ -107,7 +164,8 @@ class ParallelSubplanDispatcher:
         """A group to submit subplans to while it is open: ``async with dispatcher.open() as
         group: group.submit(subplan)``; leaving the block waits for them all."""
         self._dispatches += 1
-        return SubplanGroup(self.config, self.bus, self.budget, self.clock, name)
+        parts = (self.config, self.bus, self.budget, self.clock)
+        return SubplanGroup(*parts, name, self._controls)
 
 
 def run_sync(

@@ -16,7 +16,8 @@ from subplans.engine.states import SubplanExecutionState
 from subplans.engine.tracker import announce
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
+    from contextvars import Context
 
     from subplans.engine.attempts import Slot
     from subplans.engine.config import ParallelExecutionConfig
@@ -42,8 +43,12 @@ class Draining:
     next: int
     slots: list[Slot]
     feeder: asyncio.Task[None] | None
+    context: Context
+    source: Iterator[Any] | AsyncIterator[Any] | None
     stop_reason: str | None
     interrupt: KeyboardInterrupt | None
+    input_error: BaseException | None
+    first_failure: int | None
     bus: EventBus | None
     now: Callable[[], float]
     failed: int
@@ -75,6 +80,26 @@ class Draining:
             # current task otherwise: a subscriber may interrupt while a subplan publishes.
             slot.task.cancel(reason)  # type: ignore[union-attr]
 
+    def raise_first(self, cancel: asyncio.CancelledError | None) -> None:
+        """Raise what ended the dispatch before its subplans could: an interrupt, a
+        cancellation of the caller, the input's error."""
+        if self.interrupt is not None:
+            raise self.interrupt
+        if cancel is not None:
+            raise cancel
+        if self.input_error is not None:
+            raise self.input_error
+
+    def first_result(self) -> SubplanResult | None:
+        index = self.first_failure
+        return None if index is None else self.entries[index]
+
+    def cancelled(self, cancelled: asyncio.CancelledError) -> asyncio.CancelledError:
+        """Stop as rule 6 says; the canceller's message ("interrupted by SIGINT") says why."""
+        reason = cancelled.args[0] if cancelled.args and cancelled.args[0] else None
+        self.stop(str(reason) if reason else "the dispatch was cancelled")
+        return cancelled
+
     def _interrupted(self, error: KeyboardInterrupt) -> None:
         """Stop as a cancelled caller would; the dispatch raises ``error`` at the end."""
         if self.interrupt is None:
@@ -88,15 +113,23 @@ class Draining:
         bookkeeping short (and the subplans were cancelled already).
         """
         cancel: asyncio.CancelledError | None = None
-        while self.feeder is not None and not self.feeder.done():
-            cancel = await through_cancel(asyncio.wait([self.feeder])) or cancel
         loop = self.loop
         grace = self.config.cancel_grace
         deadline = loop.time() + grace
-        while (busy := self._busy()) and (left := deadline - loop.time()) > 0:
-            waiting = asyncio.wait([slot.task for slot in busy if slot.task], timeout=left)
-            cancel = await through_cancel(waiting) or cancel
+        # The feeder (an input's pull, a wait for the budget) is bounded as the subplans are:
+        # an input that rides out its cancellation cannot hang the dispatch.
+        while (tasks := self._tasks()) and (left := deadline - loop.time()) > 0:
+            cancel = await through_cancel(asyncio.wait(tasks, timeout=left)) or cancel
             self._reap_unstarted()
+        feeder = self.feeder
+        if feeder is not None and not feeder.done():
+            logger.error(
+                "the input of dispatch%s ignored cancellation for %.1fs; abandoning it",
+                f" {self.name}" if self.name else "",
+                grace,
+            )
+        elif self.source is not None:
+            cancel = await self._close_input(self.source) or cancel
         for slot in self._unfinished():
             subplan_id = self.entries[slot.index].id
             logger.error(
@@ -107,6 +140,42 @@ class Draining:
                 abandoned=True,
             )
             self.finish(slot, _FAILED, error=error)
+        return cancel
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """What a drain waits for: the subplans' tasks and the feeder's."""
+        tasks = [slot.task for slot in self.slots if slot.task is not None]
+        feeder = self.feeder
+        if feeder is not None and not feeder.done():
+            tasks.append(feeder)
+        return tasks
+
+    async def _close_input(self, source: Any) -> asyncio.CancelledError | None:
+        """Close a lazy input the dispatch stopped reading (its ``finally`` blocks run now,
+        not when it is collected): ``close()``, or ``aclose()`` for up to ``cancel_grace``."""
+        self.source = None
+        aclose = getattr(source, "aclose", None)
+        if aclose is None:
+            close = getattr(source, "close", None)
+            try:
+                if close is not None:
+                    self.context.run(close)  # where it was pulled
+            except Exception:
+                logger.exception("closing the input of a stopped dispatch failed")
+            return None
+        loop, grace = self.loop, self.config.cancel_grace
+        name = "subplans closing an input"
+        closing = self.context.run(loop.create_task, aclose(), name=name)
+        cancel: asyncio.CancelledError | None = None
+        deadline = loop.time() + grace
+        while not closing.done() and (left := deadline - loop.time()) > 0:
+            cancel = await through_cancel(asyncio.wait([closing], timeout=left)) or cancel
+        if not closing.done():
+            logger.error("the input ignored its closing for %.1fs; abandoning it", grace)
+            closing.cancel()
+        elif not closing.cancelled() and closing.exception() is not None:
+            error = closing.exception()
+            logger.error("closing the input of a stopped dispatch failed: %r", error)
         return cancel
 
     def _reap_unstarted(self) -> None:

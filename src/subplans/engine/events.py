@@ -75,7 +75,9 @@ def _payload_fields(cls: type[Event]) -> tuple[str, ...]:
     """The fields an event type puts in its dict: all but ``time`` (given as ``timestamp``)."""
     names = _PAYLOAD_FIELDS.get(cls)
     if names is None:
-        names = _PAYLOAD_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.name != "time")
+        names = _PAYLOAD_FIELDS[cls] = tuple(
+            f.name for f in fields(cls) if f.name != "time" and not f.metadata.get("local")
+        )
     return names
 
 
@@ -170,6 +172,9 @@ class DispatchStarted(Event):
     name: str | None
     total: int | None
     config: ParallelExecutionConfig
+    #: Which dispatch (in this process): pairs a start with its end whatever the names (0
+    #: when unknown). Not in ``to_dict()``.
+    dispatch: int = field(default=0, kw_only=True, compare=False, metadata={"local": True})
 
 
 @dataclass(slots=True)
@@ -180,6 +185,8 @@ class DispatchFinished(Event):
     name: str | None
     counts: Mapping[SubplanExecutionState, int]
     elapsed: float
+    #: The ``dispatch`` of its ``DispatchStarted``. Not in ``to_dict()``.
+    dispatch: int = field(default=0, kw_only=True, compare=False, metadata={"local": True})
 
 
 @dataclass(slots=True)

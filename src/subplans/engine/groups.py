@@ -8,22 +8,60 @@ included. Leaving the block waits, as ``run()`` does, for every subplan submitte
 from __future__ import annotations
 
 import asyncio
+from contextvars import Context, copy_context
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.errors import SubplanCancelledError, SubplanError
-from subplans.engine.outcome import check_outcome
+from subplans.engine.gates import check_uses
 from subplans.engine.results import SubplanResult
+from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
+from subplans.engine.thresholds import halt_reason
 
 if TYPE_CHECKING:
     from subplans.engine.clock import Clock
     from subplans.engine.config import ParallelExecutionConfig
     from subplans.engine.events import EventBus
+    from subplans.engine.gates import Controls
     from subplans.engine.limiter import AsyncSemaphoreLimiter
 
-__all__ = ["SubplanGroup"]
+__all__ = ["GroupStatistics", "SubplanGroup"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatistics:
+    """A snapshot of a group: the subplans submitted, and how many are in each state."""
+
+    submitted: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+
+
+class GroupDispatch(Dispatch):
+    """A group's dispatch: each subplan runs in a copy of the context it was submitted from."""
+
+    __slots__ = ("contexts",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        #: The submitters' contexts of the subplans not started yet, by index.
+        self.contexts: dict[int, Context] = {}
+
+    def _start(self, subplan: Subplan, pulled: bool = False) -> None:
+        self.context = self.contexts.pop(self.next, self.context)
+        Dispatch._start(self, subplan, pulled)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class SubplanGroup:
@@ -40,19 +78,49 @@ class SubplanGroup:
         budget: AsyncSemaphoreLimiter | None,
         clock: Clock,
         name: str | None,
+        controls: Controls | None = None,
     ) -> None:
         self._parts = (config, bus, budget, clock)
+        self._controls = controls
         self.name = name
-        self._dispatch: Dispatch | None = None
+        self._dispatch: GroupDispatch | None = None
         self._ended = False
 
     def __repr__(self) -> str:
         state = "ended" if self._ended else "open" if self._dispatch else "not entered"
+        words = ["<SubplanGroup", *([self.name] if self.name else []), state]
+        if self._dispatch is not None:
+            stats = self.statistics()
+            words.append(
+                f"submitted={stats.submitted}, pending={stats.pending}, running={stats.running},"
+                f" completed={stats.completed}, failed={stats.failed}"
+            )
+        return " ".join(words) + ">"
+
+    def statistics(self) -> GroupStatistics:
+        """How many subplans were submitted, and how many are in each state now."""
         dispatch = self._dispatch
-        counts = (
-            ", ".join(f"{s.value}={n}" for s, n in dispatch.counts().items()) if dispatch else ""
+        if dispatch is None:
+            return GroupStatistics(0, 0, 0, 0, 0)
+        counts = dispatch.counts()
+        return GroupStatistics(
+            dispatch.total,
+            counts[SubplanExecutionState.PENDING],
+            counts[SubplanExecutionState.RUNNING],
+            counts[SubplanExecutionState.COMPLETED],
+            counts[SubplanExecutionState.FAILED],
         )
-        return f"<SubplanGroup {self.name or ''} {state} {counts}>".replace("  ", " ")
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the group stopped (a fail-fast failure, a halt, a cancellation): nothing
+        more starts, and what is submitted fails at once. The block is not cancelled by it."""
+        return self.stop_reason is not None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the group stopped (what its cancelled subplans were told), or None."""
+        return None if self._dispatch is None else self._dispatch.stop_reason
 
     @property
     def results(self) -> list[SubplanResult]:
@@ -64,12 +132,14 @@ class SubplanGroup:
     def submit(self, subplan: Subplan) -> None:
         """Queue ``subplan``: announced as pending now, started when a slot is free.
 
-        Never blocks. After a fail-fast stop the subplan is recorded as failed (a
+        Never blocks. After a fail-fast stop (or a halt) the subplan is recorded as failed (a
         ``SubplanCancelledError``) without starting.
 
         Raises:
             SubplanError: its id was submitted before, or the group's block has ended (or
                 was not entered yet).
+            ConfigError: it uses a pool the dispatcher does not have, or more units than
+                its pool has.
         """
         dispatch = self._dispatch
         if not isinstance(subplan, Subplan):
@@ -77,9 +147,16 @@ class SubplanGroup:
         if dispatch is None or self._ended:
             when = "has ended" if self._ended else "is not open yet"
             raise SubplanError(f"cannot submit {subplan.id!r}: the group {when}")
+        if _running_loop() is not dispatch.loop:
+            raise RuntimeError(
+                f"cannot submit {subplan.id!r} from outside the group's event loop; from "
+                "another thread, use loop.call_soon_threadsafe(group.submit, subplan)"
+            )
         seen = dispatch.seen
         if subplan.id in seen:
             raise SubplanError(f"duplicate subplan id {subplan.id!r}")
+        if subplan.uses is not None:
+            check_uses(subplan, dispatch.pools)
         seen.add(subplan.id)
         index = dispatch.total
         dispatch.total = index + 1
@@ -89,12 +166,18 @@ class SubplanGroup:
             error = SubplanCancelledError(dispatch.stop_reason)
             dispatch.record_unstarted(index, subplan.id, error)
             return
+        if dispatch.halted is not None and dispatch.halt is not None:  # halted soon
+            dispatch.next += 1
+            dispatch.hold_back(index, subplan.id, halt_reason(dispatch.halted, dispatch.halt))
+            return
+        dispatch.contexts[index] = copy_context()  # it runs in a copy, as TaskGroup's tasks do
         dispatch.fill()
 
     async def __aenter__(self) -> SubplanGroup:
         if self._dispatch is not None:
             raise RuntimeError("a SubplanGroup can be entered only once")
-        self._dispatch = dispatch = Dispatch(*self._parts, [], self.name)
+        parts: tuple[Any, ...] = (*self._parts, [], self.name, None, self._controls)
+        self._dispatch = dispatch = GroupDispatch(*parts)
         dispatch.expected = None
         dispatch.begin()
         return self
@@ -132,4 +215,4 @@ class SubplanGroup:
         dispatch.raise_first(cancel)
         if dispatch.failed:
             results: list[SubplanResult] = dispatch.entries
-            check_outcome(results, dispatch.first_result(), len(results))
+            dispatch.outcome(results, len(results))

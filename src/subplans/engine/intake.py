@@ -10,22 +10,30 @@ without running.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
-from subplans.engine.config import FailureMode
 from subplans.engine.duplicates import SET_UP_TO, CompactIds, NumberedIds
-from subplans.engine.errors import SubplanError
+from subplans.engine.errors import ConfigError, SubplanError
+from subplans.engine.gates import check_uses
+from subplans.engine.limiter import acquire_all
+from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
+from subplans.engine.tracker import is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+    from contextvars import Context
 
     from subplans.engine.attempts import Slot
     from subplans.engine.config import ParallelExecutionConfig
     from subplans.engine.events import EventBus
-    from subplans.engine.limiter import AsyncSemaphoreLimiter
+    from subplans.engine.limiter import AsyncSemaphoreLimiter, Parts
 
 __all__ = ["Intake"]
+
+_DEBUG = logging.DEBUG
+_PENDING = SubplanExecutionState.PENDING
 
 
 class Intake:
@@ -45,6 +53,7 @@ class Intake:
     first_failure: int | None
     input_error: BaseException | None
     source: Iterator[Any] | AsyncIterator[Any] | None
+    context: Context
     pull: Callable[[], Any] | None
     seen: set[str] | NumberedIds
     #: The ids of a long lazy input, past ``SET_UP_TO`` (then ``seen`` is left empty).
@@ -57,11 +66,17 @@ class Intake:
     append: Callable[[Any], None] | None
     bus: EventBus | None
     now: Callable[[], float]
+    halt: Any
+    direct: bool
+    claim: Parts | None
 
     if TYPE_CHECKING:
 
         def _start(self, subplan: Subplan, pulled: bool = False) -> None: ...
-        def pending(self, subplan_id: str) -> None: ...
+        def gated(self, subplan: Subplan) -> bool: ...
+        def parts_for(self, subplan: Subplan) -> tuple[Parts, Parts]: ...
+        def claim_now(self, subplan: Subplan) -> bool: ...
+        def check_fail(self, index: int) -> None: ...
         def quiet(self) -> bool: ...
         def wake(self) -> None: ...
         def stop(self, reason: str) -> None: ...
@@ -70,9 +85,29 @@ class Intake:
             self, index: int, subplan_id: str, error: BaseException, *, counted: bool = True
         ) -> None: ...
 
+    def _announce_pending(self) -> None:
+        bus, debug = self.bus, is_enabled(_DEBUG)
+        if (bus is None or not bus.has_subscribers) and not debug:
+            return  # nobody would hear of it (only a subscriber could change that meanwhile)
+        # All of them became pending at once: one stamp, and one look at the log level.
+        stamp = self.now()
+        for subplan in self.entries.values() if type(self.entries) is dict else self.entries:
+            if debug:
+                log_move(subplan.id, _PENDING, None)
+            if bus is not None and bus._subscribers:
+                bus._publish_move(subplan.id, None, _PENDING, 0, None, stamp)
+
+    def pending(self, subplan_id: str) -> None:
+        """Announce one subplan as pending (a lazy input's, a group's): queued now."""
+        if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
+            log_move(subplan_id, _PENDING, None)
+        bus = self.bus
+        if bus is not None and bus._subscribers:
+            bus._publish_move(subplan_id, None, _PENDING, 0, None, self.now())
+
     def fill(self) -> None:
         """Start pending subplans, in input order, then pulled ones, while slots are free."""
-        entries, free, budget = self.entries, self.free, self.budget
+        entries, free, direct = self.entries, self.free, self.direct
         while free and self.stop_reason is None and self.feeder is None:
             pulled = False
             if self.next < self.total:
@@ -86,25 +121,39 @@ class Intake:
                 continue
             else:
                 pulled = True
-            if budget is not None and subplan.uses_budget:
-                if pulled:
-                    self.pending(subplan.id)  # queued: it waits for the budget
-                self._spawn_feeder()
-                return
+            if not direct:
+                # Its gates open now (the common case): started here, without the feeder.
+                try:
+                    took = self.claim_now(subplan)
+                except ConfigError as error:
+                    if pulled:
+                        self.pending(subplan.id)
+                    self.reject(self.next, subplan.id, error)
+                    continue
+                if not took:
+                    if pulled:
+                        self.pending(subplan.id)  # queued: it waits for its gates
+                    self._spawn_feeder()
+                    return
             self._start(subplan, pulled)
+
+    def has_room(self) -> bool:
+        """Whether the next subplan may start (a stream holds back for a slow consumer)."""
+        return True
 
     def _spawn_feeder(self) -> None:
         name = f"subplans feeder {self.name or ''}".strip()
-        self.feeder = self.loop.create_task(self._feed(), name=name)
+        # In (a copy of) the dispatch's context: the input is pulled there.
+        self.feeder = self.context.run(self.loop.create_task, self._feed(), name=name)
 
     async def _feed(self) -> None:
         # Only subplans that do work hold the shared budget, and they never wait on anything
         # else while holding it (their slot is free already; a subplan that opens a dispatch
-        # lends its slot): so nesting cannot deadlock. A stop cancels this task, so it never
-        # gets past acquire() once stopping.
-        entries, budget = self.entries, self.budget
+        # lends its slot): so nesting cannot deadlock. Pool units are taken with the slot, all
+        # or none. A stop cancels this task, so it never gets past acquire() once stopping.
+        entries = self.entries
         try:
-            while self.free and self.stop_reason is None:
+            while self.free and self.stop_reason is None and self.has_room():
                 if self.next < self.total:
                     subplan = entries[self.next]
                 elif self.source is None:
@@ -117,13 +166,19 @@ class Intake:
                     if subplan is None:
                         continue
                     self.pending(subplan.id)  # queued now, started once it has a slot
-                if budget is not None and subplan.uses_budget:
-                    await budget.acquire()
+                if self.gated(subplan):
+                    try:
+                        held, waited = self.parts_for(subplan)
+                    except ConfigError as error:
+                        self.reject(self.next, subplan.id, error)
+                        continue
+                    await acquire_all(waited)
+                    self.claim = held
                 self._start(subplan)
         finally:
             self.feeder = None
-        if len(self.free) == len(self.slots) and self.quiet():
-            self.wake()
+            if len(self.free) == len(self.slots) and self.quiet():
+                self.wake()
 
     def _pull(self) -> Subplan | None:
         """The next subplan of a plain iterator, entered (its PENDING is published by whoever
@@ -139,6 +194,8 @@ class Intake:
         append, last = self.append, self.last_id
         if type(item) is not Subplan or append is None or last is None:
             return self.enter(item)
+        if item.uses is not None and self.direct:
+            return self.enter(item)  # a dispatcher without pools refuses it there
         # The common case of enter() written out (a lazy input pays it per subplan): ids in
         # order, each after the one before, so new.
         subplan_id = item.id
@@ -186,6 +243,8 @@ class Intake:
                 raise  # the dispatch stops
             self._input_failed(error)
             return None
+        if self.stop_reason is not None:
+            return None  # it came after the stop (the input rode out its cancellation)
         return self.enter(item)
 
     def _input_failed(self, error: BaseException) -> None:
@@ -220,11 +279,20 @@ class Intake:
         repeated = not in_order and self._repeated(subplan_id, index)
         if repeated:
             self.pending(subplan_id)
-            self.next += 1  # it is where the next to start would be: it never will
-            error = SubplanError(f"duplicate subplan id {subplan_id!r}")
-            self.record_unstarted(index, subplan_id, error, counted=False)
-            if self.config.failure_mode is FailureMode.FAIL_FAST and self.stop_reason is None:
-                self.first_failure = index
-                self.stop(f"cancelled because subplan {subplan_id!r} failed")
+            self.reject(index, subplan_id, SubplanError(f"duplicate subplan id {subplan_id!r}"))
             return None
+        if item.uses is not None and self.direct:
+            try:
+                check_uses(item, None)  # a dispatcher without pools
+            except ConfigError as error:
+                self.pending(subplan_id)
+                self.reject(index, subplan_id, error)
+                return None
         return item
+
+    def reject(self, index: int, subplan_id: str, error: BaseException) -> None:
+        """Fail the pending subplan ``index`` (the next to start) without starting it."""
+        self.next += 1  # it is where the next to start would be: it never will
+        self.record_unstarted(index, subplan_id, error, counted=False)
+        if self.halt is not None:
+            self.check_fail(index)

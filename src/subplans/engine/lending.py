@@ -4,7 +4,8 @@ Like make's jobserver, where a child make runs on the token its parent was start
 subplan that holds a slot of a budget and opens a group, a stream or a ``run()`` on the same
 budget gives its slot back while it waits for them, and takes one again before it goes on. A
 planner waiting for its children never holds a slot, so a deep tree of planners cannot take
-every slot and wait on itself (deadlock), and the budget is never exceeded.
+every slot and wait on itself (deadlock), and the budget is never exceeded. The units of the
+pools the subplan uses are lent with it (a planner that uses a pool its children use, too).
 """
 
 from __future__ import annotations
@@ -12,37 +13,70 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.limiter import acquire_all, release_all
 
-__all__ = ["Holder", "held_by_this_task", "lend", "reclaim"]
+if TYPE_CHECKING:
+    from subplans.engine.limiter import AsyncSemaphoreLimiter, Parts
+
+__all__ = ["Holder", "held_by_this_task", "lend", "let_go", "reclaim"]
 
 
 class Holder:
-    """A subplan's claim on one slot of ``budget``; ``held`` is False while it is lent."""
+    """A subplan's claim on one slot of ``budget`` and on the pool units of ``parts`` (which
+    holds the budget's slot too); ``held`` is False while it is lent."""
 
-    __slots__ = ("budget", "held")
+    __slots__ = ("budget", "ended", "held", "lent", "parts")
 
-    def __init__(self, budget: AsyncSemaphoreLimiter) -> None:
+    def __init__(self, budget: AsyncSemaphoreLimiter | None, parts: Parts) -> None:
         self.budget = budget
+        self.parts = parts
         self.held = True
+        #: How many dispatches it opened run on its lent slot now: the last to end takes the
+        #: slot back (a planner may run several at once, e.g. under ``asyncio.gather``).
+        self.lent = 0
+        #: Its subplan ended: nothing is taken back for it any more (a stream it left
+        #: unclosed may end later).
+        self.ended = False
 
 
 #: The holder of the subplan whose task this is (each task runs in a copy of the context).
 held_by_this_task: ContextVar[Holder | None] = ContextVar("subplans_budget_holder", default=None)
 
 
-def lend(budget: AsyncSemaphoreLimiter) -> Holder | None:
-    """Give back the current subplan's slot of ``budget`` if it holds one; its holder, or None."""
+def lend(budget: AsyncSemaphoreLimiter | None) -> Holder | None:
+    """Give back what the current subplan holds if it holds a slot of ``budget`` or pool
+    units; its holder, or None."""
     holder = held_by_this_task.get()
-    if holder is None or holder.budget is not budget or not holder.held:
+    if holder is None or holder.ended:
         return None
-    holder.held = False
-    budget.release()
+    pooled = len(holder.parts) > (holder.budget is not None)
+    if (budget is None or holder.budget is not budget) and not pooled:
+        return None  # no pool units, and the budget is another one
+    holder.lent += 1
+    if holder.held:  # (not when lent already, or when a cancelled take-back took none)
+        holder.held = False
+        release_all(holder.parts)
     return holder
 
 
 async def reclaim(holder: Holder) -> None:
-    """Take a slot again for a subplan whose slot was lent (a cancelled wait takes none)."""
-    await holder.budget.acquire()
+    """Take a slot (and units) again for a subplan whose slot was lent (a cancelled wait
+    takes none). Only the last of its dispatches to end takes it, and none once its subplan
+    ended."""
+    holder.lent -= 1
+    if holder.lent or holder.ended or holder.held:
+        return
+    await acquire_all(holder.parts)
+    if holder.lent or holder.ended or holder.held:
+        # Lent again, ended, or taken by another take-back while this one waited.
+        release_all(holder.parts)
+        return
     holder.held = True
+
+
+def let_go(holder: Holder) -> None:
+    """Its subplan ended: give back what it holds, and never take anything back for it."""
+    holder.ended = True
+    if holder.held:
+        holder.held = False
+        release_all(holder.parts)

@@ -11,8 +11,11 @@ __all__ = ["check_outcome"]
 _FAILED = SubplanExecutionState.FAILED
 
 
-def check_outcome(results: list[SubplanResult], first: SubplanResult | None, total: int) -> None:
-    """Raise for a dispatch of ``total`` subplans that had failures (``results`` has them).
+def check_outcome(
+    results: list[SubplanResult], first: SubplanResult | None, total: int, note: str | None = None
+) -> None:
+    """Raise for a dispatch of ``total`` subplans that had failures (``results`` has them);
+    ``note`` (why it halted) ends the aggregate's message.
 
     Raises:
         SubplanExecutionError: ``first``, the failure that stopped a fail-fast dispatch.
@@ -25,4 +28,7 @@ def check_outcome(results: list[SubplanResult], first: SubplanResult | None, tot
         for r in results
         if r.state is _FAILED
     ]
-    raise AggregateSubplanError(f"{len(failures)} of {total} subplans failed", failures, results)
+    message = f"{len(failures)} of {total} subplans failed"
+    if note is not None:
+        message = f"{message}; {note}"
+    raise AggregateSubplanError(message, failures, results)

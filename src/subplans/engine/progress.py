@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+from subplans.engine.control_events import LimitChanged
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
@@ -15,6 +17,9 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.states import SubplanExecutionState
+
+if TYPE_CHECKING:
+    from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
 
 __all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
 
@@ -45,6 +50,8 @@ class ProgressSnapshot:
     #: False while a dispatch whose total is not known up front (a group, a lazy input) is
     #: open: ``total`` counts the subplans seen so far, so show no percentage (``eta`` is None).
     total_known: bool = True
+    #: Each pool's usage (capacity, in use, peak, waiting), by name: the reporter's ``pools``.
+    pools: Mapping[str, LimiterStatistics] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def total(self) -> int:
@@ -63,7 +70,7 @@ class ProgressReporter:
     """Follows a bus and keeps counts, running subplans, failures, elapsed time and an ETA.
 
     ``clock`` is injectable so that tests and displays control time; it defaults to
-    ``time.monotonic``.
+    ``time.monotonic``. ``pools`` (the dispatcher's) are read into each snapshot.
     """
 
     def __init__(
@@ -72,8 +79,10 @@ class ProgressReporter:
         *,
         clock: Callable[[], float] = time.monotonic,
         parallelism: int | None = None,
+        pools: Mapping[str, AsyncSemaphoreLimiter] | None = None,
     ) -> None:
         self._clock = clock
+        self._pools = dict(pools or {})
         self._started = clock()
         self._counts: dict[SubplanExecutionState, int] = dict.fromkeys(SubplanExecutionState, 0)
         self._running: dict[str, float] = {}
@@ -81,8 +90,9 @@ class ProgressReporter:
         self._finished_runs = 0
         self._run_time = 0.0
         self._parallelism = parallelism
-        #: Open dispatches without a total, by name: no ETA while there is one.
-        self._open_without_total: dict[str | None, int] = {}
+        #: Open dispatches without a total, by identity (by name for events that carry none):
+        #: no ETA while there is one.
+        self._open_without_total: dict[object, int] = {}
         self._unsubscribe: Callable[[], None] | None = None
         if bus is not None:
             self._unsubscribe = bus.subscribe(self.handle)
@@ -119,12 +129,16 @@ class ProgressReporter:
                 self._parallelism = event.config.max_parallel
             if event.total is None:
                 unknown = self._open_without_total
-                unknown[event.name] = unknown.get(event.name, 0) + 1
-        elif isinstance(event, DispatchFinished) and event.name in self._open_without_total:
+                key = _key(event)
+                unknown[key] = unknown.get(key, 0) + 1
+        elif isinstance(event, LimitChanged) and event.pool is None:
+            self._parallelism = event.limit  # the ETA's width follows a live change
+        elif isinstance(event, DispatchFinished) and _key(event) in self._open_without_total:
             unknown = self._open_without_total
-            unknown[event.name] -= 1
-            if not unknown[event.name]:
-                del unknown[event.name]
+            key = _key(event)
+            unknown[key] -= 1
+            if not unknown[key]:
+                del unknown[key]
 
     def snapshot(self) -> ProgressSnapshot:
         """The progress now."""
@@ -139,6 +153,7 @@ class ProgressReporter:
             eta=self._eta(counts) if total_known else None,
             mean_duration=self._run_time / self._finished_runs if self._finished_runs else None,
             total_known=total_known,
+            pools=MappingProxyType({name: p.statistics() for name, p in self._pools.items()}),
         )
 
     def _eta(self, counts: Mapping[SubplanExecutionState, int]) -> float | None:
@@ -151,3 +166,8 @@ class ProgressReporter:
         mean = self._run_time / self._finished_runs
         width = max(1, min(self._parallelism or 1, left))
         return mean * left / width
+
+
+def _key(event: DispatchStarted | DispatchFinished) -> object:
+    """Which dispatch an event is of: its ``dispatch`` number, else (built by hand) its name."""
+    return event.dispatch or ("name", event.name)

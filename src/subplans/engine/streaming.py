@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.duplicates import NumberedIds
+from subplans.engine.lending import let_go
 from subplans.engine.outcome import check_outcome
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import SubplanExecutionState
@@ -34,7 +35,7 @@ _FAILED = SubplanExecutionState.FAILED
 class StreamDispatch(Dispatch):
     """A dispatch whose results go out as they come: ``entries`` is a dict of the live ones."""
 
-    __slots__ = ("failures", "gone", "out")
+    __slots__ = ("failures", "gone", "out", "paused")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,6 +43,8 @@ class StreamDispatch(Dispatch):
         #: The failed results by input position: what the error at the end carries.
         self.failures: dict[int, SubplanResult] = {}
         self.gone = False
+        #: Nothing starts (nor is pulled) while as many results wait unread as may run.
+        self.paused = False
         # Its ended subplans are gone, so the ids are kept apart, as runs where they count up.
         self.last_id = None
         self.seen = NumberedIds()
@@ -61,10 +64,37 @@ class StreamDispatch(Dispatch):
 
     def release(self, slot: Slot, subplan: Subplan) -> None:
         del self.entries[slot.index]  # its result was handed on
-        Dispatch.release(self, slot, subplan)
+        if self.stop_reason is not None or self.has_room():
+            Dispatch.release(self, slot, subplan)
+            return
+        # Backpressure: the slot is freed as Dispatch.release frees it, and the next subplan
+        # starts once the consumer reads a result (``fill()`` from ``results()``).
+        slot.task = None
+        if self.success is not None:
+            self.check_success()
+        if (holder := slot.holder) is not None:
+            slot.holder = None
+            let_go(holder)
+        if not self.excess or not self.drop_slot(slot):
+            self.free.append(slot)
+
+    def has_room(self) -> bool:
+        """Whether a subplan may start: fewer results wait unread than may run at once (so a
+        slow consumer holds at most ``max_parallel`` running and as many unread)."""
+        if len(self.out) < len(self.slots):
+            return True
+        self.paused = True
+        return False
+
+    def fill(self) -> None:
+        if self.has_room():
+            self.paused = False
+            Dispatch.fill(self)
 
     def settled(self, index: int) -> None:
-        self._hand_on(index, self.entries.pop(index))
+        # The entry stays: a subplan that never started failed, and its result is kept for
+        # the error at the end anyway (and a fail threshold reads it right after).
+        self._hand_on(index, self.entries[index])
 
     def _hand_on(self, index: int, result: SubplanResult) -> None:
         if result.state is _FAILED:
@@ -83,10 +113,15 @@ class StreamDispatch(Dispatch):
             while out or not self.quiet():
                 if out:
                     yield out.popleft()
+                    if self.paused:
+                        self.fill()
                 else:
                     self.idle = self.loop.create_future()
                     await self.idle
         except asyncio.CancelledError as cancelled:
+            # The consumer was cancelled at the stream's await: no result goes out any more.
+            self.gone = True
+            out.clear()
             cancel = self.cancelled(cancelled)
         except BaseException:
             # GeneratorExit (``break``, ``aclose()``, or the generator let go) or an exception
@@ -94,17 +129,23 @@ class StreamDispatch(Dispatch):
             self.gone = True
             out.clear()
             self.stop(CONSUMER_STOPPED)
-            await self._wind_down(None)
+            cancel = await self._wind_down(None)
+            if cancel is not None:
+                raise cancel from None  # the consumer was cancelled while it wound down
             raise
         cancel = await self._wind_down(cancel)
-        while out:
-            yield out.popleft()
+        if cancel is None:
+            while out:
+                yield out.popleft()
         self.raise_first(cancel)
         if self.failures:
             failures = self.failures
             results = [failures[index] for index in sorted(failures)]
             first = None if self.first_failure is None else failures[self.first_failure]
-            check_outcome(results, first, self.total)
+            if self.halted == "success" and not self.fail_hit:
+                return
+            note = f"the fail threshold was reached (halt {self.halt})" if self.halted else None
+            check_outcome(results, first, self.total, note)
 
     async def _wind_down(
         self, cancel: asyncio.CancelledError | None

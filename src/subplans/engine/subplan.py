@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from subplans.engine.config import check_retries, check_seconds, check_timeout
 from subplans.engine.errors import ConfigError
@@ -23,6 +23,10 @@ class Subplan:
 
     A failed attempt is run again up to ``retries`` more times (never after cancellation),
     waiting ``retry_delay`` seconds, doubled after each retry, in between.
+
+    ``uses`` names the pools of the dispatcher it takes units of while it runs:
+    ``{"api": 1, "gpu": 2}`` or ``["api"]`` (one unit each); kept as ``(name, units)`` pairs.
+    It starts only when its slot and every unit it uses are free.
     """
 
     id: str
@@ -32,6 +36,8 @@ class Subplan:
     retry_delay: float = field(default=0.1, kw_only=True)
     #: Whether it takes a slot of a shared budget (a nested plan's subplan does not).
     uses_budget: bool = field(default=True, kw_only=True)
+    #: The pool units it takes while it runs: ``(name, units)`` pairs, or None.
+    uses: tuple[tuple[str, int], ...] | None = field(default=None, kw_only=True)
 
     # Written out: the generated one (six object.__setattr__ by name, then __post_init__) cost
     # a no-op subplan as much as the rest of its way through the dispatcher but its events.
@@ -47,6 +53,7 @@ class Subplan:
         retries: int = _NO_RETRIES,
         retry_delay: float = _RETRY_DELAY,
         uses_budget: bool = True,
+        uses: Mapping[str, int] | list[str] | tuple[Any, ...] | None = None,
     ) -> Subplan:
         if id is _UNSET and run is _UNSET:
             return _new(cls)
@@ -67,9 +74,11 @@ class Subplan:
             check_retries(retries, f"{id}: retries")
         if retry_delay is not _RETRY_DELAY:
             check_seconds(f"{id}: retry_delay", retry_delay)
+        if uses is not None:
+            uses = _check_uses(id, uses)
         if cls is not Subplan:  # a subclass: its layout may differ from the draft's
             made = _new(cls)
-            values = (id, run, timeout, retries, retry_delay, uses_budget)
+            values = (id, run, timeout, retries, retry_delay, uses_budget, uses)
             for name, value in zip(_FIELDS, values, strict=True):
                 _SETTERS[name](made, value)
             return made
@@ -80,6 +89,7 @@ class Subplan:
         draft.retries = retries
         draft.retry_delay = retry_delay
         draft.uses_budget = uses_budget
+        draft.uses = uses
         draft.__class__ = Subplan  # type: ignore[assignment]
         return draft  # type: ignore[return-value]
 
@@ -87,16 +97,74 @@ class Subplan:
 class _Draft:
     """A Subplan under construction: the same slots, settable."""
 
-    __slots__ = ("id", "retries", "retry_delay", "run", "timeout", "uses_budget")
+    __slots__ = ("id", "retries", "retry_delay", "run", "timeout", "uses", "uses_budget")
     id: str
     run: Callable[[], Awaitable[Any]]
     timeout: float | None
     retries: int
     retry_delay: float
     uses_budget: bool
+    uses: tuple[tuple[str, int], ...] | None
 
 
 _new = object.__new__
-_FIELDS = ("id", "run", "timeout", "retries", "retry_delay", "uses_budget")
+_FIELDS = ("id", "run", "timeout", "retries", "retry_delay", "uses_budget", "uses")
 #: The slots' own setters: how a frozen dataclass sets its fields (object.__setattr__).
 _SETTERS = {name: Subplan.__dict__[name].__set__ for name in _FIELDS}
+
+
+#: ``uses`` seen valid (as a tuple of a dict's items, or of a list's names), each to its pairs:
+#: a fan-out passes the same few, and checking each anew cost a no-op subplan 2 us.
+_VALID_USES: dict[tuple[Any, ...], tuple[tuple[str, int], ...] | None] = {}
+#: The last of them: the object, a copy (to see it was not changed since), its pairs.
+_LAST_USES: list[Any] = [None, None, None]
+
+
+def _check_uses(subplan_id: str, uses: object) -> tuple[tuple[str, int], ...] | None:
+    """``uses`` as ``(name, units)`` pairs: a mapping of names to units, or a list of names."""
+    kind = type(uses)
+    last = _LAST_USES
+    if uses is last[0] and uses == last[1]:  # the same dict or list as the subplan before
+        pairs: tuple[tuple[str, int], ...] | None = last[2]
+        return pairs
+    if kind is dict or kind is list:
+        items = cast("dict[Any, Any]", uses).items() if kind is dict else cast("list[Any]", uses)
+        key = (kind, *items)
+        try:
+            pairs = _VALID_USES[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable name: the checks below say what is wrong
+            key = ()
+        else:
+            _LAST_USES[:] = [uses, cast("Any", uses).copy(), pairs]
+            return pairs
+        pairs = _check_uses_anew(subplan_id, uses)
+        if key and len(_VALID_USES) < 1024:
+            _VALID_USES[key] = pairs
+        _LAST_USES[:] = [uses, cast("Any", uses).copy(), pairs]
+        return pairs
+    return _check_uses_anew(subplan_id, uses)
+
+
+def _check_uses_anew(subplan_id: str, uses: object) -> tuple[tuple[str, int], ...] | None:
+    if isinstance(uses, Mapping):
+        pairs = list(uses.items())
+    elif isinstance(uses, list | tuple):
+        pairs = [item if isinstance(item, tuple) else (item, 1) for item in uses]
+    else:
+        raise ConfigError(
+            f"subplan {subplan_id!r}: uses must be a mapping of pool names to units or a list "
+            f"of pool names, got {uses!r}"
+        )
+    for pair in pairs:
+        name, units = pair if len(pair) == 2 else (pair, None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(
+                f"subplan {subplan_id!r}: uses must name pools by non-empty strings, got {name!r}"
+            )
+        if type(units) is not int or units < 1:
+            raise ConfigError(
+                f"subplan {subplan_id!r}: uses {name!r} must be an integer >= 1, got {units!r}"
+            )
+    return tuple(pairs) or None

@@ -23,6 +23,7 @@ from subplans.engine.events import (
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
+from subplans.execution.live_limits import LiveLimits
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
 from subplans.execution.runners import RunContext, build_subplan
@@ -93,6 +94,15 @@ class PlanExecutor:
         )
         #: What ``{lines: -}`` read from standard input, read once (by the first such step).
         self._stdin: str | None = None
+        pools = {
+            name: AsyncSemaphoreLimiter(
+                pool.size, max_per_second=pool.max_per_second, clock=clock.monotonic
+            )
+            for name, pool in plan.pools.items()
+        }
+        #: The caps that may change while the run runs, and the run's pools (shared by every
+        #: step and nested plan).
+        self.limits = LiveLimits(plan, pools)
 
     def __repr__(self) -> str:
         return f"<PlanExecutor {self.plan.name!r} run {self.run_id}>"
@@ -220,24 +230,31 @@ class PlanExecutor:
         if bus is not None:
             bus.publish(StepStateChanged(step.id, None, StepState.RUNNING, total, time=started))
         grace = step.profile.cancel_grace
-        if context.budget is None:
+        root = context.budget is None
+        max_parallel = self.limits.max_parallel(step, root=root)
+        if root:
             # A root step: its max_parallel is the budget of the whole tree below it.
-            context = replace(context, budget=AsyncSemaphoreLimiter(step.profile.max_parallel))
+            context = replace(context, budget=AsyncSemaphoreLimiter(max_parallel))
         skipped = [unit for unit in step.units if unit.id in self.skip]
         todo = [unit for unit in step.units if unit.id not in self.skip]
         for unit in skipped:
             if bus is not None:
                 bus.publish(SubplanSkipped(unit.id, self.skip_reason, time=started))
         subplans = [build_subplan(unit, context, cancel_grace=grace) for unit in todo]
+        config = step.profile.config(extra_grace=KILL_MARGIN)
+        if max_parallel != config.max_parallel:
+            config = replace(config, max_parallel=max_parallel)
         dispatcher = ParallelSubplanDispatcher(
-            step.profile.config(extra_grace=KILL_MARGIN),
+            config,
             bus=bus,
             budget=context.budget,
             clock=self.clock,
+            pools=self.limits.pools or None,
         )
         error: BaseException | None = None
         try:
-            results = await dispatcher.run(subplans, name=step.id) if subplans else []
+            with self.limits.running(step, dispatcher, context.budget if root else None):
+                results = await dispatcher.run(subplans, name=step.id) if subplans else []
             state = StepState.COMPLETED
         except DispatchError as failure:
             results, state, error = failure.results, StepState.FAILED, failure

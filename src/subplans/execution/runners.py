@@ -117,6 +117,7 @@ def build_subplan(unit: UnitNode, context: RunContext, *, cancel_grace: float) -
         timeout=unit.timeout,
         retries=unit.retries,
         uses_budget=unit.kind != "plan",
+        uses=unit.uses or None,
     )
 
 

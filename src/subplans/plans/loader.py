@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING
 from subplans.plans.call_modules import CallModules
 from subplans.plans.for_each import ItemSource, check_source, item_source, named_values
 from subplans.plans.load_scope import Scope, collector_paused, include_loop
-from subplans.plans.placeholders import find_placeholders, substitute
+from subplans.plans.nesting import MAX_DEPTH, NestedPlans
+from subplans.plans.placeholders import find_placeholders
 from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.plain_plans import plain_plan
 from subplans.plans.profiles import Level, ProfileError, ResolvedProfile
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
+from subplans.plans.scheduling import pool_uses
 from subplans.plans.shellquote import ShellTemplateError, shell_template
-from subplans.plans.tree import PlanNode, StepItems, StepNode, UnitNode
+from subplans.plans.tree import PlanNode, PoolSpec, StepItems, StepNode, UnitNode
 from subplans.plans.units import UnitBuilder
 from subplans.plans.yamlfile import Located, Problem, ProblemsError, format_location, read_yaml
 
 if TYPE_CHECKING:
     # Pydantic is loaded only for a plan that plain_plans leaves to it.
     from subplans.plans.models import InlinePlan, PlanFile, StepModel, SubplanTemplate
-    from subplans.plans.units import UnitModel
 
 __all__ = [
     "MAX_DEPTH",
@@ -42,9 +43,6 @@ __all__ = [
     "load_global_config",
     "load_plan",
 ]
-
-#: How deep plans may nest (the root plan is depth 0).
-MAX_DEPTH = 8
 
 
 def load_plan(
@@ -67,7 +65,7 @@ def load_plan(
     return root
 
 
-class _Loader:
+class _Loader(NestedPlans):
     def __init__(self, config: GlobalConfig, overrides: Overrides) -> None:
         self.config = config
         self.overrides = overrides
@@ -76,6 +74,8 @@ class _Loader:
         self.ids: dict[str, Scope] = {}
         self.located: dict[Path, Located] = {}
         self.modules = CallModules()
+        #: The run's pools: the first plan to declare one (outer plans first) sets it.
+        self.pools: dict[str, PoolSpec] = {}
 
     def root(self, path: Path) -> PlanNode | None:
         model = self.file(path, "a plan file")
@@ -116,6 +116,9 @@ class _Loader:
             format_location((*at.loc, "automation_profile")),
             model.automation_profile,
         )
+        # ``pools:`` beside the steps: the plan's own, above its automation profile.
+        pools = None if model.pools is None else PlainProfileFields({"pools": model.pools})
+        pools_level = Level("plan", at.file, format_location(at.loc), pools)
         action_level = Level("action", None, "automation_profile", None)
         action_file = getattr(model, "action", None)  # a PlanFile's: an InlinePlan has none
         if action_file is not None:
@@ -143,6 +146,7 @@ class _Loader:
             return None
         plan_levels = [
             *(self.overrides.levels() if root else []),
+            pools_level,
             plan_level,
             action_level,
             self.config.level(),
@@ -150,6 +154,8 @@ class _Loader:
         profile = self.resolve(plan_levels, at.file)
         if profile is None:
             return None
+        for name, pool in profile.pools.items():
+            self.pools.setdefault(name, pool)
         names: set[str] = set()
         nodes = []
         for index, step in enumerate(steps):
@@ -171,6 +177,7 @@ class _Loader:
             profile,
             tuple(nodes),
             at.depth,
+            self.pools,
         )
 
     def resolve(self, levels: list[Level], file: Path) -> ResolvedProfile | None:
@@ -187,6 +194,8 @@ class _Loader:
                 "max_parallel": step.max_parallel,
                 "failure_mode": step.failure_mode,
                 "idempotent": step.idempotent,
+                "halt": step.halt,
+                "max_per_second": step.max_per_second,
             }
         )
         levels = [
@@ -213,22 +222,33 @@ class _Loader:
                     self.problem(sub_at.at("name"), f"duplicate subplan name {sub.name!r}")
                     continue
                 names.add(sub.name)
-                builder = UnitBuilder(sub, folder=at.file.parent, profile=profile)
+                uses = self.uses(sub.uses if sub.uses is not None else step.uses, sub_at)
+                if uses is None:
+                    units.append(None)
+                    continue
+                builder = UnitBuilder(sub, folder=at.file.parent, profile=profile, uses=uses)
                 units.append(self.unit(builder, sub.name, f"{step_id}/{sub.name}", sub_at))
         elif step.for_each is not None:
             assert step.subplan is not None
             source = item_source(step.for_each)
+            template_uses = step.subplan.uses if step.subplan.uses is not None else step.uses
+            uses = self.uses(template_uses, at.at("subplan"))
+            if uses is None:
+                return None
             if isinstance(source, tuple):  # written out: known now
-                expanded = self.for_each(list(source), step.subplan, at, step_id, profile)
+                expanded = self.for_each(list(source), step.subplan, at, step_id, profile, uses)
                 if expanded is None:
                     return None
                 units.extend(expanded)
             else:
-                items = self.runtime(source, step.subplan, at, step_id, profile)
+                items = self.runtime(source, step.subplan, at, step_id, profile, uses)
                 if items is None:
                     return None
         else:
-            builder = UnitBuilder(step, folder=at.file.parent, profile=profile)
+            uses = self.uses(step.uses, at)
+            if uses is None:
+                return None
+            builder = UnitBuilder(step, folder=at.file.parent, profile=profile, uses=uses)
             units.append(self.unit(builder, step.name, step_id, at))
         if any(u is None for u in units):
             return None
@@ -242,8 +262,22 @@ class _Loader:
             items,
         )
 
+    def uses(
+        self, uses: Mapping[str, int] | list[str] | None, at: Scope
+    ) -> Mapping[str, int] | None:
+        """The pool units a unit takes; None (and a problem) if ``pool_uses`` refuses them."""
+        try:
+            return pool_uses(uses, self.pools)
+        except ValueError as error:
+            self.problem(at.at("uses"), str(error), at_key=True)
+            return None
+
     def template(
-        self, template: SubplanTemplate, at: Scope, profile: ResolvedProfile
+        self,
+        template: SubplanTemplate,
+        at: Scope,
+        profile: ResolvedProfile,
+        uses: Mapping[str, int],
     ) -> UnitBuilder | None:
         """The builder of a ``for_each``'s units; None if its template is refused."""
         if isinstance(template.run, str):
@@ -254,7 +288,7 @@ class _Loader:
                     self.problem(at.at("run"), message)
                 return None
         # Worked out once for every item: a million items cost about a million nodes.
-        return UnitBuilder(template, folder=at.file.parent, profile=profile)
+        return UnitBuilder(template, folder=at.file.parent, profile=profile, uses=uses)
 
     def for_each(
         self,
@@ -263,9 +297,10 @@ class _Loader:
         at: Scope,
         step_id: str,
         profile: ResolvedProfile,
+        uses: Mapping[str, int],
     ) -> list[UnitNode | None] | None:
         """The units of a ``for_each`` step, one per item; None if its template is refused."""
-        builder = self.template(template, at.at("subplan"), profile)
+        builder = self.template(template, at.at("subplan"), profile, uses)
         if builder is None:
             return None
         return self.expand(builder, items, at.at("subplan"), step_id)
@@ -293,6 +328,7 @@ class _Loader:
         at: Scope,
         step_id: str,
         profile: ResolvedProfile,
+        uses: Mapping[str, int],
     ) -> StepItems | None:
         """A ``for_each`` whose items are read when its step starts, checked as far as it can
         be without them; None if it is refused."""
@@ -301,17 +337,17 @@ class _Loader:
             self.problem(at.at("for_each", problem.key), problem.message)
             return None
         template_at = at.at("subplan")
-        builder = self.template(template, template_at, profile)
+        builder = self.template(template, template_at, profile, uses)
         if builder is None or not self.template_ok(builder, template_at, step_id):
             return None
-        config, located, modules = self.config, self.located, self.modules
+        config, located, modules, pools = self.config, self.located, self.modules, self.pools
 
         def units(items: Sequence[str]) -> tuple[UnitNode, ...]:
             """The step's units of ``items``, by the loader's rules; its problems (an invalid
             or duplicate name, a nested plan that cannot be loaded) raised as a
             ``ProblemsError`` at the template's place in the plan file."""
             loader = _Loader(config, Overrides())
-            loader.located, loader.modules = located, modules
+            loader.located, loader.modules, loader.pools = located, modules, pools
             with collector_paused():
                 made = loader.expand(builder, items, template_at, step_id)
             if loader.problems:
@@ -319,19 +355,6 @@ class _Loader:
             return tuple(u for u in made if u is not None)
 
         return StepItems(source, at.file.parent, units)
-
-    def template_ok(self, builder: UnitBuilder, at: Scope, step_id: str) -> bool:
-        """Whether a template's unit passes what can be checked before its items are read:
-        its ``call`` module, its nested plan (unless the item names its file)."""
-        unit = builder.unit
-        sample = {"item": "{item}", "index": "{index}", "stem": "{stem}"}
-        if isinstance(unit.plan, str) and find_placeholders([unit.plan]):
-            # The item names the plan file: loaded when the step starts.
-            if unit.cwd is not None:
-                self.problem(at.at("cwd"), "has no effect on a nested plan; set it on its subplans")
-                return False
-            return True  # and how deep it nests: checked then
-        return self.unit(builder, "{item}", f"{step_id}/{{item}}", at, sample) is not None
 
     def unit(
         self,
@@ -372,22 +395,3 @@ class _Loader:
             if nested is None:
                 return None
         return builder.build(unit_id=unit_id, name=name, values=values, plan=nested)
-
-    def nested(
-        self, unit: UnitModel, at: Scope, unit_id: str, values: Mapping[str, str]
-    ) -> PlanNode | None:
-        assert unit.plan is not None
-        if at.depth + 1 > MAX_DEPTH:
-            self.problem(at.at("plan"), f"plans nest deeper than {MAX_DEPTH} levels")
-            return None
-        if not isinstance(unit.plan, str):
-            inline = replace(at.at("plan"), prefix=unit_id, depth=at.depth + 1)
-            return self.plan(unit.plan, inline)
-        path = at.file.parent / substitute(unit.plan, values)
-        if path.resolve() in at.chain:
-            self.problem(at.at("plan"), include_loop(at.chain, path))
-            return None
-        model = self.file(path, "a plan file")
-        if model is None:
-            return None
-        return self.plan(model, Scope(path, (), unit_id, at.depth + 1, (*at.chain, path.resolve())))

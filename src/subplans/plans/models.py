@@ -30,6 +30,14 @@ from subplans.engine.config import (
     check_timeout,
 )
 from subplans.plans.for_each import item_source
+from subplans.plans.scheduling_models import (
+    Halt,
+    HaltFields,
+    MaxPerSecond,
+    PoolFields,
+    Pools,
+    Uses,
+)
 from subplans.plans.source_form import no_placeholder, one_source
 
 __all__ = [
@@ -37,8 +45,10 @@ __all__ = [
     "ForEachCommand",
     "ForEachGlob",
     "ForEachLines",
+    "HaltFields",
     "InlinePlan",
     "PlanFile",
+    "PoolFields",
     "ProfileFields",
     "ProfileSpec",
     "StepModel",
@@ -113,7 +123,7 @@ Name = Annotated[
 ]
 #: Union members are told apart by the input's type, so an error names one member only;
 #: the tags below never appear in error locations (the loader drops them).
-UNION_TAGS = frozenset({"text", "list", "fields", "lines-source", "command-source"})
+UNION_TAGS = frozenset({"text", "list", "fields", "lines-source", "command-source", "pool-size"})
 
 
 def _by_type(value: object) -> str:
@@ -152,6 +162,9 @@ class ProfileFields(_Strict):
     timeout: Timeout | None = Field(default=None, description="Default per-attempt timeout.")
     retries: Retries | None = Field(default=None, description="Default retries of subplans.")
     idempotent: Idempotent | None = None
+    halt: Halt | None = None
+    max_per_second: MaxPerSecond | None = None
+    pools: Pools | None = None
 
 
 #: A profile is a name, a mapping of fields, or a mapping with ``profile: NAME`` plus fields.
@@ -250,6 +263,7 @@ class _Unit(_Strict):
     )
     cwd: Text | None = Field(default=None, description="Working folder, relative to the plan's.")
     idempotent: Idempotent | None = None
+    uses: Uses | None = None
 
     def unit_kinds(self) -> list[str]:
         return [kind for kind in ("run", "call", "plan") if getattr(self, kind) is not None]
@@ -296,6 +310,8 @@ class StepModel(_Unit):
     always: bool = Field(default=False, description="Runs even after an earlier step failed.")
     max_parallel: MaxParallel | None = None
     failure_mode: FailureModeField | None = None
+    halt: Halt | None = None
+    max_per_second: MaxPerSecond | None = None
     automation_profile: ProfileSpec | None = None
 
     @model_validator(mode="after")
@@ -322,6 +338,7 @@ class InlinePlan(_Strict):
     name: str | None = None
     description: str | None = None
     automation_profile: ProfileSpec | None = None
+    pools: Pools | None = None
     steps: list[StepModel] = Field(min_length=1)
 
 
@@ -333,6 +350,7 @@ class PlanFile(_Strict):
     description: str | None = None
     action: Text | None = Field(default=None, description="Path of an action file to build on.")
     automation_profile: ProfileSpec | None = None
+    pools: Pools | None = None
     steps: list[StepModel] | None = Field(
         default=None, description="Run in order; taken from the action when absent."
     )
@@ -358,6 +376,8 @@ FIELD_NAMES: frozenset[str] = frozenset(
         ForEachLines,
         ForEachCommand,
         ConfigFile,
+        HaltFields,
+        PoolFields,
     )
     for name, field in model.model_fields.items()
 )

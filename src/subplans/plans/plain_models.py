@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from subplans.engine.config import FailureMode
+    from subplans.engine.halting import HaltPolicy
+    from subplans.plans.models import PoolFields
+
+from subplans.plans.tree import FIELDS
 
 __all__ = [
     "PlainCommand",
@@ -32,24 +36,38 @@ class _Plain:
     of those given in ``model_fields_set``."""
 
     __slots__ = ("model_fields_set",)
+    model_fields_set: set[str]
     #: Every field of the model, in its order, with its default.
     DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, fields: dict[str, Any]) -> None:
-        self.model_fields_set = set(fields)
+        setter = object.__setattr__  # frozen, as the models are
+        setter(self, "model_fields_set", set(fields))
         for name, default in self.DEFAULTS.items():
-            setattr(self, name, fields.get(name, default))
+            setter(self, name, fields.get(name, default))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen, as its model is")
+
+    __delattr__ = __setattr__  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.DEFAULTS)
         return f"{type(self).__name__}({shown})"
 
     def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
+        # Equal to its model of the same values too, as the model was to itself.
+        kind = type(other)
+        if kind is not type(self) and not (
+            kind.__module__ == "subplans.plans.models" and kind.__name__ == _MODEL[type(self)]
+        ):
             return NotImplemented
         return all(getattr(self, name) == getattr(other, name) for name in self.DEFAULTS)
 
-    __hash__ = None  # type: ignore[assignment]
+    def __hash__(self) -> int:
+        """The model's hash (a frozen pydantic model's: its values'), so that a stand-in and
+        its model that are equal hash alike; unhashable where a value is, as the model's."""
+        return hash(tuple(getattr(self, name) for name in self.DEFAULTS))
 
 
 _UNIT = {
@@ -62,6 +80,7 @@ _UNIT = {
     "env": None,
     "cwd": None,
     "idempotent": None,
+    "uses": None,
 }
 
 
@@ -91,6 +110,8 @@ class PlainStep(_Plain):
         "always": False,
         "max_parallel": None,
         "failure_mode": None,
+        "halt": None,
+        "max_per_second": None,
         "automation_profile": None,
     }
     __slots__ = tuple(DEFAULTS)
@@ -105,6 +126,7 @@ class PlainPlan(_Plain):
         "description": None,
         "action": None,
         "automation_profile": None,
+        "pools": None,
         "steps": None,
     }
     __slots__ = tuple(DEFAULTS)
@@ -142,13 +164,23 @@ class PlainProfileFields(_Plain):
     timeout: float | None
     retries: int | None
     idempotent: bool | None
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "profile": None,
-        "max_parallel": None,
-        "failure_mode": None,
-        "cancel_grace": None,
-        "timeout": None,
-        "retries": None,
-        "idempotent": None,
-    }
+    halt: HaltPolicy | None
+    max_per_second: float | None
+    pools: dict[str, int | PoolFields] | None
+    #: ``tree.FIELDS``, the one list of them (``tests/test_plain_models.py`` ties both to the
+    #: model's).
+    DEFAULTS: ClassVar[dict[str, Any]] = {"profile": None, **dict.fromkeys(FIELDS)}
     __slots__ = tuple(DEFAULTS)
+
+
+#: The model each stand-in stands for, by its name in ``models`` (not imported: pydantic).
+_MODEL: dict[type[_Plain], str] = {
+    PlainPlan: "PlanFile",
+    PlainStep: "StepModel",
+    PlainSubplan: "SubplanModel",
+    PlainTemplate: "SubplanTemplate",
+    PlainGlob: "ForEachGlob",
+    PlainLines: "ForEachLines",
+    PlainCommand: "ForEachCommand",
+    PlainProfileFields: "ProfileFields",
+}

@@ -145,9 +145,9 @@ def _unit(data: object, allowed: frozenset[str]) -> dict[str, Any]:
     _text(fields, "plan", _no_nul, optional=True)  # an inline plan: pydantic's
     _text(fields, "cwd", _no_nul, optional=True)
     if fields.get("with") is not None:
-        if type(fields["with"]) is not dict or not all(type(k) is str for k in fields["with"]):
+        if type(fields["with"]) is not dict:
             raise _NotPlain
-        fields["with"] = dict(fields["with"])
+        fields["with"] = {_any_text(key): value for key, value in fields["with"].items()}
     if fields.get("timeout") is not None:
         fields["timeout"] = _timeout(fields["timeout"])
     retries = fields.get("retries")
@@ -212,22 +212,32 @@ def _text(
 
 
 def _any_text(value: object) -> str:
+    """A string that is UTF-8 text. A lone surrogate (``"\\ud800"`` in YAML) is not:
+    pydantic refuses it in a field with a constraint and the plan's hash could not encode it,
+    so such a plan is pydantic's to judge, whichever field holds it."""
     if type(value) is not str:
         raise _NotPlain
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _NotPlain from None
     return value
 
 
 def _nonempty(value: object) -> str:
-    if type(value) is not str or not value:
+    text = _any_text(value)
+    if not text:
         raise _NotPlain
-    return value
+    return text
 
 
 def _no_nul(value: object) -> str:
     """``models.Text``."""
-    if type(value) is not str or "\x00" in value:
+    text = _any_text(value)
+    if "\x00" in text:
         raise _NotPlain
-    return value
+    return text
 
 
 def _nonempty_text(value: object) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
 from subplans.plans.plain_models import PlainProfileFields
-from subplans.plans.tree import FIELDS, ResolvedProfile, Source
+from subplans.plans.tree import FIELDS, PoolSpec, ResolvedProfile, Source
 
 if TYPE_CHECKING:
     from subplans.plans.models import ProfileSpec
@@ -21,12 +21,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN_PROFILES",
     "FIELDS",
+    "OPTIONAL_FIELDS",
     "Level",
     "ProfileError",
     "ProfileRegistry",
     "ResolvedProfile",
     "Source",
     "global_config_path",
+    "pool_specs",
 ]
 
 #: Checked values, without pydantic (``plain_models``): a run of a plain plan never loads it.
@@ -57,6 +59,30 @@ BUILTIN_DESCRIPTIONS = {
     "wide": "16 at a time, stop on the first failure",
     "wide-keep-going": "16 at a time, run everything and report every failure",
 }
+
+
+#: The fields added by the scheduling controls: shown only where something sets them.
+OPTIONAL_FIELDS = frozenset({"halt", "max_per_second", "pools"})
+#: The fields the built-in ``default`` profile leaves unset, and how that reads.
+_UNSET = {
+    "timeout": "no timeout",
+    "halt": "no halt: failure_mode decides",
+    "max_per_second": "no rate limit",
+    "pools": "no pools",
+}
+
+
+def pool_specs(pools: Mapping[str, Any]) -> dict[str, PoolSpec]:
+    """Pools as a file writes them (``api: 4`` or ``api: {size: 4, max_per_second: 10}``)."""
+    specs = {}
+    for name, pool in pools.items():
+        if isinstance(pool, PoolSpec):
+            specs[name] = pool
+        elif isinstance(pool, int):
+            specs[name] = PoolSpec(pool)
+        else:
+            specs[name] = PoolSpec(pool.size, pool.max_per_second)
+    return specs
 
 
 class ProfileError(SubplanError):
@@ -118,8 +144,10 @@ class ProfileRegistry:
         for name in FIELDS:
             value = getattr(spec, name)
             if value is not None:
-                # A command-line option names its field itself: "--max-parallel".
-                expanded[name] = (value, key if key.startswith("--") else f"{key}.{name}")
+                # A command-line option names its field itself: "--max-parallel"; a field
+                # written at the top of a file is named alone.
+                where = key if key.startswith("--") else f"{key}.{name}" if key else name
+                expanded[name] = (value, where)
         return expanded
 
     def _named(self, name: str, key: str, seen: tuple[str, ...]) -> _Expanded:
@@ -142,21 +170,30 @@ class ProfileRegistry:
         }
 
     def resolve(self, levels: Sequence[Level]) -> ResolvedProfile:
-        """Field by field, the first level (highest precedence first) that sets it wins.
+        """Field by field, the first level (highest precedence first) that sets it wins; the
+        ``pools`` of every level add up, by name.
 
         The built-in ``default`` profile is the last level and sets every field.
         """
-        values: dict[str, Any] = {"timeout": None}
+        values: dict[str, Any] = {
+            "timeout": None,
+            "halt": None,
+            "max_per_second": None,
+            "pools": {},
+        }
         sources: dict[str, Source] = {
-            "timeout": Source("default", None, "built-in profile 'default' (no timeout)")
+            name: Source("default", None, f"built-in profile 'default' ({unset})")
+            for name, unset in _UNSET.items()
         }
         everything = [*levels, Level("default", None, "profile", "default")]
         for level in reversed(everything):
             if level.spec is None:
                 continue
             for field, (value, key) in self.expand(level.spec, level.key).items():
-                values[field] = value
+                # Pools add up by name (a higher level's pool of the same name wins).
+                values[field] = {**values[field], **value} if field == "pools" else value
                 sources[field] = Source(level.level, level.file, key)
+        values["pools"] = pool_specs(values["pools"])
         return ResolvedProfile(**values, sources=sources)
 
 

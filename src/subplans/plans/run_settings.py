@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subplans.engine.config import MAX_PARALLEL_LIMIT, FailureMode
+from subplans.engine.halting import HaltPolicy
 from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.profiles import Level, ProfileError, ProfileRegistry, global_config_path
 from subplans.plans.yamlfile import Problem, ProblemsError, read_yaml
@@ -26,6 +27,8 @@ class Overrides:
     max_parallel: int | None = None
     failure_mode: FailureMode | None = None
     profile: str | None = None
+    #: ``--halt``: a policy or its string form (``"soon,fail=3%"``).
+    halt: HaltPolicy | str | None = None
 
     def levels(self) -> list[Level]:
         levels = []
@@ -35,6 +38,9 @@ class Overrides:
         if self.failure_mode is not None:
             fields = _fields("failure_mode", self.failure_mode)
             levels.append(Level("plan", None, "--failure-mode", fields))
+        if self.halt is not None:
+            fields = PlainProfileFields({"halt": HaltPolicy.from_value(self.halt, "--halt")})
+            levels.append(Level("plan", None, "--halt", fields))
         if self.profile is not None:
             levels.append(Level("plan", None, "--profile", self.profile))
         return levels

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from subplans.engine.config import FailureMode, ParallelExecutionConfig
+from subplans.engine.halting import HaltPolicy
 from subplans.plans.for_each import ItemSource, describe_source
 
 __all__ = [
     "FIELDS",
     "PlanNode",
+    "PoolSpec",
     "ResolvedProfile",
     "Source",
     "StepItems",
@@ -28,7 +30,17 @@ __all__ = [
 ]
 
 #: The fields a profile sets, in display order.
-FIELDS = ("max_parallel", "failure_mode", "cancel_grace", "timeout", "retries", "idempotent")
+FIELDS = (
+    "max_parallel",
+    "failure_mode",
+    "cancel_grace",
+    "timeout",
+    "retries",
+    "idempotent",
+    "halt",
+    "max_per_second",
+    "pools",
+)
 
 UnitKind = Literal["run", "call", "plan"]
 
@@ -55,6 +67,25 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """A named pool shared by a whole run: how many units it has, and how fast they start."""
+
+    size: int
+    max_per_second: float | None = None
+
+    def __str__(self) -> str:
+        return (
+            str(self.size)
+            if self.max_per_second is None
+            else f"{self.size} at {self.max_per_second:g}/s"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {"size": self.size, "max_per_second": self.max_per_second}
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedProfile:
     """Every profile field's effective value, with where each came from."""
 
@@ -66,6 +97,12 @@ class ResolvedProfile:
     #: False: subplans must not run twice (resume asks before running one again).
     idempotent: bool
     sources: Mapping[str, Source]
+    #: When a dispatch stops early (None: as ``failure_mode`` says).
+    halt: HaltPolicy | None = None
+    #: How many subplans start per second at most (None: no rate limit).
+    max_per_second: float | None = None
+    #: The pools the plan declares, by name (the run shares them: ``PlanNode.pools``).
+    pools: Mapping[str, PoolSpec] = field(default_factory=dict)
 
     def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:
         """The dispatcher configuration; ``extra_grace`` leaves runners time to SIGKILL and reap."""
@@ -73,12 +110,16 @@ class ResolvedProfile:
             max_parallel=self.max_parallel,
             failure_mode=self.failure_mode,
             cancel_grace=self.cancel_grace + extra_grace,
+            halt=self.halt,
+            max_per_second=self.max_per_second,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """Values and provenance, JSON-serialisable."""
         values = {name: getattr(self, name) for name in FIELDS}
         values["failure_mode"] = self.failure_mode.value
+        values["halt"] = None if self.halt is None else str(self.halt)
+        values["pools"] = {name: pool.to_dict() for name, pool in self.pools.items()}
         return {
             "values": values,
             "sources": {name: self.sources[name].to_dict() for name in FIELDS},
@@ -104,6 +145,8 @@ class UnitNode:
     item: str | None = None
     #: False: its work must not run twice; resume asks before running it again.
     idempotent: bool = True
+    #: Units of the run's pools it holds while it runs, by pool name.
+    uses: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -131,6 +174,7 @@ class UnitDraft:
     env: Mapping[str, str]
     item: str | None
     idempotent: bool
+    uses: Mapping[str, int]
 
     def finished(self) -> UnitNode:
         """This very object, now the frozen ``UnitNode`` of the same fields."""
@@ -193,6 +237,8 @@ class PlanNode:
     profile: ResolvedProfile
     steps: tuple[StepNode, ...]
     depth: int
+    #: The pools its subplans may use: its own and those of the plans around it (theirs win).
+    pools: Mapping[str, PoolSpec] = field(default_factory=dict)
 
     def walk_steps(self) -> list[StepNode]:
         """Every step of the tree known now, depth first, in plan order (a nested plan's steps

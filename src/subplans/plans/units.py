@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
@@ -20,13 +21,16 @@ from subplans.plans.tree import PlanNode, ResolvedProfile, UnitDraft, UnitKind, 
 if TYPE_CHECKING:
     from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
 
-__all__ = ["UnitBuilder", "UnitModel"]
+    #: What a unit is written as: a step of one unit of work, a subplan, or a for_each's
+    #: template (or their stand-ins, ``plain_models``). For type checking only: at run time
+    #: it would need pydantic, which a plain plan never loads.
+    UnitModel: TypeAlias = SubplanModel | SubplanTemplate | StepModel
 
-#: What a unit is written as: a step of one unit of work, a subplan, or a for_each's template
-#: (or their stand-ins, ``plain_models``: pydantic is not loaded for them).
-UnitModel: TypeAlias = "SubplanModel | SubplanTemplate | StepModel"
+__all__ = ["UnitBuilder"]
 
 _T = TypeVar("_T")
+#: Shared by every unit that uses no pool (a tree is read, never changed).
+_NO_USES: Mapping[str, int] = MappingProxyType({})
 
 
 class UnitBuilder:
@@ -48,9 +52,17 @@ class UnitBuilder:
         "retries",
         "timeout",
         "unit",
+        "uses",
     )
 
-    def __init__(self, unit: UnitModel, *, folder: Path, profile: ResolvedProfile) -> None:
+    def __init__(
+        self,
+        unit: UnitModel,
+        *,
+        folder: Path,
+        profile: ResolvedProfile,
+        uses: Mapping[str, int] = _NO_USES,
+    ) -> None:
         self.unit = unit
         self.folder = folder
         kind: UnitKind = (
@@ -62,6 +74,7 @@ class UnitBuilder:
         self.timeout = _own_or_default(unit.timeout, None if kind == "plan" else profile.timeout)
         self.retries = _own_or_default(unit.retries, 0 if kind == "plan" else profile.retries)
         self.idempotent = _own_or_default(unit.idempotent, profile.idempotent)
+        self.uses = uses
         # What no placeholder changes, shared; None where each node works its own out.
         env = unit.env or {}
         self.env = None if any(map(_placeholder, env.values())) else dict(env)
@@ -127,6 +140,7 @@ class UnitBuilder:
             env,
             values.get("item"),  # item
             self.idempotent,
+            self.uses,
         ).finished()
 
 

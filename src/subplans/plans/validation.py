@@ -24,6 +24,8 @@ _FRIENDLY = {
     "call": "must look like package.module:function",
     "name": "must be a non-empty name without '/'",
     "idempotent": "must be true or false",
+    "halt": "must be GNU parallel's form ('soon,fail=3%') or a mapping {when, fail, success}",
+    "uses": "must be pool units ({api: 1}) or a list of pool names ([api])",
 }
 
 

@@ -239,6 +239,13 @@ class LiveView:
             states.append(str(progress.resumed))
 
         parts: list[RenderableType] = [header, bar, states]
+        if snapshot.pools:  # the run's pools: units in use of their capacity, waiting, peak
+            pools = Text("pools ", style="dim")
+            for index, (name, pool) in enumerate(sorted(snapshot.pools.items())):
+                pools.append(f"{'   ' if index else ''}{visible(name)} ")
+                pools.append(f"{pool.in_use}/{pool.capacity}", style="yellow")
+                pools.append(f" ({pool.waiting} waiting, peak {pool.peak})", style="dim")
+            parts.append(pools)
         if snapshot.running:
             longest = heapq.nsmallest(self.max_running, snapshot.running.items(), key=itemgetter(1))
             table = Table.grid(padding=(0, 2))

@@ -18,6 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from subplans.engine.control_events import DispatchHalted, LimitChanged
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
@@ -103,6 +104,10 @@ class PlanProgress:
         #: without a total ran, as they finished. The progress reporter counts the subplans
         #: announced; beyond these, a dispatch without a total announced them.
         self.told = 0
+        #: The dispatches a ``halt`` threshold stopped, in order: what says why they stopped.
+        self.halted: list[DispatchHalted] = []
+        #: The caps changed while the run ran (``subplans limit``), in order.
+        self.limit_changes: list[LimitChanged] = []
         # Dispatches under way without a total, by name (several may share one), and how
         # many of them are none of the tree's steps: their size is known when they finish.
         self._untold: dict[str | None, int] = {}
@@ -127,6 +132,10 @@ class PlanProgress:
         if not isinstance(event, StepStateChanged):
             if isinstance(event, DispatchStarted | DispatchFinished):
                 self._dispatch(event)
+            elif isinstance(event, DispatchHalted):
+                self.halted.append(event)
+            elif isinstance(event, LimitChanged):
+                self.limit_changes.append(event)
             return
         if event.state == StepState.SKIPPED:
             self.skipped += self._sizes.get(event.step_id, 0)

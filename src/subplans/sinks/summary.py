@@ -31,6 +31,7 @@ from subplans.sinks.formatting import (
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from subplans.engine.control_events import DispatchHalted
     from subplans.sinks.plan_progress import PlanProgress, StepView
 
 __all__ = ["MAX_FAILURE_ROWS", "Outcome", "RunSummary"]
@@ -85,6 +86,8 @@ class RunSummary:
     #: Steps that failed by themselves (a ``for_each`` source that could not be read), by id,
     #: with their error: no subplan failure says why.
     step_errors: Sequence[tuple[str, BaseException]] = ()
+    #: Which ``halt`` threshold stopped which step: one line each.
+    halted: Sequence[str] = ()
 
     @classmethod
     def collect(
@@ -110,6 +113,7 @@ class RunSummary:
             steps=progress.steps(),
             resumed=progress.resumed,
             step_errors=tuple(progress.step_errors.items()),
+            halted=tuple(halted_line(event) for event in progress.halted),
         )
 
     @property
@@ -215,6 +219,7 @@ class RunSummary:
             f"  subplans  {self.totals()}",
             f"  steps     {steps}",
             *(line for line, _ in self._step_failure_lines()),
+            *(f"  halted    {line}" for line in self.halted),
             f"  logs      {visible(_shown_path(self.log_dir))}",
         ]
         rows, hidden = self.rows()
@@ -266,6 +271,8 @@ class RunSummary:
         yield facts, False
         for line, whole in self._step_failure_lines():
             yield Text(line, style="dim" if whole else "red"), whole
+        for line in self.halted:
+            yield Text.assemble(("  halted    ", "bold"), (line, "yellow")), False
         logs = visible(_shown_path(self.log_dir))
         if width is None or len(_LOGS) + len(logs) <= width:
             yield Text.assemble((_LOGS, "bold"), logs), True
@@ -278,6 +285,12 @@ class RunSummary:
             yield Text(f"  +{hidden} more failed: see the logs or --events-jsonl"), False
         for n, reason in self.cancelled():
             yield Text(f"  {n} cancelled: {reason}", style="yellow"), False
+
+
+def halted_line(event: DispatchHalted) -> str:
+    """Which threshold of which policy stopped which dispatch, ``visible()``."""
+    where = "the dispatch" if event.name is None else f"step {event.name}"
+    return visible(f"{where}: its {event.threshold} threshold was reached (halt {event.policy})")
 
 
 #: The label of the log folder's line.

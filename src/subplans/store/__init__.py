@@ -11,13 +11,15 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``records``: what queries return (``RunStatus``, ``RunInfo``, ``SubplanInfo``, ...)
 - ``statements``: many rows bound per statement (``execute_rows``)
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
+- ``limits``: caps changed while a run runs (``limit_run``, ``LimitRecord``), and their SQL
 - ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
   ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)
 - ``reader`` (``RunReader``, the queries) and ``store``: ``RunStore``, one transaction per
   method over ``queries`` and ``writes``; it hands out recorders
-- ``leftovers`` (``find_leftovers``, ``stop_leftover_groups``) and ``cancel`` (``cancel_run``)
+- ``leftovers`` (``find_leftovers``, ``stop_leftover_groups``) and ``cancel`` (``cancel_run``);
+  ``change_limit`` (``limit_run``)
 - ``resume``: what resume decides before anything of a run runs again
 
 The errors are in ``subplans.engine.errors``. Data flows one way: the recorder depends on
@@ -34,7 +36,9 @@ from subplans.engine.errors import (
     StoreError,
 )
 from subplans.store.cancel import cancel_run
+from subplans.store.change_limit import limit_run
 from subplans.store.leftovers import Leftover, StoppedGroup, find_leftovers, stop_leftover_groups
+from subplans.store.limits import LIMIT_SIGNAL, LimitRecord, limit_target
 from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest, plan_hash
@@ -55,9 +59,11 @@ from subplans.store.schema import SCHEMA_VERSION
 from subplans.store.store import RunStore
 
 __all__ = [
+    "LIMIT_SIGNAL",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "Leftover",
+    "LimitRecord",
     "Liveness",
     "PlanDiff",
     "PlanManifest",
@@ -83,6 +89,8 @@ __all__ = [
     "cancel_run",
     "default_store_path",
     "find_leftovers",
+    "limit_run",
+    "limit_target",
     "owner_liveness",
     "plan_hash",
     "stop_leftover_groups",

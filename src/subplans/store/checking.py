@@ -31,10 +31,10 @@ __all__ = [
     "schema_digest",
 ]
 
-#: ``schema_digest`` of a store of the current schema (version 3); a test keeps it honest.
-SCHEMA_DIGEST = 4265298942
+#: ``schema_digest`` of a store of the current schema (version 4); a test keeps it honest.
+SCHEMA_DIGEST = 34824176
 
-#: Each b-tree of schema 3 (a table, a ``WITHOUT ROWID`` table's key, an index), what reads it
+#: Each b-tree of schema 4 (a table, a ``WITHOUT ROWID`` table's key, an index), what reads it
 #: in order and its key; the first entry and the last are read, each from the root down.
 _BTREES = (
     ("runs", "runs NOT INDEXED", ("rowid",)),
@@ -43,6 +43,7 @@ _BTREES = (
     ("steps", "steps", ("run_id", "step_id")),
     ("subplans", "subplans", ("run_id", "subplan_id")),
     ("step_items", "step_items", ("run_id", "step_id")),
+    ("limits", "limits", ("run_id", "target")),
     ("event_chunks", "event_chunks NOT INDEXED", ("rowid",)),
     (
         "sqlite_autoindex_event_chunks_1",

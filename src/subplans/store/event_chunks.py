@@ -22,6 +22,7 @@ __all__ = [
     "SCALE",
     "ChunkEvent",
     "encode",
+    "events_of_kind",
     "last_seq",
     "payload_of",
     "read_events",
@@ -109,6 +110,17 @@ def read_events(
         if len(found) == limit:
             break
     return found
+
+
+def events_of_kind(db: sqlite3.Connection, run_id: str, kind: str) -> list[StoredEvent]:
+    """The run's events of ``kind`` (a rare kind: only the chunks that name it are read)."""
+    return [
+        StoredEvent(run_id, seq, time, found, subject, step_id, payload_of(element))
+        for seq, time, found, subject, step_id, element in scan_events(
+            db, run_id, containing=f'"{kind}"'
+        )
+        if found == kind
+    ]
 
 
 def payload_of(element: list[Any]) -> dict[str, Any]:

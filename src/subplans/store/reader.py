@@ -15,6 +15,8 @@ import subplans.store.sessions as sessions
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.engine.states import SubplanExecutionState
 from subplans.execution.step_items import RecordedItems
+from subplans.store.event_chunks import events_of_kind
+from subplans.store.limits import LimitRecord, read_limits
 from subplans.store.manifest import PlanManifest
 from subplans.store.records import (
     PlanDiff,
@@ -54,6 +56,16 @@ class RunReader:
                 db.execute("COMMIT")
         except sqlite3.Error as error:
             raise StoreError(f"cannot read the store {self.path}: {error}") from None
+
+    def events_of_kind(self, run_id: str, kind: str) -> list[StoredEvent]:
+        """The run's events of one (rare) ``kind``, such as ``dispatch_halted``, in order."""
+        with self._reading() as db:
+            return events_of_kind(db, run_id, kind)
+
+    def limits(self, run_id: str) -> list[LimitRecord]:
+        """The caps of ``run_id`` asked to change while it ran (``subplans limit``), by target."""
+        with self._reading() as db:
+            return read_limits(db, run_id)
 
     def list_runs(self, limit: int = 20) -> list[RunInfo]:
         """The ``limit`` most recent runs, newest first."""

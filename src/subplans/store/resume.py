@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
+from subplans.engine.halting import HaltPolicy
 from subplans.engine.states import SubplanExecutionState
 from subplans.plans.loader import Overrides
 from subplans.store import (
@@ -70,6 +71,7 @@ def run_manifest(plan: PlanNode, overrides: Overrides) -> PlanManifest:
             ("max_parallel", overrides.max_parallel),
             ("failure_mode", overrides.failure_mode),
             ("profile", overrides.profile),
+            ("halt", None if overrides.halt is None else str(overrides.halt)),
         )
         if value is not None
     }
@@ -88,6 +90,7 @@ def recorded_overrides(run: RunInfo) -> Overrides:
         max_parallel=given.get("max_parallel"),
         failure_mode=None if mode is None else FailureMode(mode),
         profile=given.get("profile"),
+        halt=None if given.get("halt") is None else HaltPolicy.parse(given["halt"]),
     )
 
 

@@ -191,7 +191,31 @@ _EVENT_CHUNKS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS, _EVENT_CHUNKS)
+# A running run's caps changed from another process (``subplans limit``, issue #14): one row per
+# run and target, the last request and what the run made of it; ``store.limits`` reads and
+# writes it.
+_LIMITS = Migration(
+    "caps changed while a run runs",
+    (
+        """
+        CREATE TABLE limits (
+            run_id       TEXT NOT NULL REFERENCES runs (id),
+            target       TEXT NOT NULL,            -- max_parallel, step:STEP_ID or pool:NAME
+            requested    INTEGER NOT NULL,         -- the last limit asked for
+            requested_at REAL NOT NULL,            -- epoch seconds
+            request      INTEGER NOT NULL,         -- 1, 2, ...: which request of the target
+            applied      INTEGER,                  -- the request the run acted on last
+            original     INTEGER,                  -- the cap before the first change
+            current      INTEGER,                  -- the cap in force
+            applied_at   REAL,
+            error        TEXT,                     -- why the run refused the request
+            PRIMARY KEY (run_id, target)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS, _EVENT_CHUNKS, _LIMITS)
 
 #: The schema version this subplans writes: the number of migrations.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,10 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
+import subplans.store.limits as limits
 import subplans.store.queries as queries
 import subplans.store.writes as writes
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.store.checking import quick_check
+from subplans.store.limits import LimitRecord
 from subplans.store.liveness import ProcessIdentity, check_run_id
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest
@@ -286,6 +288,38 @@ class RunStore(RunReader):
             updated = writes.finish_run(db, run_id, RunStatus(status), finished)
         if not updated:
             raise RunNotFoundError(f"no run {run_id} in the store {self.path}")
+
+    def request_limit(self, run_id: str, target: str, limit: int) -> None:
+        """Record a request to change a running run's cap (``limits.limit_run`` asks)."""
+        with self._writing() as db:
+            limits.write_request(db, run_id, target, limit, self._clock())
+
+    def pending_limits(self, run_id: str) -> list[LimitRecord]:
+        """The requests to change ``run_id``'s caps that it has not acted on yet."""
+        with self._reading() as db:
+            return limits.pending_limits(db, run_id)
+
+    def record_limit(
+        self,
+        run_id: str,
+        record: LimitRecord,
+        *,
+        original: int | None = None,
+        current: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record what the run made of ``record``'s request: its cap before and after, or
+        why it refused it."""
+        with self._writing() as db:
+            limits.write_applied(
+                db,
+                record,
+                run_id,
+                original=original,
+                current=current,
+                error=error,
+                now=self._clock(),
+            )
 
     def process_groups(self, run_id: str) -> list[ProcessGroupRecord]:
         """The process groups recorded for ``run_id`` that may still live."""

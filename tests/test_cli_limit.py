@@ -1,0 +1,223 @@
+"""``subplans limit RUN_ID N [--step STEP | --pool NAME]`` on real runs: the cap of a running
+run changed from another process, through the store; ``status`` shows it as it is and as it
+started. Each subplan waits on a FIFO of its own, which the test opens to let it end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from subplans.cli.typer_app import app
+
+from .conftest import command_env, wait_until
+from .plans_helpers import write
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, isolated: None) -> dict[str, str]:
+    """The run's environment; the commands run in this process, ``isolated`` in ``tmp_path``."""
+    return command_env(SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"))
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Runs a test starts; any still running at its end is killed (a failed test)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def subplans(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``subplans ARGS`` in this process (Typer's test runner; the run is another process),
+    as a finished process would be."""
+    assert Path.cwd() == cwd  # the `isolated` fixture's
+    result = runner.invoke(app, list(args))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def running(path: Path) -> list[str]:
+    """The subplans whose command started, in order."""
+    return [e["subplan_id"] for e in events(path) if e["event"] == "subplan_process_started"]
+
+
+def gated_plan(tmp_path: Path, items: list[str], head: str) -> str:
+    """A plan whose subplans each wait for their FIFO (``<item>.fifo``) to be opened."""
+    for item in items:
+        os.mkfifo(tmp_path / f"{item}.fifo")
+    return (
+        f"name: gated\n{head}steps:\n  - name: work\n    for_each: {json.dumps(items)}\n"
+        "    subplan: {run: 'cat {item}.fifo > /dev/null'}\n"
+    )
+
+
+def release(tmp_path: Path, item: str) -> None:
+    """Let ``item``'s command end: open its FIFO for writing (waits for the reader), close it."""
+    os.close(os.open(tmp_path / f"{item}.fifo", os.O_WRONLY))
+
+
+def start(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]], plan: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    write(tmp_path, "plan.yaml", plan)
+    stream = tmp_path / "events.jsonl"
+    with (tmp_path / "out.txt").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "subplans", "run", "plan.yaml", "--events-jsonl", str(stream)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    started.append(proc)
+    return proc, stream
+
+
+def status(tmp_path: Path, env: dict[str, str]) -> dict[str, Any]:
+    shown = subplans("status", "--json", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    found: dict[str, Any] = json.loads(shown.stdout)
+    return found
+
+
+def test_raising_max_parallel_starts_the_waiting_subplans_at_once(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    items = ["a", "b", "c"]
+    plan = gated_plan(tmp_path, items, "automation_profile: {max_parallel: 1}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream) == ["work/a"], "a to start alone")
+    changed = subplans("limit", "latest", "3", cwd=tmp_path, env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip().endswith(": max_parallel 1 -> 3")
+    wait_until(lambda: len(running(stream)) == 3, "b and c to start")
+    shown = status(tmp_path, env)
+    assert shown["max_parallel"] == {"original": 1, "current": 3}
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "  limits       max_parallel 3 (started with 1)\n" in text
+    for item in items:
+        release(tmp_path, item)
+    assert proc.wait(timeout=30) == 0
+    out = (tmp_path / "out.txt").read_text()
+    assert "limit: max_parallel 1 -> 3\n" in out  # said as it happened
+    changes = [e for e in events(stream) if e["event"] == "limit_changed"]
+    assert [(c["previous"], c["limit"]) for c in changes] == [(1, 3)]
+    [record] = status(tmp_path, env)["limits"]
+    assert (record["target"], record["original"], record["current"]) == ("max_parallel", 1, 3)
+    assert not record["pending"]
+
+
+def test_lowering_max_parallel_stops_nothing_and_holds_new_starts(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    items = ["a", "b", "c", "d"]
+    plan = gated_plan(tmp_path, items, "automation_profile: {max_parallel: 2}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: sorted(running(stream)) == ["work/a", "work/b"], "a and b to start")
+    changed = subplans("limit", "latest", "1", cwd=tmp_path, env=env)
+    assert changed.returncode == 0, changed.stderr
+    release(tmp_path, "a")
+    release(tmp_path, "b")  # c starts only once both ended: one at a time now
+    wait_until(lambda: len(running(stream)) == 3, "c to start")
+    release(tmp_path, "c")
+    release(tmp_path, "d")
+    assert proc.wait(timeout=30) == 0
+    seen = [
+        (e["event"], e["subplan_id"])
+        for e in events(stream)
+        if e["event"] == "subplan_process_started"
+        or (e["event"] == "subplan_state_changed" and e["state"] == "completed")
+    ]
+    starts = [i for i, (kind, _) in enumerate(seen) if kind == "subplan_process_started"]
+    ends = [i for i, (kind, _) in enumerate(seen) if kind == "subplan_state_changed"]
+    # Both a and b had ended before c started, and c before d.
+    assert starts[2] > ends[1]
+    assert starts[3] > ends[2]
+    assert status(tmp_path, env)["max_parallel"] == {"original": 2, "current": 1}
+
+
+def test_a_pool_s_capacity_and_a_step_s_cap_change_while_it_runs(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    items = ["a", "b", "c"]
+    plan = gated_plan(tmp_path, items, "pools: {api: 1}\nautomation_profile: {max_parallel: 4}\n")
+    plan = plan.replace("{run: 'cat", "{uses: [api], run: 'cat")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream) == ["work/a"], "a to start alone: the pool has one unit")
+    changed = subplans("limit", "latest", "2", "--pool", "api", cwd=tmp_path, env=env)
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip().endswith(": pool api 1 -> 2")
+    wait_until(lambda: len(running(stream)) == 2, "b to start")
+    stepped = subplans("limit", "latest", "3", "--step", "work", cwd=tmp_path, env=env)
+    assert stepped.returncode == 0, stepped.stderr
+    assert stepped.stdout.strip().endswith(": step work 4 -> 3")
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "pool api 2 (started with 1)" in text
+    assert "step work 3 (started with 4)" in text
+    for item in items:
+        release(tmp_path, item)
+    assert proc.wait(timeout=30) == 0
+    pools = [e for e in events(stream) if e["event"] == "limit_changed" and e["pool"] == "api"]
+    assert [(e["previous"], e["limit"]) for e in pools] == [(1, 2)]
+
+
+def test_what_the_run_refuses_is_exit_2_and_recorded(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    plan = gated_plan(tmp_path, ["a"], "pools: {api: 1}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream) == ["work/a"], "a to start")
+    unknown = subplans("limit", "latest", "2", "--pool", "gpu", cwd=tmp_path, env=env)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().endswith(
+        "refused pool gpu 2: no pool 'gpu' in the run; its pools: api"
+    )
+    step = subplans("limit", "latest", "2", "--step", "nope", cwd=tmp_path, env=env)
+    assert step.returncode == 2
+    assert step.stderr.strip().endswith("refused step nope 2: no step 'nope' in the run")
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "pool gpu: 2 refused: no pool 'gpu' in the run; its pools: api" in text
+    release(tmp_path, "a")
+    assert proc.wait(timeout=30) == 0
+    ended = subplans("limit", "latest", "2", cwd=tmp_path, env=env)
+    assert ended.returncode == 2
+    assert "has already ended (completed)" in ended.stderr
+    assert "Traceback" not in ended.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["0"], "max_parallel must be between 1 and 32, got 0"),
+        (["33"], "max_parallel must be between 1 and 32, got 33"),
+        (["0", "--pool", "api"], "a pool's capacity must be an integer >= 1, got 0"),
+        (["2", "--step", "s", "--pool", "api"], "--step and --pool exclude each other"),
+    ],
+)
+def test_a_limit_out_of_range_is_refused_before_the_store_is_read(
+    tmp_path: Path, env: dict[str, str], args: list[str], message: str
+) -> None:
+    refused = subplans("limit", "20261130-000000-abcdef", *args, cwd=tmp_path, env=env)
+    assert refused.returncode == 2
+    assert message in refused.stderr
+    assert "Traceback" not in refused.stderr
