@@ -280,3 +280,35 @@ def test_a_folder_given_as_a_plan_is_one_line(tmp_path: Path, config: GlobalConf
     assert problems(tmp_path / "p.yaml", config) == [
         f"{tmp_path}/p.yaml: cannot read: Is a directory"
     ]
+
+
+def test_a_lone_surrogate_escape_is_one_line_wherever_it_is(
+    tmp_path: Path, config: GlobalConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """YAML's "\\ud800" is a lone surrogate, which fails as a traceback wherever text is
+    encoded (a log, the store): refused where it is written, in keys, values and profiles;
+    the same letters outside double quotes are text, and a shared alias is told once."""
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        'name: p\nsteps:\n  - name: a\n    run: "echo \\ud800"\n'
+        '    env: {"K\\uDC00": x, L: &e [\'\\ud800\', "\\U0000d801"]}\n'
+        "  - name: b\n    run: echo \\ud800 plain\n    env: {M: *e}\n"
+    )
+    where = "write a character beyond U+FFFF as one \\U escape (\\U0001F600)"
+    assert problems(plan, config) == [
+        f"{plan}:4:10: steps[0].run: holds a lone surrogate (U+D800), which is not text; {where}",
+        f"{plan}:5:11: steps[0].env['K\\udc00']: holds a lone surrogate (U+DC00), which is not "
+        f"text; {where}",
+        f"{plan}:5:42: steps[0].env.L[1]: holds a lone surrogate (U+D801), which is not text; "
+        f"{where}",
+    ]
+    plan.write_text('name: p\nsteps:\n  - name: a\n    run: "echo \\ud800"\n')
+    line = invalid(capsys, "run", "plan.yaml", "-q")
+    assert line.startswith("plan.yaml:4:10: steps[0].run: holds a lone surrogate (U+D800)")
+    assert not (tmp_path / ".subplans").exists()
+    config_file = tmp_path / "none" / "config.yaml"
+    config_file.parent.mkdir()
+    config_file.write_text('profiles:\n  "x\\ud800": {max_parallel: 2}\n')
+    plan.write_text("name: p\nsteps:\n  - name: a\n    run: 'true'\n")
+    line = invalid(capsys, "run", "plan.yaml", "-q")
+    assert "config.yaml:2:3: profiles['x\\ud800']: holds a lone surrogate (U+D800)" in line

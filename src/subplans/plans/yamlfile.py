@@ -8,6 +8,7 @@ vouch for, so each message says what it always said, where it always said it.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,8 +114,45 @@ def read_yaml(path: Path, *, max_alias_values: int = MAX_ALIAS_VALUES) -> Locate
     text = _read_text(path)
     data = read_fast(text, max_alias_values=max_alias_values, max_nesting=MAX_NESTING)
     if data is not UNSURE:
-        return Located(path, data, {}, {}, text)
-    return _read_located(path, text, max_alias_values)
+        located = Located(path, data, {}, {}, text)
+    else:
+        located = _read_located(path, text, max_alias_values)
+    if _SURROGATE_ESCAPE.search(text):  # (a file read as UTF-8 holds none but by an escape)
+        _refuse_surrogates(located)
+    return located
+
+
+#: A double-quoted YAML string can spell a lone surrogate (``"\ud800"``: YAML escapes are code
+#: points, so a pair stays two halves); Python keeps it, and it fails later, as a traceback,
+#: wherever the text is encoded (a log, the store). Only such an escape can bring one in.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u[dD][89a-fA-F]|U0000[dD][89a-fA-F])")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(located: Located) -> None:
+    """Raise a problem for each key or value of ``located`` that holds a lone surrogate."""
+    problems: list[Problem] = []
+    seen: set[int] = set()  # (aliases may share a collection, or hold one within itself)
+
+    def check(value: Any, loc: Loc, *, at_key: bool = False) -> None:
+        if isinstance(value, str):
+            if (found := _SURROGATE.search(value)) is not None:
+                message = (
+                    f"holds a lone surrogate (U+{ord(found.group()):04X}), which is not text; "
+                    "write a character beyond U+FFFF as one \\U escape (\\U0001F600)"
+                )
+                problems.append(located.problem(loc, message, at_key=at_key))
+        elif isinstance(value, dict | list) and id(value) not in seen:
+            seen.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(value, dict):
+                    check(key, (*loc, key), at_key=True)
+                check(item, (*loc, key))
+
+    check(located.data, ())
+    if problems:
+        raise ProblemsError(problems)
 
 
 def _read_located(path: Path, text: str, max_alias_values: int) -> Located:
