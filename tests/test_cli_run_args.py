@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import errno
 import inspect
+from enum import Enum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args, get_type_hints
 
 import pytest
 import typer
@@ -90,7 +91,17 @@ def typer_reads(args: list[str]) -> dict[str, Any]:
     group = typer.main.get_command(app)
     command = group.commands["run"]  # type: ignore[attr-defined]
     with command.make_context("run", list(args[1:])) as ctx:
-        return dict(ctx.params)
+        params = dict(ctx.params)
+    # Typer makes a path a Path and a choice its Enum as it calls the command (older versions
+    # only then, newer ones already in the parameters): compare what the command receives.
+    names = {"Path": Path, "FailureMode": FailureMode, "OutputMode": OutputMode}
+    hints = get_type_hints(run_plan, localns=names)
+    for name, value in params.items():
+        kinds = get_args(hints.get(name)) or (hints.get(name),)
+        made = [k for k in kinds if k is Path or (isinstance(k, type) and issubclass(k, Enum))]
+        if isinstance(value, str) and made:
+            params[name] = made[0](value)
+    return params
 
 
 @pytest.mark.parametrize("args", PLAIN, ids=" ".join)

@@ -154,8 +154,9 @@ async def test_a_repeated_id_from_a_generator_fails_that_subplan_and_stops_fail_
 
 async def test_a_repeated_id_under_continue_on_error_fails_alone(bus: EventBus) -> None:
     subplans = (Subplan(name, returning(name)) for name in ["a", "a", "b"])
-    with pytest.raises(AggregateSubplanError, match=r"^1 of 3 subplans failed$") as caught:
+    with pytest.raises(AggregateSubplanError, match=r"^1 of 3 subplans failed") as caught:
         await dispatcher(bus, mode=CONTINUE).run(subplans)
+    assert caught.value.message == "1 of 3 subplans failed"
     assert [(r.subplan_id, r.state) for r in caught.value.results] == [
         ("a", COMPLETED),
         ("a", FAILED),
@@ -317,8 +318,9 @@ async def test_a_repeated_id_is_found_however_the_ids_come(
     dispatcher = ParallelSubplanDispatcher(config)
     assert len(await dispatcher.run(body(i) for i in ids)) == 2000
     repeated = [*ids, ids[1500], ids[3], "s2000"]
-    with pytest.raises(AggregateSubplanError, match=r"^2 of 2003 subplans failed$") as caught:
+    with pytest.raises(AggregateSubplanError, match=r"^2 of 2003 subplans failed") as caught:
         await dispatcher.run(body(i) for i in repeated)
+    assert caught.value.message == "2 of 2003 subplans failed"
     failed = [(i, r.subplan_id) for i, r in enumerate(caught.value.results) if r.state is FAILED]
     assert failed == [(2000, ids[1500]), (2001, ids[3])]
     assert all(r.error is None for r in caught.value.results if r.state is COMPLETED)
