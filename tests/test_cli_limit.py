@@ -221,3 +221,117 @@ def test_a_limit_out_of_range_is_refused_before_the_store_is_read(
     assert refused.returncode == 2
     assert message in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_run_whose_owner_does_not_listen_is_refused_and_never_signalled(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    """A run driven by a subplans before `limit` (it dies of ``LIMIT_SIGNAL``): here a process
+    with the signal's default action stands in as its owner, which never said it listens."""
+    import sqlite3
+
+    from subplans.store.liveness import process_start_time
+
+    proc, stream = start(tmp_path, env, started, gated_plan(tmp_path, ["a"], ""))
+    wait_until(lambda: running(stream) == ["work/a"], "a to start")
+    older = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    started.append(older)
+    store = tmp_path / ".subplans" / "state.db"
+    db = sqlite3.connect(store, isolation_level=None)
+    [(pid, start_time)] = db.execute("SELECT owner_pid, owner_start FROM runs").fetchall()
+    older_start = process_start_time(older.pid)
+    db.execute("UPDATE runs SET owner_pid = ?, owner_start = ?", (older.pid, older_start))
+    refused = subplans("limit", "latest", "2", cwd=tmp_path, env=env)
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.endswith(
+        "cannot change its limits while running: it was started by a subplans without "
+        "`limit`; stop it and `subplans resume` it to change them"
+    )
+    assert older.poll() is None  # never signalled: it would have died
+    assert status(tmp_path, env)["limits"] == []  # nothing asked either
+    db.execute("UPDATE runs SET owner_pid = ?, owner_start = ?", (pid, start_time))
+    db.close()
+    older.communicate(b"", timeout=10)
+    assert older.returncode == 0  # it ended as it would, by itself
+    release(tmp_path, "a")
+    assert proc.wait(timeout=30) == 0
+
+
+def test_each_call_says_the_cap_it_changed_from_and_concurrent_calls_their_own(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    plan = gated_plan(tmp_path, ["a"], "automation_profile: {max_parallel: 20}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream) == ["work/a"], "a to start")
+    first = subplans("limit", "latest", "2", cwd=tmp_path, env=env)
+    assert first.stdout.strip().endswith(": max_parallel 20 -> 2")
+    second = subplans("limit", "latest", "5", cwd=tmp_path, env=env)
+    assert second.stdout.strip().endswith(": max_parallel 2 -> 5")  # not the original 20
+    values = range(6, 18)
+    calls = [
+        subprocess.Popen(
+            [sys.executable, "-m", "subplans", "limit", "latest", str(value)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for value in values
+    ]
+    changes: dict[int, int] = {}
+    for value, call in zip(values, calls, strict=True):
+        out, err = call.communicate(timeout=60)
+        assert call.returncode == 0, err
+        before, _, after = out.strip().rpartition(": max_parallel ")[2].partition(" -> ")
+        assert int(after) == value  # its own request's outcome, not another's
+        changes[int(before)] = value
+    cap = 5  # the changes, each from the cap the one before left, one chain through them all
+    for _ in values:
+        cap = changes.pop(cap)
+    assert changes == {}
+    assert status(tmp_path, env)["max_parallel"] == {"original": 20, "current": cap}
+    release(tmp_path, "a")
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_limit_outlives_a_killed_run_s_resume_and_status_says_so(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    items = ["a", "b", "c"]
+    plan = gated_plan(tmp_path, items, "automation_profile: {max_parallel: 3}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: len(running(stream)) == 3, "a, b and c to start")
+    changed = subplans("limit", "latest", "1", cwd=tmp_path, env=env)
+    assert changed.returncode == 0, changed.stderr
+    proc.kill()
+    proc.wait()
+    resumed_stream = tmp_path / "resumed.jsonl"
+    resume = [sys.executable, "-m", "subplans", "resume", "latest", "--rerun-unknown"]
+    with (tmp_path / "resumed.txt").open("wb") as out:
+        resumed = subprocess.Popen(
+            [*resume, "--events-jsonl", str(resumed_stream)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    started.append(resumed)
+    wait_until(lambda: len(running(resumed_stream)) == 1, "one subplan to start again")
+    assert status(tmp_path, env)["max_parallel"] == {"original": 3, "current": 1}
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "  limits       max_parallel 1 (started with 3)\n" in text
+    [first] = running(resumed_stream)
+    release(tmp_path, first.removeprefix("work/"))
+    wait_until(lambda: len(running(resumed_stream)) == 2, "the next one, alone")
+    more = subplans("limit", "latest", "3", cwd=tmp_path, env=env)
+    assert more.stdout.strip().endswith(": max_parallel 1 -> 3")  # the resumed run listens
+    wait_until(lambda: len(running(resumed_stream)) == 3, "the last one")
+    for item in {"work/a", "work/b", "work/c"} - {first}:
+        release(tmp_path, item.removeprefix("work/"))
+    assert resumed.wait(timeout=30) == 0
+    assert (
+        "limit: max_parallel 1, as `subplans limit` set it\n"
+        in (tmp_path / "resumed.txt").read_text()
+    )

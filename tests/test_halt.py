@@ -391,3 +391,56 @@ async def test_a_subscriber_interrupting_on_the_halt_stops_the_dispatch() -> Non
     subplans = [Subplan("bad", raising(ValueError())), Subplan("never", returning(1))]
     with pytest.raises(KeyboardInterrupt):
         await dispatcher("soon,fail=1", max_parallel=1, bus=bus).run(subplans)
+
+
+@pytest.mark.parametrize("halt", ["soon,fail=1", "soon,success=1"])
+@pytest.mark.parametrize("how", ["run", "stream"])
+async def test_a_soon_halt_closes_an_async_input_before_returning(halt: str, how: str) -> None:
+    # As a sync input is, and as ``now`` and fail-fast do: its ``finally`` runs before the
+    # dispatch returns, not whenever the generator is collected.
+    closed: list[bool] = []
+    done = raising(ValueError("bad")) if "fail" in halt else returning(1)
+
+    async def source() -> AsyncIterator[Subplan]:
+        try:
+            for i in range(100):
+                yield Subplan(f"s{i}", done)
+        finally:
+            closed.append(True)
+
+    dispatch = dispatcher(halt, max_parallel=2)
+    try:
+        if how == "run":
+            await dispatch.run(source())
+        else:
+            async for _ in dispatch.stream(source()):
+                pass
+    except AggregateSubplanError:
+        assert "fail" in halt
+    assert closed == [True]
+    assert no_tasks_left()
+
+
+async def test_a_group_halted_soon_says_it_stopped() -> None:
+    gate, started, holder = gated()
+    reason = "cancelled because the fail threshold was reached (halt soon,fail=1)"
+    group = dispatcher("soon,fail=1").open()
+
+    async def block() -> None:
+        async with group:
+            group.submit(Subplan("holder", holder))
+            await started.wait()
+            assert (group.stopped, group.stop_reason) == (False, None)
+            group.submit(Subplan("bad", raising(ValueError("bad"))))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert (group.stopped, group.stop_reason) == (True, reason)
+            group.submit(Subplan("late", returning(1)))  # failed at once, without running
+            gate.set()
+
+    with pytest.raises(AggregateSubplanError):
+        await block()
+    results = group.results
+    assert [r.state for r in results] == [COMPLETED, FAILED, FAILED]
+    assert (results[2].attempts, str(results[2].error)) == (0, reason)
+    assert (group.stopped, group.stop_reason) == (True, reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -296,3 +297,126 @@ def test_the_progress_eta_follows_a_new_cap() -> None:
     assert reporter.snapshot().eta == 2.0
     reporter.handle(LimitChanged(None, "api", 1, 8))  # a pool's: not the dispatch's width
     assert reporter.snapshot().eta == 2.0
+
+
+class Loop:
+    """What the event loop's exception handler gets (a "Task exception was never retrieved"
+    among them), and the cap violations a ``CapWatch`` saw."""
+
+    def __init__(self) -> None:
+        self.errors: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: self.errors.append(context))
+
+    def check(self) -> None:
+        import gc
+
+        gc.collect()  # an unretrieved task exception is reported as its task goes
+        asyncio.get_running_loop().set_exception_handler(None)
+        assert self.errors == []
+
+
+def lowered_run(
+    dispatcher: ParallelSubplanDispatcher, gates: Gates, mode: str
+) -> asyncio.Task[Any]:
+    async def stream_all() -> list[Any]:
+        return [result async for result in dispatcher.stream(iter(gates.subplans()))]
+
+    if mode == "stream":
+        return asyncio.create_task(stream_all())
+    subplans = gates.subplans()
+    return asyncio.create_task(dispatcher.run(iter(subplans) if mode == "lazy" else subplans))
+
+
+@pytest.mark.parametrize("mode", ["list", "lazy", "stream"])
+async def test_lowering_the_cap_under_busy_slots_starts_nothing_in_them(
+    bus: EventBus, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each subplan that ends while the cap is below the busy slots drops its slot: nothing may
+    # start in it (it read a free slot from an empty list: IndexError in a task no one awaited).
+    loop = Loop()
+    watch = CapWatch(bus, 4)
+    gates = Gates(8)
+    dispatcher = make(bus, 4)
+    task = lowered_run(dispatcher, gates, mode)
+    await ticks()
+    assert gates.started == [0, 1, 2, 3]
+    dispatcher.set_max_parallel(1)
+    for i in range(3):
+        gates.gates[i].set()
+        await ticks()
+        assert gates.started == [0, 1, 2, 3]  # still over the new cap
+    gates.gates[3].set()
+    await ticks()
+    assert gates.started == [0, 1, 2, 3, 4]
+    for gate in gates.gates:
+        gate.set()
+    results = await task
+    assert [r.state for r in results] == [COMPLETED] * 8
+    assert (watch.peak, watch.running) == (4, 0)
+    loop.check()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert no_tasks_left()
+
+
+async def test_a_cap_lowered_while_the_feeder_waits_for_a_pool_holds_its_start(
+    bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "s2" waits for the pool with the last free slot; the cap drops it and one busy slot: when
+    # "s0" ends, "s2" gets the pool but has no slot, so it gives the pool back and waits.
+    loop = Loop()
+    watch = CapWatch(bus, 3)
+    gates = Gates(3)
+    pool = AsyncSemaphoreLimiter(1)
+    subplans = gates.subplans()
+    subplans[0] = Subplan("s0", gates.job(0), uses=["gpu"])
+    subplans[2] = Subplan("s2", gates.job(2), uses=["gpu"])
+    config = ParallelExecutionConfig(max_parallel=3)
+    dispatcher = ParallelSubplanDispatcher(config, bus=bus, pools={"gpu": pool})
+    task = asyncio.create_task(dispatcher.run(subplans))
+    await ticks()
+    assert (gates.started, pool.waiting) == ([0, 1], 1)
+    dispatcher.set_max_parallel(1)
+    gates.gates[0].set()
+    await ticks()
+    assert (gates.started, pool.in_use, pool.waiting) == ([0, 1], 0, 0)
+    gates.gates[1].set()
+    await ticks()
+    assert (gates.started, pool.in_use) == ([0, 1, 2], 1)
+    gates.gates[2].set()
+    assert [r.state for r in await task] == [COMPLETED] * 3
+    assert (watch.peak, pool.in_use, pool.waiting) == (2, 0, 0)
+    loop.check()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert no_tasks_left()
+
+
+async def test_a_cap_lowered_while_an_async_input_is_read_holds_its_start(
+    bus: EventBus,
+) -> None:
+    loop = Loop()
+    watch = CapWatch(bus, 2)
+    gates = Gates(2)
+    more = asyncio.Event()
+
+    async def source() -> AsyncIterator[Subplan]:
+        first, second = gates.subplans()
+        yield first
+        await more.wait()  # the feeder reads here with the last free slot
+        yield second
+
+    dispatcher = make(bus, 2)
+    task = asyncio.create_task(dispatcher.run(source()))
+    await ticks()
+    dispatcher.set_max_parallel(1)  # the free slot goes
+    more.set()
+    await ticks()
+    assert gates.started == [0]  # read, but no slot: it waits as pending
+    gates.gates[0].set()
+    await ticks()
+    assert gates.started == [0, 1]
+    gates.gates[1].set()
+    assert [r.state for r in await task] == [COMPLETED] * 2
+    assert watch.peak == 1
+    loop.check()
+    assert no_tasks_left()

@@ -3,6 +3,7 @@ without a command: changes before a step starts, refusals, and what is recorded.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -215,3 +216,53 @@ def test_the_running_side_outside_the_main_thread_or_without_its_store(tmp_path:
     thread = threading.Thread(target=elsewhere)
     thread.start()
     thread.join()
+
+
+def test_a_resumed_run_sets_again_what_was_changed_and_says_what_it_cannot(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from subplans.cli.limit_requests import LimitRequests
+
+    said: list[str] = []
+    plan = two_steps(tmp_path)
+    with RunStore.open(tmp_path / "state.db") as store:
+        store.start_run("r1", PlanManifest.from_plan(plan))
+        for target, value in (("max_parallel", 2), ("step:two", 1), ("pool:gone", 3)):
+            store.request_limit("r1", target, value)
+        for record in store.pending_limits("r1"):
+            store.record_limit("r1", record, original=4, current=record.requested)
+        store.request_limit("r1", "pool:api", 1)  # refused: no cap to set again
+        [refused] = store.pending_limits("r1")
+        store.record_limit("r1", refused, error="no")
+        limits = LiveLimits(plan, {"api": AsyncSemaphoreLimiter(2)})
+        requests = LimitRequests(store, "r1", limits, said.append)
+        loop = asyncio.new_event_loop()
+        with requests.followed(loop):
+            assert store.limit_listener("r1") == os.getpid()
+        loop.close()
+    assert (limits.run_limit, limits.step_limits) == (2, {"two": 1})
+    assert said == [
+        "limit: max_parallel 2, as `subplans limit` set it",
+        "limit: pool gone 3 not set again: no pool 'gone' in the run; its pools: api",
+        "limit: step two 1, as `subplans limit` set it",
+    ]
+
+
+def test_a_store_that_fails_when_the_run_starts_to_listen_is_said(tmp_path: Path) -> None:
+    import asyncio
+
+    from subplans.cli.limit_requests import LimitRequests
+
+    said: list[str] = []
+    with RunStore.open(tmp_path / "state.db") as store:
+        store._db.execute("DROP TABLE limits")
+        requests = LimitRequests(store, "r1", LiveLimits(two_steps(tmp_path)), said.append)
+        loop = asyncio.new_event_loop()
+        with requests.followed(loop):
+            pass
+        loop.close()
+    cannot = f"cannot read the store {tmp_path / 'state.db'}: no such table: limits"
+    assert said[0] == f"limit: cannot read the caps changed earlier: {cannot}"
+    assert said[1].startswith("limit: cannot listen for changes: cannot ")

@@ -25,6 +25,7 @@ from subplans import (
     SubplanExecutionState,
 )
 from subplans.engine.limiter import acquire_all
+from subplans.engine.subplan import _VALID_USES
 
 from .conftest import no_tasks_left, returning
 
@@ -428,3 +429,143 @@ async def test_a_bad_demand_reaching_the_feeder_fails_that_subplan() -> None:
         await task
     assert [r.state for r in caught.value.results] == [COMPLETED, COMPLETED, FAILED]
     assert isinstance(caught.value.results[2].error, ConfigError)
+
+
+async def test_lowering_a_pool_below_a_waiters_units_is_refused() -> None:
+    # A waiter that could never get its units would wait forever: the lowering is refused.
+    pool = AsyncSemaphoreLimiter(2)
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        started.set()
+        await gate.wait()
+
+    subplans = [Subplan("a", holder, uses={"gpu": 1}), Subplan("b", returning(2), uses={"gpu": 2})]
+    task = asyncio.create_task(dispatcher({"gpu": pool}).run(subplans))
+    await started.wait()
+    await asyncio.sleep(0)  # the feeder queues "b"
+    assert pool.waiting == 1
+    message = "cannot lower the capacity to 1: a waiting subplan needs 2 units of it at once"
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        pool.set_capacity(1)
+    with pytest.raises(ValueError, match="cannot lower"):  # a ConfigError is a ValueError
+        pool.set_capacity(1)
+    assert pool.capacity == 2  # nothing changed
+    pool.set_capacity(3)  # above it is fine, and so is back down to what it needs
+    pool.set_capacity(2)
+    gate.set()
+    assert [r.state for r in await task] == [COMPLETED, COMPLETED]
+    pool.set_capacity(1)  # no waiter any more
+    assert (pool.in_use, pool.waiting, pool.capacity) == (0, 0, 1)
+
+
+async def test_a_waiter_queued_at_another_pool_is_counted_too() -> None:
+    # "b" waits in the queue of "cpu" (its first blocker) but needs 2 of "gpu" as well.
+    cpu, gpu = AsyncSemaphoreLimiter(1), AsyncSemaphoreLimiter(2)
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        started.set()
+        await gate.wait()
+
+    subplans = [
+        Subplan("a", holder, uses=["cpu"]),
+        Subplan("b", returning(2), uses={"cpu": 1, "gpu": 2}),
+    ]
+    task = asyncio.create_task(dispatcher({"cpu": cpu, "gpu": gpu}).run(subplans))
+    await started.wait()
+    await asyncio.sleep(0)
+    assert (cpu.waiting, gpu.waiting) == (1, 0)
+    with pytest.raises(ConfigError, match="needs 2 units"):
+        gpu.set_capacity(1)
+    gate.set()
+    assert [r.state for r in await task] == [COMPLETED, COMPLETED]
+
+
+async def test_a_subplan_asking_more_than_a_lowered_pool_fails_without_running() -> None:
+    # Lowered before "b" waits (no waiter then): "b" fails at once, naming pool, size, units.
+    pool = AsyncSemaphoreLimiter(2)
+    gate, started = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def holder() -> None:
+        started.set()
+        await gate.wait()
+
+    async def big() -> None:
+        ran.append("b")
+
+    subplans = [Subplan("a", holder, uses={"gpu": 2}), Subplan("b", big, uses={"gpu": 2})]
+    task = asyncio.create_task(dispatcher({"gpu": pool}, max_parallel=1).run(subplans))
+    await started.wait()
+    pool.set_capacity(1)  # "b" waits for a slot, not for the pool: allowed
+    gate.set()
+    with pytest.raises(AggregateSubplanError) as caught:
+        await task
+    a, b = caught.value.results
+    assert (a.state, b.state, b.attempts, ran) == (COMPLETED, FAILED, 0, [])
+    assert str(b.error) == "subplan 'b' uses 2 units of pool 'gpu', more than its capacity of 1"
+    assert (pool.in_use, pool.waiting) == (0, 0)
+
+
+async def test_acquire_all_refuses_more_units_than_the_capacity_it_would_wait_for() -> None:
+    pool = AsyncSemaphoreLimiter(2)
+    await pool.acquire()
+    pool.set_capacity(1)
+    with pytest.raises(ConfigError, match=r"^2 units asked, more than the capacity of 1$"):
+        await acquire_all(((pool, 2),))
+    pool.release()
+    assert (pool.in_use, pool.waiting) == (0, 0)
+
+
+async def test_a_take_back_beyond_a_lowered_pool_is_skipped() -> None:
+    # A parent lends its 2 units to a nested dispatch; the pool is lowered to 1 meanwhile: the
+    # parent cannot wait for 2 units again, so it goes on without them (no hang).
+    pool = AsyncSemaphoreLimiter(2)
+    outer = dispatcher({"gpu": pool})
+
+    async def child() -> None:
+        pool.set_capacity(1)
+
+    async def parent() -> int:
+        inner = dispatcher({"gpu": pool})
+        await inner.run([Subplan("child", child)])
+        return pool.in_use
+
+    [result] = await asyncio.wait_for(outer.run([Subplan("p", parent, uses={"gpu": 2})]), 5)
+    assert (result.state, result.value) == (COMPLETED, 0)
+    assert (pool.in_use, pool.waiting, pool.capacity) == (0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("uses", "message"),
+    [
+        (["gpu", "gpu"], "uses lists pool 'gpu' twice; write {'gpu': 2} for two units"),
+        ((("gpu", 1), ("gpu", 2)), "uses lists pool 'gpu' twice"),
+        ({"gpu": True}, "uses 'gpu' must be an integer >= 1, got True"),
+        ({"gpu": 1.0}, "uses 'gpu' must be an integer >= 1, got 1.0"),
+    ],
+)
+def test_uses_plan_files_refuse_are_refused_in_python_too(uses: Any, message: str) -> None:
+    _VALID_USES.clear()  # (full after an earlier test: then nothing more is remembered)
+    Subplan("ok", returning(1), uses={"gpu": 1})  # remembered valid: True == 1 must not pass
+    with pytest.raises(ConfigError, match=re.escape(f"subplan 'a': {message}")):
+        Subplan("a", returning(1), uses=uses)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: AsyncSemaphoreLimiter(0), "capacity must be an integer >= 1, got 0"),
+        (lambda: AsyncSemaphoreLimiter(1, max_per_second="1"), "max_per_second"),  # type: ignore[arg-type]
+        (lambda: AsyncSemaphoreLimiter(2).check_units(3), "units asks 3, more than the"),
+        (lambda: AsyncSemaphoreLimiter(2).check_units(0), "units must be an integer >= 1"),
+        (lambda: AsyncSemaphoreLimiter(2).set_capacity(0), "capacity must be an integer"),
+    ],
+)
+def test_a_limiters_bad_arguments_are_all_config_errors(
+    make: Callable[[], Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        make()
+    assert isinstance(caught.value, ValueError)

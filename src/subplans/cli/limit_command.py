@@ -75,25 +75,26 @@ def limit(
     shown = target.replace(":", " ", 1)
     with invalid_input(), opened(store_path(store), existing=True) as db:
         found = find_run(db, run_id)
-        owner = limit_run(db, found.id, target, value)
+        owner, request = limit_run(db, found.id, target, value)
         with interruptible():
-            record = _answer(db, found.id, target)
+            record = _answer(db, found.id, target, request)
     if record is None:
         typer.echo(f"asked run {found.id} to set {shown} to {value} ({owner} has not answered yet)")
     elif record.error is not None:
         invalid([f"run {found.id} refused {shown} {value}: {record.error}"])
     else:
-        typer.echo(f"run {found.id}: {shown} {record.original} -> {record.current}")
+        typer.echo(f"run {found.id}: {shown} {record.previous} -> {record.current}")
 
 
-def _answer(db: RunStore, run_id: str, target: str) -> LimitRecord | None:
-    """What the run made of the request, once it has (None: not within ``_ANSWER_WAIT``)."""
+def _answer(db: RunStore, run_id: str, target: str, request: int) -> LimitRecord | None:
+    """What the run made of this call's request, once it has (None: not within
+    ``_ANSWER_WAIT``)."""
     from subplans.cli.reports import POLL_INTERVAL
 
     deadline = time.monotonic() + _ANSWER_WAIT
     while True:
-        record = next(r for r in db.limits(run_id) if r.target == target)
-        if not record.pending:
+        record = db.limit_request(run_id, target, request)
+        if record is not None and not record.pending:
             return record
         if time.monotonic() > deadline:
             return None

@@ -3,7 +3,9 @@ process says a request waits in the store; each is applied to the executor's cap
 (``LiveLimits``), and what came of it recorded in the store and said above the progress.
 
 A request made before the run listened is read as it starts to listen: none is lost. Before
-and after, the command ignores the signal (``ignore_limit_signal``): it never ends the run.
+and after, the command ignores the signal (``ignore_limit_signal``): it never ends the run. It
+records in the store that it listens (``subplans limit`` signals no owner that has not: an older
+subplans dies of it), and a resumed run first sets again the caps changed in earlier sessions.
 """
 
 from __future__ import annotations
@@ -59,12 +61,36 @@ class LimitRequests:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             loop.call_soon_threadsafe(self.apply)
 
+        self.restore()
         previous = signal.signal(LIMIT_SIGNAL, on_signal)
+        try:  # only now may `subplans limit` signal this process
+            self.store.listen_for_limits(self.run_id)
+        except StoreError as error:
+            self.say(f"limit: cannot listen for changes: {error}")
         loop.call_soon(self.apply)
         try:
             yield
         finally:
             signal.signal(LIMIT_SIGNAL, signal.SIG_IGN if previous is None else previous)
+
+    def restore(self) -> None:
+        """Set again the caps changed in an earlier session of the run (it is resumed): a limit
+        set on a run lasts as long as the run, as its ``--halt`` does."""
+        try:
+            records = self.store.limits(self.run_id)
+        except StoreError as error:
+            self.say(f"limit: cannot read the caps changed earlier: {error}")
+            return
+        for record in records:
+            if record.current is None:
+                continue
+            shown = record.target.replace(":", " ", 1)
+            try:
+                self.limits.set(record.target, record.current)
+            except ConfigError as error:  # a plan edited since: no such step or pool now
+                self.say(f"limit: {shown} {record.current} not set again: {error}")
+            else:
+                self.say(f"limit: {shown} {record.current}, as `subplans limit` set it")
 
     def apply(self) -> None:
         """Apply every request waiting in the store, and record what came of each."""

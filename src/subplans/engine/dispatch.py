@@ -108,6 +108,7 @@ class Dispatch(Intake, Draining, Gating, Thresholds):
         "stop_reason",
         "success",
         "total",
+        "unread",
         "unwatch",
     )
 
@@ -346,12 +347,13 @@ class Dispatch(Intake, Draining, Gating, Thresholds):
         if not self.excess or not self.drop_slot(slot):
             free.append(slot)
         if self.stop_reason is None:
+            # (No free slot when this one was dropped: a lowered cap starts nothing.)
             if self.next < self.total:
-                if self.direct:
+                if self.direct and free:
                     self._start(self.entries[self.next])  # what fill() would do, one call sooner
                     return
                 self.fill()
-            elif self.pull is not None and self.direct:
+            elif self.pull is not None and self.direct and free:
                 if (pulled := self._pull()) is not None:
                     self._start(pulled, True)
                     return

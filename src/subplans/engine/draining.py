@@ -45,6 +45,7 @@ class Draining:
     feeder: asyncio.Task[None] | None
     context: Context
     source: Iterator[Any] | AsyncIterator[Any] | None
+    unread: Iterator[Any] | AsyncIterator[Any] | None
     stop_reason: str | None
     interrupt: KeyboardInterrupt | None
     input_error: BaseException | None
@@ -128,8 +129,8 @@ class Draining:
                 f" {self.name}" if self.name else "",
                 grace,
             )
-        elif self.source is not None:
-            cancel = await self._close_input(self.source) or cancel
+        elif (source := self.source if self.source is not None else self.unread) is not None:
+            cancel = await self._close_input(source) or cancel
         for slot in self._unfinished():
             subplan_id = self.entries[slot.index].id
             logger.error(
@@ -153,7 +154,7 @@ class Draining:
     async def _close_input(self, source: Any) -> asyncio.CancelledError | None:
         """Close a lazy input the dispatch stopped reading (its ``finally`` blocks run now,
         not when it is collected): ``close()``, or ``aclose()`` for up to ``cancel_grace``."""
-        self.source = None
+        self.source = self.unread = None
         aclose = getattr(source, "aclose", None)
         if aclose is None:
             close = getattr(source, "close", None)

@@ -120,7 +120,14 @@ class SubplanGroup:
     @property
     def stop_reason(self) -> str | None:
         """Why the group stopped (what its cancelled subplans were told), or None."""
-        return None if self._dispatch is None else self._dispatch.stop_reason
+        dispatch = self._dispatch
+        if dispatch is None:
+            return None
+        halted, policy = dispatch.halted, dispatch.halt
+        if dispatch.stop_reason is None and halted is not None and policy is not None:
+            # Halted ``soon``: what runs goes on, but nothing more starts.
+            return halt_reason(halted, policy)
+        return dispatch.stop_reason
 
     @property
     def results(self) -> list[SubplanResult]:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from subplans.engine.duplicates import SET_UP_TO, CompactIds, NumberedIds
 from subplans.engine.errors import ConfigError, SubplanError
 from subplans.engine.gates import check_uses
-from subplans.engine.limiter import acquire_all
+from subplans.engine.limiter import acquire_all, release_all
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
 from subplans.engine.tracker import is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from contextvars import Context
 
     from subplans.engine.attempts import Slot
@@ -69,6 +69,7 @@ class Intake:
     halt: Any
     direct: bool
     claim: Parts | None
+    pools: Mapping[str, AsyncSemaphoreLimiter] | None
 
     if TYPE_CHECKING:
 
@@ -169,11 +170,21 @@ class Intake:
                 if self.gated(subplan):
                     try:
                         held, waited = self.parts_for(subplan)
+                        if subplan.uses is not None:
+                            # Again: a pool lowered since would never give it its units.
+                            check_uses(subplan, self.pools)
                     except ConfigError as error:
                         self.reject(self.next, subplan.id, error)
                         continue
                     await acquire_all(waited)
                     self.claim = held
+                if not self.free:
+                    # A cap lowered while it waited took its slot: it stays next (entered),
+                    # and fill() starts it once a slot is free.
+                    if self.claim is not None:
+                        release_all(self.claim)
+                        self.claim = None
+                    break
                 self._start(subplan)
         finally:
             self.feeder = None

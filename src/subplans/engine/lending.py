@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
+from subplans.engine.errors import ConfigError
 from subplans.engine.limiter import acquire_all, release_all
 
 if TYPE_CHECKING:
@@ -66,7 +67,10 @@ async def reclaim(holder: Holder) -> None:
     holder.lent -= 1
     if holder.lent or holder.ended or holder.held:
         return
-    await acquire_all(holder.parts)
+    try:
+        await acquire_all(holder.parts)
+    except ConfigError:
+        return  # a pool was lowered below its units meanwhile: it runs on without them
     if holder.lent or holder.ended or holder.held:
         # Lent again, ended, or taken by another take-back while this one waited.
         release_all(holder.parts)

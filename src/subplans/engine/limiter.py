@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from subplans.engine.config import check_rate
+from subplans.engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from subplans.engine.events import EventBus
@@ -80,12 +81,23 @@ class _Waiter:
 class AsyncSemaphoreLimiter:
     """At most ``capacity`` units held at once; ``async with limiter:`` holds one.
 
+    A bad argument (capacity, units, rate) is a ``ConfigError``, which is a ``ValueError``.
+
     ``max_per_second`` (a number > 0) also spaces the takes evenly, with no burst beyond one;
     ``clock`` is where that rate reads the time (tests inject one). ``set_capacity()``
     changes the cap while it is in use.
     """
 
-    __slots__ = ("_announce", "_capacity", "_in_use", "_pace", "_peak", "_timer", "_waiters")
+    __slots__ = (
+        "_announce",
+        "_capacity",
+        "_in_use",
+        "_needed",
+        "_pace",
+        "_peak",
+        "_timer",
+        "_waiters",
+    )
 
     def __init__(
         self,
@@ -99,6 +111,9 @@ class AsyncSemaphoreLimiter:
         self._in_use = 0
         self._peak = 0
         self._waiters: deque[_Waiter] = deque()
+        #: The units each waiter needs of this limiter, whichever queue it waits in: a cap
+        #: lowered below one of them would leave it waiting forever.
+        self._needed: dict[_Waiter, int] = {}
         rate = None if max_per_second is None else check_rate(max_per_second)
         self._pace = None if rate is None else Pace(rate, clock)
         self._timer: asyncio.TimerHandle | None = None
@@ -147,7 +162,7 @@ class AsyncSemaphoreLimiter:
         takes nothing).
 
         Raises:
-            ValueError: ``units`` is not an integer between 1 and the capacity.
+            ConfigError (a ValueError): ``units`` is not an integer between 1 and the capacity.
         """
         if units != 1:
             self.check_units(units)
@@ -170,9 +185,21 @@ class AsyncSemaphoreLimiter:
         from holders, it only holds new takes until fewer than ``capacity`` are in use.
 
         Raises:
-            ValueError: ``capacity`` is not an integer >= 1.
+            ConfigError (a ValueError): ``capacity`` is not an integer >= 1, or a waiter
+                needs more than ``capacity`` units at once (it could never start); nothing
+                is changed then.
         """
         _check_capacity(capacity)
+        if self._needed:
+            needed = max(
+                (units for waiter, units in self._needed.items() if not waiter.future.done()),
+                default=0,
+            )
+            if needed > capacity:
+                raise ConfigError(
+                    f"cannot lower the capacity to {capacity}: a waiting subplan needs "
+                    f"{needed} units of it at once"
+                )
         previous, self._capacity = self._capacity, capacity
         if previous != capacity:
             from subplans.engine.control_events import LimitChanged
@@ -184,9 +211,9 @@ class AsyncSemaphoreLimiter:
     def check_units(self, units: object, label: str = "units") -> int:
         """Return ``units`` if this limiter can ever give that many at once."""
         if type(units) is not int or units < 1:
-            raise ValueError(f"{label} must be an integer >= 1, got {units!r}")
+            raise ConfigError(f"{label} must be an integer >= 1, got {units!r}")
         if units > self._capacity:
-            raise ValueError(f"{label} asks {units}, more than the capacity of {self._capacity}")
+            raise ConfigError(f"{label} asks {units}, more than the capacity of {self._capacity}")
         return units
 
     def announce_to(self, bus: EventBus, name: str) -> None:
@@ -302,7 +329,12 @@ async def acquire_all(parts: Sequence[tuple[AsyncSemaphoreLimiter, int]]) -> Non
         for limiter, units in parts:
             limiter._take(units)
         return
+    for limiter, units in parts:
+        if units > limiter._capacity:  # lowered since the units were checked
+            raise ConfigError(f"{units} units asked, more than the capacity of {limiter._capacity}")
     waiter = _Waiter(parts)
+    for limiter, units in parts:
+        limiter._needed[waiter] = limiter._needed.get(waiter, 0) + units
     blocker._enqueue(waiter)
     try:
         await waiter.future
@@ -316,6 +348,9 @@ async def acquire_all(parts: Sequence[tuple[AsyncSemaphoreLimiter, int]]) -> Non
                 queue._waiters.remove(waiter)
             queue._wake()  # the waiter may have held up the ones behind it
         raise
+    finally:
+        for limiter, _ in parts:
+            limiter._needed.pop(waiter, None)
 
 
 def release_all(parts: Sequence[tuple[AsyncSemaphoreLimiter, int]]) -> None:
@@ -326,4 +361,4 @@ def release_all(parts: Sequence[tuple[AsyncSemaphoreLimiter, int]]) -> None:
 
 def _check_capacity(capacity: object) -> None:
     if type(capacity) is not int or capacity < 1:
-        raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        raise ConfigError(f"capacity must be an integer >= 1, got {capacity!r}")

@@ -137,8 +137,10 @@ def _check_uses(subplan_id: str, uses: object) -> tuple[tuple[str, int], ...] | 
         except TypeError:  # an unhashable name: the checks below say what is wrong
             key = ()
         else:
-            _LAST_USES[:] = [uses, cast("Any", uses).copy(), pairs]
-            return pairs
+            # (True and 1.0 hash and compare as 1 does: the checks below refuse them.)
+            if kind is not dict or all(type(units) is int for _, units in items):
+                _LAST_USES[:] = [uses, cast("Any", uses).copy(), pairs]
+                return pairs
         pairs = _check_uses_anew(subplan_id, uses)
         if key and len(_VALID_USES) < 1024:
             _VALID_USES[key] = pairs
@@ -167,4 +169,11 @@ def _check_uses_anew(subplan_id: str, uses: object) -> tuple[tuple[str, int], ..
             raise ConfigError(
                 f"subplan {subplan_id!r}: uses {name!r} must be an integer >= 1, got {units!r}"
             )
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ConfigError(
+            f"subplan {subplan_id!r}: uses lists pool {twice!r} twice; write "
+            f"{{{twice!r}: 2}} for two units"
+        )
     return tuple(pairs) or None

@@ -45,6 +45,8 @@ class Thresholds:
     fail_hit: bool
     #: How many pending subplans a ``soon`` halt failed (they count as no failure).
     held_back: int
+    #: The lazy input a ``soon`` halt stopped reading, closed once the dispatch drains.
+    unread: Iterator[Any] | AsyncIterator[Any] | None
     name: str | None
     entries: Any
     total: int
@@ -75,6 +77,7 @@ class Thresholds:
         self.halted = None
         self.fail_hit = False
         self.held_back = 0
+        self.unread = None
 
     def check_fail(self, index: int) -> None:
         """Subplan ``index`` failed: halt if that reaches the fail threshold."""
@@ -117,7 +120,7 @@ class Thresholds:
         again, the running subplans go on."""
         if self.stop_reason is not None:
             return  # a subscriber of DispatchHalted interrupted the dispatch
-        self.source = self.pull = None
+        self.unread, self.source, self.pull = self.source, None, None
         if self.feeder is not None:
             self.feeder.cancel()  # it waits for the gates of a subplan that fails below
         entries = self.entries

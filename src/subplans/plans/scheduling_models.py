@@ -44,6 +44,9 @@ PoolName = Annotated[
     Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description="A pool's name."),
 ]
 PoolSize = Annotated[int, Field(strict=True, ge=1, description="How many units the pool has.")]
+PoolUnits = Annotated[
+    int, Field(strict=True, ge=1, description="How many units of the pool a subplan holds.")
+]
 
 
 class HaltFields(_Fields):
@@ -91,7 +94,7 @@ Pools = Annotated[
     ),
 ]
 Uses = Annotated[
-    Annotated[dict[PoolName, PoolSize], Tag("fields")]
+    Annotated[dict[PoolName, PoolUnits], Tag("fields")]
     | Annotated[list[PoolName], Field(min_length=1), Tag("list")],
     Discriminator(_text_or_fields),
     AfterValidator(check_uses),

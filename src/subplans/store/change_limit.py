@@ -3,6 +3,7 @@ asks it to stop (``limits`` says how the request travels)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from subplans.engine.errors import RunNotLiveError
@@ -16,10 +17,19 @@ if TYPE_CHECKING:
 
 __all__ = ["limit_run"]
 
+#: How often ``limit_run`` looks whether a run just (re)started listens yet.
+_POLL = 0.02
 
-def limit_run(store: RunStore, run_id: str, target: str, limit: int) -> ProcessIdentity:
+
+def limit_run(
+    store: RunStore, run_id: str, target: str, limit: int, *, listen_wait: float = 1.0
+) -> tuple[ProcessIdentity, int]:
     """Ask the live owner of ``run_id`` to change the cap of ``target`` to ``limit``: recorded
-    in the store, then the owner signalled (``LIMIT_SIGNAL``). Returns the owner.
+    in the store, then the owner signalled (``LIMIT_SIGNAL``). Returns the owner and the
+    request's number (``RunStore.limit_request`` reads what came of it).
+
+    An owner that has not recorded that it handles the signal (a subplans before ``limit``,
+    which the signal would kill) within ``listen_wait`` seconds is never sent it.
 
     Raises:
         ValueError: ``limit`` is out of range for ``target``.
@@ -37,7 +47,23 @@ def limit_run(store: RunStore, run_id: str, target: str, limit: int) -> ProcessI
         raise RunNotLiveError(f"run {run_id} is driven {where}; change its limit there")
     if liveness is Liveness.GONE:
         raise RunNotLiveError(f"run {run_id} was interrupted: its {owner} is gone")
-    store.request_limit(run_id, target, limit)
+    if not _listens(store, run_id, owner.pid, listen_wait):
+        raise RunNotLiveError(
+            f"run {run_id} cannot change its limits while running: it was started by a "
+            "subplans without `limit`; stop it and `subplans resume` it to change them"
+        )
+    request = store.request_limit(run_id, target, limit)
     if not send_signal(owner.pid, owner.start_time, LIMIT_SIGNAL):
         raise RunNotLiveError(f"run {run_id} was interrupted: its {owner} is gone")
-    return owner
+    return owner, request
+
+
+def _listens(store: RunStore, run_id: str, pid: int, wait: float) -> bool:
+    """Whether the owner ``pid`` of ``run_id`` recorded that it handles ``LIMIT_SIGNAL``,
+    within ``wait`` seconds (a run just started or resumed records it a moment later)."""
+    deadline = time.monotonic() + wait
+    while store.limit_listener(run_id) != pid:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL)
+    return True

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: ``schema_digest`` of a store of the current schema (version 4); a test keeps it honest.
-SCHEMA_DIGEST = 34824176
+SCHEMA_DIGEST = 3811999497
 
 #: Each b-tree of schema 4 (a table, a ``WITHOUT ROWID`` table's key, an index), what reads it
 #: in order and its key; the first entry and the last are read, each from the root down.

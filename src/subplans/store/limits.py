@@ -26,7 +26,10 @@ __all__ = [
     "limit_target",
     "pending_limits",
     "read_limits",
+    "read_listener",
+    "read_request",
     "write_applied",
+    "write_listener",
     "write_request",
 ]
 
@@ -50,6 +53,8 @@ class LimitRecord:
     current: int | None
     applied_at: float | None
     error: str | None
+    #: The cap just before the last request the run acted on.
+    previous: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -97,31 +102,87 @@ def check_limit(target: str, limit: object) -> int:
 
 # --- the SQL (RunStore and RunReader call these inside their transactions) ---------------
 
-_COLUMNS = "target, requested, requested_at, request, applied, original, current, applied_at, error"
+_COLUMNS = "target, requested, requested_at, request, applied_at, previous, current, error"
+
+
+def _request(row: tuple[Any, ...]) -> LimitRecord:
+    target, requested, requested_at, request, applied_at, previous, current, error = row
+    applied = None if applied_at is None else request
+    return LimitRecord(
+        target,
+        requested,
+        requested_at,
+        request,
+        applied,
+        previous,
+        current,
+        applied_at,
+        error,
+        previous=previous,
+    )
 
 
 def read_limits(db: sqlite3.Connection, run_id: str) -> list[LimitRecord]:
-    """Every target of ``run_id`` that was asked to change, by target."""
+    """Every target of ``run_id`` that was asked to change, by target: its last request, the
+    cap before the first change applied (``original``) and the cap now (``current``)."""
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? ORDER BY target", (run_id,)
+        f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? AND request > 0 ORDER BY target, request",
+        (run_id,),
     ).fetchall()
-    return [LimitRecord(*row) for row in rows]
+    by_target: dict[str, LimitRecord] = {}
+    for row in rows:
+        record = _request(row)
+        before = by_target.get(record.target)
+        if before is None:
+            by_target[record.target] = record
+            continue
+        applied = record.applied if record.applied is not None else before.applied
+        done = record.applied is not None and record.error is None
+        by_target[record.target] = LimitRecord(
+            record.target,
+            record.requested,
+            record.requested_at,
+            record.request,
+            applied,
+            before.original if before.original is not None else record.original,
+            record.current if done else before.current,
+            record.applied_at if record.applied is not None else before.applied_at,
+            record.error if record.applied is not None else before.error,
+            previous=record.previous if record.applied is not None else before.previous,
+        )
+    return list(by_target.values())
+
+
+def read_request(
+    db: sqlite3.Connection, run_id: str, target: str, request: int
+) -> LimitRecord | None:
+    """One request of ``target``, and what the run made of it."""
+    row = db.execute(
+        f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? AND target = ? AND request = ?",
+        (run_id, target, request),
+    ).fetchone()
+    return None if row is None else _request(row)
 
 
 def pending_limits(db: sqlite3.Connection, run_id: str) -> list[LimitRecord]:
-    """The requests of ``run_id`` the run has not acted on, by target."""
-    return [record for record in read_limits(db, run_id) if record.pending]
+    """The requests of ``run_id`` the run has not acted on, by target, in the order asked."""
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? AND request > 0 AND applied_at IS NULL "
+        "ORDER BY target, request",
+        (run_id,),
+    ).fetchall()
+    return [_request(row) for row in rows]
 
 
-def write_request(db: sqlite3.Connection, run_id: str, target: str, limit: int, now: float) -> None:
-    """Record a request: the target's next one."""
-    db.execute(
-        "INSERT INTO limits (run_id, target, requested, requested_at, request) "
-        "VALUES (?, ?, ?, ?, 1) ON CONFLICT (run_id, target) DO UPDATE SET "
-        "requested = excluded.requested, requested_at = excluded.requested_at, "
-        "request = request + 1",
-        (run_id, target, limit, now),
-    )
+def write_request(db: sqlite3.Connection, run_id: str, target: str, limit: int, now: float) -> int:
+    """Record a request: the target's next one; returns its number."""
+    row = db.execute(
+        "INSERT INTO limits (run_id, target, request, requested, requested_at) "
+        "SELECT ?, ?, coalesce(max(request), 0) + 1, ?, ? FROM limits "
+        "WHERE run_id = ? AND target = ? RETURNING request",
+        (run_id, target, limit, now, run_id, target),
+    ).fetchone()
+    return int(row[0])
 
 
 def write_applied(
@@ -134,11 +195,32 @@ def write_applied(
     error: str | None,
     now: float,
 ) -> None:
-    """Record what the run made of ``record``'s request: the cap before the first change
-    (kept from the first time), the cap now, or why it refused it."""
+    """Record what the run made of ``record``'s request: the cap just before it
+    (``original``) and after it, or why it refused it."""
     db.execute(
-        "UPDATE limits SET applied = ?, original = coalesce(original, ?), "
-        "current = coalesce(?, current), applied_at = ?, error = ? "
-        "WHERE run_id = ? AND target = ?",
-        (record.request, original, current, now, error, run_id, record.target),
+        "UPDATE limits SET applied_at = ?, previous = ?, current = ?, error = ? "
+        "WHERE run_id = ? AND target = ? AND request = ?",
+        (now, original, current, error, run_id, record.target, record.request),
     )
+
+
+#: The target of the row (request 0) that says which owner of the run listens for requests.
+_LISTENER = "listener"
+
+
+def write_listener(db: sqlite3.Connection, run_id: str, pid: int, now: float) -> None:
+    """Record that ``pid``, the run's owner, listens for the requests from now on."""
+    db.execute(
+        "INSERT OR REPLACE INTO limits (run_id, target, request, requested, requested_at, "
+        "applied_at) VALUES (?, ?, 0, ?, ?, ?)",
+        (run_id, _LISTENER, pid, now, now),
+    )
+
+
+def read_listener(db: sqlite3.Connection, run_id: str) -> int | None:
+    """The pid of the run's owner that listens for the requests, if one does."""
+    row = db.execute(
+        "SELECT requested FROM limits WHERE run_id = ? AND target = ? AND request = 0",
+        (run_id, _LISTENER),
+    ).fetchone()
+    return None if row is None else int(row[0])

@@ -16,7 +16,7 @@ from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.engine.states import SubplanExecutionState
 from subplans.execution.step_items import RecordedItems
 from subplans.store.event_chunks import events_of_kind
-from subplans.store.limits import LimitRecord, read_limits
+from subplans.store.limits import LimitRecord, read_limits, read_listener, read_request
 from subplans.store.manifest import PlanManifest
 from subplans.store.records import (
     PlanDiff,
@@ -66,6 +66,16 @@ class RunReader:
         """The caps of ``run_id`` asked to change while it ran (``subplans limit``), by target."""
         with self._reading() as db:
             return read_limits(db, run_id)
+
+    def limit_request(self, run_id: str, target: str, request: int) -> LimitRecord | None:
+        """One request to change a cap of ``run_id`` (``request_limit``'s number), as it is."""
+        with self._reading() as db:
+            return read_request(db, run_id, target, request)
+
+    def limit_listener(self, run_id: str) -> int | None:
+        """The pid of the owner of ``run_id`` that handles ``LIMIT_SIGNAL``, if one does."""
+        with self._reading() as db:
+            return read_listener(db, run_id)
 
     def list_runs(self, limit: int = 20) -> list[RunInfo]:
         """The ``limit`` most recent runs, newest first."""

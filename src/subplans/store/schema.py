@@ -192,8 +192,10 @@ _EVENT_CHUNKS = Migration(
 )
 
 # A running run's caps changed from another process (``subplans limit``, issue #14): one row per
-# run and target, the last request and what the run made of it; ``store.limits`` reads and
-# writes it.
+# request (each caller is told what came of its own) and what the run made of it;
+# ``store.limits`` reads and writes it. Request 0 of target ``listener`` is no request: the owner
+# whose pid is its ``requested`` handles LIMIT_SIGNAL (a subplans before `limit` dies of it, and
+# is never sent it).
 _LIMITS = Migration(
     "caps changed while a run runs",
     (
@@ -201,15 +203,14 @@ _LIMITS = Migration(
         CREATE TABLE limits (
             run_id       TEXT NOT NULL REFERENCES runs (id),
             target       TEXT NOT NULL,            -- max_parallel, step:STEP_ID or pool:NAME
-            requested    INTEGER NOT NULL,         -- the last limit asked for
-            requested_at REAL NOT NULL,            -- epoch seconds
             request      INTEGER NOT NULL,         -- 1, 2, ...: which request of the target
-            applied      INTEGER,                  -- the request the run acted on last
-            original     INTEGER,                  -- the cap before the first change
-            current      INTEGER,                  -- the cap in force
-            applied_at   REAL,
-            error        TEXT,                     -- why the run refused the request
-            PRIMARY KEY (run_id, target)
+            requested    INTEGER NOT NULL,         -- the limit asked for (request 0: see below)
+            requested_at REAL NOT NULL,            -- epoch seconds
+            applied_at   REAL,                     -- when the run acted on it (NULL: not yet)
+            previous     INTEGER,                  -- the cap just before it
+            current      INTEGER,                  -- the cap after it
+            error        TEXT,                     -- why the run refused it
+            PRIMARY KEY (run_id, target, request)
         ) WITHOUT ROWID
         """,
     ),

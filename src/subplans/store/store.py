@@ -10,6 +10,7 @@ opening the file in ``opening``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -289,10 +290,16 @@ class RunStore(RunReader):
         if not updated:
             raise RunNotFoundError(f"no run {run_id} in the store {self.path}")
 
-    def request_limit(self, run_id: str, target: str, limit: int) -> None:
-        """Record a request to change a running run's cap (``limits.limit_run`` asks)."""
+    def request_limit(self, run_id: str, target: str, limit: int) -> int:
+        """Record a request to change a running run's cap (``limits.limit_run`` asks); returns
+        its number, which ``limit_request`` reads the outcome of."""
         with self._writing() as db:
-            limits.write_request(db, run_id, target, limit, self._clock())
+            return limits.write_request(db, run_id, target, limit, self._clock())
+
+    def listen_for_limits(self, run_id: str) -> None:
+        """Record that this process, the run's owner, handles ``LIMIT_SIGNAL`` from now on."""
+        with self._writing() as db:
+            limits.write_listener(db, run_id, os.getpid(), self._clock())
 
     def pending_limits(self, run_id: str) -> list[LimitRecord]:
         """The requests to change ``run_id``'s caps that it has not acted on yet."""
