@@ -191,17 +191,14 @@ def resume(
     --output as for `subplans run` (only what the resume runs is printed). Exit codes as
     `subplans run`.
     """
-    from subplans.cli.lifecycle import Output, RunLifecycle
-    from subplans.cli.run_plan import exit_code, output_mode_of
+    from subplans.cli.lifecycle import RunLifecycle
+    from subplans.cli.run_plan import exit_code, run_output
 
     resume_collection()
     if rerun_unknown and skip_unknown:
         invalid(["--rerun-unknown and --skip-unknown exclude each other: choose one"])
-    output = Output(
-        events_jsonl=events_jsonl,
-        no_progress=no_progress,
-        quiet=quiet,
-        output_mode=output_mode_of(output_mode, events_jsonl),
+    output = run_output(
+        events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
     )
     with invalid_input():
         end = RunLifecycle(output, concurrent=concurrent).resume(

@@ -18,7 +18,7 @@ from subplans.sinks.tagged_output import OutputMode
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from subplans.cli.lifecycle import RunEnd
+    from subplans.cli.lifecycle import Output, RunEnd
     from subplans.engine.config import FailureMode
     from subplans.plans.tree import PlanNode
 
@@ -40,7 +40,7 @@ def run_plan(
     output_mode: OutputMode = OutputMode.FILES,
 ) -> int:
     """Run ``plan``; its exit code (``ExitCode``). Invalid input raises ``typer.Exit`` (2)."""
-    from subplans.cli.lifecycle import Output, RunLifecycle
+    from subplans.cli.lifecycle import RunLifecycle
     from subplans.cli.loading import load
     from subplans.plans.loader import Overrides
 
@@ -51,17 +51,28 @@ def run_plan(
         profile=profile,
         halt=halt,
     )
-    output = Output(
-        events_jsonl=events_jsonl,
-        no_progress=no_progress,
-        quiet=quiet,
-        output_mode=output_mode_of(output_mode, events_jsonl),
+    output = run_output(
+        events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
     )
     with invalid_input():
         node = load(plan, overrides)
         _say_where_items_come_from(node)
         end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
     return exit_code(end)
+
+
+def run_output(
+    *, events_jsonl: str | None, no_progress: bool, quiet: bool, output_mode: OutputMode
+) -> Output:
+    """What a run (``run`` or ``resume``) prints, from its output options."""
+    from subplans.cli.lifecycle import Output
+
+    return Output(
+        events_jsonl=events_jsonl,
+        no_progress=no_progress,
+        quiet=quiet,
+        output_mode=output_mode_of(output_mode, events_jsonl),
+    )
 
 
 def output_mode_of(output: OutputMode, events_jsonl: str | None) -> OutputMode | None:

@@ -196,11 +196,7 @@ class Dispatch(Intake, Draining, Gating, Thresholds):
         finally:
             self.end()
         cancel = await self.take_back() or cancel
-        self.raise_first(cancel)
-        results: list[SubplanResult] = self.entries
-        if self.failed:
-            self.outcome(results, len(results))
-        return results
+        return self.conclude(cancel)
 
     def begin(self) -> None:
         """Publish the start, announce what is pending, lend the opener's budget slot."""

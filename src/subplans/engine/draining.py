@@ -66,6 +66,7 @@ class Draining:
             value: Any = None,
             error: BaseException | None = None,
         ) -> bool: ...
+        def outcome(self, results: list[SubplanResult], total: int) -> None: ...
 
     def stop(self, reason: str) -> None:
         """Start nothing new and cancel every running subplan."""
@@ -90,6 +91,15 @@ class Draining:
             raise cancel
         if self.input_error is not None:
             raise self.input_error
+
+    def conclude(self, cancel: asyncio.CancelledError | None) -> list[SubplanResult]:
+        """The ended dispatch's results; raises as ``raise_first`` does, then as ``outcome``
+        does for a dispatch with failures (a run's end and a group's)."""
+        self.raise_first(cancel)
+        results: list[SubplanResult] = self.entries
+        if self.failed:
+            self.outcome(results, len(results))
+        return results
 
     def first_result(self) -> SubplanResult | None:
         index = self.first_failure

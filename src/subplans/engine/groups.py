@@ -219,7 +219,4 @@ class SubplanGroup:
         cancel = await dispatch.take_back() or cancel
         if exc is not None:
             return  # the block's own exception goes on
-        dispatch.raise_first(cancel)
-        if dispatch.failed:
-            results: list[SubplanResult] = dispatch.entries
-            dispatch.outcome(results, len(results))
+        dispatch.conclude(cancel)

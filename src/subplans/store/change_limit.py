@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 from subplans.engine.errors import RunNotLiveError
 from subplans.execution.stopping import send_signal
+from subplans.store.cancel import live_owner
 from subplans.store.limits import LIMIT_SIGNAL, check_limit
-from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
-from subplans.store.records import RunStatus
+from subplans.store.liveness import Liveness, ProcessIdentity
 
 if TYPE_CHECKING:
     from subplans.store.store import RunStore
@@ -37,14 +37,7 @@ def limit_run(
         RunNotFoundError: no such run.
     """
     check_limit(target, limit)
-    run = store.get_run(run_id)
-    owner = run.owner
-    if run.recorded_status is not RunStatus.RUNNING:
-        raise RunNotLiveError(f"run {run_id} has already ended ({run.recorded_status})")
-    liveness = owner_liveness(owner)
-    if owner is None or liveness is Liveness.UNKNOWN:
-        where = f"on {owner.host}" if owner is not None else "by an unknown process"
-        raise RunNotLiveError(f"run {run_id} is driven {where}; change its limit there")
+    owner, liveness = live_owner(store, run_id, "change its limit")
     if liveness is Liveness.GONE:
         raise RunNotLiveError(f"run {run_id} was interrupted: its {owner} is gone")
     if not _listens(store, run_id, owner.pid, listen_wait):
