@@ -6,8 +6,9 @@ import asyncio
 import inspect
 import io
 import os
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,3 +155,14 @@ def printed(console: Console) -> str:
     """Everything written to ``console`` (the ``console`` fixture) so far."""
     assert isinstance(console.file, io.StringIO)
     return console.file.getvalue()
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; any still running at its end is killed (a failed test)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ runner = CliRunner()
 def env(tmp_path: Path, isolated: None) -> dict[str, str]:
     """The run's environment; the commands run in this process, ``isolated`` in ``tmp_path``."""
     return command_env(SUBPLANS_CONFIG=str(tmp_path / "no-config.yaml"))
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Runs a test starts; any still running at its end is killed (a failed test)."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def subplans(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +71,6 @@ def processes_of_run(run_id: str) -> list[int]:
         if marker in variables and state != b"Z":
             found.append(int(name))
     return found
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes a test starts; any still running at its end is killed (a failed test)."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # --- exit codes and output ----------------------------------------------------------------
