@@ -19,7 +19,7 @@ PYTHON = None
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The test suite with branch coverage; fails under 97%."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,dask]")
     session.run(
         "pytest",
         "--cov=subplans",
@@ -36,8 +36,8 @@ def lowest(session: nox.Session) -> None:
     """The test suite on the lowest versions pyproject's bounds allow, runtime and test extras:
     a bound that is too low fails here. What they pull in themselves resolves as usual."""
     constraints = Path(session.create_tmp()) / "lowest.txt"
-    constraints.write_text("".join(f"{pin}\n" for pin in lowest_pins("test")))
-    session.install("-c", str(constraints), "-e", ".[test]")
+    constraints.write_text("".join(f"{pin}\n" for pin in lowest_pins("test", "dask")))
+    session.install("-c", str(constraints), "-e", ".[test,dask]")
     session.run("pytest", *session.posargs, env={"PYTHONASYNCIODEBUG": "1"})
 
 
@@ -68,19 +68,22 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and the benchmarks."""
-    session.install("-e", ".[test,bench]", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "nox")
+    session.install(
+        "-e", ".[test,bench,dask]", "mypy>=1.10", "types-PyYAML", "types-jsonschema", "nox"
+    )
     session.run("mypy")
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The benchmarks: figures and ratios to read, never pass/fail."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,dask]")
     session.run("python", "benchmarks/bench_dispatcher.py")
     session.run("python", "benchmarks/bench_startup.py")
     session.run("python", "benchmarks/bench_cli.py")
     session.run("python", "benchmarks/bench_store.py")
     session.run("python", "benchmarks/bench_plans.py")
+    session.run("python", "benchmarks/bench_dask.py")
 
 
 @nox.session(python=PYTHON)

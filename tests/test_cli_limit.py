@@ -323,3 +323,124 @@ def test_a_limit_outlives_a_killed_run_s_resume_and_status_says_so(
         "limit: max_parallel 1, as `subplans limit` set it\n"
         in (tmp_path / "resumed.txt").read_text()
     )
+
+
+def test_a_pool_is_not_lowered_below_what_a_later_step_uses_and_the_run_ends_cleanly(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    """Review of #14, finding 1: lowering pool gpu to 2 while a later step's subplan uses 3
+    of it was accepted, and that step then crashed the run with a traceback (again on every
+    resume). Now it is refused while such a subplan has not ended, and allowed after."""
+    for item in ("a", "b"):
+        os.mkfifo(tmp_path / f"{item}.fifo")
+    plan = (
+        "name: pooled\npools: {gpu: 3}\nsteps:\n"
+        "  - {name: wait, run: 'cat a.fifo > /dev/null'}\n"
+        "  - {name: big, uses: {gpu: 3}, run: 'true'}\n"
+        "  - {name: tail, uses: [gpu], run: 'cat b.fifo > /dev/null'}\n"
+    )
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream) == ["wait"], "wait to start")
+    refused = subplans("limit", "latest", "2", "--pool", "gpu", cwd=tmp_path, env=env)
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert line.endswith(
+        "refused pool gpu 2: cannot lower pool 'gpu' to 2: subplan 'big', not ended yet, "
+        "uses 3 units of it"
+    )
+    release(tmp_path, "a")
+    wait_until(lambda: running(stream)[-1:] == ["tail"], "tail to start, big having ended")
+    lowered = subplans("limit", "latest", "2", "--pool", "gpu", cwd=tmp_path, env=env)
+    assert lowered.returncode == 0, lowered.stderr
+    assert lowered.stdout.strip().endswith(": pool gpu 3 -> 2")
+    release(tmp_path, "b")
+    assert proc.wait(timeout=30) == 0
+    out = (tmp_path / "out.txt").read_text()
+    assert "Traceback" not in out
+    assert status(tmp_path, env)["status"] == "completed"
+
+
+def test_a_resume_does_not_set_again_a_pool_a_step_still_to_run_needs_more_of(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    """Review of #14, finding 1: a pool lowered once the step using 3 of it had failed was
+    set again by resume before that step ran again, which then crashed every resume. Now the
+    resumed run says why it keeps the pool as the plan has it, and completes."""
+    os.mkfifo(tmp_path / "b.fifo")
+    (tmp_path / "flag").write_text("1")
+    plan = (
+        "name: pooled\npools: {gpu: 3}\nsteps:\n"
+        "  - {name: big, uses: {gpu: 3}, run: 'exit $(cat flag)'}\n"
+        "  - {name: tail, always: true, run: 'cat b.fifo > /dev/null'}\n"
+    )
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: running(stream)[-1:] == ["tail"], "tail to start, big having failed")
+    lowered = subplans("limit", "latest", "2", "--pool", "gpu", cwd=tmp_path, env=env)
+    assert lowered.returncode == 0, lowered.stderr
+    release(tmp_path, "b")
+    assert proc.wait(timeout=30) == 1
+    (tmp_path / "flag").write_text("0")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "subplans", "resume", "latest"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Traceback" not in resumed.stdout + resumed.stderr
+    assert (
+        "limit: pool gpu 2 not set again: cannot lower pool 'gpu' to 2: subplan 'big', "
+        "not ended yet, uses 3 units of it\n" in resumed.stdout + resumed.stderr
+    )
+    [pool] = status(tmp_path, env)["pools"]
+    assert (pool["name"], pool["size"], pool["current"]) == ("gpu", 3, 3)  # as it ran
+    assert "pool gpu 3 (started with 3)" in subplans("status", cwd=tmp_path, env=env).stdout
+
+
+def test_a_step_s_cap_is_bounded_by_the_run_s_and_status_says_each_exactly(
+    tmp_path: Path, env: dict[str, str], started: list[subprocess.Popen[bytes]]
+) -> None:
+    """Review of #14, finding 6: after ``limit RUN 2``, ``limit RUN 3 --step work`` let the
+    step run 3 at once while status said 2; status said the step "started with 2" (it started
+    with 6) and printed an unchanged max_parallel line when only a step had changed."""
+    items = [f"i{n}" for n in range(9)]
+    plan = gated_plan(tmp_path, items, "automation_profile: {max_parallel: 6}\n")
+    proc, stream = start(tmp_path, env, started, plan)
+    wait_until(lambda: len(running(stream)) == 6, "six to start")
+    first = subplans("limit", "latest", "5", "--step", "work", cwd=tmp_path, env=env)
+    assert first.stdout.strip().endswith(": step work 6 -> 5"), first.stderr
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "  limits       step work 5 (started with 6)\n" in text
+    assert "max_parallel" not in text  # nothing changed it
+    assert subplans("limit", "latest", "2", cwd=tmp_path, env=env).returncode == 0
+    stepped = subplans("limit", "latest", "3", "--step", "work", cwd=tmp_path, env=env)
+    assert stepped.returncode == 0, stepped.stderr
+    assert stepped.stdout.strip().endswith(
+        ": step work 2 -> 3 (runs at most 2: the run's max_parallel bounds it)"
+    )
+    text = subplans("status", cwd=tmp_path, env=env).stdout
+    assert (
+        "  limits       max_parallel 2 (started with 6)\n"
+        "               step work 2 (started with 6; set to 3, the run's max_parallel bounds it)\n"
+    ) in text
+    for item in items[:6]:
+        release(tmp_path, item)
+    wait_until(lambda: len(running(stream)) == 8, "two more to start")
+    release(tmp_path, running(stream)[6].removeprefix("work/"))
+    wait_until(lambda: len(running(stream)) == 9, "the last one")
+    for item in running(stream)[7:]:
+        release(tmp_path, item.removeprefix("work/"))
+    assert proc.wait(timeout=30) == 0
+    # From the run's change on, a subplan starts only while fewer than 2 run.
+    now_running, lowered = 0, False
+    for event in events(stream):
+        if event["event"] == "limit_changed" and event["pool"] is None:
+            lowered = lowered or event["limit"] == 2
+        elif event["event"] == "subplan_process_started":
+            assert not lowered or now_running < 2, event
+            now_running += 1
+        elif event["event"] == "subplan_state_changed" and event["previous"] == "running":
+            now_running -= 1
+    assert lowered

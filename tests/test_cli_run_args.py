@@ -15,6 +15,7 @@ import typer
 
 from subplans.cli import app as cli
 from subplans.cli.app import ExitCode, main
+from subplans.cli.overrides import BackendKind
 from subplans.cli.run_args import _FLAGS, _VALUED, plain_run_args, run_plainly
 from subplans.cli.run_plan import run_plan
 from subplans.cli.typer_app import app
@@ -94,7 +95,12 @@ def typer_reads(args: list[str]) -> dict[str, Any]:
         params = dict(ctx.params)
     # Typer makes a path a Path and a choice its Enum as it calls the command (older versions
     # only then, newer ones already in the parameters): compare what the command receives.
-    names = {"Path": Path, "FailureMode": FailureMode, "OutputMode": OutputMode}
+    names = {
+        "Path": Path,
+        "FailureMode": FailureMode,
+        "OutputMode": OutputMode,
+        "BackendKind": BackendKind,
+    }
     hints = get_type_hints(run_plan, localns=names)
     for name, value in params.items():
         kinds = get_args(hints.get(name)) or (hints.get(name),)
@@ -230,6 +236,8 @@ SAMPLES = {
     "events_jsonl": "events.jsonl",
     "store": "runs.db",
     "output_mode": OutputMode.GROUP.value,
+    "backend": "dask",
+    "scheduler": "tcp://127.0.0.1:8786",
 }
 
 

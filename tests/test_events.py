@@ -124,7 +124,12 @@ PINNED: list[tuple[Event, str]] = [
     (
         SubplanProcessStarted("a", 42, "logs/a.log", time=0.0),
         '{"event": "subplan_process_started", "timestamp": "1970-01-01T00:00:00+00:00", '
-        '"subplan_id": "a", "pid": 42, "log_file": "logs/a.log"}',
+        '"subplan_id": "a", "pid": 42, "log_file": "logs/a.log", "worker": null}',
+    ),
+    (
+        SubplanProcessStarted("a", 42, "logs/a.log", "tcp://10.0.0.2:4001", time=0.0),
+        '{"event": "subplan_process_started", "timestamp": "1970-01-01T00:00:00+00:00", '
+        '"subplan_id": "a", "pid": 42, "log_file": "logs/a.log", "worker": "tcp://10.0.0.2:4001"}',
     ),
     (
         PlanStarted("", "p", "plan.yaml", "run-1", 3, time=0.0),

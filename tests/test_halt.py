@@ -25,7 +25,9 @@ from subplans import (
     SubplanCancelledError,
     SubplanExecutionError,
     SubplanExecutionState,
+    SubplanResult,
 )
+from subplans.engine.thresholds import check_success_halt, halt_reason
 
 from .conftest import Recorder, no_tasks_left, raising, returning, waiting
 
@@ -187,7 +189,11 @@ async def test_soon_starts_nothing_new_and_lets_the_running_finish(
     with pytest.raises(AggregateSubplanError) as caught:
         await task
     reason = "cancelled because the fail threshold was reached (halt soon,fail=2)"
-    message = "5 of 6 subplans failed; the fail threshold was reached (halt soon,fail=2)"
+    # The 3 held back are counted apart from the 2 that failed (issue #14: "4 of 10 failed"
+    # once read "10 of 10 failed" when 6 never started).
+    message = (
+        "2 of 6 subplans failed, 3 cancelled; the fail threshold was reached (halt soon,fail=2)"
+    )
     assert caught.value.message == message
     results = {r.subplan_id: r for r in caught.value.results}
     assert results["slow"].state is COMPLETED
@@ -444,3 +450,172 @@ async def test_a_group_halted_soon_says_it_stopped() -> None:
     assert [r.state for r in results] == [COMPLETED, FAILED, FAILED]
     assert (results[2].attempts, str(results[2].error)) == (0, reason)
     assert (group.stopped, group.stop_reason) == (True, reason)
+
+
+# --- percentages while the total is unknown; thresholds with nothing left; the messages ------
+
+
+def lazy(outcomes: str, pulled: list[str], closed: list[bool]) -> Iterator[Subplan]:
+    """A generator of one subplan per letter: ``f`` fails, ``o`` completes."""
+    try:
+        for i, outcome in enumerate(outcomes):
+            subplan_id = f"s{i}"
+            pulled.append(subplan_id)
+            yield Subplan(subplan_id, raising(ValueError()) if outcome == "f" else returning(i))
+    finally:
+        closed.append(True)
+
+
+async def test_a_lazy_input_s_percentage_waits_for_three_ends(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    # Regression: success=50% stopped after the first subplan (1 of 1 is 100%) and never
+    # read the rest. As GNU parallel's minimum of 3 jobs: judged once 3 have ended.
+    pulled: list[str] = []
+    closed: list[bool] = []
+    run = dispatcher("soon,success=50%", max_parallel=1, bus=bus).run
+    results = await run(lazy("o" * 10, pulled, closed))
+    assert [r.state for r in results] == [COMPLETED] * 3
+    assert pulled == ["s0", "s1", "s2"]  # not read further: the 7 others were never known
+    assert closed == [True]
+    (halted,) = recorder.of(DispatchHalted)
+    assert halted.threshold == "success"
+
+
+async def test_a_fail_percentage_left_unjudged_is_judged_on_the_next_end(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    # Two failures of an unknown total are not judged; the third end (a success) judges
+    # them: 2 of 3 is 67% >= 50%.
+    pulled: list[str] = []
+    run = dispatcher("soon,fail=50%", max_parallel=1, bus=bus).run
+    with pytest.raises(AggregateSubplanError) as caught:
+        await run(lazy("ffoooo", pulled, []))
+    assert [r.state for r in caught.value.results] == [FAILED, FAILED, COMPLETED]
+    assert pulled == ["s0", "s1", "s2"]
+    assert caught.value.message == (
+        "2 of 3 subplans failed; the fail threshold was reached (halt soon,fail=50%)"
+    )
+    assert [h.threshold for h in recorder.of(DispatchHalted)] == ["fail"]
+
+
+async def test_a_lazy_input_shorter_than_the_minimum_runs_whole(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    pulled: list[str] = []
+    results = await dispatcher("now,success=50%", max_parallel=1, bus=bus).run(
+        lazy("oo", pulled, [])
+    )
+    assert [r.state for r in results] == [COMPLETED, COMPLETED]
+    assert recorder.of(DispatchHalted) == []  # reached only when nothing was left
+
+
+async def test_a_known_total_judges_a_percentage_at_once(bus: EventBus, recorder: Recorder) -> None:
+    subplans = [Subplan(f"s{i}", returning(i)) for i in range(2)]
+    results = await dispatcher("soon,success=50%", max_parallel=1, bus=bus).run(subplans)
+    assert [r.state for r in results] == [COMPLETED, FAILED]  # 1 of 2 is 50%
+    assert recorder.of(DispatchHalted)[0].threshold == "success"
+
+
+async def test_a_group_s_percentage_waits_for_three_ends(bus: EventBus, recorder: Recorder) -> None:
+    group = dispatcher("soon,fail=50%", max_parallel=1, bus=bus).open()
+
+    async def submit_one_by_one() -> None:
+        async with group:
+            for i, outcome in enumerate("fofoo"):
+                done = raising(ValueError()) if outcome == "f" else returning(i)
+                group.submit(Subplan(f"s{i}", done))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+
+    with pytest.raises(AggregateSubplanError):
+        await submit_one_by_one()
+    # 1 of 1, then 1 of 2 ended unjudged; 2 of 3 halts; what comes later is held back.
+    assert [r.state for r in group.results] == [FAILED, COMPLETED, FAILED, FAILED, FAILED]
+    assert [r.attempts for r in group.results] == [1, 1, 1, 0, 0]
+    assert len(recorder.of(DispatchHalted)) == 1
+
+
+@pytest.mark.parametrize("halt", ["now,success=1", "soon,success=1"])
+async def test_a_threshold_reached_by_the_last_subplan_is_no_halt(
+    bus: EventBus, recorder: Recorder, halt: str
+) -> None:
+    # Regression: a step of one subplan was reported halted though nothing was stopped.
+    results = await dispatcher(halt, bus=bus).run([Subplan("only", returning(1))])
+    assert [r.state for r in results] == [COMPLETED]
+    assert recorder.of(DispatchHalted) == []
+
+
+async def test_a_fail_threshold_reached_by_the_last_subplan_is_no_halt(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    subplans = [Subplan("ok", returning(1)), Subplan("bad", raising(ValueError()))]
+    with pytest.raises(AggregateSubplanError) as caught:
+        await dispatcher("now,fail=1,success=5", max_parallel=1, bus=bus).run(subplans)
+    assert recorder.of(DispatchHalted) == []
+    assert caught.value.message == (
+        "1 of 2 subplans failed; the fail threshold was reached (halt now,fail=1,success=5)"
+    )
+
+
+async def test_a_success_threshold_reached_last_still_returns() -> None:
+    subplans = [Subplan("bad", raising(ValueError())), Subplan("ok", returning(1))]
+    results = await dispatcher("soon,success=1", max_parallel=1).run(subplans)
+    assert [r.state for r in results] == [FAILED, COMPLETED]  # as when it halts: returned
+
+
+async def test_a_now_halt_counts_what_it_cancelled_apart() -> None:
+    gate, _started, slow = gated()
+    subplans = [
+        Subplan("slow", slow),
+        Subplan("bad", raising(ValueError())),
+        *(Subplan(f"never{i}", returning(i)) for i in range(3)),
+    ]
+    with pytest.raises(AggregateSubplanError) as caught:
+        await dispatcher("now,fail=1,success=9").run(subplans)
+    assert caught.value.message == (
+        "1 of 5 subplans failed, 4 cancelled; the fail threshold was reached "
+        "(halt now,fail=1,success=9)"
+    )
+    assert len(caught.value.exceptions) == 5  # every failed result, as before
+    assert not gate.is_set()
+
+
+def test_check_success_halt_raises_for_what_failed_by_itself() -> None:
+    policy = HaltPolicy("soon", success=1)
+    reason = halt_reason("success", policy)
+    bad = SubplanResult("bad", FAILED, error=ValueError("x"))
+    ok = SubplanResult("ok", COMPLETED, value=1)
+    held = [SubplanResult(f"h{i}", FAILED, error=SubplanCancelledError(reason)) for i in range(3)]
+    abandoned = SubplanResult(
+        "stuck", FAILED, error=SubplanCancelledError(f"{reason}; still running 5s", abandoned=True)
+    )
+    own = SubplanResult("own", FAILED, error=SubplanCancelledError("the subplan raised it"))
+    check_success_halt([ok, *held, abandoned], policy)  # the halt's cancellations only
+    check_success_halt([bad], None)
+    check_success_halt([bad], HaltPolicy("soon", fail=2))
+    with pytest.raises(AggregateSubplanError) as caught:
+        check_success_halt([bad, ok, own, *held, abandoned], policy)
+    assert caught.value.message == (
+        "2 of 7 subplans failed, 4 cancelled; the success threshold was reached "
+        "(halt soon,success=1)"
+    )
+    failures = caught.value.exceptions
+    assert [e.subplan_id for e in failures if isinstance(e, SubplanExecutionError)] == [
+        "bad",
+        "own",
+    ]
+    assert len(failures) == 2
+    assert len(caught.value.results) == 7
+
+
+async def test_a_fail_percentage_judged_below_its_threshold_runs_everything(
+    bus: EventBus, recorder: Recorder
+) -> None:
+    pulled: list[str] = []
+    with pytest.raises(AggregateSubplanError) as caught:
+        await dispatcher("soon,fail=50%", max_parallel=1, bus=bus).run(lazy("fooooof", pulled, []))
+    # 1 of 3 < 50% once judged; the last failure is judged as it comes: 2 of 7.
+    assert len(pulled) == 7
+    assert caught.value.message == "2 of 7 subplans failed"
+    assert recorder.of(DispatchHalted) == []

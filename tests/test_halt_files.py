@@ -222,3 +222,195 @@ def test_halt_and_uses_as_files_write_them_checked_in_process(tmp_path: Path) ->
     text = str(caught.value)
     assert "steps[0].uses: uses 2 units of pool 'api', which has 1" in text
     assert "steps[1].uses: unknown pool 'gpu'; the run's pools: api" in text
+
+
+def test_a_subplan_that_failed_by_itself_fails_a_step_its_success_threshold_halted(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Regression: "b1" failed, then "a0" reached success=1 and the run exited 0. The three
+    # the halt cancelled are no failure; "b1" is, as under continue-on-error.
+    write(
+        tmp_path,
+        "plan.yaml",
+        CHECKS.format(profile=', halt: "soon,success=1"', step="").replace(
+            "[a0, b1, c1, d0, e0]", "[b1, a0, c1, d0, e0]"
+        ),
+    )
+    ran = subplans("run", "plan.yaml", cwd=tmp_path, env=env)
+    assert ran.returncode == 1, ran.stderr
+    message = (
+        "1 of 5 subplans failed, 3 cancelled; the success threshold was reached "
+        "(halt soon,success=1)"
+    )
+    assert f"failed     step checks  {message}\n" in ran.stdout
+    shown = subplans("status", cwd=tmp_path, env=env)
+    assert shown.stdout.startswith(f"run {_run_id(tmp_path)}  failed\n")
+    assert "  subplans     5 total: 1 completed, 1 failed, 3 cancelled\n" in shown.stdout
+
+
+def test_a_success_threshold_that_cancelled_the_rest_exits_0(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    checks(tmp_path, step="    halt: {when: soon, success: 1}\n")
+    ran = subplans("run", "plan.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("plan checks completed in ")
+    assert "  subplans  5 total, 1 completed, 0 failed, 4 cancelled\n" in ran.stdout
+
+
+def test_a_threshold_its_only_subplan_reached_is_no_halt(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Regression: a step of one subplan was reported halted although nothing was stopped.
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: one\nautomation_profile: {halt: 'now,success=1'}\n"
+        "steps:\n  - {name: only, run: 'true'}\n",
+    )
+    ran = subplans(
+        "run", "plan.yaml", "--quiet", "--events-jsonl", "events.jsonl", cwd=tmp_path, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "halted" not in ran.stdout
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    kinds = {json.loads(line)["event"] for line in lines}
+    assert "dispatch_finished" in kinds  # the events were written, none of a halt
+    assert "dispatch_halted" not in kinds
+    assert "halted" not in subplans("status", cwd=tmp_path, env=env).stdout
+    found = json.loads(subplans("status", "--json", cwd=tmp_path, env=env).stdout)
+    assert found["halted"] == []
+
+
+def test_a_halted_step_s_error_counts_the_cancelled_apart(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # Regression: the step said "4 of 5 subplans failed" when 3 of them never started.
+    checks(tmp_path, profile=', halt: "soon,fail=1"')
+    ran = subplans("run", "plan.yaml", cwd=tmp_path, env=env)
+    assert ran.returncode == 1, ran.stderr
+    message = (
+        "1 of 5 subplans failed, 3 cancelled; the fail threshold was reached (halt soon,fail=1)"
+    )
+    assert f"failed     step checks  {message}\n" in ran.stdout
+
+
+def _run_id(folder: Path) -> str:
+    (run,) = (folder / ".subplans" / "runs").iterdir()
+    return run.name
+
+
+_COUNT_OR_SHARE = "must be a count >= 1 or a percentage in (0, 100], got"
+
+
+@pytest.mark.parametrize(
+    ("halt", "message"),
+    [
+        ("{when: soon, fail: true}", f"halt fail {_COUNT_OR_SHARE} True"),
+        ("{when: soon, fail: 1.0}", f"halt fail {_COUNT_OR_SHARE} 1.0"),
+        ("{when: soon, fail: 2.5}", f"halt fail {_COUNT_OR_SHARE} 2.5"),
+        ("{when: soon, fail: [1]}", f"halt fail {_COUNT_OR_SHARE} [1]"),
+        ("{when: now, success: '\u0663'}", f"halt success {_COUNT_OR_SHARE} '\u0663'"),
+        ('"soon,fail=\u0663"', f"halt fail {_COUNT_OR_SHARE} '\u0663'"),
+    ],
+)
+def test_a_threshold_python_refuses_is_refused_in_files_with_the_same_one_line(
+    tmp_path: Path, env: dict[str, str], halt: str, message: str
+) -> None:
+    """Review of #14, finding 4: files read ``fail: true`` and ``fail: 1.0`` as 1, gave two
+    pydantic union lines for 2.5 or [1], and took an Arabic-Indic digit as a count."""
+    checks(tmp_path, profile=f", halt: {halt}")
+    ran = subplans("run", "plan.yaml", cwd=tmp_path, env=env)
+    assert ran.returncode == 2
+    [line] = ran.stderr.splitlines()
+    assert line.startswith("error: plan.yaml:2:")
+    assert line.endswith(f"automation_profile.halt: {message}")
+
+
+@pytest.mark.parametrize("value", [True, 1.0, 2.5, [1], "\u0663", "\u0663%", "1\u0660%"])
+def test_python_refuses_the_same_thresholds(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^halt fail must be a count >= 1 or a percentage"):
+        HaltPolicy("soon", fail=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^--halt fail must be a count >= 1 or a percentage"):
+        HaltPolicy.from_value({"when": "soon", "fail": value}, "--halt")
+
+
+def test_an_arabic_indic_digit_in_the_halt_option_is_exit_2(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    checks(tmp_path)
+    ran = subplans("run", "plan.yaml", "--halt", "soon,fail=\u0663", cwd=tmp_path, env=env)
+    assert ran.returncode == 2
+    assert ran.stderr == f"error: --halt fail {_COUNT_OR_SHARE} '\u0663'\n"
+
+
+def test_status_forgets_a_halt_that_a_successful_resume_undid(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Review of #14, finding 3: after a resume ran the halted step again to completion,
+    ``status`` still said it had halted, and ``--json`` listed the halt."""
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\nautomation_profile: {max_parallel: 1, halt: 'soon,fail=1'}\nsteps:\n"
+        "  - name: s\n    for_each: [a, b]\n    subplan: {run: 'exit $(cat flag)'}\n",
+    )
+    (tmp_path / "flag").write_text("1")
+    assert subplans("run", "plan.yaml", "--quiet", cwd=tmp_path, env=env).returncode == 1
+    halted = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "  halted       step s: its fail threshold was reached (halt soon,fail=1)\n" in halted
+    (tmp_path / "flag").write_text("0")
+    resumed = subplans("resume", "latest", "--quiet", cwd=tmp_path, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    shown = subplans("status", cwd=tmp_path, env=env).stdout
+    assert "halted" not in shown
+    as_json = json.loads(subplans("status", "--json", cwd=tmp_path, env=env).stdout)
+    assert (as_json["status"], as_json["halted"]) == ("completed", [])
+
+
+def test_the_lines_say_cancelled_for_what_a_success_threshold_cancelled(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Review of #14, finding 9c: the per-change lines said ``failed`` of the subplans a
+    success threshold cancelled, which are no failure (the run exits 0)."""
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\nautomation_profile: {max_parallel: 1, halt: 'soon,success=1'}\nsteps:\n"
+        "  - name: s\n    for_each: [a, b]\n    subplan: {run: 'true'}\n",
+    )
+    ran = subplans("run", "plan.yaml", cwd=tmp_path, env=env)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    [line] = [line for line in ran.stdout.splitlines() if "s/b" in line]
+    assert line.endswith(
+        "  cancelled  s/b  (not started)  "
+        "cancelled because the success threshold was reached (halt soon,success=1)"
+    )
+    quiet = subplans("run", "plan.yaml", "--no-progress", cwd=tmp_path, env=env)
+    assert "s/b" not in quiet.stdout + quiet.stderr  # no failure to report
+
+
+def test_a_failure_mode_set_closer_than_a_halt_decides(tmp_path: Path, env: dict[str, str]) -> None:
+    """Review of #14, finding 7: a plan's ``halt`` overrode a step's own ``failure_mode:
+    continue_on_error``, and ``run --failure-mode continue_on_error`` was ignored when the
+    plan set ``halt``. They are one setting: the closer level wins; at one level, ``halt``."""
+    checks(tmp_path, profile=', halt: "now,fail=1"', step="    failure_mode: continue_on_error\n")
+    ran = subplans("run", "plan.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert ran.returncode == 1
+    assert "  subplans  5 total, 3 completed, 2 failed\n" in ran.stdout  # none cancelled
+    dry = subplans("run", "plan.yaml", "--dry-run", cwd=tmp_path, env=env)
+    assert (
+        "  halt          none               step (plan.yaml: steps[0].failure_mode, "
+        "over plan (plan.yaml: automation_profile.halt))\n" in dry.stdout
+    )
+    checks(tmp_path, profile=', halt: "now,fail=1"')
+    option = ("--failure-mode", "continue_on_error")
+    ran = subplans("run", "plan.yaml", "--quiet", *option, cwd=tmp_path, env=env)
+    assert "  subplans  5 total, 3 completed, 2 failed\n" in ran.stdout
+    both = subplans(
+        "run", "plan.yaml", "--quiet", *option, "--halt", "now,fail=1", cwd=tmp_path, env=env
+    )
+    assert "  subplans  5 total, 1 completed, 1 failed, 3 cancelled\n" in both.stdout
+    checks(tmp_path, profile=", failure_mode: continue_on_error", step='    halt: "now,fail=1"\n')
+    ran = subplans("run", "plan.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert "  subplans  5 total, 1 completed, 1 failed, 3 cancelled\n" in ran.stdout

@@ -24,7 +24,7 @@ import pytest
 
 from subplans.cli.app import ExitCode
 from subplans.engine.errors import PlanRunningError, RunBusyError, StoreError
-from subplans.store import PlanManifest, RunLock, RunStore
+from subplans.store import SCHEMA_VERSION, PlanManifest, RunLock, RunStore
 
 from .conftest import wait_until
 from .log_headers import unheaded
@@ -477,7 +477,8 @@ def test_an_empty_database_in_a_read_only_folder_is_no_store_yet(tmp_path: Path)
         RunStore.open(folder / "state.db", readonly=True)
     assert str(refused.value) == (
         f"cannot open the store {folder / 'state.db'}: its schema (version 0) is older than "
-        "this subplans' (4), and it cannot be brought up to date here: it is read-only"
+        f"this subplans' ({SCHEMA_VERSION}), and it cannot be brought up to date here: it is "
+        "read-only"
     )
     assert os.listdir(folder) == ["state.db"]
 

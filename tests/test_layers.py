@@ -22,9 +22,10 @@ MAY_IMPORT = {
     "engine": {"engine"},
     "plans": {"engine", "plans"},
     "execution": {"engine", "plans", "execution"},
-    "store": {"engine", "plans", "execution", "store"},
+    "cluster": {"engine", "plans", "execution", "cluster"},
+    "store": {"engine", "plans", "execution", "cluster", "store"},
     "sinks": {"engine", "plans", "sinks"},
-    "cli": {"engine", "plans", "execution", "store", "sinks", "cli", "subplans"},
+    "cli": {"engine", "plans", "execution", "cluster", "store", "sinks", "cli", "subplans"},
 }
 MAX_LINES = 400
 

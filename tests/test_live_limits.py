@@ -266,3 +266,80 @@ def test_a_store_that_fails_when_the_run_starts_to_listen_is_said(tmp_path: Path
     cannot = f"cannot read the store {tmp_path / 'state.db'}: no such table: limits"
     assert said[0] == f"limit: cannot read the caps changed earlier: {cannot}"
     assert said[1].startswith("limit: cannot listen for changes: cannot ")
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+async def test_a_raised_cap_is_published_before_the_subplans_it_starts(pooled: bool) -> None:
+    """Review of #14, finding 8: after ``set_max_parallel(3)`` from 1, the RUNNING events of
+    the subplans the raise started came before ``limit_changed``: the cap seemed broken."""
+    import asyncio
+
+    from subplans import Event, EventBus, LimitChanged, ParallelExecutionConfig, Subplan
+    from subplans.engine.events import SubplanStateChanged
+    from subplans.engine.states import SubplanExecutionState
+
+    bus, seen, over = EventBus(), [], []
+    cap, running = 1, 0
+
+    def watch(event: Event) -> None:
+        nonlocal cap, running
+        if isinstance(event, LimitChanged) and event.pool is None:
+            cap = event.limit
+            seen.append("limit_changed")
+        elif isinstance(event, SubplanStateChanged):
+            if event.state is SubplanExecutionState.RUNNING:
+                if running >= cap:
+                    over.append(event.subplan_id)
+                running += 1
+                seen.append(event.subplan_id)
+            elif event.previous is SubplanExecutionState.RUNNING:
+                running -= 1
+
+    bus.subscribe(watch)
+    gate = asyncio.Event()
+
+    async def wait() -> None:
+        await gate.wait()
+
+    pools = {"api": AsyncSemaphoreLimiter(4)} if pooled else None
+    uses = {"api": 1} if pooled else None
+    config = ParallelExecutionConfig(max_parallel=1)
+    dispatcher = ParallelSubplanDispatcher(config, bus=bus, pools=pools)
+    subplans = [Subplan(f"s{i}", wait, uses=uses) for i in range(4)]
+    task = asyncio.create_task(dispatcher.run(subplans, name="step"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == ["s0"]
+    dispatcher.set_max_parallel(3)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert seen == ["s0", "limit_changed", "s1", "s2"]
+    assert over == []
+    gate.set()
+    await task
+
+
+async def test_a_root_step_s_cap_is_bounded_by_the_run_s_as_changed(tmp_path: Path) -> None:
+    """Review of #14, finding 6: the run's cap set by ``limit`` bounds every root step, as the
+    budget of the whole run; a step's own cap acts below it."""
+    plan = two_steps(tmp_path)
+    one, two = plan.steps
+    limits = LiveLimits(plan)
+    dispatcher, budget = ParallelSubplanDispatcher(), AsyncSemaphoreLimiter(4)
+    with limits.running(one, dispatcher, budget):
+        assert limits.set("max_parallel", 2) == 4
+        assert limits.set("step:one", 3) == 2
+        assert (dispatcher.config.max_parallel, budget.capacity) == (2, 2)
+        assert (limits.current("step:one"), limits.original("step:one")) == (2, 4)
+        assert limits.set("max_parallel", 8) == 2
+        assert (dispatcher.config.max_parallel, budget.capacity) == (3, 3)  # its own acts
+    assert limits.max_parallel(two, root=True) == 3  # its own 3, under the run's 8
+    assert limits.set("max_parallel", 1) == 8
+    assert limits.max_parallel(two, root=True) == 1
+    nested = two.units[0].plan
+    assert nested is not None  # bounded by the root step's budget, not by its own cap
+    assert limits.max_parallel(nested.steps[0], root=False) == 4
+    assert (limits.current("max_parallel"), limits.original("max_parallel")) == (1, 4)
+    assert (limits.original("step:two/n/in"), limits.current("step:two/n/in")) == (4, 4)
+    with pytest.raises(ConfigError, match=r"^no step 'nope' in the run$"):
+        limits.original("step:nope")

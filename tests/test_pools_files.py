@@ -94,8 +94,11 @@ def test_pools_and_uses_show_with_their_provenance(tmp_path: Path, env: dict[str
     )
     dry = run(tmp_path, env, "run", "plan.yaml", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    # Pools add up by name; the source shown is the highest level that declares one.
-    assert "  pools           api=4 at 10/s, db=1  plan (plan.yaml: pools)\n" in dry.stdout
+    # Pools add up by name; the source says where each comes from, the closest first.
+    assert (
+        "  pools           api=4 at 10/s, db=1  plan (plan.yaml: pools: db; "
+        "automation_profile.profile = 'apis' (profiles.apis.pools): api)\n" in dry.stdout
+    )
     assert "  max_per_second  2.5" in dry.stdout
     assert "step (plan.yaml: steps[0].max_per_second)" in dry.stdout
     assert "shell: true  (uses api=2, db=1)" in dry.stdout
@@ -227,3 +230,112 @@ async def test_the_live_view_shows_each_pool_s_usage(tmp_path: Path, console: Co
     view = LiveView(console, reporter, PlanProgress(load_plan(path, config=NO_CONFIG)), run_id="r")
     console.print(view.render())
     assert "pools api 1/2 (0 waiting, peak 1)" in printed(console)
+
+
+@pytest.mark.parametrize(
+    ("step", "config", "where"),
+    [
+        ("    pools: {zzz: 1}\n", "", "6:5: steps[0].pools: 'pools' is not a step's: "),
+        (
+            "    automation_profile: {pools: {zzz: 1}}\n",
+            "",
+            "steps[0].automation_profile.pools: ",
+        ),
+        (
+            "    automation_profile: gpus\n",
+            "profiles:\n  gpus: {pools: {zzz: 1}}\n",
+            "steps[0].automation_profile = 'gpus' (profiles.gpus.pools): ",
+        ),
+    ],
+)
+def test_pools_set_by_a_step_are_refused_saying_where_pools_go(
+    tmp_path: Path, env: dict[str, str], step: str, config: str, where: str
+) -> None:
+    """Review of #14, finding 2: a step's ``pools`` was refused with advice to write it under
+    ``automation_profile``, where it then did nothing (and ``profile resolve`` showed it as
+    the step's); pools are the run's."""
+    write(tmp_path, "no-config.yaml", config or "{}\n")
+    write(
+        tmp_path,
+        "plan.yaml",
+        f"name: p\nsteps:\n  - name: s\n    run: 'true'\n    uses: [zzz]\n{step}",
+    )
+    rule = (
+        "pools are the run's, shared by every step: declare them in the plan's `pools` (or its "
+        "automation_profile) or in the global profile, and take units with `uses`"
+    )
+    for args in (("run", "plan.yaml"), ("profile", "resolve", "plan.yaml")):
+        refused = run(tmp_path, env, *args)
+        assert refused.returncode == 2, refused.stdout
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("error: plan.yaml")
+        assert line.endswith(f"{where}{rule}")
+
+
+def test_every_bad_pool_of_a_uses_is_said_among_the_pools_of_the_whole_run(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Review of #14, finding 5: only the first problem of a ``uses`` was said, a pool a nested
+    plan loaded later declares was unknown to the steps before it, and ``uses: {}`` meant no
+    pool while ``uses: []`` was refused."""
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\npools: {api: 1}\nsteps:\n"
+        "  - name: a\n    uses: {api: 2, gpu: 3, zzz: 1}\n    run: 'true'\n"
+        "  - name: b\n    uses: [gpu]\n    plan: {pools: {gpu: 2}, steps: [{name: in, run: 'true'}]}\n",
+    )
+    ran = run(tmp_path, env, "run", "plan.yaml")
+    assert ran.returncode == 2
+    assert ran.stderr.splitlines() == [
+        "error: plan.yaml:5:5: steps[0].uses: uses 2 units of pool 'api', which has 1",
+        "error: plan.yaml:5:5: steps[0].uses: uses 3 units of pool 'gpu', which has 2",
+        "error: plan.yaml:5:5: steps[0].uses: unknown pool 'zzz'; the run's pools: api, gpu",
+    ]
+    path = write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\npools: {api: 1}\nsteps:\n  - name: s\n    uses: [api]\n    subplans:\n"
+        "      - {name: a, run: 'true', uses: []}\n      - {name: b, run: 'true', uses: {}}\n"
+        "      - {name: c, run: 'true'}\n",
+    )
+    plan = load_plan(path, config=NO_CONFIG)
+    assert [dict(u.uses) for u in plan.walk_units()] == [{}, {}, {"api": 1}]
+
+
+def test_pools_merged_from_the_global_profile_say_so(tmp_path: Path, env: dict[str, str]) -> None:
+    """Review of #14, finding 9a: ``profile resolve`` said the plan's ``pools`` declared a pool
+    that came from the global profile."""
+    write(tmp_path, "no-config.yaml", "automation_profile: {pools: {api: 4}}\n")
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\npools: {gpu: 2}\nsteps:\n  - {name: s, run: 'true', uses: [api, gpu]}\n",
+    )
+    resolved = run(tmp_path, env, "profile", "resolve", "plan.yaml")
+    assert resolved.returncode == 0, resolved.stderr
+    config = tmp_path / "no-config.yaml"
+    assert (
+        f"  pools         api=4, gpu=2  plan (plan.yaml: pools: gpu; "
+        f"global ({config}: automation_profile.pools: api))\n" in resolved.stdout
+    )
+
+
+def test_a_dry_run_shows_the_uses_of_a_step_whose_items_come_later(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Review of #14, finding 9b: a run-time ``for_each``'s ``uses`` was not shown."""
+    write(
+        tmp_path,
+        "plan.yaml",
+        "name: p\npools: {api: 2}\nsteps:\n  - name: s\n    uses: {api: 2}\n"
+        "    for_each: {command: 'seq 1 3'}\n    subplan: {run: 'true'}\n",
+    )
+    dry = run(tmp_path, env, "run", "plan.yaml", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert (
+        "  for_each      would run 'seq 1 3' when the step starts; its subplans are known "
+        "then; each subplan uses api=2\n" in dry.stdout
+    )
+    shown = json.loads(run(tmp_path, env, "run", "plan.yaml", "--dry-run", "--json").stdout)
+    assert shown["plan"]["steps"][0]["items"]["uses"] == {"api": 2}

@@ -163,3 +163,93 @@ async def test_a_rate_limited_limiter_on_its_own() -> None:
     time.now += 0.001
     await asyncio.wait_for(second, 5)
     assert limiter.in_use == 2
+
+
+class Attempts:
+    """Subplans that record each attempt's start (``(id, time)``) and fail their first one."""
+
+    def __init__(self, time: FakeTime) -> None:
+        self.time = time
+        self.at: list[tuple[str, float]] = []
+        self.changed = asyncio.Event()
+
+    def flaky(self, subplan_id: str) -> Any:
+        async def run() -> None:
+            self.at.append((subplan_id, self.time.now))
+            self.changed.set()
+            if [name for name, _ in self.at].count(subplan_id) == 1:
+                raise ValueError("first attempt")
+
+        return run
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.at) < count:
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 5)  # a guard against a hang
+
+
+async def test_a_retry_takes_the_dispatch_s_rate() -> None:
+    # Regression: the rate was taken at a subplan's first start only; its retries started
+    # at once, however fast they came.
+    time = FakeTime()
+    attempts = Attempts(time)
+    config = ParallelExecutionConfig(max_parallel=2, max_per_second=1000)
+    dispatcher = ParallelSubplanDispatcher(config, clock=Clock(monotonic=time))
+    subplan = Subplan("flaky", attempts.flaky("flaky"), retries=1, retry_delay=0)
+    task = asyncio.create_task(dispatcher.run([subplan]))
+    await attempts.wait_for(1)
+    await Starts(time).settle()
+    assert attempts.at == [("flaky", 100.0)]  # the retry waits for the rate
+    time.now += 0.001
+    results = await asyncio.wait_for(task, 5)
+    assert [name for name, _ in attempts.at] == ["flaky", "flaky"]
+    assert [at for _, at in attempts.at] == pytest.approx([100.0, 100.001])
+    assert (results[0].state.value, results[0].attempts) == ("completed", 2)
+    assert no_tasks_left()
+
+
+async def test_a_retry_takes_its_pool_s_rate_without_queueing_behind_its_own_units() -> None:
+    # "first" holds the pool's only unit and retries while "second" waits in the pool's
+    # queue for that unit: the retry takes the pool's pace, not a place in that queue
+    # (behind "second", which waits for what "first" holds, it would never start).
+    time = FakeTime()
+    attempts = Attempts(time)
+    pool = AsyncSemaphoreLimiter(1, max_per_second=1000, clock=time)
+    dispatcher = ParallelSubplanDispatcher(
+        ParallelExecutionConfig(max_parallel=2), pools={"db": pool}
+    )
+    subplans = [
+        Subplan("first", attempts.flaky("first"), retries=1, retry_delay=0, uses=["db"]),
+        Subplan("second", attempts.flaky("second"), retries=1, retry_delay=0, uses=["db"]),
+    ]
+    task = asyncio.create_task(dispatcher.run(subplans))
+    await attempts.wait_for(1)
+    await Starts(time).settle()
+    assert attempts.at == [("first", 100.0)]
+    assert pool.waiting == 1  # "second"
+    time.now += 0.001
+    await attempts.wait_for(2)
+    assert [name for name, _ in attempts.at] == ["first", "first"]
+    assert attempts.at[1][1] == pytest.approx(100.001)
+    time.now += 0.001
+    await attempts.wait_for(3)
+    time.now += 0.001
+    await asyncio.wait_for(task, 5)
+    assert [name for name, _ in attempts.at] == ["first", "first", "second", "second"]
+    assert [at for _, at in attempts.at] == pytest.approx([100.0, 100.001, 100.002, 100.003])
+    assert pool.in_use == 0
+    assert no_tasks_left()
+
+
+@pytest.mark.parametrize("pool", [False, True])
+async def test_a_retry_without_a_rate_is_not_held(pool: bool) -> None:
+    time = FakeTime()
+    attempts = Attempts(time)
+    pools = {"db": AsyncSemaphoreLimiter(1)} if pool else None  # gated, but by no rate
+    config = ParallelExecutionConfig(max_parallel=2)
+    dispatcher = ParallelSubplanDispatcher(config, pools=pools)
+    uses = ["db"] if pool else None
+    subplan = Subplan("flaky", attempts.flaky("flaky"), retries=1, retry_delay=0, uses=uses)
+    results = await dispatcher.run([subplan])
+    assert attempts.at == [("flaky", 100.0), ("flaky", 100.0)]  # the clock never moved
+    assert results[0].attempts == 2

@@ -160,6 +160,7 @@ def test_jsonl_sink_writes_one_flushed_object_per_event_with_the_run_id() -> Non
             "subplan_id": "port/c",
             "pid": 4242,
             "log_file": "/runs/r/logs/port__c.log",
+            "worker": None,
             "run_id": "R1",
         },
     ]

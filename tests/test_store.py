@@ -93,7 +93,16 @@ def test_open_creates_the_folder_and_the_schema_in_wal_mode(tmp_path: Path) -> N
     assert db.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"runs", "steps", "subplans", "event_chunks", "step_items", "limits"}
+    assert tables == {
+        "runs",
+        "steps",
+        "subplans",
+        "event_chunks",
+        "step_items",
+        "limits",
+        "pools",
+        "pool_uses",
+    }
     views = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
     assert views == {"events"}  # schema 3: the events, a row each, over their chunks
     db.close()

@@ -67,9 +67,19 @@ def test_each_end_is_read_through_its_own_btree_without_sorting(tmp_path: Path) 
     with RunStore.open(tmp_path / "state.db") as store:
         plan = " | ".join(row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {_ENDS}"))
     assert "TEMP B-TREE" not in plan
-    for name in BTREE_NAMES - {"runs", "steps", "subplans", "step_items", "event_chunks", "limits"}:
+    tables = (
+        "runs",
+        "steps",
+        "subplans",
+        "step_items",
+        "event_chunks",
+        "limits",
+        "pools",
+        "pool_uses",
+    )
+    for name in BTREE_NAMES - set(tables):
         assert plan.count(f"USING COVERING INDEX {name}") == 2
-    for table in ("runs", "steps", "subplans", "step_items", "event_chunks", "limits"):
+    for table in tables:
         assert plan.count(f"SCAN {table} |") + plan.endswith(f"SCAN {table}") == 2
 
 

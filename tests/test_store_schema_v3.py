@@ -47,7 +47,9 @@ def as_schema_2(path: Path) -> None:
     migrate(db, MIGRATIONS[:2])
     db.execute("ATTACH ? AS new", (str(path),))
     for table in TABLES:
-        db.execute(f"INSERT INTO main.{table} SELECT * FROM new.{table}")
+        # The columns schema 2 had: later migrations add some (subplans.worker).
+        columns = ", ".join(row[1] for row in db.execute(f"PRAGMA main.table_info({table})"))
+        db.execute(f"INSERT INTO main.{table} SELECT {columns} FROM new.{table}")
     db.execute("INSERT INTO main.events SELECT * FROM new.events")
     db.execute("DETACH new")
     assert db.execute("PRAGMA user_version").fetchone() == (2,)

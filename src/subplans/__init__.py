@@ -38,6 +38,7 @@ if typing.TYPE_CHECKING:
     from subplans.engine.dispatcher import ParallelSubplanDispatcher, run_sync
     from subplans.engine.errors import (
         AggregateSubplanError,
+        BackendError,
         CommandFailedError,
         ConfigError,
         DispatchError,
@@ -50,6 +51,7 @@ if typing.TYPE_CHECKING:
         SubplanCancelledError,
         SubplanError,
         SubplanExecutionError,
+        WorkerLostError,
     )
     from subplans.engine.events import (
         DispatchFinished,
@@ -88,9 +90,10 @@ _MODULES = {
     "subplans.engine.config": "FailureMode ParallelExecutionConfig",
     "subplans.engine.control_events": "DispatchHalted LimitChanged",
     "subplans.engine.dispatcher": "ParallelSubplanDispatcher run_sync",
-    "subplans.engine.errors": "AggregateSubplanError CommandFailedError ConfigError DispatchError "
-    "InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError RunNotLiveError "
-    "StoreError SubplanCancelledError SubplanError SubplanExecutionError",
+    "subplans.engine.errors": "AggregateSubplanError BackendError CommandFailedError ConfigError "
+    "DispatchError InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError "
+    "RunNotLiveError StoreError SubplanCancelledError SubplanError SubplanExecutionError "
+    "WorkerLostError",
     "subplans.engine.events": "DispatchFinished DispatchStarted Event EventBus PlanFinished "
     "PlanStarted StepItemsRead StepStateChanged SubplanProcessStarted SubplanRetrying "
     "SubplanSkipped SubplanStateChanged",
@@ -135,6 +138,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AggregateSubplanError",
     "AsyncSemaphoreLimiter",
+    "BackendError",
     "CallTargetError",
     "CommandFailedError",
     "CommandResult",
@@ -191,6 +195,7 @@ __all__ = [
     "SubplanStateChanged",
     "SubplanTracker",
     "ThreadAbandonedError",
+    "WorkerLostError",
     "__version__",
     "load_global_config",
     "load_plan",

@@ -8,7 +8,9 @@
    soon as the run can stop cleanly, or ends the command with exit 130 if it never starts;
 3. decide what to run (a resume's refusals: nothing is made or changed before);
 4. open the ``--events-jsonl`` stream (a fresh run opens it first of all, before its store: a
-   path that cannot be opened creates nothing), make the session and the run folder;
+   path that cannot be opened creates nothing), make the session, start or reach the Dask
+   clusters its units need (``run_backends``; refused if one cannot be used), make the run
+   folder;
 5. register the run in the store (start or resume; a plan that another run got in first is
    refused, and the folders made for it are removed again), then empty the events file;
 6. run the session with ``SUBPLANS_RUN_ID`` set (``RunSession.run``), settle the signals, and
@@ -37,7 +39,7 @@ from subplans.cli.limit_requests import ignore_limit_signal
 from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
 from subplans.cli.stores import find_run, opened, store_path
-from subplans.engine.errors import PlanRunningError, StoreError
+from subplans.engine.errors import BackendError, PlanRunningError, StoreError
 from subplans.execution import signal_guard
 from subplans.store import RunStatus, default_store_path
 
@@ -101,9 +103,11 @@ class RunLifecycle:
         force: bool = False,
         rerun_unknown: bool = False,
         skip_unknown: bool = False,
+        scheduler: str | None = None,
     ) -> RunEnd:
-        """Run a stored run's plan again, skipping what completed (``ResumedRun``); refused
-        as ``start`` is, or as ``ResumedRun.decide`` decides (nothing was changed then).
+        """Run a stored run's plan again, skipping what completed (``ResumedRun``; its Dask
+        cluster at ``scheduler`` if given); refused as ``start`` is, or as ``ResumedRun.decide``
+        decides (nothing was changed then).
 
         Raises:
             StoreError: the store cannot be used, or the run is unknown.
@@ -115,6 +119,7 @@ class RunLifecycle:
                 force=force,
                 rerun_unknown=rerun_unknown,
                 skip_unknown=skip_unknown,
+                scheduler=scheduler,
             )
             return self.drive(db, launch, events_stream(self.output.events_jsonl))
 
@@ -138,9 +143,12 @@ class RunLifecycle:
         # its line and exit 130 to them instead of replacing them.
         with signal_guard.GUARD.deferred() as noted, told(), store.lock(launch.run_id):
             decision = launch.decide(store)
-            with events or contextlib.nullcontext() as stream:
-                session = self._session(launch, decision, stream, store)
+            with (
+                events or contextlib.nullcontext() as stream,
+                contextlib.closing(self._session(launch, decision, stream, store)) as session,
+            ):
                 session.early_signals = noted
+                _connect(session)
                 _prepare(session)
                 ignore_limit_signal()  # from here on `subplans limit` may send it
                 launch.before_start(store, session, decision)
@@ -221,6 +229,18 @@ def _plan_free(made: Sequence[Path] = ()) -> Iterator[None]:
                 "or pass --concurrent to run it anyway"
             ]
         )
+
+
+def _connect(session: RunSession) -> None:
+    """The clusters the run needs, started and checked before anything is made or recorded;
+    refused with the one line of what is wrong (``distributed`` missing: how to install it).
+    A signal meanwhile ends the command there (exit 130, its one line): nothing was made."""
+    try:
+        connected = session.connect()
+    except BackendError as error:
+        refuse([error])
+    if not connected:
+        refuse([])  # no line of its own: the signal's ends the command
 
 
 def _prepare(session: RunSession) -> None:

@@ -78,12 +78,16 @@ def limit(
         owner, request = limit_run(db, found.id, target, value)
         with interruptible():
             record = _answer(db, found.id, target, request)
+        caps = db.limits(found.id)
     if record is None:
         typer.echo(f"asked run {found.id} to set {shown} to {value} ({owner} has not answered yet)")
     elif record.error is not None:
         invalid([f"run {found.id} refused {shown} {value}: {record.error}"])
     else:
-        typer.echo(f"run {found.id}: {shown} {record.previous} -> {record.current}")
+        from subplans.cli.limit_lines import bounded, in_effect, run_cap
+
+        runs = bounded(record.current, in_effect(record, run_cap(caps)))
+        typer.echo(f"run {found.id}: {shown} {record.previous} -> {record.current}{runs}")
 
 
 def _answer(db: RunStore, run_id: str, target: str, request: int) -> LimitRecord | None:

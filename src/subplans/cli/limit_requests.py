@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from subplans.cli.limit_lines import bounded
 from subplans.engine.errors import ConfigError, StoreError
 from subplans.execution.live_limits import LiveLimits
 from subplans.store import LIMIT_SIGNAL
 
 if TYPE_CHECKING:
-    from subplans.store import RunStore
+    from subplans.store import LimitRecord, RunStore
 
 __all__ = ["LimitRequests", "ignore_limit_signal"]
 
@@ -87,10 +88,28 @@ class LimitRequests:
             shown = record.target.replace(":", " ", 1)
             try:
                 self.limits.set(record.target, record.current)
-            except ConfigError as error:  # a plan edited since: no such step or pool now
+            except ConfigError as error:  # a plan edited since, or a pool still needed whole
                 self.say(f"limit: {shown} {record.current} not set again: {error}")
+                self.keep(record)
             else:
                 self.say(f"limit: {shown} {record.current}, as `subplans limit` set it")
+
+    def keep(self, record: LimitRecord) -> None:
+        """Record that the cap ``record`` set is not set again: its target keeps the cap the
+        run has (``status`` says that one); nothing for a step or pool gone from the plan."""
+        try:
+            kept = self.limits.current(record.target)
+        except ConfigError:
+            return
+        try:
+            request = self.store.request_limit(self.run_id, record.target, kept)
+            for pending in self.store.pending_limits(self.run_id):
+                if (pending.target, pending.request) == (record.target, request):
+                    self.store.record_limit(
+                        self.run_id, pending, original=record.current, current=kept
+                    )
+        except StoreError as error:
+            self.say(f"limit: cannot record the caps kept: {error}")
 
     def apply(self) -> None:
         """Apply every request waiting in the store, and record what came of each."""
@@ -104,9 +123,16 @@ class LimitRequests:
                     self.store.record_limit(self.run_id, record, error=str(error))
                     self.say(f"limit: {shown} {record.requested} refused: {error}")
                     continue
+                started = self.limits.original(record.target)
                 self.store.record_limit(
-                    self.run_id, record, original=previous, current=record.requested
+                    self.run_id,
+                    record,
+                    original=previous,
+                    current=record.requested,
+                    started_with=started,
                 )
-                self.say(f"limit: {shown} {previous} -> {record.requested}")
+                # A root step runs no more at once than the run's max_parallel as set.
+                runs = bounded(record.requested, self.limits.current(record.target))
+                self.say(f"limit: {shown} {previous} -> {record.requested}{runs}")
         except StoreError as error:  # the run goes on with the caps it has
             self.say(f"limit: cannot read the requests: {error}")

@@ -84,17 +84,21 @@ def shown_state(subplan: SubplanInfo, run: RunInfo) -> str:
 
 
 def subplan_lines(subplans: Sequence[SubplanInfo], run: RunInfo) -> list[str]:
-    """``subplans status RUN_ID --subplans``: every subplan in plan order, under a header."""
-    rows = [("subplan", "state", "attempts", "took", "exit code")]
+    """``subplans status RUN_ID --subplans``: every subplan in plan order, under a header; with
+    a ``worker`` column when a cluster worker ran any of them (``here`` for the others)."""
+    workers = any(subplan.worker is not None for subplan in subplans)
+    rows: list[tuple[str, ...]] = [
+        ("subplan", "state", "attempts", "took", "exit code", *(("worker",) if workers else ()))
+    ]
     for subplan in subplans:
         exit_code = subplan.exit_code
-        rows.append(
-            (
-                visible(subplan.subplan_id),
-                shown_state(subplan, run),
-                str(subplan.attempts),
-                _seconds(subplan.elapsed),
-                "-" if exit_code is None else str(exit_code),
-            )
+        row = (
+            visible(subplan.subplan_id),
+            shown_state(subplan, run),
+            str(subplan.attempts),
+            _seconds(subplan.elapsed),
+            "-" if exit_code is None else str(exit_code),
         )
+        where = subplan.worker or ("here" if subplan.started is not None else "-")
+        rows.append((*row, visible(where)) if workers else row)
     return _table(rows, right=(2, 3, 4))

@@ -4,6 +4,7 @@ overrides checked, and the plan loaded with them; every problem is one line of a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +38,6 @@ def registry() -> ProfileRegistry:
 
 def _checked(config: GlobalConfig, overrides: Overrides) -> tuple[Overrides, list[str]]:
     """The command-line overrides that are valid, and a problem for each one that is not."""
-    from subplans.plans.loader import Overrides
-
     problems: list[str] = []
     max_parallel, profile = overrides.max_parallel, overrides.profile
     if max_parallel is not None:
@@ -60,9 +59,7 @@ def _checked(config: GlobalConfig, overrides: Overrides) -> tuple[Overrides, lis
         except ConfigError as error:
             problems.append(str(error))
             halt = None
-    checked = Overrides(
-        max_parallel=max_parallel, failure_mode=overrides.failure_mode, profile=profile, halt=halt
-    )
+    checked = dataclasses.replace(overrides, max_parallel=max_parallel, profile=profile, halt=halt)
     return checked, problems
 
 

@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from subplans.cli.overrides import BackendKind
 from subplans.engine.config import FailureMode
 
 __all__ = [
     "CONTEXT",
+    "BackendOption",
     "ConcurrentOption",
     "EventsJsonlOption",
     "FailureModeOption",
@@ -23,6 +25,7 @@ __all__ = [
     "ProfileOption",
     "QuietOption",
     "RunIdArgument",
+    "SchedulerOption",
     "StoreOption",
     "example",
     "valid_run_id",
@@ -75,6 +78,26 @@ ProfileOption = Annotated[
         "--profile",
         "-p",
         help="A named profile for the whole plan (see `subplans profile list`).",
+        show_default=False,
+    ),
+]
+BackendOption = Annotated[
+    BackendKind | None,
+    typer.Option(
+        "--backend",
+        help="Where run and call subplans run: local, or dask (the cluster at --scheduler, "
+        "else at $SUBPLANS_SCHEDULER, else one started on 127.0.0.1 for the run); acts at the "
+        "plan level (a step's own setting still wins). dask needs pip install 'subplans[dask]'.",
+        show_default=False,
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="The Dask scheduler (tcp://HOST:8786) of every dask backend that names none; "
+        "alone, it means --backend dask. Default: $SUBPLANS_SCHEDULER.",
         show_default=False,
     ),
 ]

@@ -10,11 +10,13 @@ import typer
 from subplans.cli.exits import invalid, invalid_input
 from subplans.cli.options import (
     CONTEXT,
+    BackendOption,
     FailureModeOption,
     HaltOption,
     MaxParallelOption,
     PlanArgument,
     ProfileOption,
+    SchedulerOption,
     example,
 )
 from subplans.engine.config import FailureMode
@@ -88,21 +90,26 @@ def profile_resolve(
     failure_mode: FailureModeOption = None,
     profile: ProfileOption = None,
     halt: HaltOption = None,
+    backend: BackendOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Print each effective profile field of a plan and its steps, with where it came from.
 
-    Takes the same overrides as `subplans run`; nested plans follow their step.
+    Takes the same overrides as `subplans run`; nested plans follow their step. The backend is
+    shown where something sets it (a dask backend with its scheduler, or `local cluster`).
     """
     from subplans.cli.loading import load
-    from subplans.plans.loader import Overrides
+    from subplans.cli.overrides import command_overrides
 
-    overrides = Overrides(
-        max_parallel=max_parallel,
-        failure_mode=failure_mode,
-        profile=profile,
-        halt=halt,
-    )
     with invalid_input():
+        overrides = command_overrides(
+            max_parallel=max_parallel,
+            failure_mode=failure_mode,
+            profile=profile,
+            halt=halt,
+            backend=backend,
+            scheduler=scheduler,
+        )
         node = load(plan, overrides)
     _echo_plan(node)
 

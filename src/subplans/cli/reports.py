@@ -16,11 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from subplans.cli.halt_lines import current_halts, halt_lines
 from subplans.cli.limit_lines import limit_lines, max_parallel_of
 from subplans.sinks.formatting import duration, visible
 from subplans.store import (
     Leftover,
     LimitRecord,
+    PoolUsage,
     RunInfo,
     RunStatus,
     RunStore,
@@ -145,21 +147,25 @@ class StatusReport:
     halted: Sequence[Mapping[str, Any]] = ()
     #: The caps asked to change while it ran (``subplans limit``).
     limits: Sequence[LimitRecord] = ()
+    #: The run's pools: size, capacity now, units in use, waiting and peak.
+    pools: Sequence[PoolUsage] = ()
 
     @classmethod
     def collect(
         cls, store: RunStore, run: RunInfo, leftovers: Sequence[Leftover] = ()
     ) -> StatusReport:
         """The report of ``run`` from ``store``."""
+        steps = store.steps(run.id)
         return cls(
             run,
-            store.steps(run.id),
+            steps,
             store.running_subplans(run.id),
             store.failures(run.id),
             tuple(leftovers),
             store.step_items(run.id),
-            [event.payload for event in store.events_of_kind(run.id, "dispatch_halted")],
+            current_halts(store.events_of_kind(run.id, "dispatch_halted"), steps),
             store.limits(run.id),
+            store.pool_usage(run.id),
         )
 
     @property
@@ -196,6 +202,7 @@ class StatusReport:
             "halted": [dict(halted) for halted in self.halted],
             "max_parallel": self.max_parallel(),
             "limits": [limit.to_dict() for limit in self.limits],
+            "pools": [pool.to_dict() for pool in self.pools],
             "leftovers": [
                 {
                     "subplan_id": left.subplan_id,
@@ -234,6 +241,11 @@ class StatusReport:
         found = [f"run {run.id}  {run.status}"]
         found += _labelled("plan", [f"{run.plan_name}  ({run.plan_file})"])
         found += _labelled("started", [started])
+        backend = (run.profile.get("values") or {}).get("backend", "local")
+        if backend != "local":  # the plan's (a step's own: in --subplans, by worker)
+            from subplans.plans.backends import Backend
+
+            found += _labelled("backend", [str(Backend.from_value(backend))])
         if run.finished_at is not None:
             took = duration(run.finished_at - run.started_at)
             found += _labelled("ended", [f"{_when(run.finished_at)} UTC, after {took}"])
@@ -242,13 +254,9 @@ class StatusReport:
             states = ", ".join(f"{s.step_id} {step_state(s, run)}" for s in self.steps)
             found += _labelled("steps", [states])
         found += _labelled("limits", limit_lines(self.run, self.limits))
-        found += _labelled(
-            "halted",
-            [
-                f"step {h['name']}: its {h['threshold']} threshold was reached (halt {h['policy']})"
-                for h in self.halted
-            ],
-        )
+        width = max((len(pool.name) for pool in self.pools), default=0)
+        found += _labelled("pools", [_pool_line(pool, run, width) for pool in self.pools])
+        found += _labelled("halted", halt_lines(self.halted))
         found += _labelled("error", [line for s in self.steps for line in _step_error(s)])
         found += _labelled("items", [_items_line(read) for read in self.items])
         found += _labelled(
@@ -274,6 +282,20 @@ class StatusReport:
         if run.status in _RESUMABLE:
             found += _labelled("resume", [f"subplans resume {run.id}"])
         return [visible(line) for line in found]
+
+
+def _pool_line(pool: PoolUsage, run: RunInfo, width: int) -> str:
+    """``api  size 2 (started with 4): 1 in use, 3 waiting, peak 4``; the peak only once the
+    run is not running."""
+    size = f"size {pool.current}"
+    if pool.current != pool.size:
+        size += f" (started with {pool.size})"
+    if pool.max_per_second is not None:
+        size += f", at most {pool.max_per_second:g}/s"
+    if run.status != RunStatus.RUNNING:
+        return f"{pool.name:<{width}}  {size}: peak {pool.peak}"
+    usage = f"{pool.in_use} in use, {pool.waiting} waiting, peak {pool.peak}"
+    return f"{pool.name:<{width}}  {size}: {usage}"
 
 
 def _items_dict(read: StepItemsInfo | None) -> dict[str, Any] | None:

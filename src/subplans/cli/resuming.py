@@ -7,6 +7,7 @@ The building blocks (leftovers, recorded overrides, the plan's diff, unknown out
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from subplans.cli.exits import refuse
 from subplans.cli.launches import Decision
 from subplans.cli.loading import load
+from subplans.cli.run_backends import cluster_needs
 from subplans.store import find_leftovers
 from subplans.store.resume import (
     SKIP_UNKNOWN_REASON,
@@ -42,9 +44,17 @@ class ResumedRun:
     false`` whose outcome is unknown)."""
 
     def __init__(
-        self, run: RunInfo, *, force: bool, rerun_unknown: bool, skip_unknown: bool
+        self,
+        run: RunInfo,
+        *,
+        force: bool,
+        rerun_unknown: bool,
+        skip_unknown: bool,
+        scheduler: str | None = None,
     ) -> None:
         self.run = run
+        #: ``--scheduler``: the run's cluster at a new address (None: the one recorded).
+        self.scheduler = scheduler
         self.force = force
         self.rerun_unknown = rerun_unknown
         self.skip_unknown = skip_unknown
@@ -68,7 +78,11 @@ class ResumedRun:
         run_id = self.run.id
         leftovers = find_leftovers(store, run_id)  # only listed here
         overrides = recorded_overrides(self.run)
+        if self.scheduler is not None:
+            overrides = dataclasses.replace(overrides, scheduler=self.scheduler)
         node = load(Path(self.run.plan_file), overrides)
+        if self.scheduler is not None and not cluster_needs(node):
+            refuse([f"--scheduler: run {run_id} runs nothing on a Dask cluster"])
         manifest = run_manifest(node, overrides)
         diff = store.plan_diff(run_id, manifest)
         # The steps that had started make their subplans of the items they read then; one the
@@ -108,6 +122,14 @@ class ResumedRun:
         """Stop what the dead owner left (nothing may run twice at the same time), and say what
         the resume found; the run's steps that had started get the items they read then."""
         session.executor.items = self.items
+        # On the clusters' workers first: what the dead driver's subplans left running there
+        # (the workers find them by the run's id, as the leftovers here are found).
+        remote = session.stop_remote(self.run.id)
+        if remote:
+            session.say(
+                f"stopped {_count(remote, 'process')} that run {self.run.id} had left running "
+                "on the Dask cluster"
+            )
         stopped = stop_leftovers(store, self.run)
         if stopped:
             session.say(describe_stopped(self.run.id, stopped))
@@ -143,3 +165,7 @@ def _notes(
     if unknown.subplans:
         notes.append(unknown.describe(skip=skip))
     return tuple(notes)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}es"

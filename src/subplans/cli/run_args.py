@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from subplans.cli.exits import ExitCode
+from subplans.cli.overrides import BackendKind
 from subplans.engine.config import FailureMode
 from subplans.sinks.tagged_output import OutputMode
 
@@ -39,6 +40,8 @@ _VALUED = {
     "-j": "max_parallel",
     "--failure-mode": "failure_mode",
     "--halt": "halt",
+    "--backend": "backend",
+    "--scheduler": "scheduler",
     "--profile": "profile",
     "-p": "profile",
     "--events-jsonl": "events_jsonl",
@@ -103,6 +106,8 @@ def _value(key: str, value: str) -> object:
         return FailureMode(value) if value in FailureMode._value2member_map_ else None
     if key == "output_mode":
         return OutputMode(value) if value in OutputMode._value2member_map_ else None
+    if key == "backend":
+        return BackendKind(value) if value in BackendKind._value2member_map_ else None
     if key == "store":
         return Path(value)
     return value

@@ -13,6 +13,7 @@ import typer
 from subplans.cli.exits import ExitCode, invalid, invalid_input
 from subplans.cli.gc_pause import resume_collection
 from subplans.cli.options import (
+    BackendOption,
     ConcurrentOption,
     EventsJsonlOption,
     FailureModeOption,
@@ -24,6 +25,7 @@ from subplans.cli.options import (
     ProfileOption,
     QuietOption,
     RunIdArgument,
+    SchedulerOption,
     StoreOption,
     example,
 )
@@ -57,6 +59,7 @@ OutputOption = Annotated[
         "subplans run plan.yaml --events-jsonl - --quiet > events.jsonl",
         "subplans run plan.yaml --dry-run",
         "subplans run plan.yaml --output tag",
+        "subplans run plan.yaml --backend dask --scheduler tcp://10.0.0.5:8786",
     )
 )
 def run(
@@ -65,6 +68,8 @@ def run(
     failure_mode: FailureModeOption = None,
     profile: ProfileOption = None,
     halt: HaltOption = None,
+    backend: BackendOption = None,
+    scheduler: SchedulerOption = None,
     events_jsonl: EventsJsonlOption = None,
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
@@ -92,20 +97,24 @@ def run(
     and nothing is written: every step's settings and subplans are printed instead (--json:
     one JSON document); a source read when its step starts is read now, a command not run.
     Each command's output goes to its log file; --output tag also prints every line of it as
-    it comes, after [ID], and --output group each subplan's in one block once it ended.
+    it comes, after [ID], and --output group each subplan's in one block once it ended. With
+    --backend dask (or a plan's backend), run and call subplans run on a Dask cluster's workers.
     """
     from subplans.cli.run_plan import run_plan
 
     if dry_run or json_:
-        from subplans.plans.loader import Overrides
+        from subplans.cli.overrides import command_overrides
 
         resume_collection()  # the start-up is over: what the dry run makes is collected
-        overrides = Overrides(
-            max_parallel=max_parallel,
-            failure_mode=failure_mode,
-            profile=profile,
-            halt=halt,
-        )
+        with invalid_input():
+            overrides = command_overrides(
+                max_parallel=max_parallel,
+                failure_mode=failure_mode,
+                profile=profile,
+                halt=halt,
+                backend=backend,
+                scheduler=scheduler,
+            )
         _dry_run(plan, overrides, json_=json_, dry_run=dry_run, events_jsonl=events_jsonl)
     raise typer.Exit(
         run_plan(
@@ -114,6 +123,8 @@ def run(
             failure_mode=failure_mode,
             profile=profile,
             halt=halt,
+            backend=backend,
+            scheduler=scheduler,
             events_jsonl=events_jsonl,
             no_progress=no_progress,
             quiet=quiet,
@@ -146,6 +157,7 @@ def _dry_run(
     epilog=example(
         "subplans resume 20261128-000453-43a954",
         "subplans resume 20261128-000453-43a954 --force --no-progress",
+        "subplans resume latest --scheduler tcp://10.0.0.7:8786",
     )
 )
 def resume(
@@ -173,6 +185,16 @@ def resume(
         ),
     ] = False,
     concurrent: ConcurrentOption = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="The run's Dask cluster is now at ADDRESS (tcp://HOST:8786): for every dask "
+            "backend that names no scheduler. Default: the one the run recorded.",
+            show_default=False,
+        ),
+    ] = None,
     events_jsonl: EventsJsonlOption = None,
     no_progress: NoProgressOption = False,
     quiet: QuietOption = False,
@@ -188,10 +210,13 @@ def resume(
     when the run stopped are listed; if any is marked idempotent: false, resume refuses unless
     --rerun-unknown or --skip-unknown (refused too while that subplan still runs). A refused
     resume changes nothing; otherwise every process the run left running is stopped first.
-    --output as for `subplans run` (only what the resume runs is printed). Exit codes as
-    `subplans run`.
+    --output as for `subplans run` (only what the resume runs is printed). A run on a Dask
+    cluster resumes on the same backend (a local cluster is started again; --scheduler points
+    at a new address), and what it left running on the workers is stopped first too. Exit
+    codes as `subplans run`.
     """
     from subplans.cli.lifecycle import RunLifecycle
+    from subplans.cli.overrides import run_scheduler
     from subplans.cli.run_plan import exit_code, run_output
 
     resume_collection()
@@ -201,12 +226,15 @@ def resume(
         events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
     )
     with invalid_input():
+        if scheduler is not None:
+            scheduler = run_scheduler(scheduler)
         end = RunLifecycle(output, concurrent=concurrent).resume(
             run_id,
             store=store,
             force=force,
             rerun_unknown=rerun_unknown,
             skip_unknown=skip_unknown,
+            scheduler=scheduler,
         )
     raise typer.Exit(exit_code(end))
 

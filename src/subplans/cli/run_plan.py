@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from subplans.cli.lifecycle import Output, RunEnd
+    from subplans.cli.overrides import BackendKind
     from subplans.engine.config import FailureMode
     from subplans.plans.tree import PlanNode
 
@@ -32,6 +33,8 @@ def run_plan(
     failure_mode: FailureMode | None = None,
     profile: str | None = None,
     halt: str | None = None,
+    backend: BackendKind | None = None,
+    scheduler: str | None = None,
     events_jsonl: str | None = None,
     no_progress: bool = False,
     quiet: bool = False,
@@ -42,19 +45,21 @@ def run_plan(
     """Run ``plan``; its exit code (``ExitCode``). Invalid input raises ``typer.Exit`` (2)."""
     from subplans.cli.lifecycle import RunLifecycle
     from subplans.cli.loading import load
-    from subplans.plans.loader import Overrides
+    from subplans.cli.overrides import command_overrides
 
     resume_collection()  # the start-up is over: what the run makes is collected
-    overrides = Overrides(
-        max_parallel=max_parallel,
-        failure_mode=failure_mode,
-        profile=profile,
-        halt=halt,
-    )
     output = run_output(
         events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
     )
     with invalid_input():
+        overrides = command_overrides(
+            max_parallel=max_parallel,
+            failure_mode=failure_mode,
+            profile=profile,
+            halt=halt,
+            backend=backend,
+            scheduler=scheduler,
+        )
         node = load(plan, overrides)
         _say_where_items_come_from(node)
         end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)

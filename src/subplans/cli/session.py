@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from subplans.cli.gc_pause import freeze_survivors
+from subplans.cli.run_backends import RunBackends, cluster_needs
 from subplans.engine.errors import StoreError
 from subplans.engine.events import EventBus
 from subplans.engine.progress import ProgressReporter
@@ -131,6 +132,10 @@ class RunSession:
             run_dir=run_dir,
             skip=skip,
         )
+        #: The Dask clusters its units need (none: everything runs here); ``connect()``.
+        self.backends = RunBackends(cluster_needs(plan))
+        #: The run's event loop, made by ``connect()`` or ``run_blocking()``, closed by ``close()``.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The run's pools, read into each snapshot: the live view shows their usage.
         self.reporter = ProgressReporter(self.bus, pools=self.executor.limits.pools)
         self.progress = PlanProgress(plan, completed=skip)
@@ -171,6 +176,33 @@ class RunSession:
     def log_dir(self) -> Path:
         """Where the run's logs go."""
         return self.executor.run_dir / "logs"
+
+    def connect(self) -> bool:
+        """Start or reach the Dask clusters the run's units need and check them, on the run's
+        event loop, and hand them to the executor; their warnings are said. False if a signal
+        noted meanwhile (``early_signals``) stopped it: nothing is left started then.
+
+        Raises:
+            BackendError: one cannot be used (whatever was started is closed again).
+        """
+        if not self.backends.needs:
+            return True
+        # Reaching a scheduler may take its whole connect timeout: Ctrl-C need not wait for it.
+        started = self.backends.start_unless(lambda: self.early_signals)
+        warnings = self._event_loop().run_until_complete(started)
+        if warnings is None:
+            return False
+        self.executor.context.backends = dict(self.backends.started)
+        for warning in warnings:
+            self.say(f"warning: {warning}")
+        return True
+
+    def stop_remote(self, run_id: str) -> int:
+        """Stop what ``run_id`` left running on the clusters' workers (resume, before it runs
+        anything); how many processes."""
+        if not self.backends.started:
+            return 0
+        return self._event_loop().run_until_complete(self.backends.stop_run(run_id))
 
     def prepare(self) -> None:
         """Create the run folder.
@@ -265,8 +297,7 @@ class RunSession:
         # the command: out of the collector's sight while the run goes on (the program only),
         # its full collections walk the run's own objects.
         freeze_survivors()
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+        loop = self._event_loop()
         main = loop.create_task(self.run())
         try:
             return loop.run_until_complete(main)
@@ -275,12 +306,30 @@ class RunSession:
                 if not main.done():  # something broke out of the loop: its cleanup still runs
                     main.cancel()
                     loop.run_until_complete(asyncio.wait([main]))
-                _close_leftovers(loop)
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
             finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+                self.close()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+        return self._loop
+
+    def close(self) -> None:
+        """Close the run's clusters, then its event loop (the tasks left in it closed first);
+        nothing to do if neither was made. Idempotent."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            if self.backends.started:  # before the tasks left: the clients' own are among them
+                loop.run_until_complete(self.backends.aclose())
+            _close_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
     async def _execute(self) -> PlanResult | None:
         """The executor's run; None when a subplan or a subscriber raised KeyboardInterrupt."""

@@ -50,6 +50,8 @@ class Owner(Protocol):
 
     def finish(self, slot: Slot, state: SubplanExecutionState, value: Any = None) -> bool: ...
 
+    async def pace_retry(self, subplan: Subplan) -> None: ...
+
 
 async def run_attempts(owner: Owner, slot: Slot, subplan: Subplan) -> None:
     """Run ``subplan`` until an attempt succeeds, its retries are spent or the dispatch stops;
@@ -86,6 +88,7 @@ async def run_attempts(owner: Owner, slot: Slot, subplan: Subplan) -> None:
                 owner.bus.publish(retrying)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
+            await owner.pace_retry(subplan)  # a retry is a start: the rates space it too
             slot.attempts = attempt + 1
         else:
             owner.finish(slot, _COMPLETED, value)

@@ -91,6 +91,7 @@ class Dispatch(Intake, Draining, Gating, Thresholds):
         "interrupt",
         "last_id",
         "last_size",
+        "lazy",
         "lent",
         "loop",
         "name",

@@ -83,8 +83,9 @@ class ParallelSubplanDispatcher:
         Raises:
             SubplanError: duplicate subplan ids in a list or tuple (before anything runs).
             ConfigError: a subplan of a list or tuple uses a pool the dispatcher does not
-                have, or more units than its pool has (before anything runs; a lazy input's
-                fails without running).
+                have, or more units than its pool was made with (before anything runs; a lazy
+                input's, or one asking more than a pool lowered since has, fails without
+                running).
             SubplanExecutionError: fail-fast, for the first failure (after every other
                 subplan was cancelled and has finished, up to ``cancel_grace``).
             AggregateSubplanError: continue-on-error, or a ``halt`` policy other than
@@ -113,11 +114,12 @@ class ParallelSubplanDispatcher:
         previous = self.config.max_parallel
         self.config = dataclasses.replace(self.config, max_parallel=max_parallel)
         live = sorted(self._controls.live, key=id)
-        for dispatch in live:
-            dispatch.resize(max_parallel)
         if self.bus is not None and previous != max_parallel:
+            # Before the subplans a raise starts: the cap holds at every event.
             for name in [d.name for d in live] or [None]:
                 self.bus.publish(LimitChanged(name, None, previous, max_parallel))
+        for dispatch in live:
+            dispatch.resize(max_parallel)
 
     def _prepare(
         self, subplans: Iterable[Subplan] | AsyncIterable[Subplan]

@@ -15,6 +15,9 @@ SubplanError                          base class of every error raised by subpla
 │   └── ThreadAbandonedError          a cancelled function's thread ran on past cancel_grace
 │                                     (runners)
 ├── CommandFailedError                a command exited non-zero, was killed or could not start
+├── WorkerLostError                   the cluster worker running a subplan was lost (cluster)
+├── BackendError                      a cluster cannot be used: not installed, unreachable,
+│                                     another subplans version, a plan folder it cannot see
 ├── CallTargetError                   a ``call`` target cannot be imported or is not a function
 │                                     (runners)
 ├── ShellTemplateError                a placeholder stands where it cannot be quoted (shellquote)
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AggregateSubplanError",
+    "BackendError",
     "CommandFailedError",
     "ConfigError",
     "DispatchError",
@@ -58,6 +62,7 @@ __all__ = [
     "SubplanCancelledError",
     "SubplanError",
     "SubplanExecutionError",
+    "WorkerLostError",
 ]
 
 
@@ -119,6 +124,19 @@ class CommandFailedError(SubplanError):
         self.log_file = log_file
         #: The last lines of its output, possibly ``""``.
         self.output_tail = output_tail
+
+
+class WorkerLostError(SubplanError):
+    """The cluster worker that ran an attempt was lost (killed, crashed, disconnected); the
+    attempt failed, and ``retries`` counts it as any failure. ``worker`` is its address."""
+
+    def __init__(self, message: str, *, worker: str | None = None) -> None:
+        super().__init__(message)
+        self.worker = worker
+
+
+class BackendError(SubplanError):
+    """A cluster backend cannot be used: the one-line message says what and how to fix it."""
 
 
 class DispatchError(SubplanError):

@@ -200,12 +200,13 @@ class SubplanSkipped(Event):
 
 @dataclass(slots=True)
 class SubplanProcessStarted(Event):
-    """A command subplan started a process; ``pid`` is also its process group id."""
+    """A command subplan started a process group ``pid``, on cluster ``worker`` (None: here)."""
 
     kind: ClassVar[str] = "subplan_process_started"
     subplan_id: str
     pid: int
     log_file: str
+    worker: str | None = None
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ dispatch with none of them starts its subplans directly (``direct``), as fast as
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, cast
 
 from subplans.engine.attempts import Slot
@@ -57,8 +58,14 @@ def check_pools(pools: object) -> dict[str, AsyncSemaphoreLimiter] | None:
     return checked
 
 
-def check_uses(subplan: Subplan, pools: Mapping[str, AsyncSemaphoreLimiter] | None) -> Parts:
-    """The pool units ``subplan`` takes.
+def check_uses(
+    subplan: Subplan,
+    pools: Mapping[str, AsyncSemaphoreLimiter] | None,
+    *,
+    as_made: bool = False,
+) -> Parts:
+    """The pool units ``subplan`` takes (``as_made``: of each pool as it was made, or as it
+    is if it was raised since).
 
     Raises:
         ConfigError: it uses a pool there is not, or more units than its pool has.
@@ -72,10 +79,13 @@ def check_uses(subplan: Subplan, pools: Mapping[str, AsyncSemaphoreLimiter] | No
                 f"subplan {subplan.id!r} uses pool {name!r}, which the dispatcher does not "
                 f"have (its pools: {known})"
             )
-        if units > pool.capacity:
+        capacity = pool.capacity
+        if as_made and pool.original_capacity > capacity:
+            capacity = pool.original_capacity
+        if units > capacity:
             raise ConfigError(
                 f"subplan {subplan.id!r} uses {units} units of pool {name!r}, "
-                f"more than its capacity of {pool.capacity}"
+                f"more than its capacity of {capacity}"
             )
         parts.append((pool, units))
     return tuple(parts)
@@ -84,10 +94,14 @@ def check_uses(subplan: Subplan, pools: Mapping[str, AsyncSemaphoreLimiter] | No
 def check_all_uses(
     subplans: Iterable[Subplan], pools: Mapping[str, AsyncSemaphoreLimiter] | None
 ) -> None:
-    """Check the ``uses`` of every subplan of a list up front (before anything runs)."""
+    """Check the ``uses`` of every subplan of a list up front (before anything runs): a pool
+    the dispatcher lacks, or more units than the pool was made with, could never start. A
+    pool lowered since (``set_capacity``) below what a subplan uses is no mistake of the
+    list's: that subplan fails when its turn comes (without running), as a lazy input's does,
+    and the dispatch goes on."""
     for subplan in subplans:
         if subplan.uses is not None:
-            check_uses(subplan, pools)
+            check_uses(subplan, pools, as_made=True)
 
 
 class Gating:
@@ -174,6 +188,28 @@ class Gating:
         if self.budget is not None and subplan.uses_budget:
             held = ((self.budget, 1), *held)
         return held, held if self.rate is None else ((self.rate, 0), *held)
+
+    async def pace_retry(self, subplan: Subplan) -> None:
+        """Wait until the dispatch's rate and that of every pool ``subplan`` uses allow one
+        more start, and take it: a retry is a start, spaced as the first one was.
+
+        Only the paces: the subplan holds its slot and units already, and waiting in a
+        pool's queue behind a subplan that waits for those very units would deadlock.
+        """
+        if self.direct:
+            return
+        paces = [
+            pace
+            for limiter, _ in self.parts_for(subplan)[1]
+            if (pace := limiter._pace) is not None  # (the limiter's queue is not for us)
+        ]
+        while paces:
+            wait = max(pace.delay() for pace in paces)
+            if wait <= 0:
+                for pace in paces:
+                    pace.take()
+                return
+            await asyncio.sleep(wait)  # the time the rates say: nothing else can open them
 
     def resize(self, max_parallel: int) -> None:
         """Make the cap ``max_parallel`` now: raising it starts waiting subplans at once;

@@ -16,21 +16,23 @@ from typing import Any
 
 from subplans.engine.errors import ConfigError
 
-__all__ = ["FAIL_FAST_HALT", "HaltPolicy", "Threshold"]
+__all__ = ["FAIL_FAST_HALT", "HaltPolicy", "Threshold", "check_threshold"]
 
 #: A count of subplans (an int >= 1) or a percentage of them ("3%", "12.5%").
 Threshold = int | str
 
 _WHEN = ("now", "soon")
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*$")
-_COUNT = re.compile(r"^\s*\d+\s*$")
+# ASCII digits only: int() and Fraction() also read "٣" (an Arabic-Indic 3), no policy text.
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*$", re.ASCII)
+_COUNT = re.compile(r"^\s*\d+\s*$", re.ASCII)
 _FORM = "'now|soon,fail=N|P%[,success=N|P%]'"
 
 
 @dataclass(frozen=True, slots=True)
 class HaltPolicy:
     """When a dispatch halts: ``fail`` and ``success`` are a count (``3``) or a percentage of
-    the subplans known so far, or of the total when it is known (``"3%"``).
+    the subplans known so far, or of the total when it is known (``"3%"``; while more may come,
+    judged once 3 subplans have ended, as GNU parallel does).
 
     ``when="soon"`` starts nothing new once a threshold is reached and lets the running
     subplans finish; ``when="now"`` also cancels them. The subplans that never start end
@@ -50,8 +52,8 @@ class HaltPolicy:
     def __post_init__(self) -> None:
         if self.when not in _WHEN:
             raise ConfigError(f"halt when must be 'now' or 'soon', got {self.when!r}")
-        object.__setattr__(self, "fail", _check_threshold("fail", self.fail))
-        object.__setattr__(self, "success", _check_threshold("success", self.success))
+        object.__setattr__(self, "fail", check_threshold("fail", self.fail))
+        object.__setattr__(self, "success", check_threshold("success", self.success))
         if self.fail is None and self.success is None:
             raise ConfigError("halt needs a fail or a success threshold, got neither")
 
@@ -139,7 +141,14 @@ class HaltPolicy:
         )
 
 
-def _check_threshold(name: str, value: object) -> Threshold | None:
+def check_threshold(name: str, value: object) -> Threshold | None:
+    """``value`` as the ``name`` threshold ("fail" or "success"): a count (an int >= 1, or its
+    digits as text) or a percentage in (0, 100] ("3%"); None stays None. The one rule for
+    Python, plan files, profiles and ``--halt``: ``True`` and ``1.0`` are no count.
+
+    Raises:
+        ConfigError: anything else.
+    """
     if value is None:
         return None
     if type(value) is int and value >= 1:

@@ -93,6 +93,7 @@ class AsyncSemaphoreLimiter:
         "_capacity",
         "_in_use",
         "_needed",
+        "_original",
         "_pace",
         "_peak",
         "_timer",
@@ -107,7 +108,7 @@ class AsyncSemaphoreLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_capacity(capacity)
-        self._capacity = capacity
+        self._capacity = self._original = capacity
         self._in_use = 0
         self._peak = 0
         self._waiters: deque[_Waiter] = deque()
@@ -132,6 +133,11 @@ class AsyncSemaphoreLimiter:
     def capacity(self) -> int:
         """How many units there are."""
         return self._capacity
+
+    @property
+    def original_capacity(self) -> int:
+        """The capacity it was made with (``set_capacity()`` changes ``capacity`` only)."""
+        return self._original
 
     @property
     def max_per_second(self) -> float | None:

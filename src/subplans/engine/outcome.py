@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from subplans.engine.errors import AggregateSubplanError, SubplanExecutionError
+from subplans.engine.errors import (
+    AggregateSubplanError,
+    SubplanCancelledError,
+    SubplanExecutionError,
+)
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import SubplanExecutionState
 
-__all__ = ["check_outcome"]
+__all__ = ["check_outcome", "failed_message"]
 
 _FAILED = SubplanExecutionState.FAILED
 
@@ -15,7 +19,8 @@ def check_outcome(
     results: list[SubplanResult], first: SubplanResult | None, total: int, note: str | None = None
 ) -> None:
     """Raise for a dispatch of ``total`` subplans that had failures (``results`` has them);
-    ``note`` (why it halted) ends the aggregate's message.
+    ``note`` (why it halted) ends the aggregate's message, which then counts the cancelled
+    subplans apart from the failed ones (as the summary and ``status`` do).
 
     Raises:
         SubplanExecutionError: ``first``, the failure that stopped a fail-fast dispatch.
@@ -23,12 +28,19 @@ def check_outcome(
     """
     if first is not None:
         raise SubplanExecutionError(first.subplan_id, results, first.error)  # type: ignore[arg-type]
-    failures = [
-        SubplanExecutionError(r.subplan_id, results, r.error)  # type: ignore[arg-type]
-        for r in results
-        if r.state is _FAILED
-    ]
-    message = f"{len(failures)} of {total} subplans failed"
-    if note is not None:
-        message = f"{message}; {note}"
+    failed = [r for r in results if r.state is _FAILED]
+    failures = [SubplanExecutionError(r.subplan_id, results, r.error) for r in failed]  # type: ignore[arg-type]
+    if note is None:
+        message = f"{len(failures)} of {total} subplans failed"
+    else:
+        cancelled = sum(isinstance(r.error, SubplanCancelledError) for r in failed)
+        message = failed_message(len(failed) - cancelled, cancelled, total, note)
     raise AggregateSubplanError(message, failures, results)
+
+
+def failed_message(failed: int, cancelled: int, total: int, note: str) -> str:
+    """``"4 of 10 subplans failed, 6 cancelled; <note>"`` (no count of none cancelled)."""
+    message = f"{failed} of {total} subplans failed"
+    if cancelled:
+        message = f"{message}, {cancelled} cancelled"
+    return f"{message}; {note}"

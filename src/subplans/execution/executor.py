@@ -23,11 +23,13 @@ from subplans.engine.events import (
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
+from subplans.engine.thresholds import check_success_halt
 from subplans.execution.live_limits import LiveLimits
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
-from subplans.execution.runners import RunContext, build_subplan
+from subplans.execution.runners import RemoteBackend, RunContext, build_subplan
 from subplans.execution.step_items import RecordedItems, read_stdin, read_step_items
+from subplans.plans.backends import Backend
 from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["KILL_MARGIN", "PlanExecutor", "new_run_id"]
@@ -50,7 +52,8 @@ class PlanExecutor:
     A step with units goes through ``ParallelSubplanDispatcher`` under the step's resolved
     profile; the plan never moves past a step until every subplan of it is terminal. A failed step
     fails the plan and later steps are skipped, except ``always`` ones. Stamps are read from
-    ``clock.now()``, elapsed times from ``clock.monotonic()``.
+    ``clock.now()``, elapsed times from ``clock.monotonic()``. ``backends``: where the units
+    of each non-local backend run (a started ``subplans.cluster.DaskBackend`` per ``Backend``).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class PlanExecutor:
         skip_reason: str = "already completed",
         clock: Clock = SYSTEM_CLOCK,
         items: Mapping[str, RecordedItems] | None = None,
+        backends: Mapping[Backend, RemoteBackend] | None = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
@@ -91,6 +95,7 @@ class PlanExecutor:
             environ=environ,
             run_plan=self._run_nested,
             clock=clock,
+            backends=backends if backends is not None else {},
         )
         #: What ``{lines: -}`` read from standard input, read once (by the first such step).
         self._stdin: str | None = None
@@ -255,6 +260,7 @@ class PlanExecutor:
         try:
             with self.limits.running(step, dispatcher, context.budget if root else None):
                 results = await dispatcher.run(subplans, name=step.id) if subplans else []
+            check_success_halt(results, config.halt_policy)  # what failed besides fails the step
             state = StepState.COMPLETED
         except DispatchError as failure:
             results, state, error = failure.results, StepState.FAILED, failure

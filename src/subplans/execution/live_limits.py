@@ -3,7 +3,10 @@
 
 ``LiveLimits`` keeps the run's pools and the dispatchers of the steps running now; a change
 acts at once on those (the engine's ``set_max_parallel`` and ``set_capacity``: raising starts
-waiting subplans, lowering cancels nothing) and on every step that starts later.
+waiting subplans, lowering cancels nothing) and on every step that starts later. The run's
+cap so set bounds every root step's (it is the budget of the whole run, as a root step's
+budget bounds the plans nested below it); a pool is never lowered below the units a subplan
+of a step not ended yet uses, which could then never start.
 """
 
 from __future__ import annotations
@@ -40,14 +43,21 @@ class LiveLimits:
     #: Steps' ``max_parallel`` as changed, by step id.
     step_limits: dict[str, int] = field(default_factory=dict)
     _running: list[_Running] = field(default_factory=list)
+    #: The steps whose dispatch ended: their subplans need no pool unit any more.
+    _ended: set[str] = field(default_factory=set)
 
     def max_parallel(self, step: StepNode, *, root: bool) -> int:
-        """The cap a step starts with: as changed for it, else the run's as changed (a root step
-        without a ``max_parallel`` of its own), else its own."""
+        """The cap a step runs with: its own (as changed for it, else the run's as changed for
+        a root step without a ``max_parallel`` of its own, else its profile's); a root step's
+        bounded by the run's as changed, which is the budget of the whole run."""
         limit = self.step_limits.get(step.id)
         if limit is None and root and _follows_the_run(step):
             limit = self.run_limit
-        return step.profile.max_parallel if limit is None else limit
+        if limit is None:
+            limit = step.profile.max_parallel
+        if root and self.run_limit is not None and self.run_limit < limit:
+            return self.run_limit
+        return limit
 
     @contextmanager
     def running(
@@ -64,6 +74,7 @@ class LiveLimits:
             yield
         finally:
             self._running.remove(entry)
+            self._ended.add(step.id)
 
     def set(self, target: str, limit: int) -> int:
         """Change the cap of ``target`` (``max_parallel``, ``step:ID`` or ``pool:NAME``) to
@@ -78,48 +89,107 @@ class LiveLimits:
         check_max_parallel(limit)
         if kind == "step":
             return self._set_step(name, limit)
-        roots = [
-            entry
-            for entry in self._running
-            if entry.budget is not None
-            and entry.step.id not in self.step_limits
-            and _follows_the_run(entry.step)
-        ]
-        previous = (
-            roots[0].dispatcher.config.max_parallel
-            if roots
-            else self.run_limit or self.plan.profile.max_parallel
-        )
+        previous = self.current(target)
         self.run_limit = limit
-        for entry in roots:
-            _resize(entry, limit)
+        for entry in self._running:
+            if entry.budget is not None:  # a root step: it follows the run, or is bounded by it
+                _resize(entry, self.max_parallel(entry.step, root=True))
         return previous
 
-    def _set_step(self, step_id: str, limit: int) -> int:
-        live = [entry for entry in self._running if entry.step.id == step_id]
-        known = {step.id: step for step in self.plan.walk_steps()}
-        if not live and step_id not in known:
-            raise ConfigError(f"no step {step_id!r} in the run")
+    def current(self, target: str) -> int:
+        """The cap of ``target`` now (a step's as it runs, or would start).
+
+        Raises:
+            ConfigError: an unknown step or pool.
+        """
+        kind, _, name = target.partition(":")
+        if kind == "pool":
+            return self._pool(name).capacity
+        if kind != "step":
+            return self.run_limit or self.plan.profile.max_parallel
+        live = [entry for entry in self._running if entry.step.id == name]
         if live:
-            previous = live[0].dispatcher.config.max_parallel
-        else:
-            root = step_id in {step.id for step in self.plan.steps}
-            previous = self.max_parallel(known[step_id], root=root)
-        self.step_limits[step_id] = limit
-        for entry in live:
-            _resize(entry, limit)
-        return previous
+            return live[0].dispatcher.config.max_parallel
+        step = self._step(name)
+        return self.max_parallel(step, root=any(root is step for root in self.plan.steps))
 
-    def _set_pool(self, name: str, limit: int) -> int:
+    def original(self, target: str) -> int:
+        """The cap of ``target`` as the run started (``subplans status``: "started with").
+
+        Raises:
+            ConfigError: an unknown step or pool.
+        """
+        kind, _, name = target.partition(":")
+        if kind == "pool":
+            return self._pool(name).original_capacity
+        if kind == "step":
+            return self._step(name).profile.max_parallel
+        return self.plan.profile.max_parallel
+
+    def _step(self, step_id: str) -> StepNode:
+        for entry in self._running:  # a run-time step's nested plans: made as it started
+            for step in _walk(entry.step):
+                if step.id == step_id:
+                    return step
+        for step in self.plan.walk_steps():
+            if step.id == step_id:
+                return step
+        raise ConfigError(f"no step {step_id!r} in the run")
+
+    def _pool(self, name: str) -> AsyncSemaphoreLimiter:
         pool = self.pools.get(name)
         if pool is None:
             known = ", ".join(sorted(self.pools)) or "none"
             raise ConfigError(f"no pool {name!r} in the run; its pools: {known}")
+        return pool
+
+    def _set_step(self, step_id: str, limit: int) -> int:
+        previous = self.current(f"step:{step_id}")
+        self.step_limits[step_id] = limit
+        for entry in self._running:
+            if entry.step.id == step_id:
+                _resize(entry, self.max_parallel(entry.step, root=entry.budget is not None))
+        return previous
+
+    def _set_pool(self, name: str, limit: int) -> int:
+        pool = self._pool(name)
         if type(limit) is not int or limit < 1:
             raise ConfigError(f"a pool's capacity must be an integer >= 1, got {limit!r}")
+        units, unit_id = self._largest_use(name)
+        if units > limit:
+            raise ConfigError(
+                f"cannot lower pool {name!r} to {limit}: subplan {unit_id!r}, not ended yet, "
+                f"uses {units} units of it"
+            )
         previous = pool.capacity
         pool.set_capacity(limit)
         return previous
+
+    def _largest_use(self, name: str) -> tuple[int, str]:
+        """The most units of pool ``name`` that one subplan of a step not ended yet uses, and
+        its id ((0, "") if none does). A step whose subplans are read as it starts counts
+        once it runs; before, the engine fails what a lowered pool cannot give."""
+        steps = self.plan.walk_steps()
+        for entry in self._running:  # with the units a run-time step made as it started
+            steps.extend(_walk(entry.step))
+        largest = (0, "")
+        for step in steps:
+            if step.id in self._ended:
+                continue
+            for unit in step.units:
+                units = unit.uses.get(name, 0)
+                if units > largest[0]:
+                    largest = (units, unit.id)
+        return largest
+
+
+def _walk(step: StepNode) -> list[StepNode]:
+    """``step`` and every step of the plans nested in its units."""
+    steps = [step]
+    for unit in step.units:
+        if unit.plan is not None:
+            steps.extend(unit.plan.walk_steps())
+    return steps
 
 
 def _follows_the_run(step: StepNode) -> bool:

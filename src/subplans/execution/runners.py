@@ -11,24 +11,26 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
-from subplans.engine.errors import SubplanCancelledError, SubplanError
+from subplans.engine.errors import BackendError, SubplanCancelledError, SubplanError
 from subplans.engine.events import EventBus, SubplanProcessStarted
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.subplan import Subplan
-from subplans.execution.process import ProcessGroups, run_command
+from subplans.execution.process import CommandResult, ProcessGroups, run_command
 
 if TYPE_CHECKING:
     from subplans.execution.results import PlanResult
+    from subplans.plans.backends import Backend
     from subplans.plans.tree import PlanNode, UnitNode
 
 __all__ = [
     "CallTargetError",
+    "RemoteBackend",
     "RunContext",
     "ThreadAbandonedError",
     "build_subplan",
@@ -51,6 +53,33 @@ def log_name(unit_id: str) -> str:
     return re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
 
 
+class RemoteBackend(Protocol):
+    """Where ``run`` and ``call`` units of a non-local backend run (``cluster.DaskBackend``):
+    the twins of ``run_command`` and ``call_function``, with the same results and errors."""
+
+    async def run_command(
+        self,
+        command: str | Sequence[str],
+        *,
+        log_file: Path,
+        cwd: Path | None,
+        env: Mapping[str, str],
+        cancel_grace: float,
+        attempt: int,
+        on_start: Callable[[int, str], None],
+    ) -> CommandResult: ...
+
+    async def call(
+        self,
+        target: str,
+        folder: Path,
+        kwargs: Mapping[str, Any],
+        *,
+        cancel_grace: float,
+        label: str,
+    ) -> Any: ...
+
+
 @dataclass(slots=True)
 class RunContext:
     """What every unit of one run shares: ids, folders, the bus, processes and the budget."""
@@ -68,6 +97,8 @@ class RunContext:
     log_taken: set[Path] = field(default_factory=set)
     #: The run's clock: the stamps of the events the units publish.
     clock: Clock = SYSTEM_CLOCK
+    #: Where units of another backend than ``local`` run (empty: every unit runs here).
+    backends: Mapping[Backend, RemoteBackend] = field(default_factory=dict)
     #: ``environ`` (or ours) as a plain dict, read once: copying ``os.environ`` decodes every
     #: variable, which costs more than the rest of a command's set-up.
     _base_env: dict[str, str] | None = field(default=None, repr=False)
@@ -101,16 +132,30 @@ class RunContext:
             env.pop("SUBPLANS_ITEM", None)
         return env
 
+    def remote_environment(self, unit: UnitNode) -> dict[str, str]:
+        """What a unit's command gets on a worker over the worker's own environment: the
+        run's ``environ`` if one was given (the driver's own stays here), the unit's ``env``
+        and the SUBPLANS_* variables."""
+        env = dict(self.environ or {})
+        env.update(unit.env)
+        env["SUBPLANS_RUN_ID"] = self.run_id
+        env["SUBPLANS_SUBPLAN"] = unit.id
+        if unit.item is not None:
+            env["SUBPLANS_ITEM"] = unit.item
+        return env
+
 
 def build_subplan(unit: UnitNode, context: RunContext, *, cancel_grace: float) -> Subplan:
     """The dispatcher subplan that runs ``unit``."""
     run: Callable[[], Awaitable[Any]]
-    if unit.kind == "run":
-        run = _command(unit, context, cancel_grace)
-    elif unit.kind == "call":
-        run = _callable(unit, cancel_grace, context.groups.hurried)
-    else:
+    if unit.kind == "plan":  # a nested plan runs here whatever its backend: its units do not
         run = _nested(unit, context)
+    elif unit.backend.kind != "local":
+        run = _remote(unit, context, cancel_grace)
+    elif unit.kind == "run":
+        run = _command(unit, context, cancel_grace)
+    else:
+        run = _callable(unit, cancel_grace, context.groups.hurried)
     return Subplan(
         unit.id,
         run,
@@ -144,6 +189,46 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
             groups=context.groups,
             on_start=started,
             attempt=attempts,
+        )
+
+    return run
+
+
+def _remote(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], Awaitable[Any]]:
+    """A ``run`` or ``call`` unit sent to its backend (``context.backends``)."""
+    backend = context.backends.get(unit.backend)
+    log_file = context.log_file(unit.id) if unit.kind == "run" else None
+    attempts = 0
+
+    def started(pid: int, worker: str) -> None:
+        if context.bus is not None:
+            now = context.clock.now()
+            event = SubplanProcessStarted(unit.id, pid, str(log_file), worker, time=now)
+            context.bus.publish(event)
+
+    async def run() -> Any:
+        nonlocal attempts
+        if backend is None:
+            raise BackendError(
+                f"{unit.id}: no {unit.backend} backend was given to run it on: start a "
+                "DaskBackend and pass it as PlanExecutor(backends={backend_setting: backend})"
+            )
+        attempts += 1
+        if log_file is None:
+            assert unit.call is not None
+            kwargs = dict(unit.kwargs)
+            return await backend.call(
+                unit.call, unit.folder, kwargs, cancel_grace=grace, label=unit.id
+            )
+        assert unit.command is not None
+        return await backend.run_command(
+            unit.command,
+            log_file=log_file,
+            cwd=unit.cwd,
+            env=context.remote_environment(unit),
+            cancel_grace=grace,
+            attempt=attempts,
+            on_start=started,
         )
 
     return run

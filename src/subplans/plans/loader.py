@@ -21,9 +21,9 @@ from subplans.plans.nesting import MAX_DEPTH, NestedPlans
 from subplans.plans.placeholders import find_placeholders
 from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.plain_plans import plain_plan
-from subplans.plans.profiles import Level, ProfileError, ResolvedProfile
+from subplans.plans.pool_uses import PoolUses
+from subplans.plans.profiles import Level, ProfileError, ResolvedProfile, handed_down, step_fields
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
-from subplans.plans.scheduling import pool_uses
 from subplans.plans.shellquote import ShellTemplateError, shell_template
 from subplans.plans.tree import PlanNode, PoolSpec, StepItems, StepNode, UnitNode
 from subplans.plans.units import UnitBuilder
@@ -60,12 +60,13 @@ def load_plan(
     loader = _Loader(config, overrides or Overrides())
     with collector_paused():
         root = loader.root(Path(path))
+    loader.check_uses()
     if loader.problems or root is None:
         raise ProblemsError(loader.problems)
     return root
 
 
-class _Loader(NestedPlans):
+class _Loader(NestedPlans, PoolUses):
     def __init__(self, config: GlobalConfig, overrides: Overrides) -> None:
         self.config = config
         self.overrides = overrides
@@ -74,8 +75,12 @@ class _Loader(NestedPlans):
         self.ids: dict[str, Scope] = {}
         self.located: dict[Path, Located] = {}
         self.modules = CallModules()
-        #: The run's pools: the first plan to declare one (outer plans first) sets it.
+        # The run's pools, and the units' uses to check against them (``PoolUses``).
         self.pools: dict[str, PoolSpec] = {}
+        self.used: list[tuple[Mapping[str, int], Scope]] = []
+        #: The profile of the unit whose nested plan is being loaded: its backend is handed
+        #: down (``profiles.handed_down``).
+        self.outer: ResolvedProfile | None = None
 
     def root(self, path: Path) -> PlanNode | None:
         model = self.file(path, "a plan file")
@@ -182,24 +187,15 @@ class _Loader(NestedPlans):
 
     def resolve(self, levels: list[Level], file: Path) -> ResolvedProfile | None:
         try:
-            return self.config.registry.resolve(levels)
+            profile = self.config.registry.resolve(levels)
         except ProfileError as error:
             self.problems.append(Problem(file, "", str(error)))
             return None
+        return handed_down(profile, self.outer, self.overrides.scheduler)
 
     def step(self, step: StepModel, at: Scope, plan_levels: list[Level]) -> StepNode | None:
-        # Checked already: the profile fields a step sets itself.
-        direct = PlainProfileFields(
-            {
-                "max_parallel": step.max_parallel,
-                "failure_mode": step.failure_mode,
-                "idempotent": step.idempotent,
-                "halt": step.halt,
-                "max_per_second": step.max_per_second,
-            }
-        )
         levels = [
-            Level("step", at.file, format_location(at.loc), direct),
+            Level("step", at.file, format_location(at.loc), step_fields(step)),
             Level(
                 "step",
                 at.file,
@@ -223,9 +219,6 @@ class _Loader(NestedPlans):
                     continue
                 names.add(sub.name)
                 uses = self.uses(sub.uses if sub.uses is not None else step.uses, sub_at)
-                if uses is None:
-                    units.append(None)
-                    continue
                 builder = UnitBuilder(sub, folder=at.file.parent, profile=profile, uses=uses)
                 units.append(self.unit(builder, sub.name, f"{step_id}/{sub.name}", sub_at))
         elif step.for_each is not None:
@@ -233,8 +226,6 @@ class _Loader(NestedPlans):
             source = item_source(step.for_each)
             template_uses = step.subplan.uses if step.subplan.uses is not None else step.uses
             uses = self.uses(template_uses, at.at("subplan"))
-            if uses is None:
-                return None
             if isinstance(source, tuple):  # written out: known now
                 expanded = self.for_each(list(source), step.subplan, at, step_id, profile, uses)
                 if expanded is None:
@@ -246,8 +237,6 @@ class _Loader(NestedPlans):
                     return None
         else:
             uses = self.uses(step.uses, at)
-            if uses is None:
-                return None
             builder = UnitBuilder(step, folder=at.file.parent, profile=profile, uses=uses)
             units.append(self.unit(builder, step.name, step_id, at))
         if any(u is None for u in units):
@@ -261,16 +250,6 @@ class _Loader(NestedPlans):
             tuple(u for u in units if u is not None),
             items,
         )
-
-    def uses(
-        self, uses: Mapping[str, int] | list[str] | None, at: Scope
-    ) -> Mapping[str, int] | None:
-        """The pool units a unit takes; None (and a problem) if ``pool_uses`` refuses them."""
-        try:
-            return pool_uses(uses, self.pools)
-        except ValueError as error:
-            self.problem(at.at("uses"), str(error), at_key=True)
-            return None
 
     def template(
         self,
@@ -341,20 +320,22 @@ class _Loader(NestedPlans):
         if builder is None or not self.template_ok(builder, template_at, step_id):
             return None
         config, located, modules, pools = self.config, self.located, self.modules, self.pools
+        scheduler = self.overrides.scheduler
 
         def units(items: Sequence[str]) -> tuple[UnitNode, ...]:
             """The step's units of ``items``, by the loader's rules; its problems (an invalid
             or duplicate name, a nested plan that cannot be loaded) raised as a
             ``ProblemsError`` at the template's place in the plan file."""
-            loader = _Loader(config, Overrides())
+            loader = _Loader(config, Overrides(scheduler=scheduler))
             loader.located, loader.modules, loader.pools = located, modules, pools
             with collector_paused():
                 made = loader.expand(builder, items, template_at, step_id)
+            loader.check_uses()
             if loader.problems:
                 raise ProblemsError(loader.problems)
             return tuple(u for u in made if u is not None)
 
-        return StepItems(source, at.file.parent, units)
+        return StepItems(source, at.file.parent, units, uses=uses)
 
     def unit(
         self,
@@ -391,7 +372,11 @@ class _Loader(NestedPlans):
             if unit.cwd is not None:
                 self.problem(at.at("cwd"), "has no effect on a nested plan; set it on its subplans")
                 return None
-            nested = self.nested(unit, at, unit_id, values)
+            outer, self.outer = self.outer, builder.profile
+            try:
+                nested = self.nested(unit, at, unit_id, values)
+            finally:
+                self.outer = outer
             if nested is None:
                 return None
         return builder.build(unit_id=unit_id, name=name, values=values, plan=nested)

@@ -29,6 +29,7 @@ from subplans.engine.config import (
     check_seconds,
     check_timeout,
 )
+from subplans.plans.backend_models import BackendField, BackendFields
 from subplans.plans.for_each import item_source
 from subplans.plans.scheduling_models import (
     Halt,
@@ -42,6 +43,7 @@ from subplans.plans.source_form import no_placeholder, one_source
 
 __all__ = [
     "FIELD_NAMES",
+    "BackendFields",
     "ForEachCommand",
     "ForEachGlob",
     "ForEachLines",
@@ -165,6 +167,7 @@ class ProfileFields(_Strict):
     halt: Halt | None = None
     max_per_second: MaxPerSecond | None = None
     pools: Pools | None = None
+    backend: BackendField | None = None
 
 
 #: A profile is a name, a mapping of fields, or a mapping with ``profile: NAME`` plus fields.
@@ -312,6 +315,7 @@ class StepModel(_Unit):
     failure_mode: FailureModeField | None = None
     halt: Halt | None = None
     max_per_second: MaxPerSecond | None = None
+    backend: BackendField | None = None
     automation_profile: ProfileSpec | None = None
 
     @model_validator(mode="after")
@@ -378,6 +382,7 @@ FIELD_NAMES: frozenset[str] = frozenset(
         ConfigFile,
         HaltFields,
         PoolFields,
+        BackendFields,
     )
     for name, field in model.model_fields.items()
 )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from subplans.engine.config import FailureMode
     from subplans.engine.halting import HaltPolicy
+    from subplans.plans.backends import Backend
     from subplans.plans.models import PoolFields
 
 from subplans.plans.tree import FIELDS
@@ -112,6 +113,7 @@ class PlainStep(_Plain):
         "failure_mode": None,
         "halt": None,
         "max_per_second": None,
+        "backend": None,
         "automation_profile": None,
     }
     __slots__ = tuple(DEFAULTS)
@@ -167,6 +169,7 @@ class PlainProfileFields(_Plain):
     halt: HaltPolicy | None
     max_per_second: float | None
     pools: dict[str, int | PoolFields] | None
+    backend: Backend | None
     #: ``tree.FIELDS``, the one list of them (``tests/test_plain_models.py`` ties both to the
     #: model's).
     DEFAULTS: ClassVar[dict[str, Any]] = {"profile": None, **dict.fromkeys(FIELDS)}

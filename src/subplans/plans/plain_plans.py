@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from subplans.engine.config import MAX_PARALLEL_LIMIT, FailureMode
+from subplans.plans.backends import DASK, LOCAL
 from subplans.plans.placeholders import find_placeholders
 from subplans.plans.plain_models import (
     PlainCommand,
@@ -48,10 +49,12 @@ _STEP_KEYS = _UNIT_KEYS | {
     "max_parallel",
     "failure_mode",
     "automation_profile",
+    "backend",
 }
 #: ``models.CallTarget``'s pattern, for ASCII text (where every regex engine reads it alike).
 _CALL = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", re.ASCII)
 _FAILURE_MODES = {mode.value: mode for mode in FailureMode}
+_BACKENDS = {"local": LOCAL, "dask": DASK}
 
 
 class _NotPlain(Exception):
@@ -107,6 +110,11 @@ def _step(data: object) -> PlainStep:
         if type(mode) is not str or mode not in _FAILURE_MODES:
             raise _NotPlain
         fields["failure_mode"] = _FAILURE_MODES[mode]
+    backend = fields.get("backend")
+    if backend is not None:  # by name; its mapping form is pydantic's
+        if type(backend) is not str or backend not in _BACKENDS:
+            raise _NotPlain
+        fields["backend"] = _BACKENDS[backend]
     # StepModel's own check: exactly one kind of work, for_each with subplan.
     kinds = _unit_kinds(fields)
     kinds += [kind for kind in ("subplans", "for_each") if fields.get(kind) is not None]

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
+from subplans.plans.backends import LOCAL
 from subplans.plans.plain_models import PlainProfileFields
+from subplans.plans.scheduling import RUN_POOLS
 from subplans.plans.tree import FIELDS, PoolSpec, ResolvedProfile, Source
 
 if TYPE_CHECKING:
-    from subplans.plans.models import ProfileSpec
+    from subplans.plans.models import ProfileSpec, StepModel
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -28,7 +30,9 @@ __all__ = [
     "ResolvedProfile",
     "Source",
     "global_config_path",
+    "handed_down",
     "pool_specs",
+    "step_fields",
 ]
 
 #: Checked values, without pydantic (``plain_models``): a run of a plain plan never loads it.
@@ -61,14 +65,16 @@ BUILTIN_DESCRIPTIONS = {
 }
 
 
-#: The fields added by the scheduling controls: shown only where something sets them.
-OPTIONAL_FIELDS = frozenset({"halt", "max_per_second", "pools"})
+#: The fields added by the scheduling controls and the backend: shown only where something
+#: sets them.
+OPTIONAL_FIELDS = frozenset({"halt", "max_per_second", "pools", "backend"})
 #: The fields the built-in ``default`` profile leaves unset, and how that reads.
 _UNSET = {
     "timeout": "no timeout",
     "halt": "no halt: failure_mode decides",
     "max_per_second": "no rate limit",
     "pools": "no pools",
+    "backend": "local",
 }
 
 
@@ -171,30 +177,93 @@ class ProfileRegistry:
 
     def resolve(self, levels: Sequence[Level]) -> ResolvedProfile:
         """Field by field, the first level (highest precedence first) that sets it wins; the
-        ``pools`` of every level add up, by name.
+        ``pools`` of every level add up, by name. ``halt`` and ``failure_mode`` are one
+        setting: a ``failure_mode`` set closer than the ``halt`` (the step's over the plan's,
+        the command line's over the plan file's) leaves no halt; at one level, ``halt`` wins.
 
         The built-in ``default`` profile is the last level and sets every field.
+
+        Raises:
+            ProfileError: an unknown or circular profile name, or pools set by a step (they
+                are the run's).
         """
         values: dict[str, Any] = {
             "timeout": None,
             "halt": None,
             "max_per_second": None,
             "pools": {},
+            "backend": LOCAL,
         }
         sources: dict[str, Source] = {
             name: Source("default", None, f"built-in profile 'default' ({unset})")
             for name, unset in _UNSET.items()
         }
         everything = [*levels, Level("default", None, "profile", "default")]
-        for level in reversed(everything):
+        # The levels of one place (a step's keys and its automation_profile; the command
+        # line's options) rank as one: the first of them.
+        first: dict[tuple[str, Path | None], int] = {}
+        for index, level in enumerate(everything):
+            first.setdefault((level.level, level.file), index)
+        rank: dict[str, int] = {}
+        pools_from: dict[str, Source] = {}
+        ranked: dict[Source, int] = {}
+        for index, level in enumerate(reversed(everything)):
             if level.spec is None:
                 continue
             for field, (value, key) in self.expand(level.spec, level.key).items():
-                # Pools add up by name (a higher level's pool of the same name wins).
-                values[field] = {**values[field], **value} if field == "pools" else value
-                sources[field] = Source(level.level, level.file, key)
+                source = Source(level.level, level.file, key)
+                if field == "pools":
+                    if level.level == "step":
+                        raise ProfileError(f"{key}: {RUN_POOLS}")
+                    # They add up by name (a higher level's pool of the same name wins).
+                    values[field] = {**values[field], **value}
+                    pools_from.update(dict.fromkeys(value, source))
+                    ranked[source] = -index
+                else:
+                    values[field] = value
+                sources[field] = source
+                rank[field] = first[(level.level, level.file)]
         values["pools"] = pool_specs(values["pools"])
+        if len(set(pools_from.values())) > 1:
+            sources["pools"] = _pools_source(pools_from, ranked)
+        if values["halt"] is not None and rank["failure_mode"] < rank["halt"]:
+            mode, halt = sources["failure_mode"], sources["halt"]
+            values["halt"] = None
+            sources["halt"] = Source(mode.level, mode.file, f"{mode.key}, over {halt}")
         return ResolvedProfile(**values, sources=sources)
+
+
+def _pools_source(pools_from: Mapping[str, Source], ranked: Mapping[Source, int]) -> Source:
+    """Where pools merged from several levels come from: each level with its pools' names,
+    the closest first."""
+    by_source: dict[Source, list[str]] = {}
+    for name, source in pools_from.items():
+        by_source.setdefault(source, []).append(name)
+    ordered = sorted(by_source.items(), key=lambda item: ranked[item[0]])
+    (closest, names), *others = ordered
+    key = f"{closest.key}: {', '.join(names)}"
+    for source, names in others:
+        where = f"{source.key}: {', '.join(names)}"
+        if (source.level, source.file) == (closest.level, closest.file):
+            key += f"; {where}"
+        else:
+            key += f"; {Source(source.level, source.file, where)}"
+    return Source(closest.level, closest.file, key)
+
+
+def step_fields(step: StepModel) -> PlainProfileFields:
+    """The profile fields a step sets itself, beside its ``automation_profile`` (checked
+    already, by its model)."""
+    return PlainProfileFields(
+        {
+            "max_parallel": step.max_parallel,
+            "failure_mode": step.failure_mode,
+            "idempotent": step.idempotent,
+            "halt": step.halt,
+            "max_per_second": step.max_per_second,
+            "backend": step.backend,
+        }
+    )
 
 
 def global_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -205,3 +274,23 @@ def global_config_path(environ: Mapping[str, str] | None = None) -> Path:
         return Path(env["SUBPLANS_CONFIG"])
     base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
     return base / "subplans" / "config.yaml"
+
+
+#: Where a backend set by nothing closer to a nested plan than the global config comes from.
+_FAR = frozenset({"global", "default"})
+
+
+def handed_down(
+    profile: ResolvedProfile, outer: ResolvedProfile | None, scheduler: str | None
+) -> ResolvedProfile:
+    """``profile`` with the backend of the unit around its plan (``outer``) unless the plan,
+    its action or its step set one, and ``scheduler`` where a ``dask`` backend names none: a
+    nested plan's subplans go where ``--backend dask`` or the outer step sends its own."""
+    backend, sources = profile.backend, profile.sources
+    given = None if outer is None else outer.sources["backend"]
+    if given is not None and given.level not in _FAR and sources["backend"].level in _FAR:
+        backend, sources = outer.backend, {**sources, "backend": given}  # type: ignore[union-attr]
+    backend = backend.at(scheduler)
+    if backend is profile.backend and sources is profile.sources:
+        return profile
+    return replace(profile, backend=backend, sources=sources)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from subplans.engine.config import MAX_PARALLEL_LIMIT, FailureMode
 from subplans.engine.halting import HaltPolicy
+from subplans.plans.backends import Backend
 from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.profiles import Level, ProfileError, ProfileRegistry, global_config_path
 from subplans.plans.yamlfile import Problem, ProblemsError, read_yaml
@@ -29,6 +30,11 @@ class Overrides:
     profile: str | None = None
     #: ``--halt``: a policy or its string form (``"soon,fail=3%"``).
     halt: HaltPolicy | str | None = None
+    #: ``--backend``: ``local`` or ``dask`` for the whole plan (a step's own setting still wins).
+    backend: Literal["local", "dask"] | None = None
+    #: The run's cluster (``--scheduler``, else ``$SUBPLANS_SCHEDULER``): where a ``dask``
+    #: backend that names no scheduler runs; None: a local cluster started for the run.
+    scheduler: str | None = None
 
     def levels(self) -> list[Level]:
         levels = []
@@ -41,6 +47,9 @@ class Overrides:
         if self.halt is not None:
             fields = PlainProfileFields({"halt": HaltPolicy.from_value(self.halt, "--halt")})
             levels.append(Level("plan", None, "--halt", fields))
+        if self.backend is not None:
+            fields = PlainProfileFields({"backend": Backend.from_value(self.backend)})
+            levels.append(Level("plan", None, "--backend", fields))
         if self.profile is not None:
             levels.append(Level("plan", None, "--profile", self.profile))
         return levels

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 #: A unit that uses no pool (shared: a tree is read, never changed).
 _NONE: Mapping[str, int] = MappingProxyType({})
 
-__all__ = ["check_uses", "halt_policy", "pool_uses"]
+__all__ = ["RUN_POOLS", "check_uses", "halt_policy", "pool_uses", "uses_problems"]
+
+#: Why a step (or its profile) may not declare pools, and where they go.
+RUN_POOLS = (
+    "pools are the run's, shared by every step: declare them in the plan's `pools` (or its "
+    "automation_profile) or in the global profile, and take units with `uses`"
+)
 
 
 def halt_policy(value: object) -> HaltPolicy:
@@ -51,19 +57,30 @@ def pool_uses(
     uses: Mapping[str, int] | list[str] | None, pools: Mapping[str, PoolSpec]
 ) -> Mapping[str, int]:
     """A unit's ``uses`` as units by pool name, each of one of the run's ``pools`` and no more
-    than it has.
+    than it has; empty (``{}``, ``[]``) or None: no pool.
 
     Raises:
-        ValueError: an unknown pool, or more units than it has.
+        ValueError: every pool it names that there is not, or of which it takes more units
+            than the pool has, one per line.
     """
     if not uses:
         return _NONE
     checked = check_uses(uses)
-    for name, units in checked.items():
+    problems = uses_problems(checked, pools)
+    if problems:
+        raise ValueError("\n".join(problems))
+    return checked
+
+
+def uses_problems(uses: Mapping[str, int], pools: Mapping[str, PoolSpec]) -> list[str]:
+    """What is wrong with ``uses`` (checked by ``check_uses``) among the run's ``pools``: one
+    line per pool it names that there is not, or of which it takes more units than it has."""
+    problems = []
+    for name, units in uses.items():
         pool = pools.get(name)
         if pool is None:
             known = ", ".join(sorted(pools)) or "none"
-            raise ValueError(f"unknown pool {name!r}; the run's pools: {known}")
-        if units > pool.size:
-            raise ValueError(f"uses {units} units of pool {name!r}, which has {pool.size}")
-    return checked
+            problems.append(f"unknown pool {name!r}; the run's pools: {known}")
+        elif units > pool.size:
+            problems.append(f"uses {units} units of pool {name!r}, which has {pool.size}")
+    return problems

@@ -14,9 +14,11 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    model_validator,
 )
 
 from subplans.engine.config import check_rate
+from subplans.engine.halting import check_threshold
 from subplans.plans.scheduling import check_uses, halt_policy
 
 __all__ = ["Halt", "HaltFields", "MaxPerSecond", "PoolFields", "Pools", "Uses"]
@@ -57,6 +59,17 @@ class HaltFields(_Fields):
     fail: int | str | None = None
     success: int | str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _thresholds(cls, value: object) -> object:
+        """Each threshold by the engine's one rule, before pydantic would read ``true`` or
+        ``1.0`` as the count 1, or say 2.5 is neither an int nor a string."""
+        if isinstance(value, dict):
+            for name in ("fail", "success"):
+                if name in value:
+                    value = {**value, name: check_threshold(name, value[name])}
+        return value
+
 
 Halt = Annotated[
     Annotated[str, Tag("text")] | Annotated[HaltFields, Tag("fields")],
@@ -94,12 +107,11 @@ Pools = Annotated[
     ),
 ]
 Uses = Annotated[
-    Annotated[dict[PoolName, PoolUnits], Tag("fields")]
-    | Annotated[list[PoolName], Field(min_length=1), Tag("list")],
+    Annotated[dict[PoolName, PoolUnits], Tag("fields")] | Annotated[list[PoolName], Tag("list")],
     Discriminator(_text_or_fields),
     AfterValidator(check_uses),
     Field(
         description="The pool units a subplan holds while it runs: {api: 1} or [api] "
-        "(one unit of each)."
+        "(one unit of each); {} or [] holds none (a subplan's own wins over its step's)."
     ),
 ]

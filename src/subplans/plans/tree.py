@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from subplans.engine.config import FailureMode, ParallelExecutionConfig
 from subplans.engine.halting import HaltPolicy
+from subplans.plans.backends import LOCAL, Backend
 from subplans.plans.for_each import ItemSource, describe_source
 
 __all__ = [
@@ -40,6 +41,7 @@ FIELDS = (
     "halt",
     "max_per_second",
     "pools",
+    "backend",
 )
 
 UnitKind = Literal["run", "call", "plan"]
@@ -103,6 +105,8 @@ class ResolvedProfile:
     max_per_second: float | None = None
     #: The pools the plan declares, by name (the run shares them: ``PlanNode.pools``).
     pools: Mapping[str, PoolSpec] = field(default_factory=dict)
+    #: Where its ``run`` and ``call`` subplans run (issue #12).
+    backend: Backend = LOCAL
 
     def config(self, *, extra_grace: float = 0.0) -> ParallelExecutionConfig:
         """The dispatcher configuration; ``extra_grace`` leaves runners time to SIGKILL and reap."""
@@ -120,6 +124,7 @@ class ResolvedProfile:
         values["failure_mode"] = self.failure_mode.value
         values["halt"] = None if self.halt is None else str(self.halt)
         values["pools"] = {name: pool.to_dict() for name, pool in self.pools.items()}
+        values["backend"] = self.backend.to_dict()
         return {
             "values": values,
             "sources": {name: self.sources[name].to_dict() for name in FIELDS},
@@ -147,6 +152,8 @@ class UnitNode:
     idempotent: bool = True
     #: Units of the run's pools it holds while it runs, by pool name.
     uses: Mapping[str, int] = field(default_factory=dict)
+    #: Where a ``run`` or ``call`` unit's work runs (a nested plan runs on the driver).
+    backend: Backend = LOCAL
 
 
 @dataclass(slots=True)
@@ -175,6 +182,7 @@ class UnitDraft:
     item: str | None
     idempotent: bool
     uses: Mapping[str, int]
+    backend: Backend
 
     def finished(self) -> UnitNode:
         """This very object, now the frozen ``UnitNode`` of the same fields."""
@@ -188,7 +196,8 @@ class StepItems:
 
     ``expand`` makes the step's units of the items read (raising ``ProblemsError`` for an item
     that gives an invalid or duplicate name, or a nested plan that cannot be loaded); ``env``
-    and ``item`` are what a nested plan around the step handed down (``inherit``).
+    and ``item`` are what a nested plan around the step handed down (``inherit``); ``uses``
+    the pool units each of its subplans will take.
     """
 
     source: ItemSource
@@ -196,6 +205,7 @@ class StepItems:
     expand: Callable[[Sequence[str]], tuple[UnitNode, ...]]
     env: Mapping[str, str] = field(default_factory=dict)
     item: str | None = None
+    uses: Mapping[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return describe_source(self.source)

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from subplans.plans.backends import LOCAL
 from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
 from subplans.plans.shellquote import shell_template
 from subplans.plans.tree import PlanNode, ResolvedProfile, UnitDraft, UnitKind, UnitNode, inherit
@@ -43,12 +44,14 @@ class UnitBuilder:
     __slots__ = (
         "argv",
         "argv_pieces",
+        "backend",
         "cwd",
         "env",
         "folder",
         "idempotent",
         "kind",
         "kwargs",
+        "profile",
         "retries",
         "timeout",
         "unit",
@@ -75,6 +78,9 @@ class UnitBuilder:
         self.retries = _own_or_default(unit.retries, 0 if kind == "plan" else profile.retries)
         self.idempotent = _own_or_default(unit.idempotent, profile.idempotent)
         self.uses = uses
+        self.profile = profile
+        # A nested plan runs here; its own units go where its profile (or this one) says.
+        self.backend = LOCAL if kind == "plan" else profile.backend
         # What no placeholder changes, shared; None where each node works its own out.
         env = unit.env or {}
         self.env = None if any(map(_placeholder, env.values())) else dict(env)
@@ -141,6 +147,7 @@ class UnitBuilder:
             values.get("item"),  # item
             self.idempotent,
             self.uses,
+            self.backend,
         ).finished()
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from subplans.plans.models import FIELD_NAMES, UNION_TAGS, ProfileFields
+from subplans.plans.scheduling import RUN_POOLS
 from subplans.plans.yamlfile import Loc, Located, ProblemsError
 
 __all__ = ["validate"]
@@ -71,6 +72,8 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
 
 def _unknown_key(key: str) -> str:
     """Why a key is refused where it stands, and how to write it instead."""
+    if key == "pools":  # allowed beside a plan's steps: here it is a step's (or below)
+        return f"'pools' is not a step's: {RUN_POOLS}"
     if key in ProfileFields.model_fields:
         # A profile field written beside the steps: the commonest slip, so name the fix.
         return (

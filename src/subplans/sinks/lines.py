@@ -29,6 +29,7 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.states import StepState, SubplanExecutionState
+from subplans.engine.thresholds import cancelled_by_success
 from subplans.sinks.formatting import (
     duration,
     error_text,
@@ -131,14 +132,18 @@ class PlainLines:
             return
         began = self._started.pop(event.subplan_id, None)
         never_started = event.previous is _PENDING
-        if self.failures_only and (state is not _FAILED or never_started):
+        # Cancelled as its dispatch had what it needed: no failure, so not said to be one.
+        label = state.value
+        if state is _FAILED and cancelled_by_success(event.error):
+            label = "cancelled"
+        if self.failures_only and (label != "failed" or never_started):
             return
         took = "not started" if began is None else duration(event.time - began)
         text = f"{visible(event.subplan_id)}  ({took})"
         if state is _FAILED:
             text += f"  {error_text(event.error)}"
             text += "".join(f"\n    | {line}" for line in tail(event.error))
-        self._write(event.time, state.value, text)
+        self._write(event.time, label, text)
 
     def _skip(self, event: SubplanSkipped) -> None:
         """Count a skipped subplan in its step's line (issue #11: one line per step, not one per

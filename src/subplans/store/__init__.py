@@ -12,6 +12,7 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``statements``: many rows bound per statement (``execute_rows``)
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
 - ``limits``: caps changed while a run runs (``limit_run``, ``LimitRecord``), and their SQL
+- ``pool_usage``: a run's pools as ``status`` shows them (``PoolUsage``), told from the store
 - ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
   ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
@@ -43,6 +44,7 @@ from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest, plan_hash
 from subplans.store.opening import default_store_path
+from subplans.store.pool_usage import PoolUsage
 from subplans.store.recorder import RecorderSettings, RecorderStatistics, RunRecorder
 from subplans.store.records import (
     RUN_STATUSES,
@@ -68,6 +70,7 @@ __all__ = [
     "PlanDiff",
     "PlanManifest",
     "PlanRunningError",
+    "PoolUsage",
     "ProcessGroupRecord",
     "ProcessIdentity",
     "RecorderSettings",

@@ -57,12 +57,14 @@ ON CONFLICT (run_id, subplan_id) DO UPDATE SET
     pgid_start = NULL
 """
 _END_ROW = "(?1, ?, ?, ?, ?, ?)"
-# Applied after the batch's state changes, in order: a group is kept only while it runs.
+# Applied after the batch's state changes, in order: a group is kept only while it runs; a
+# process on a cluster worker has none here (pgid NULL), its worker's address instead.
 _PROCESS_STARTED = """
-INSERT INTO subplans (run_id, subplan_id, state, pgid, pgid_start, log_file)
-VALUES (?, ?, 'running', ?, ?, ?)
+INSERT INTO subplans (run_id, subplan_id, state, pgid, pgid_start, log_file, worker)
+VALUES (?, ?, 'running', ?, ?, ?, ?)
 ON CONFLICT (run_id, subplan_id) DO UPDATE SET
     log_file = excluded.log_file,
+    worker = excluded.worker,
     pgid = CASE WHEN state = 'running' THEN excluded.pgid END,
     pgid_start = CASE WHEN state = 'running' THEN excluded.pgid_start END,
     exit_code = CASE WHEN state = 'completed' THEN 0 ELSE exit_code END

@@ -31,10 +31,10 @@ __all__ = [
     "schema_digest",
 ]
 
-#: ``schema_digest`` of a store of the current schema (version 4); a test keeps it honest.
-SCHEMA_DIGEST = 3811999497
+#: ``schema_digest`` of a store of the current schema (version 6); a test keeps it honest.
+SCHEMA_DIGEST = 408801288
 
-#: Each b-tree of schema 4 (a table, a ``WITHOUT ROWID`` table's key, an index), what reads it
+#: Each b-tree of schema 5 (a table, a ``WITHOUT ROWID`` table's key, an index), what reads it
 #: in order and its key; the first entry and the last are read, each from the root down.
 _BTREES = (
     ("runs", "runs NOT INDEXED", ("rowid",)),
@@ -44,6 +44,8 @@ _BTREES = (
     ("subplans", "subplans", ("run_id", "subplan_id")),
     ("step_items", "step_items", ("run_id", "step_id")),
     ("limits", "limits", ("run_id", "target")),
+    ("pools", "pools", ("run_id", "name")),
+    ("pool_uses", "pool_uses", ("run_id", "kind", "subject", "below", "pool")),
     ("event_chunks", "event_chunks NOT INDEXED", ("rowid",)),
     (
         "sqlite_autoindex_event_chunks_1",

@@ -218,13 +218,16 @@ class RowBuilder:
             if data["subplan_id"] not in self.known:
                 self.known.add(data["subplan_id"])
                 self.added.append(data["subplan_id"])
+            # A process on a cluster worker is another machine's: no group of ours to record.
+            worker = data.get("worker")
             batch.processes.append(
                 (
                     run_id,
                     data["subplan_id"],
-                    pid,
-                    process_start_time(pid),
+                    None if worker else pid,
+                    None if worker else process_start_time(pid),
                     os.path.abspath(data["log_file"]),
+                    worker,
                 )
             )
         elif kind == "subplan_retrying":

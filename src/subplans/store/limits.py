@@ -7,13 +7,16 @@ with ``LIMIT_SIGNAL`` once it is proven to be the recorded process, as ``cancel_
 owner reads the requests it has not acted on (``pending_limits``), applies them, and records
 what it did (``record_limit``): the cap before the first change, the cap now, or why it
 refused. A request made before the owner listens is not lost: it reads them when it starts to.
+Request 0 of a target, once one was applied, holds in ``requested`` the cap it had as the run
+started (a step's may differ from its cap just before the first change: ``limit RUN N``
+bounds every root step).
 """
 
 from __future__ import annotations
 
 import signal
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from subplans.engine.config import MAX_PARALLEL_LIMIT
@@ -129,12 +132,19 @@ def read_limits(db: sqlite3.Connection, run_id: str) -> list[LimitRecord]:
         f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? AND request > 0 ORDER BY target, request",
         (run_id,),
     ).fetchall()
+    started_with = dict(
+        db.execute(
+            "SELECT target, requested FROM limits WHERE run_id = ? AND request = 0 AND target <> ?",
+            (run_id, _LISTENER),
+        ).fetchall()
+    )
     by_target: dict[str, LimitRecord] = {}
     for row in rows:
         record = _request(row)
         before = by_target.get(record.target)
         if before is None:
-            by_target[record.target] = record
+            original = started_with.get(record.target, record.original)
+            by_target[record.target] = replace(record, original=original)
             continue
         applied = record.applied if record.applied is not None else before.applied
         done = record.applied is not None and record.error is None
@@ -194,14 +204,22 @@ def write_applied(
     current: int | None,
     error: str | None,
     now: float,
+    started_with: int | None = None,
 ) -> None:
     """Record what the run made of ``record``'s request: the cap just before it
-    (``original``) and after it, or why it refused it."""
+    (``original``) and after it, or why it refused it; and, once, the cap its target had as
+    the run started (``started_with``)."""
     db.execute(
         "UPDATE limits SET applied_at = ?, previous = ?, current = ?, error = ? "
         "WHERE run_id = ? AND target = ? AND request = ?",
         (now, original, current, error, run_id, record.target, record.request),
     )
+    if started_with is not None:
+        db.execute(
+            "INSERT OR IGNORE INTO limits (run_id, target, request, requested, requested_at, "
+            "applied_at) VALUES (?, ?, 0, ?, ?, ?)",
+            (run_id, record.target, started_with, now, now),
+        )
 
 
 #: The target of the row (request 0) that says which owner of the run listens for requests.

@@ -117,6 +117,13 @@ class PlanManifest:
     #: The steps whose subplans are known only when they start (a ``for_each`` over a glob, a
     #: lines file or a command): what they hold is recorded as it runs.
     later: tuple[str, ...] = ()
+    #: The run's pools (``PlanNode.pools``): name, size and ``max_per_second``.
+    pools: tuple[tuple[str, int, float | None], ...] = ()
+    #: The pool units subplans take (``UnitNode.uses``): subject, kind, below, pool, units;
+    #: the subject is a subplan (kind ``subplan``, below '') or a run-time step whose template
+    #: takes them (kind ``template``): each item's unit, or the subplan at the path ``below``
+    #: under it (of the nested plan it runs).
+    uses: tuple[tuple[str, str, str, str, int], ...] = ()
 
     @classmethod
     def from_plan(cls, plan: PlanNode) -> PlanManifest:
@@ -124,7 +131,8 @@ class PlanManifest:
         steps: list[str] = []
         subplans: list[tuple[str, str]] = []
         later: list[str] = []
-        _collect(plan, steps, subplans, later)
+        uses: list[tuple[str, str, str, str, int]] = []
+        _collect(plan, steps, subplans, later, uses)
         return cls(
             file=str(plan.file),
             name=plan.name,
@@ -133,6 +141,8 @@ class PlanManifest:
             steps=tuple(steps),
             subplans=tuple(subplans),
             later=tuple(later),
+            pools=tuple((name, p.size, p.max_per_second) for name, p in plan.pools.items()),
+            uses=tuple(uses),
         )
 
     @property
@@ -147,13 +157,38 @@ class PlanManifest:
 
 
 def _collect(
-    plan: PlanNode, steps: list[str], subplans: list[tuple[str, str]], later: list[str]
+    plan: PlanNode,
+    steps: list[str],
+    subplans: list[tuple[str, str]],
+    later: list[str],
+    uses: list[tuple[str, str, str, str, int]],
 ) -> None:
     for step in plan.steps:
         steps.append(step.id)
         if step.items is not None:
             later.append(step.id)
+            if plan.pools:
+                uses.extend((step.id, "template", *used) for used in _template_uses(step.items))
         for unit in step.units:
             subplans.append((unit.id, step.id))
+            if unit.uses:
+                uses.extend((unit.id, "subplan", "", pool, n) for pool, n in unit.uses.items())
             if unit.plan is not None:
-                _collect(unit.plan, steps, subplans, later)
+                _collect(unit.plan, steps, subplans, later, uses)
+
+
+def _template_uses(items: StepItems) -> list[tuple[str, str, int]]:
+    """The pool units each subplan of a run-time step takes, as its template's sample says:
+    (path below the item's unit, pool, units)."""
+    try:
+        sample = items.units((_SAMPLE,))
+    except SubplanError:
+        return []
+    found: list[tuple[str, str, int]] = []
+    for unit in sample:
+        below = [("", unit.uses)]
+        if unit.plan is not None:
+            start = len(unit.id) + 1
+            below += [(inner.id[start:], inner.uses) for inner in unit.plan.walk_units()]
+        found += [(path, pool, n) for path, used in below for pool, n in used.items()]
+    return found

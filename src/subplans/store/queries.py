@@ -107,6 +107,7 @@ class _SubplanRow(NamedTuple):
     error: str | None
     log_file: str | None
     pgid: int | None
+    worker: str | None
 
 
 _R = TypeVar("_R")
@@ -310,6 +311,7 @@ def _subplan_info(row: _SubplanRow, now: float) -> SubplanInfo:
         error=from_json(row.error),
         log_file=row.log_file,
         pgid=row.pgid,
+        worker=row.worker,
     )
 
 

@@ -18,6 +18,7 @@ from subplans.execution.step_items import RecordedItems
 from subplans.store.event_chunks import events_of_kind
 from subplans.store.limits import LimitRecord, read_limits, read_listener, read_request
 from subplans.store.manifest import PlanManifest
+from subplans.store.pool_usage import PoolUsage, pool_usage
 from subplans.store.records import (
     PlanDiff,
     RunInfo,
@@ -66,6 +67,17 @@ class RunReader:
         """The caps of ``run_id`` asked to change while it ran (``subplans limit``), by target."""
         with self._reading() as db:
             return read_limits(db, run_id)
+
+    def pool_usage(self, run_id: str) -> list[PoolUsage]:
+        """The run's pools by name: size, capacity now, units in use, waiting and peak."""
+        with self._reading() as db:
+            run = queries.read_run(db, self.path, run_id)
+            changed = {
+                limit.target.removeprefix("pool:"): limit.current
+                for limit in read_limits(db, run_id)
+                if limit.target.startswith("pool:") and limit.current is not None
+            }
+            return pool_usage(db, run_id, changed, running=run.status == RunStatus.RUNNING)
 
     def limit_request(self, run_id: str, target: str, request: int) -> LimitRecord | None:
         """One request to change a cap of ``run_id`` (``request_limit``'s number), as it is."""

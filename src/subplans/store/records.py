@@ -139,6 +139,8 @@ class SubplanInfo:
     error: Mapping[str, Any] | None
     log_file: str | None
     pgid: int | None
+    #: The address of the cluster worker that ran it (issue #12); None: it ran here.
+    worker: str | None = None
 
     @property
     def started_at(self) -> datetime | None:
@@ -158,6 +160,7 @@ class SubplanInfo:
             "exit_code": self.exit_code,
             "error": self.error,
             "log_file": self.log_file,
+            "worker": self.worker,
         }
 
 

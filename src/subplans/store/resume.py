@@ -72,6 +72,10 @@ def run_manifest(plan: PlanNode, overrides: Overrides) -> PlanManifest:
             ("failure_mode", overrides.failure_mode),
             ("profile", overrides.profile),
             ("halt", None if overrides.halt is None else str(overrides.halt)),
+            ("backend", overrides.backend),
+            # The run's cluster, as --scheduler or $SUBPLANS_SCHEDULER named it: resume goes
+            # back to it (None: one started on 127.0.0.1, started again).
+            ("scheduler", overrides.scheduler),
         )
         if value is not None
     }
@@ -91,6 +95,8 @@ def recorded_overrides(run: RunInfo) -> Overrides:
         failure_mode=None if mode is None else FailureMode(mode),
         profile=given.get("profile"),
         halt=None if given.get("halt") is None else HaltPolicy.parse(given["halt"]),
+        backend=given.get("backend"),
+        scheduler=given.get("scheduler"),
     )
 
 

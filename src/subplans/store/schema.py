@@ -216,7 +216,55 @@ _LIMITS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_INITIAL, _STEP_ITEMS, _EVENT_CHUNKS, _LIMITS)
+# The run's pools and the units each subplan takes of them (issue #14), so that ``status`` tells
+# a pool's usage from the subplans' states; ``store.pool_usage`` reads them. A run without pools
+# writes no row here. A run-time ``for_each`` step's subplans are known only when it starts:
+# the units its template takes are recorded under the step's id, kind ``template``, with
+# ``below`` the path of the subplan under each item's unit ('' for the unit itself, ``s/x``
+# for a subplan of the nested plan it runs).
+_POOLS = Migration(
+    "the run's pools and the units its subplans use",
+    (
+        """
+        CREATE TABLE pools (
+            run_id         TEXT NOT NULL REFERENCES runs (id),
+            name           TEXT NOT NULL,
+            size           INTEGER NOT NULL,       -- its capacity as the plan sets it
+            max_per_second REAL,
+            PRIMARY KEY (run_id, name)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE pool_uses (
+            run_id   TEXT NOT NULL REFERENCES runs (id),
+            subject  TEXT NOT NULL,                -- a subplan id, or a run-time step's id
+            kind     TEXT NOT NULL CHECK (kind IN ('subplan', 'template')),
+            below    TEXT NOT NULL,                -- kind template: see above; else ''
+            pool     TEXT NOT NULL,
+            units    INTEGER NOT NULL,
+            PRIMARY KEY (run_id, kind, subject, below, pool)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+
+# Which cluster worker ran each subplan (issue #12): its address as the subplan's process
+# started there (``SubplanProcessStarted.worker``), NULL for one that ran here. Such a process
+# is on another machine: its group is never recorded in pgid (nothing here may signal it).
+_WORKERS = Migration(
+    "the cluster worker that ran each subplan",
+    ("ALTER TABLE subplans ADD COLUMN worker TEXT",),
+)
+
+#: Every migration, in order: add the next at the end (never edit one that has shipped).
+MIGRATIONS: tuple[Migration, ...] = (
+    _INITIAL,
+    _STEP_ITEMS,
+    _EVENT_CHUNKS,
+    _LIMITS,
+    _POOLS,
+    _WORKERS,
+)
 
 #: The schema version this subplans writes: the number of migrations.
 SCHEMA_VERSION = len(MIGRATIONS)

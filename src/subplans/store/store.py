@@ -314,9 +314,10 @@ class RunStore(RunReader):
         original: int | None = None,
         current: int | None = None,
         error: str | None = None,
+        started_with: int | None = None,
     ) -> None:
         """Record what the run made of ``record``'s request: its cap before and after, or
-        why it refused it."""
+        why it refused it; ``started_with``: the cap its target had as the run started."""
         with self._writing() as db:
             limits.write_applied(
                 db,
@@ -326,6 +327,7 @@ class RunStore(RunReader):
                 current=current,
                 error=error,
                 now=self._clock(),
+                started_with=started_with,
             )
 
     def process_groups(self, run_id: str) -> list[ProcessGroupRecord]:

@@ -74,6 +74,7 @@ _REGISTER_SUBPLANS = (
     "INSERT INTO subplans (run_id, subplan_id, step_id, position, state) VALUES {rows} "
     "ON CONFLICT DO UPDATE SET step_id = excluded.step_id, position = excluded.position"
 )
+_REGISTER_USES = "INSERT OR REPLACE INTO pool_uses VALUES {rows}"
 #: Rows per statement when registering (see ``statements``).
 _CHUNK = 256
 
@@ -97,6 +98,13 @@ def register(db: sqlite3.Connection, run_id: str, manifest: PlanManifest) -> Non
     execute_rows(
         db, _REGISTER_SUBPLANS, "(?1, ?, ?, ?, 'pending')", 3, (run_id,), subplans, chunk=_CHUNK
     )
+    if manifest.pools:  # a run without pools writes nothing more
+        db.executemany(
+            "INSERT OR REPLACE INTO pools VALUES (?, ?, ?, ?)",
+            [(run_id, *pool) for pool in manifest.pools],
+        )
+        uses = list(chain.from_iterable(manifest.uses))
+        execute_rows(db, _REGISTER_USES, "(?1, ?, ?, ?, ?, ?)", 5, (run_id,), uses, chunk=_CHUNK)
 
 
 def reopen_run(db: sqlite3.Connection, run_id: str, owner: ProcessIdentity) -> None:
@@ -109,8 +117,8 @@ def reopen_run(db: sqlite3.Connection, run_id: str, owner: ProcessIdentity) -> N
     )
     db.execute(
         "UPDATE subplans SET state = 'pending', attempts = 0, started = NULL, "
-        "finished = NULL, exit_code = NULL, error = NULL, pgid = NULL, pgid_start = NULL "
-        "WHERE run_id = ? AND state <> 'completed'",
+        "finished = NULL, exit_code = NULL, error = NULL, pgid = NULL, pgid_start = NULL, "
+        "worker = NULL WHERE run_id = ? AND state <> 'completed'",
         (run_id,),
     )
     db.execute(
@@ -134,6 +142,9 @@ def replan_run(db: sqlite3.Connection, run_id: str, manifest: PlanManifest) -> N
         # A step made when it starts holds what it recorded: its rows stay.
         [(run_id, sid) for (sid,) in stored if sid not in keep and not manifest.made_later(sid)],
     )
+    # The new plan's pools and uses replace the old ones.
+    db.execute("DELETE FROM pools WHERE run_id = ?", (run_id,))
+    db.execute("DELETE FROM pool_uses WHERE run_id = ?", (run_id,))
     register(db, run_id, manifest)
 
 

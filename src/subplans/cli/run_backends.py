@@ -1,0 +1,133 @@
+"""The Dask clusters a run's units need (issue #12): one ``DaskBackend`` per distinct ``dask``
+backend of the plan, started (or connected to) and checked before anything of the run is
+recorded, handed to the executor, and closed after the run.
+
+A plan whose units all run here imports nothing of Dask: ``subplans.cluster`` is imported only
+when a unit needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from subplans.engine.errors import SubplanError
+
+if TYPE_CHECKING:
+    from subplans.cluster import DaskBackend
+    from subplans.plans.backends import Backend
+    from subplans.plans.tree import PlanNode, StepNode, UnitNode
+
+__all__ = ["ClusterNeed", "RunBackends", "cluster_needs"]
+
+#: How often ``start_unless`` asks whether to stop (seconds).
+_POLL = 0.05
+
+
+@dataclass(slots=True)
+class ClusterNeed:
+    """What a run asks of one cluster: as many worker threads as its widest step's cap
+    (``threads``), and the plan folders its ``call`` units import from (``folders``)."""
+
+    threads: int = 1
+    folders: set[Path] = field(default_factory=set)
+
+
+def cluster_needs(plan: PlanNode) -> dict[Backend, ClusterNeed]:
+    """The ``dask`` backends of ``plan``'s ``run`` and ``call`` units, nested plans' included;
+    a step whose units are made when it starts counts with the units of a sample item."""
+    needs: dict[Backend, ClusterNeed] = {}
+
+    def need(backend: Backend, threads: int) -> ClusterNeed:
+        found = needs.setdefault(backend, ClusterNeed())
+        found.threads = max(found.threads, threads)
+        return found
+
+    for step in plan.walk_steps():
+        if step.profile.backend.kind != "dask":
+            continue  # its units run where its profile says: here
+        units = _units(step)
+        if units is None:  # a nested plan the item names: its units take the step's backend
+            need(step.profile.backend, step.profile.max_parallel)
+            continue
+        for unit in units:
+            if unit.kind != "plan" and unit.backend.kind == "dask":
+                found = need(unit.backend, step.profile.max_parallel)
+                if unit.kind == "call":  # the workers have cwds of their own
+                    found.folders.add(unit.folder.resolve())
+    return needs
+
+
+def _units(step: StepNode) -> Iterable[UnitNode] | None:
+    """The step's units; a run-time step's as its template makes them of a sample item (as
+    the manifest does), None if only its items tell."""
+    if step.items is None:
+        return step.units
+    try:
+        return step.items.units(("{item}",))
+    except SubplanError:
+        return None
+
+
+class RunBackends:
+    """The clusters of one run, by the ``Backend`` its units name (``needs``); ``start`` them,
+    hand ``started`` to the executor, ``aclose`` them after the run."""
+
+    def __init__(self, needs: Mapping[Backend, ClusterNeed]) -> None:
+        self.needs = dict(needs)
+        self.started: dict[Backend, DaskBackend] = {}
+
+    def __repr__(self) -> str:
+        return f"<RunBackends {len(self.started)}/{len(self.needs)} started>"
+
+    async def start(self) -> list[str]:
+        """Start or connect to every cluster and check it; the warnings to show.
+
+        Raises:
+            BackendError: ``distributed`` is missing, a scheduler cannot be reached, or a
+                cluster cannot run the plan (every cluster started is closed again).
+        """
+        from subplans.cluster import DaskBackend
+
+        warnings: list[str] = []
+        try:
+            for backend, need in self.needs.items():
+                started = await DaskBackend.start(backend.scheduler, threads=need.threads)
+                self.started[backend] = started
+                folders = sorted(str(folder) for folder in need.folders)
+                said = await started.check(max_parallel=need.threads, folders=folders)
+                warnings.extend(f"{backend}: {warning}" for warning in said)
+        except BaseException:
+            await self.aclose()
+            raise
+        return warnings
+
+    async def start_unless(self, stopped: Callable[[], object]) -> list[str] | None:
+        """``start()``, cancelled (None, nothing left started) once ``stopped()`` is true: it
+        is asked every ``_POLL`` seconds (a signal noted meanwhile)."""
+        start = asyncio.ensure_future(self.start())
+        while not stopped():
+            done, _ = await asyncio.wait({start}, timeout=_POLL)
+            if done:
+                return start.result()
+        start.cancel()  # start() closes what it started
+        await asyncio.wait({start})
+        return None
+
+    async def stop_run(self, run_id: str) -> int:
+        """Stop what ``run_id`` left running on the clusters' workers; how many processes."""
+        stopped = 0
+        for backend in self.started.values():
+            stopped += await backend.stop_run(run_id)
+        return stopped
+
+    async def aclose(self) -> None:
+        """Close every cluster started (a local one stops); one that fails to close is left."""
+        started, self.started = self.started, {}
+        for backend in started.values():
+            with contextlib.suppress(Exception):
+                await backend.aclose()

@@ -1,0 +1,279 @@
+"""What runs on a worker: one attempt of a command or a function, and the cancel channel.
+
+Each attempt runs as an ``async def`` task on the worker's event loop, in a task of our own
+registered under its token (``_Registry``), through the very functions a local run uses
+(``execution.process.run_command``, ``runners.call_function``): the same process groups, the
+same stopping. ``stop_attempt`` is what the driver runs on the worker through ``client.run``
+(Dask's own cancel does not stop a running task): it cancels that task, and returns once the
+attempt has ended, its processes gone. A token cancelled before its task started (or claimed on
+the scheduler already: a re-run of an attempt whose worker was lost) is refused at the start.
+
+Every ``distributed`` import is inside a function: importing this module imports no Dask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import secrets
+import tempfile
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from subplans.cluster.handover import (
+    CLAIMS,
+    STARTED_TOPIC,
+    WORKER_VARIABLE,
+    CommandSpec,
+    Kind,
+    LogMarker,
+    Outcome,
+)
+from subplans.cluster.watchdog import Watchdog
+from subplans.engine.errors import SubplanCancelledError
+from subplans.execution.process import CommandResult, ProcessGroups, run_command
+from subplans.execution.runners import call_function, import_target
+from subplans.execution.stopping import stop_run_processes
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+__all__ = [
+    "REGISTRY",
+    "call_task",
+    "command_task",
+    "function_task",
+    "missing_folders",
+    "sees_marker",
+    "stop_attempt",
+    "stop_run",
+    "subplans_version",
+]
+
+
+class _Registry:
+    """This worker process's attempts: those running, those cancelled, and its watchdog."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, asyncio.Task[Any]] = {}
+        #: Tokens the driver stopped: a task that starts with one of them refuses to run.
+        self.cancelled: set[str] = set()
+        self.watchdog = Watchdog(secrets.token_hex(8))
+        #: Each event loop's process groups (an in-process cluster runs on the caller's loops).
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessGroups] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._markers: dict[LogMarker, bool] = {}
+        self._logs: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"<worker registry {len(self.running)} running, {self.watchdog!r}>"
+
+    def groups(self) -> ProcessGroups:
+        loop = asyncio.get_running_loop()
+        found = self._groups.get(loop)
+        if found is None:
+            found = self._groups[loop] = ProcessGroups()
+        return found
+
+    def sees(self, marker: LogMarker) -> bool:
+        """Whether this worker reads the driver's marker file (its file system), asked once."""
+        seen = self._markers.get(marker)
+        if seen is None:
+            seen = self._markers[marker] = _reads(marker)
+        return seen
+
+    def local_log(self, token: str) -> Path:
+        """A log file of this worker's own, for output shipped back at the end."""
+        if self._logs is None:
+            self._logs = Path(tempfile.mkdtemp(prefix="subplans-logs-"))
+        return self._logs / f"{token}.log"
+
+
+def _reads(marker: LogMarker) -> bool:
+    try:
+        return Path(marker.path).read_text(encoding="utf-8") == marker.nonce
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+#: The attempts of this worker process.
+REGISTRY = _Registry()
+
+
+def _worker() -> Worker:
+    from distributed import get_worker
+
+    return get_worker()
+
+
+async def _refused(worker: Worker, token: str, claim: bool) -> Outcome | None:
+    """An ``Outcome`` if the attempt must not start: stopped already, or claimed already (a
+    re-run of an attempt whose worker was lost). Else None, the token claimed if asked."""
+    refused = Outcome("refused", worker.address)
+    if token in REGISTRY.cancelled:
+        return refused
+    if claim:
+        keys = [CLAIMS, token]
+        # Check, then set: the scheduler re-runs a task only once its first worker is gone.
+        if await worker.scheduler.get_metadata(keys=keys, default=None) is not None:
+            return refused
+        await worker.scheduler.set_metadata(keys=keys, value=worker.address)
+        if token in REGISTRY.cancelled:  # pragma: no cover - stopped while it claimed: a race
+            return refused
+    return None
+
+
+async def _run_registered(
+    token: str, work: Awaitable[Any]
+) -> tuple[Kind, Any, BaseException | None]:
+    """Run ``work`` in a task of its own that ``stop_attempt`` can cancel; how it ended."""
+    task = asyncio.ensure_future(work)
+    REGISTRY.running[token] = task
+    try:
+        value = await task
+    except asyncio.CancelledError:
+        if token in REGISTRY.cancelled:
+            REGISTRY.cancelled.discard(token)  # it ran: no second start to refuse
+            return "cancelled", None, None
+        # Dask cancelled the task itself (its worker is closing): ours was stopped too.
+        raise  # pragma: no cover - Dask leaves a running task be but when its worker closes
+    except SubplanCancelledError as error:  # a function's thread abandoned after the grace
+        return "cancelled", None, error
+    except Exception as error:
+        return "failed", None, error
+    finally:
+        del REGISTRY.running[token]
+    return "done", value, None
+
+
+async def command_task(token: str, spec: CommandSpec) -> Outcome:
+    """Run one attempt of a command on this worker (the task the driver submits)."""
+    worker = _worker()
+    refused = await _refused(worker, token, spec.claim)
+    if refused is not None:
+        return refused
+    shared = spec.marker is not None and REGISTRY.sees(spec.marker)
+    log_file = Path(spec.log_file) if shared else REGISTRY.local_log(token)
+    env = dict(os.environ)
+    env.update(spec.env)
+    env[WORKER_VARIABLE] = REGISTRY.watchdog.ensure(spec.cancel_grace)
+    pid: int | None = None
+
+    def started(started_pid: int) -> None:
+        nonlocal pid
+        pid = started_pid
+        message = {"token": token, "pid": started_pid, "worker": worker.address}
+        worker.log_event(STARTED_TOPIC, message)
+
+    kind, value, error = await _run_registered(
+        token,
+        run_command(
+            spec.command if isinstance(spec.command, str) else list(spec.command),
+            log_file=log_file,
+            cwd=None if spec.cwd is None else Path(spec.cwd),
+            env=env,
+            cancel_grace=spec.cancel_grace,
+            tail_lines=spec.tail_lines,
+            groups=REGISTRY.groups(),
+            on_start=started,
+            # The driver wrote the attempt's header already when it ships the logs (no marker).
+            attempt=None if spec.marker is None else spec.attempt,
+        ),
+    )
+    tail = value.output_tail if isinstance(value, CommandResult) else None
+    log = None if shared else _take(log_file)
+    return Outcome(kind, worker.address, pid, tail, error, log)
+
+
+def _take(path: Path) -> bytes:
+    """The output a worker-local log holds, the file removed."""
+    try:
+        data = path.read_bytes()
+        path.unlink()
+    except OSError:  # pragma: no cover - the command could not create it: no output
+        return b""
+    return data
+
+
+async def call_task(
+    token: str,
+    target: str,
+    folder: str,
+    kwargs: Mapping[str, Any],
+    cancel_grace: float,
+    label: str,
+    claim: bool = True,
+) -> Outcome:
+    """Run a ``call`` unit's function, imported here by its ``module:function`` name."""
+    worker = _worker()
+    refused = await _refused(worker, token, claim)
+    if refused is not None:
+        return refused
+
+    async def work() -> Any:
+        function = import_target(target, Path(folder))
+        return await call_function(function, kwargs, cancel_grace=cancel_grace, label=label)
+
+    kind, value, error = await _run_registered(token, work())
+    return Outcome(kind, worker.address, None, value, error)
+
+
+async def function_task(
+    token: str,
+    function: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    cancel_grace: float,
+    label: str,
+    claim: bool = True,
+) -> Outcome:
+    """Run a picklable function (``DaskBackend.subplan``): awaited, or in a thread."""
+    worker = _worker()
+    refused = await _refused(worker, token, claim)
+    if refused is not None:
+        return refused
+
+    # A partial of a coroutine function is one too (call_function awaits it).
+    called = functools.partial(function, *args)
+    work = call_function(called, kwargs, cancel_grace=cancel_grace, label=label)
+    kind, value, error = await _run_registered(token, work)
+    return Outcome(kind, worker.address, None, value, error)
+
+
+async def stop_attempt(token: str) -> bool:
+    """Stop the attempt ``token`` on this worker (run through ``client.run``): its task is
+    cancelled, and this returns once it ended. False if it was not running (it will refuse
+    to start)."""
+    REGISTRY.cancelled.add(token)
+    task = REGISTRY.running.get(token)
+    if task is None:
+        return False
+    task.cancel()
+    await asyncio.wait([task])
+    return True
+
+
+async def stop_run(run_id: str, grace: float) -> int:
+    """Stop every process of run ``run_id`` on this worker's machine; how many were signalled."""
+    return await asyncio.to_thread(stop_run_processes, run_id, grace=grace)
+
+
+def sees_marker(marker: LogMarker) -> bool:
+    """Whether this worker sees the driver's logs folder (``LogMarker``)."""
+    return REGISTRY.sees(marker)
+
+
+def subplans_version() -> str:
+    """The version of subplans installed here (the package's ``__version__``, a test says)."""
+    from importlib.metadata import version
+
+    return version("subplans")
+
+
+def missing_folders(folders: Sequence[str]) -> list[str]:
+    """Those of ``folders`` this worker cannot see."""
+    return [folder for folder in folders if not os.path.isdir(folder)]
