@@ -61,8 +61,8 @@ def test_profile_resolve_shows_the_backend_where_something_sets_it(tmp_path: Pat
     )
     assert given.exit_code == 0, given.output
     assert backend_lines(given.output) == [
-        "backend dask tcp://10.0.0.1:8786 plan (--backend)",
-        "backend dask tcp://10.0.0.1:8786 plan (--backend)",
+        "backend dask tcp://10.0.0.1:8786 plan (--scheduler)",
+        "backend dask tcp://10.0.0.1:8786 plan (--scheduler)",
         "backend local step (plan.yaml: steps[1].backend)",
     ]
 
@@ -78,12 +78,14 @@ def test_the_environment_names_the_cluster_of_a_dask_backend(
     assert "dask" not in alone.output
     # ...but says where --backend dask runs; --scheduler wins over it.
     local = runner.invoke(app, ["profile", "resolve", "plan.yaml", "--backend", "dask"])
-    assert backend_lines(local.output)[0] == "backend dask tcp://10.0.0.2:8786 plan (--backend)"
+    assert backend_lines(local.output)[0] == (
+        "backend dask tcp://10.0.0.2:8786 plan (--backend, $SUBPLANS_SCHEDULER)"
+    )
     chosen = runner.invoke(
         app,
         ["profile", "resolve", "plan.yaml", "--backend", "dask", "--scheduler", "tcp://h:1"],
     )
-    assert backend_lines(chosen.output)[0] == "backend dask tcp://h:1 plan (--backend)"
+    assert backend_lines(chosen.output)[0] == "backend dask tcp://h:1 plan (--backend, --scheduler)"
 
 
 def test_a_local_cluster_when_nothing_names_one(tmp_path: Path) -> None:
@@ -142,8 +144,8 @@ def test_an_unknown_backend_is_typers_usage_error(tmp_path: Path) -> None:
 def test_scheduler_alone_means_backend_dask() -> None:
     overrides = command_overrides(scheduler="tcp://h:1", environ={})
     assert (overrides.backend, overrides.scheduler) == ("dask", "tcp://h:1")
-    overrides = command_overrides(backend="local", scheduler="tcp://h:1", environ={})
-    assert (overrides.backend, overrides.scheduler) == ("local", "tcp://h:1")
+    overrides = command_overrides(backend="local", environ={"SUBPLANS_SCHEDULER": "tcp://e:1"})
+    assert (overrides.backend, overrides.scheduler) == ("local", "tcp://e:1")
     overrides = command_overrides(environ={"SUBPLANS_SCHEDULER": "tcp://e:1"})
     assert (overrides.backend, overrides.scheduler) == (None, "tcp://e:1")
     assert command_overrides(environ={"SUBPLANS_SCHEDULER": ""}).scheduler is None
@@ -280,8 +282,8 @@ def test_a_dry_run_shows_where_each_step_runs(tmp_path: Path) -> None:
 
     assert text.exit_code == 0, text.output
     assert backend_lines(text.output) == [
-        "backend dask tcp://h:1 plan (--backend)",
-        "backend dask tcp://h:1 plan (--backend)",
+        "backend dask tcp://h:1 plan (--scheduler)",
+        "backend dask tcp://h:1 plan (--scheduler)",
         "backend local step (plan.yaml: steps[1].backend)",
     ]
     shown = json.loads(runner.invoke(app, ["run", "plan.yaml", "--dry-run", "--json"]).stdout)

@@ -147,7 +147,8 @@ def test_the_runs_cluster_address_fills_a_dask_backend_that_names_none(
     node = load_plan(path, config=no_config, overrides=Overrides(scheduler="tcp://h:1"))
 
     assert backends(node) == {"a": "dask tcp://h:1", "b": str(AT), "c": "local"}
-    assert str(node.profile.sources["backend"]).endswith("automation_profile.backend)")
+    # The address is credited to what named it.
+    assert str(node.profile.sources["backend"]).endswith("automation_profile.backend, --scheduler)")
 
 
 def test_nested_plans_run_here_and_hand_their_units_the_backend(
@@ -205,7 +206,7 @@ def test_nested_plans_run_here_and_hand_their_units_the_backend(
     }
     inner = node.steps[0].units[0].plan
     assert inner is not None
-    assert str(inner.profile.sources["backend"]) == f"step ({path}: steps[0].backend)"
+    assert str(inner.profile.sources["backend"]) == f"step ({path}: steps[0].backend, --scheduler)"
     made = units_now(node.steps[1])
     assert [str(unit.backend) for unit in made] == ["local"]
     nested = made[0].plan

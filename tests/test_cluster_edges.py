@@ -156,7 +156,7 @@ async def test_tasks_refuse_to_start_on_a_token_claimed_or_stopped_before(tmp_pa
         )
         again = await submit(call_task, "tok-c", "m:f", str(tmp_path), {}, 1, "c", key="c2")
         function = await submit(function_task, "tok-c", add, (1, 2), {}, 1, "f")
-        REGISTRY.cancelled.add("tok-stopped")
+        REGISTRY.cancel("tok-stopped")
         stopped = await submit(command_task, "tok-stopped", spec)
     assert (again.kind, function.kind, stopped.kind) == ("refused",) * 3
     assert repr(REGISTRY).startswith("<worker registry 0 running, <Watchdog ")

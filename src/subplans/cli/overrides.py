@@ -43,7 +43,8 @@ def command_overrides(
     scheduler: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Overrides:
-    """What the options give; refused (``exits.refuse``) for an address that is none.
+    """What the options give; refused (``exits.refuse``) for an address that is none, and for
+    ``--scheduler`` with ``--backend local``.
 
     ``--scheduler`` alone means ``--backend dask``; ``$SUBPLANS_SCHEDULER`` only says where a
     ``dask`` backend runs.
@@ -51,32 +52,45 @@ def command_overrides(
     from subplans.plans.loader import Overrides
 
     kind: Literal["local", "dask"] | None = None
+    backend_from = "--backend"
+    if backend == "local" and scheduler is not None:
+        refuse(["--scheduler is only for --backend dask (a local backend has none)"])
     if backend is not None:
         kind = "dask" if backend == "dask" else "local"
     elif scheduler is not None:
-        kind = "dask"
+        kind, backend_from = "dask", "--scheduler"
+    address, scheduler_from = _scheduler(scheduler, environ)
     return Overrides(
         max_parallel=max_parallel,
         failure_mode=failure_mode,
         profile=profile,
         halt=halt,
         backend=kind,
-        scheduler=run_scheduler(scheduler, environ),
+        scheduler=address,
+        backend_from=backend_from,
+        scheduler_from=scheduler_from,
     )
 
 
 def run_scheduler(scheduler: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The run's cluster: ``--scheduler``, else ``$SUBPLANS_SCHEDULER``, else None (a ``dask``
     backend then starts a cluster on 127.0.0.1 for the run); refused if it is no address."""
+    return _scheduler(scheduler, environ)[0]
+
+
+def _scheduler(
+    scheduler: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[str | None, str]:
+    """``run_scheduler`` and what named it (``--scheduler`` or ``$SUBPLANS_SCHEDULER``)."""
     where = "--scheduler"
     if scheduler is None:
         env = os.environ if environ is None else environ
         scheduler, where = env.get(SCHEDULER_VARIABLE) or None, f"${SCHEDULER_VARIABLE}"
     if scheduler is None:
-        return None
+        return None, "--scheduler"
     from subplans.plans.backends import check_scheduler
 
     try:
-        return check_scheduler(scheduler, where)
+        return check_scheduler(scheduler, where), where
     except ValueError as error:
         refuse([error])

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from subplans.engine.errors import SubplanError
+from subplans.engine.errors import BackendError, SubplanError
 
 if TYPE_CHECKING:
     from subplans.cluster import DaskBackend
     from subplans.plans.backends import Backend
     from subplans.plans.tree import PlanNode, StepNode, UnitNode
 
-__all__ = ["ClusterNeed", "RunBackends", "cluster_needs"]
+__all__ = ["ClusterNeed", "RunBackends", "cluster_needs", "unusable"]
 
 #: How often ``start_unless`` asks whether to stop (seconds).
 _POLL = 0.05
@@ -73,6 +73,34 @@ def _units(step: StepNode) -> Iterable[UnitNode] | None:
         return None
 
 
+def unusable(backend: Backend, error: Exception) -> str:
+    """One line for what Dask raised when ``backend``'s cluster was reached or checked: what
+    went wrong, and what to do where we can tell."""
+    where = (
+        f"the Dask scheduler at {backend.scheduler}" if backend.scheduler else "the local cluster"
+    )
+    said = str(error) or type(error).__name__
+    if isinstance(error, TypeError) and "ssl_context" in said:
+        # We pass Dask no security object: it reads its own configuration, which has none.
+        return (
+            f"cannot reach {where}: TLS needs Dask's TLS configuration "
+            "(distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and .key), "
+            "which is not set"
+        )
+    if isinstance(error, TypeError) and "UCXConnector" in said:  # Dask's stub without UCX
+        return f"cannot reach {where}: ucx:// needs Dask's UCX support (distributed-ucxx)"
+    if isinstance(error, TypeError) and "identity()" in said:
+        # A worker (or another Dask server) answers, but not as a scheduler does.
+        return (
+            f"{backend.scheduler} does not answer as a Dask scheduler (a worker's address?): {said}"
+        )
+    if type(error) is not Exception and str(error):  # a worker's error comes as a bare one
+        said = f"{type(error).__name__}: {said}"
+    if "ImportError" in said or "ModuleNotFoundError" in said:
+        said += " (install the same subplans on every worker)"
+    return f"cannot use {where}: {said}"
+
+
 class RunBackends:
     """The clusters of one run, by the ``Backend`` its units name (``needs``); ``start`` them,
     hand ``started`` to the executor, ``aclose`` them after the run."""
@@ -91,20 +119,34 @@ class RunBackends:
             BackendError: ``distributed`` is missing, a scheduler cannot be reached, or a
                 cluster cannot run the plan (every cluster started is closed again).
         """
-        from subplans.cluster import DaskBackend
-
         warnings: list[str] = []
         try:
             for backend, need in self.needs.items():
-                started = await DaskBackend.start(backend.scheduler, threads=need.threads)
-                self.started[backend] = started
-                folders = sorted(str(folder) for folder in need.folders)
-                said = await started.check(max_parallel=need.threads, folders=folders)
+                said = await self._start(backend, need)
                 warnings.extend(f"{backend}: {warning}" for warning in said)
         except BaseException:
             await self.aclose()
             raise
         return warnings
+
+    async def _start(self, backend: Backend, need: ClusterNeed) -> list[str]:
+        """Start or connect to ``backend``'s cluster and check it; its warnings.
+
+        Raises:
+            BackendError: as ``start``; whatever else Dask raises for a cluster it cannot use
+                (no scheduler at the address, a worker without subplans) in one line too.
+        """
+        from subplans.cluster import DaskBackend
+
+        try:
+            started = await DaskBackend.start(backend.scheduler, threads=need.threads)
+            self.started[backend] = started
+            folders = sorted(str(folder) for folder in need.folders)
+            return await started.check(max_parallel=need.threads, folders=folders)
+        except BackendError:
+            raise
+        except Exception as error:
+            raise BackendError(unusable(backend, error)) from error
 
     async def start_unless(self, stopped: Callable[[], object]) -> list[str] | None:
         """``start()``, cancelled (None, nothing left started) once ``stopped()`` is true: it

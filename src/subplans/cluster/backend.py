@@ -9,6 +9,7 @@ and the store. The cluster only runs attempts, each handed over when its subplan
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import shlex
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import subplans.cluster.worker_tasks as worker_tasks
+from subplans.cluster.claims import ClaimBook
 from subplans.cluster.connecting import (
     CONNECT_TIMEOUT,
     check_cluster,
@@ -27,7 +29,7 @@ from subplans.cluster.connecting import (
 )
 from subplans.cluster.handover import CommandSpec
 from subplans.cluster.remote_runs import RemoteAttempts
-from subplans.engine.errors import CommandFailedError
+from subplans.engine.errors import BackendError, CommandFailedError
 from subplans.engine.subplan import Subplan
 from subplans.execution.process import CommandResult
 from subplans.execution.spawning import open_log
@@ -66,7 +68,8 @@ class DaskBackend:
     def __init__(self, client: Any, *, shared_logs: bool | None = None, claim: bool = True) -> None:
         self.client = client
         self.claim = claim
-        self._attempts = RemoteAttempts(client, shared_logs)
+        self._attempts = RemoteAttempts(client, shared_logs, ClaimBook(claim))
+        self._address = _address_of(client)
         self._cluster: Any = None
         self._owns_client = False
         self._workers: dict[str, int] = {}
@@ -89,12 +92,19 @@ class DaskBackend:
         return backend
 
     async def aclose(self) -> None:
-        """Close the client and the local cluster this backend opened (not a caller's)."""
-        cluster, self._cluster = self._cluster, None
-        if self._owns_client:
-            await self.client.close()
-        if cluster is not None:
-            await cluster.close()
+        """Stop the attempts in flight through the cancel channel (each fails with a
+        ``BackendError``), then close the client and the local cluster this backend opened
+        (not a caller's). Using the backend afterwards raises ``BackendError``."""
+        if self._attempts.closed:
+            return
+        try:
+            await self._attempts.close()
+        finally:
+            cluster, self._cluster = self._cluster, None
+            if self._owns_client:
+                await _closed_within(self.client.close(), CLOSE_TIMEOUT)
+            if cluster is not None:
+                await _closed_within(cluster.close(), CLOSE_TIMEOUT)
 
     async def __aenter__(self) -> Self:
         return self
@@ -109,15 +119,16 @@ class DaskBackend:
 
     def __repr__(self) -> str:
         stats = self.statistics()
+        state = "closed" if self._attempts.closed else f"{stats.running} running"
         return (
-            f"<DaskBackend {self.scheduler} {stats.workers} workers, {stats.threads} threads, "
-            f"{stats.running} running>"
+            f"<DaskBackend {self._address} {stats.workers} workers, {stats.threads} threads, "
+            f"{state}>"
         )
 
     @property
     def scheduler(self) -> str:
         """The scheduler's address."""
-        return str(self.client.scheduler.address)
+        return self._address
 
     @property
     def workers(self) -> dict[str, int]:
@@ -144,12 +155,21 @@ class DaskBackend:
         Raises:
             BackendError: one line saying what is wrong and how to fix it.
         """
-        wanted = [str(folder) for folder in folders]
+        self._reachable()
+        wanted = [_absolute(folder) for folder in folders]
         workers, warnings = await check_cluster(
             self.client, max_parallel=max_parallel, folders=wanted
         )
         self._workers = workers
         return warnings
+
+    def _reachable(self) -> None:
+        if self._attempts.closed:
+            raise BackendError(f"the backend of the Dask scheduler {self._address} is closed")
+        if self.client.status != "running":
+            raise BackendError(
+                f"cannot reach the Dask scheduler at {self._address}: its connection was lost"
+            )
 
     async def run_command(
         self,
@@ -184,19 +204,22 @@ class DaskBackend:
                 raise ValueError("command must not be empty")
         if not cancel_grace >= 0:
             raise ValueError(f"cancel_grace must be >= 0, got {cancel_grace!r}")
+        # The workers' working folders are not the driver's: every path goes absolute.
+        log_file = Path(_absolute(log_file))
+        self._attempts.usable(str(command))
         marker = await self._attempts.marker(log_file)
         if marker is None:  # the output comes back at the end: its header goes first, now
             os.close(open_log(log_file, attempt)[0])
         spec = CommandSpec(
             sent,
             str(log_file),
-            None if cwd is None else str(cwd),
+            None if cwd is None else _absolute(cwd),
             dict(env or {}),
             cancel_grace,
             attempt,
             tail_lines,
             marker,
-            self.claim,
+            False,  # the claim's place comes with the task (``RemoteAttempts.run``)
         )
         label = sent if isinstance(sent, str) else shlex.join(sent)
         outcome = await self._attempts.run(
@@ -233,7 +256,7 @@ class DaskBackend:
             Exception: whatever the function raised.
             WorkerLostError: its worker was lost.
         """
-        args = (target, str(folder), dict(kwargs), cancel_grace, label, self.claim)
+        args = (target, _absolute(folder), dict(kwargs), cancel_grace, label)
         return await self._function(worker_tasks.call_task, args, cancel_grace, label)
 
     def subplan(
@@ -250,7 +273,7 @@ class DaskBackend:
         dispatcher: an ``async def`` awaited on a worker, a plain function in a worker thread.
         The function, its arguments and its value must pickle; define it in a module the
         workers can import (or at the top level of a script: cloudpickle ships it by value)."""
-        sent = (function, args, kwargs, cancel_grace, subplan_id, self.claim)
+        sent = (function, args, kwargs, cancel_grace, subplan_id)
         run: Callable[[], Awaitable[Any]] = functools.partial(
             self._function, worker_tasks.function_task, sent, cancel_grace, subplan_id
         )
@@ -268,5 +291,32 @@ class DaskBackend:
         """Stop every process run ``run_id`` left on the workers' machines (they carry its
         ``SUBPLANS_RUN_ID``): SIGTERM, ``grace``, SIGKILL. Returns how many were signalled.
         ``resume`` calls it before it runs anything again."""
+        self._reachable()
         counts: dict[str, int] = await self.client.run(worker_tasks.stop_run, run_id, grace)
         return sum(counts.values())
+
+
+#: Seconds ``aclose`` gives the client and the local cluster to close (a scheduler that is
+#: gone may never answer).
+CLOSE_TIMEOUT = 10.0
+
+
+def _absolute(path: Path | str) -> str:
+    """``path`` made absolute on the driver (no file system access): the workers' working
+    folders are not the driver's."""
+    return os.path.abspath(path)
+
+
+def _address_of(client: Any) -> str:
+    try:
+        return str(client.scheduler.address)
+    except AttributeError:  # pragma: no cover - a client that never connected
+        return "(not connected)"
+
+
+async def _closed_within(closing: Awaitable[Any], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await closing
+    except TimeoutError:  # pragma: no cover - a scheduler that went away mid-close
+        pass

@@ -8,6 +8,7 @@ one error says how to install it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -81,15 +82,25 @@ async def open_client(
         address: Any = cluster
     else:
         address = scheduler
+    client = cast(Any, Client)(address, asynchronous=True, timeout=timeout, set_as_default=False)
     try:
-        client = await cast(Any, Client)(
-            address, asynchronous=True, timeout=timeout, set_as_default=False
-        )
-    except (OSError, TimeoutError) as error:
+        await client
+    except BaseException as error:
+        # A failed or cancelled connect leaves a half-made client: closed here, not at exit.
+        await _close_quietly(client)
         if cluster is not None:  # pragma: no cover - our own cluster was just reachable
-            await cluster.close()
-        raise BackendError(f"cannot reach the Dask scheduler at {scheduler}: {error}") from error
+            await _close_quietly(cluster)
+        if isinstance(error, (OSError, TimeoutError, ValueError)):  # ValueError: foo://bar
+            raise BackendError(
+                f"cannot reach the Dask scheduler at {scheduler}: {error}"
+            ) from error
+        raise
     return client, cluster
+
+
+async def _close_quietly(closable: Any) -> None:
+    with contextlib.suppress(Exception):  # it never got far enough to close cleanly
+        await closable.close()
 
 
 async def worker_threads(client: Any) -> dict[str, int]:
@@ -111,10 +122,10 @@ async def check_cluster(
     """
     driver = worker_tasks.subplans_version() if version is None else version
     versions: dict[str, str] = await client.run(worker_tasks.subplans_version)
-    for address, version in sorted(versions.items()):
-        if version != driver:
+    for address, theirs in sorted(versions.items()):
+        if theirs != driver:
             raise BackendError(
-                f"worker {address} runs subplans {version}, this driver {driver}: "
+                f"worker {address} runs subplans {theirs}, this driver {driver}: "
                 "install the same version on every worker"
             )
     wanted = sorted({str(folder) for folder in folders})

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 __all__ = [
     "CLAIMS",
+    "GRACE_VARIABLE",
+    "LOG_CHUNK",
+    "LOG_INLINE",
     "STARTED_TOPIC",
     "WORKER_VARIABLE",
     "CommandSpec",
@@ -25,8 +28,14 @@ STARTED_TOPIC = "subplans-started"
 #: Where the scheduler keeps claimed attempt tokens (``set_metadata``): a task whose token is
 #: claimed already is a re-run of an attempt whose worker was lost, and refuses to start.
 CLAIMS = "subplans-claims"
-#: The variable that marks every command a worker process started, for its watchdog.
+#: Output up to this many bytes comes back inside an ``Outcome``; more is fetched from the
+#: worker in chunks of ``LOG_CHUNK`` bytes (``log_shipping``).
+LOG_INLINE = 1 << 20
+LOG_CHUNK = 4 << 20
+#: The variable that marks every command a worker process started, for its watchdog, and the
+#: one that carries the command's ``cancel_grace`` (the watchdog kills it once that is over).
 WORKER_VARIABLE = "SUBPLANS_WORKER"
+GRACE_VARIABLE = "SUBPLANS_WORKER_GRACE"
 
 
 #: How an attempt ended on its worker (``Outcome.kind``).
@@ -59,8 +68,9 @@ class CommandSpec:
     attempt: int | None
     tail_lines: int
     marker: LogMarker | None
-    #: Whether to claim the token on the scheduler first (a scheduler that may re-run tasks).
-    claim: bool
+    #: Whether to claim the token on the scheduler first (a scheduler that may re-run tasks):
+    #: True, or where (the metadata keys); the task's own ``claim`` argument overrides it.
+    claim: bool | tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +81,9 @@ class Outcome:
     ``error`` is the command's or function's error; ``cancelled``: stopped through the cancel
     channel (``error``: a ``ThreadAbandonedError`` if a function's thread ran on); ``refused``:
     never started (its token was claimed or cancelled before). ``log``: the output written on
-    the worker, when it could not write the driver's file (None: written there directly).
+    the worker, when it could not write the driver's file (None: written there directly), up to
+    ``LOG_INLINE`` bytes; ``log_rest``: the size of a larger one, left on the worker for the
+    driver to fetch in chunks (``log`` then None).
     """
 
     kind: Kind
@@ -80,3 +92,4 @@ class Outcome:
     value: Any = None
     error: BaseException | None = None
     log: bytes | None = None
+    log_rest: int = 0

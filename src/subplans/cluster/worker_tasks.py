@@ -17,6 +17,7 @@ import asyncio
 import functools
 import os
 import secrets
+import sys
 import tempfile
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from subplans.cluster.handover import (
     CLAIMS,
+    GRACE_VARIABLE,
+    LOG_CHUNK,
+    LOG_INLINE,
     STARTED_TOPIC,
     WORKER_VARIABLE,
     CommandSpec,
@@ -32,7 +36,7 @@ from subplans.cluster.handover import (
     LogMarker,
     Outcome,
 )
-from subplans.cluster.watchdog import Watchdog
+from subplans.cluster.watchdog import Watchdog, grace_mark
 from subplans.engine.errors import SubplanCancelledError
 from subplans.execution.process import CommandResult, ProcessGroups, run_command
 from subplans.execution.runners import call_function, import_target
@@ -46,6 +50,7 @@ __all__ = [
     "call_task",
     "command_task",
     "function_task",
+    "log_chunk",
     "missing_folders",
     "sees_marker",
     "stop_attempt",
@@ -59,8 +64,9 @@ class _Registry:
 
     def __init__(self) -> None:
         self.running: dict[str, asyncio.Task[Any]] = {}
-        #: Tokens the driver stopped: a task that starts with one of them refuses to run.
-        self.cancelled: set[str] = set()
+        #: Tokens the driver stopped: a task that starts with one of them refuses to run (an
+        #: ordered set, bounded: ``cancel``).
+        self.cancelled: dict[str, None] = {}
         self.watchdog = Watchdog(secrets.token_hex(8))
         #: Each event loop's process groups (an in-process cluster runs on the caller's loops).
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessGroups] = (
@@ -71,6 +77,20 @@ class _Registry:
 
     def __repr__(self) -> str:
         return f"<worker registry {len(self.running)} running, {self.watchdog!r}>"
+
+    def cancel(self, token: str) -> None:
+        """Remember ``token`` as stopped (forgetting the oldest beyond ``CANCELLED_TOKENS``)."""
+        self.cancelled[token] = None
+        while len(self.cancelled) > CANCELLED_TOKENS:
+            del self.cancelled[next(iter(self.cancelled))]
+
+    def mark(self, grace: float) -> str:
+        """Start the watchdog (or tell it a larger ``grace``) and mark this worker process's
+        own environment with its token once, so whatever a function run here starts is
+        stopped when the worker dies; the mark."""
+        token = self.watchdog.ensure(grace)
+        os.environ[WORKER_VARIABLE] = token
+        return token
 
     def groups(self) -> ProcessGroups:
         loop = asyncio.get_running_loop()
@@ -100,6 +120,11 @@ def _reads(marker: LogMarker) -> bool:
         return False
 
 
+#: How many stopped tokens a worker remembers (the oldest forgotten first): a stop reaches a
+#: queued task within moments, or the driver fenced its claim.
+CANCELLED_TOKENS = 4096
+
+
 #: The attempts of this worker process.
 REGISTRY = _Registry()
 
@@ -110,14 +135,14 @@ def _worker() -> Worker:
     return get_worker()
 
 
-async def _refused(worker: Worker, token: str, claim: bool) -> Outcome | None:
+async def _refused(worker: Worker, token: str, claim: bool | Sequence[str]) -> Outcome | None:
     """An ``Outcome`` if the attempt must not start: stopped already, or claimed already (a
     re-run of an attempt whose worker was lost). Else None, the token claimed if asked."""
     refused = Outcome("refused", worker.address)
     if token in REGISTRY.cancelled:
         return refused
     if claim:
-        keys = [CLAIMS, token]
+        keys = [CLAIMS, token] if claim is True else list(claim)
         # Check, then set: the scheduler re-runs a task only once its first worker is gone.
         if await worker.scheduler.get_metadata(keys=keys, default=None) is not None:
             return refused
@@ -125,6 +150,11 @@ async def _refused(worker: Worker, token: str, claim: bool) -> Outcome | None:
         if token in REGISTRY.cancelled:  # pragma: no cover - stopped while it claimed: a race
             return refused
     return None
+
+
+def _announce(worker: Worker, token: str, pid: int | None = None) -> None:
+    """Tell the driver the attempt started here (``pid``: its command's)."""
+    worker.log_event(STARTED_TOPIC, {"token": token, "pid": pid, "worker": worker.address})
 
 
 async def _run_registered(
@@ -137,7 +167,7 @@ async def _run_registered(
         value = await task
     except asyncio.CancelledError:
         if token in REGISTRY.cancelled:
-            REGISTRY.cancelled.discard(token)  # it ran: no second start to refuse
+            REGISTRY.cancelled.pop(token, None)  # it ran: no second start to refuse
             return "cancelled", None, None
         # Dask cancelled the task itself (its worker is closing): ours was stopped too.
         raise  # pragma: no cover - Dask leaves a running task be but when its worker closes
@@ -150,24 +180,27 @@ async def _run_registered(
     return "done", value, None
 
 
-async def command_task(token: str, spec: CommandSpec) -> Outcome:
-    """Run one attempt of a command on this worker (the task the driver submits)."""
+async def command_task(
+    token: str, spec: CommandSpec, claim: bool | Sequence[str] | None = None
+) -> Outcome:
+    """Run one attempt of a command on this worker (the task the driver submits); ``claim``
+    (where to claim the token) overrides the spec's."""
     worker = _worker()
-    refused = await _refused(worker, token, spec.claim)
+    refused = await _refused(worker, token, spec.claim if claim is None else claim)
     if refused is not None:
         return refused
     shared = spec.marker is not None and REGISTRY.sees(spec.marker)
     log_file = Path(spec.log_file) if shared else REGISTRY.local_log(token)
     env = dict(os.environ)
     env.update(spec.env)
-    env[WORKER_VARIABLE] = REGISTRY.watchdog.ensure(spec.cancel_grace)
+    env[WORKER_VARIABLE] = REGISTRY.mark(spec.cancel_grace)
+    env[GRACE_VARIABLE] = grace_mark(spec.cancel_grace)
     pid: int | None = None
 
     def started(started_pid: int) -> None:
         nonlocal pid
         pid = started_pid
-        message = {"token": token, "pid": started_pid, "worker": worker.address}
-        worker.log_event(STARTED_TOPIC, message)
+        _announce(worker, token, started_pid)
 
     kind, value, error = await _run_registered(
         token,
@@ -185,17 +218,37 @@ async def command_task(token: str, spec: CommandSpec) -> Outcome:
         ),
     )
     tail = value.output_tail if isinstance(value, CommandResult) else None
-    log = None if shared else _take(log_file)
-    return Outcome(kind, worker.address, pid, tail, error, log)
+    log, rest = (None, 0) if shared else _take(log_file)
+    return Outcome(kind, worker.address, pid, tail, error, log, rest)
 
 
-def _take(path: Path) -> bytes:
-    """The output a worker-local log holds, the file removed."""
+def _take(path: Path) -> tuple[bytes | None, int]:
+    """The output a worker-local log holds, the file removed, if small; else (None, its size),
+    the file left for ``log_chunk``."""
     try:
+        size = path.stat().st_size
+        if size > LOG_INLINE:
+            return None, size
         data = path.read_bytes()
         path.unlink()
     except OSError:  # pragma: no cover - the command could not create it: no output
+        return b"", 0
+    return data, 0
+
+
+def log_chunk(token: str, offset: int) -> bytes:
+    """Up to ``LOG_CHUNK`` bytes of the output attempt ``token`` left here, from ``offset``
+    (run through ``client.run``); the file is removed once its end was read."""
+    path = REGISTRY.local_log(token)
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            data = log.read(LOG_CHUNK)
+            end = log.tell() >= os.fstat(log.fileno()).st_size
+    except OSError:  # pragma: no cover - removed already
         return b""
+    if end:
+        path.unlink(missing_ok=True)
     return data
 
 
@@ -206,13 +259,15 @@ async def call_task(
     kwargs: Mapping[str, Any],
     cancel_grace: float,
     label: str,
-    claim: bool = True,
+    claim: bool | Sequence[str] = True,
 ) -> Outcome:
     """Run a ``call`` unit's function, imported here by its ``module:function`` name."""
     worker = _worker()
     refused = await _refused(worker, token, claim)
     if refused is not None:
         return refused
+    REGISTRY.mark(cancel_grace)
+    _announce(worker, token)
 
     async def work() -> Any:
         function = import_target(target, Path(folder))
@@ -229,13 +284,15 @@ async def function_task(
     kwargs: Mapping[str, Any],
     cancel_grace: float,
     label: str,
-    claim: bool = True,
+    claim: bool | Sequence[str] = True,
 ) -> Outcome:
     """Run a picklable function (``DaskBackend.subplan``): awaited, or in a thread."""
     worker = _worker()
     refused = await _refused(worker, token, claim)
     if refused is not None:
         return refused
+    REGISTRY.mark(cancel_grace)
+    _announce(worker, token)
 
     # A partial of a coroutine function is one too (call_function awaits it).
     called = functools.partial(function, *args)
@@ -248,7 +305,7 @@ async def stop_attempt(token: str) -> bool:
     """Stop the attempt ``token`` on this worker (run through ``client.run``): its task is
     cancelled, and this returns once it ended. False if it was not running (it will refuse
     to start)."""
-    REGISTRY.cancelled.add(token)
+    REGISTRY.cancel(token)
     task = REGISTRY.running.get(token)
     if task is None:
         return False
@@ -268,10 +325,10 @@ def sees_marker(marker: LogMarker) -> bool:
 
 
 def subplans_version() -> str:
-    """The version of subplans installed here (the package's ``__version__``, a test says)."""
-    from importlib.metadata import version
-
-    return version("subplans")
+    """The version of the subplans tree imported here (``subplans.__version__``: what runs,
+    whatever the installed metadata says). The package is imported before any module of it,
+    so it is read, not imported (the layers import no package root)."""
+    return str(sys.modules["subplans"].__version__)
 
 
 def missing_folders(folders: Sequence[str]) -> list[str]:

@@ -19,7 +19,10 @@ def _text_or_fields(value: object) -> str:
 
 SchedulerAddress = Annotated[
     str,
-    Field(description="The Dask scheduler's address, e.g. tcp://HOST:8786 (no space)."),
+    Field(
+        description="The Dask scheduler's address, [SCHEME://]HOST:PORT: tcp://HOST:8786, "
+        "tls://HOST:8786, [IPv6]:8786..."
+    ),
     # Its own message, not a pattern's: what an address looks like.
     AfterValidator(check_scheduler),
 ]

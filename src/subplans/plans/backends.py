@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DASK", "KINDS", "LOCAL", "Backend", "check_scheduler"]
+__all__ = ["DASK", "KINDS", "LOCAL", "SCHEMES", "Backend", "check_scheduler"]
 
 #: The backends there are.
 KINDS = ("local", "dask")
@@ -70,18 +70,65 @@ class Backend:
         return Backend("dask", scheduler)
 
 
+#: The address schemes Dask's client reaches a scheduler by; none: ``tcp``.
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+
+
 def check_scheduler(value: object, where: str = "scheduler") -> str:
-    """A Dask scheduler address (``tcp://HOST:PORT``, ``HOST:PORT``...): text, not empty, no
-    space.
+    """A Dask scheduler address as Dask parses it: ``[SCHEME://]HOST:PORT`` (an IPv6 host in
+    brackets, a port 1..65535), checked here so that a mistyped one is one line naming
+    ``where``, not an error from deep in Dask when the run connects.
 
     Raises:
-        ValueError: anything else.
+        ValueError: anything else, one line: what is wrong with it.
     """
     if not isinstance(value, str) or not value or any(c.isspace() or c == "\x00" for c in value):
+        raise ValueError(_no_address(where, value))
+    scheme, found, location = value.partition("://")
+    if not found:
+        location = value
+    elif scheme not in SCHEMES:
         raise ValueError(
-            f"{where} must be a scheduler address such as tcp://HOST:8786, got {value!r}"
+            _no_address(where, value, f"unknown scheme {scheme!r} ({', '.join(SCHEMES)})")
         )
+    elif scheme == "inproc":  # an in-process address (inproc://HOST/PID/N): Dask's own form
+        if not location:
+            raise ValueError(_no_address(where, value, "nothing after inproc://"))
+        return value
+    wrong = _host_port_fault(location)
+    if wrong is not None:
+        raise ValueError(_no_address(where, value, wrong))
     return value
+
+
+def _no_address(where: str, value: object, why: str | None = None) -> str:
+    said = f"{where} must be a scheduler address such as tcp://HOST:8786, got {value!r}"
+    return said if why is None else f"{said}: {why}"
+
+
+def _host_port_fault(location: str) -> str | None:
+    """What keeps ``location`` from being ``HOST:PORT`` (as ``distributed.comm.addressing.
+    parse_host_port`` reads it, a port required), None if nothing."""
+    if location.startswith("["):
+        host, closed, port = location[1:].partition("]")
+        if not closed:
+            return "'[' without ']'"
+        if port and not port.startswith(":"):
+            return f"{port!r} after ']' (an IPv6 host is [HOST]:PORT)"
+        port = port[1:]
+    else:
+        host, colon, port = location.rpartition(":")
+        if not colon:
+            host, port = location, ""
+        elif ":" in host:
+            return "an IPv6 host goes in brackets, as tcp://[::1]:8786"
+    if not host:
+        return "no host"
+    if not port:
+        return "no port"
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number in 1..65535"
+    return None
 
 
 #: The default: every unit runs on this machine.

@@ -191,7 +191,8 @@ class _Loader(NestedPlans, PoolUses):
         except ProfileError as error:
             self.problems.append(Problem(file, "", str(error)))
             return None
-        return handed_down(profile, self.outer, self.overrides.scheduler)
+        overrides = self.overrides
+        return handed_down(profile, self.outer, overrides.scheduler, overrides.scheduler_from)
 
     def step(self, step: StepModel, at: Scope, plan_levels: list[Level]) -> StepNode | None:
         levels = [

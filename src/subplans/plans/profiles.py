@@ -281,16 +281,24 @@ _FAR = frozenset({"global", "default"})
 
 
 def handed_down(
-    profile: ResolvedProfile, outer: ResolvedProfile | None, scheduler: str | None
+    profile: ResolvedProfile,
+    outer: ResolvedProfile | None,
+    scheduler: str | None,
+    scheduler_from: str = "--scheduler",
 ) -> ResolvedProfile:
     """``profile`` with the backend of the unit around its plan (``outer``) unless the plan,
-    its action or its step set one, and ``scheduler`` where a ``dask`` backend names none: a
-    nested plan's subplans go where ``--backend dask`` or the outer step sends its own."""
+    its action or its step set one, and ``scheduler`` (credited to ``scheduler_from``) where a
+    ``dask`` backend names none: a nested plan's subplans go where ``--backend dask`` or the
+    outer step sends its own."""
     backend, sources = profile.backend, profile.sources
     given = None if outer is None else outer.sources["backend"]
     if given is not None and given.level not in _FAR and sources["backend"].level in _FAR:
         backend, sources = outer.backend, {**sources, "backend": given}  # type: ignore[union-attr]
-    backend = backend.at(scheduler)
+    named = backend.at(scheduler)
+    if named is not backend:
+        source = sources["backend"]
+        credited = Source(source.level, source.file, f"{source.key}, {scheduler_from}")
+        backend, sources = named, {**sources, "backend": credited}
     if backend is profile.backend and sources is profile.sources:
         return profile
     return replace(profile, backend=backend, sources=sources)

@@ -35,6 +35,10 @@ class Overrides:
     #: The run's cluster (``--scheduler``, else ``$SUBPLANS_SCHEDULER``): where a ``dask``
     #: backend that names no scheduler runs; None: a local cluster started for the run.
     scheduler: str | None = None
+    #: What set ``backend`` and named ``scheduler``, as provenance shows them (``--scheduler``
+    #: alone asks for ``dask``; ``$SUBPLANS_SCHEDULER`` names the cluster).
+    backend_from: str = "--backend"
+    scheduler_from: str = "--scheduler"
 
     def levels(self) -> list[Level]:
         levels = []
@@ -48,8 +52,10 @@ class Overrides:
             fields = PlainProfileFields({"halt": HaltPolicy.from_value(self.halt, "--halt")})
             levels.append(Level("plan", None, "--halt", fields))
         if self.backend is not None:
-            fields = PlainProfileFields({"backend": Backend.from_value(self.backend)})
-            levels.append(Level("plan", None, "--backend", fields))
+            backend, key = Backend.from_value(self.backend).at(self.scheduler), self.backend_from
+            if backend.scheduler is not None and self.scheduler_from != key:
+                key = f"{key}, {self.scheduler_from}"
+            levels.append(Level("plan", None, key, PlainProfileFields({"backend": backend})))
         if self.profile is not None:
             levels.append(Level("plan", None, "--profile", self.profile))
         return levels
