@@ -99,9 +99,11 @@ def test_a_plan_runs_on_the_cluster_and_says_which_worker_ran_what(
         for event in events(tmp_path / "events.jsonl")
         if event["event"] == "subplan_process_started"
     }
-    assert set(workers) == {"port/a", "port/b", "port/c", "here"}
+    # A call unit's function names its worker too (#12 review: it said none).
+    assert set(workers) == {"port/a", "port/b", "port/c", "greet", "here"}
     assert workers["here"] is None
     assert all(str(workers[f"port/{item}"]).startswith("tcp://127.0.0.1:") for item in "abc")
+    assert str(workers["greet"]).startswith("tcp://127.0.0.1:")
 
 
 def test_resume_after_a_killed_driver_stops_what_it_left_on_the_workers(
@@ -243,3 +245,122 @@ def test_backend_dask_alone_starts_a_cluster_for_the_run_and_stops_it_after(
     (log,) = (tmp_path / ".subplans" / "runs").glob("*/logs/port__a.log")
     assert f"a {tmp_path.name}" in log.read_text(encoding="utf-8")
     wait_until(lambda: not marked(marker), "the run's cluster to be gone")
+
+
+def test_a_call_and_a_command_that_cannot_start_name_their_worker(
+    tmp_path: Path, scheduler: str, isolated: None
+) -> None:
+    write(tmp_path, "tasks.py", "import os\n\ndef pid():\n    return os.getpid()\n")
+    plan = write(
+        tmp_path,
+        "plan.yaml",
+        f"""
+        name: named
+        automation_profile: {{failure_mode: continue_on_error}}
+        steps:
+          - name: both
+            subplans:
+              - {{name: greet, call: "tasks:pid"}}
+              - {{name: nowhere, run: "echo never", cwd: "{tmp_path / "gone"}"}}
+        """,
+    )
+
+    done = runner.invoke(
+        app,
+        [
+            *("run", str(plan), "--scheduler", scheduler, "--no-progress"),
+            *("--events-jsonl", "events.jsonl"),
+        ],
+    )
+
+    assert done.exit_code == 1, done.output
+    started = {
+        event["subplan_id"]: event
+        for event in events(tmp_path / "events.jsonl")
+        if event["event"] == "subplan_process_started"
+    }
+    greet = started["both/greet"]
+    assert str(greet["worker"]).startswith("tcp://127.0.0.1:")
+    assert (greet["log_file"], greet["pid"] != os.getpid()) == ("", True)  # the worker's pid
+    listed = json.loads(runner.invoke(app, ["status", "latest", "--subplans", "--json"]).stdout)
+    rows = {row["id"]: row for row in listed["subplans"]}
+    assert (rows["both/greet"]["state"], rows["both/greet"]["worker"]) == (
+        "completed",
+        greet["worker"],
+    )
+    failed = [e for e in events(tmp_path / "events.jsonl") if e["event"] == "subplan_state_changed"]
+    (error,) = [
+        e["error"]["message"]  # type: ignore[index]
+        for e in failed
+        if e["subplan_id"] == "both/nowhere" and e["error"]
+    ]
+    assert re.fullmatch(
+        rf"cannot run .* in '{re.escape(str(tmp_path / 'gone'))}': .* \(on worker tcp://127\.0\.0\.1:\d+\)",
+        str(error),
+    ), error
+
+
+def test_resume_refuses_while_an_abandoned_calls_thread_runs_on_unless_forced(
+    tmp_path: Path, scheduler: str, isolated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first call blocks (a thread nothing stops) until ``release`` exists; later ones end.
+    write(
+        tmp_path,
+        "slow_calls.py",
+        """
+        import pathlib, time
+
+        def slow():
+            here = pathlib.Path(__file__).parent
+            first = not (here / "calls").exists()
+            with (here / "calls").open("a") as calls:
+                calls.write("start\\n")
+            deadline = time.monotonic() + 30
+            while first and not (here / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with (here / "calls").open("a") as calls:
+                calls.write("end\\n")
+        """,
+    )
+    plan = write(
+        tmp_path,
+        "plan.yaml",
+        """
+        name: slow
+        automation_profile: {timeout: 0.5, cancel_grace: 0.1}
+        steps:
+          - {name: slow, call: "slow_calls:slow"}
+        """,
+    )
+    monkeypatch.setattr("subplans.cli.run_backends.CALLS_WAIT", 0.3)
+    calls = tmp_path / "calls"
+    try:
+        done = runner.invoke(app, ["run", str(plan), "--scheduler", scheduler, "--no-progress"])
+        assert done.exit_code == 1, done.output
+        assert calls.read_text().split() == ["start"]  # abandoned, and running on
+
+        refused = runner.invoke(app, ["resume", "latest", "--no-progress"])
+
+        assert refused.exit_code == 2, refused.output
+        run_id = json.loads(runner.invoke(app, ["status", "latest", "--json"]).stdout)["id"]
+        lines = refused.output.splitlines()
+        assert (
+            f"waiting up to 0.3s for 1 call of run {run_id} still running on the Dask cluster "
+            "to end" in lines
+        ), lines
+        assert re.fullmatch(
+            rf"error: run {run_id}: call subplans still running on the Dask cluster \(a function "
+            r"in a thread cannot be stopped\): slow on tcp://127\.0\.0\.1:\d+; resume once they "
+            r"end, or with --force to run them again",
+            lines[-1],
+        ), lines
+        assert calls.read_text().split() == ["start"]  # nothing ran again
+
+        forced = runner.invoke(app, ["resume", "latest", "--no-progress", "--force"])
+
+        assert forced.exit_code == 0, forced.output
+        assert "; resuming anyway (--force)" in forced.output
+        assert calls.read_text().split() == ["start", "start", "end"]  # beside, as asked
+    finally:
+        (tmp_path / "release").touch()
+    wait_until(lambda: calls.read_text().split().count("end") == 2, "the first call's end")

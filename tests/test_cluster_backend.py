@@ -118,7 +118,9 @@ async def test_a_plan_runs_on_the_cluster_through_the_executor(tmp_path: Path) -
     assert step.subplans[1].value == 42
     assert each.subplans[0].value.output_tail == "item x"
     started = recorder.of(SubplanProcessStarted)
-    assert sorted(e.subplan_id for e in started) == ["each/x", "fan/a", "fan/nested/deep"]
+    # The call unit's start names its worker too (#12 second review), with no log file.
+    assert sorted(e.subplan_id for e in started) == ["each/x", "fan/a", "fan/b", "fan/nested/deep"]
+    assert [e.log_file for e in started if e.subplan_id == "fan/b"] == [""]
     assert all(e.worker is not None and e.worker.startswith("inproc://") for e in started)
     logs = executor.run_dir / "logs"
     assert unheaded((logs / "fan__a.log").read_text()) == "a hello\n"

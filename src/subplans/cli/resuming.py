@@ -124,12 +124,24 @@ class ResumedRun:
         session.executor.items = self.items
         # On the clusters' workers first: what the dead driver's subplans left running there
         # (the workers find them by the run's id, as the leftovers here are found).
+        session.backends.waiting = session.say
         remote = session.stop_remote(self.run.id)
         if remote:
             session.say(
                 f"stopped {_count(remote, 'process')} that run {self.run.id} had left running "
                 "on the Dask cluster"
             )
+        # A call's function in a thread cannot be stopped: run again beside it, it would be
+        # done twice at once. Waited for (above), then refused unless the operator chose.
+        left = session.backends.calls_left
+        if left:
+            said = (
+                f"run {self.run.id}: call subplans still running on the Dask cluster (a "
+                f"function in a thread cannot be stopped): {', '.join(left)}"
+            )
+            if not self.force:
+                refuse([f"{said}; resume once they end, or with --force to run them again"])
+            session.say(f"{said}; resuming anyway (--force)")
         stopped = stop_leftovers(store, self.run)
         if stopped:
             session.say(describe_stopped(self.run.id, stopped))

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,10 +23,14 @@ if TYPE_CHECKING:
     from subplans.plans.backends import Backend
     from subplans.plans.tree import PlanNode, StepNode, UnitNode
 
-__all__ = ["ClusterNeed", "RunBackends", "cluster_needs", "unusable"]
+__all__ = ["ClusterNeed", "RunBackends", "cluster_needs", "quiet_dask_logs", "unusable"]
 
 #: How often ``start_unless`` asks whether to stop (seconds).
 _POLL = 0.05
+#: Seconds ``stop_run`` waits for a run's ``call`` functions that run on (threads that cannot
+#: be stopped), and how often it asks the workers meanwhile.
+CALLS_WAIT = 10.0
+_CALLS_POLL = 0.1
 
 
 @dataclass(slots=True)
@@ -108,6 +113,10 @@ class RunBackends:
     def __init__(self, needs: Mapping[Backend, ClusterNeed]) -> None:
         self.needs = dict(needs)
         self.started: dict[Backend, DaskBackend] = {}
+        #: Told the line to show when ``stop_run`` waits for calls that run on.
+        self.waiting: Callable[[str], None] = _silent
+        #: The calls ``stop_run`` found still running after its wait: "ID on WORKER" each.
+        self.calls_left: list[str] = []
 
     def __repr__(self) -> str:
         return f"<RunBackends {len(self.started)}/{len(self.needs)} started>"
@@ -161,15 +170,67 @@ class RunBackends:
         return None
 
     async def stop_run(self, run_id: str) -> int:
-        """Stop what ``run_id`` left running on the clusters' workers; how many processes."""
+        """Stop what ``run_id`` left running on the clusters' workers; how many processes.
+        A ``call`` function that runs on (a thread, which nothing stops) is waited for, up
+        to ``CALLS_WAIT`` seconds (``waiting`` told so); those still running then are left in
+        ``calls_left``."""
         stopped = 0
         for backend in self.started.values():
             stopped += await backend.stop_run(run_id)
+        self.calls_left = await self._calls(run_id)
+        if self.calls_left:
+            self.waiting(
+                f"waiting up to {CALLS_WAIT:g}s for {_calls(self.calls_left)} of run "
+                f"{run_id} still running on the Dask cluster to end"
+            )
+            deadline = asyncio.get_running_loop().time() + CALLS_WAIT
+            while self.calls_left and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(_CALLS_POLL)
+                self.calls_left = await self._calls(run_id)
         return stopped
 
+    async def _calls(self, run_id: str) -> list[str]:
+        return [
+            f"{label} on {worker}"
+            for backend in self.started.values()
+            for worker, labels in (await backend.running_calls(run_id)).items()
+            for label in labels
+        ]
+
     async def aclose(self) -> None:
-        """Close every cluster started (a local one stops); one that fails to close is left."""
+        """Close every cluster started (a local one stops); one that fails to close is left.
+        Dask's own logs are quiet meanwhile: a client whose scheduler was lost logs the
+        traceback of its cancelled reconnection as it closes, which the command's one-line
+        error already said."""
         started, self.started = self.started, {}
-        for backend in started.values():
-            with contextlib.suppress(Exception):
-                await backend.aclose()
+        with quiet_dask_logs():
+            for backend in started.values():
+                with contextlib.suppress(Exception):
+                    await backend.aclose()
+
+
+def _silent(line: str) -> None:
+    """Says nothing (``RunBackends.waiting`` of a caller that shows no lines)."""
+
+
+def _calls(left: list[str]) -> str:
+    return "1 call" if len(left) == 1 else f"{len(left)} calls"
+
+
+@contextlib.contextmanager
+def quiet_dask_logs() -> Iterator[None]:
+    """Nothing of ``distributed``'s loggers is shown meanwhile (their levels restored after)."""
+    manager = logging.Logger.manager
+    loggers = [logging.getLogger("distributed")] + [
+        found
+        for name, found in list(manager.loggerDict.items())
+        if name.startswith("distributed.") and isinstance(found, logging.Logger)
+    ]
+    levels = [(found, found.level) for found in loggers]
+    for found in loggers:
+        found.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for found, level in levels:
+            found.setLevel(level)

@@ -165,7 +165,11 @@ def resume(
     force: Annotated[
         bool,
         typer.Option(
-            "--force", help="Resume even if the plan's subplans changed since the run started."
+            "--force",
+            help=(
+                "Resume even if the plan's subplans changed since the run started, or a call "
+                "the run abandoned still runs on a Dask worker."
+            ),
         ),
     ] = False,
     rerun_unknown: Annotated[

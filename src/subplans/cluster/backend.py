@@ -233,6 +233,8 @@ class DaskBackend:
         error = outcome.error
         if isinstance(error, CommandFailedError):
             error.log_file = str(log_file)  # the worker named its own copy when it had one
+            if outcome.pid is None:  # it could not start: where is part of why
+                error.args = (f"{error} (on worker {outcome.worker})", *error.args[1:])
             raise error
         if error is not None:  # pragma: no cover - run_command raises nothing else
             raise error
@@ -247,17 +249,22 @@ class DaskBackend:
         *,
         cancel_grace: float,
         label: str,
+        on_start: Callable[[int, str], None] | None = None,
+        run_id: str | None = None,
     ) -> Any:
         """A ``call`` unit's function, imported on a worker by its ``module:function`` name
-        (``folder`` importable there), awaited or run in a thread as locally; its value.
+        (``folder`` importable there, the plan's current code: ``fresh_imports``), awaited or
+        run in a thread as locally; its value. ``on_start`` gets the worker process's pid and
+        the worker's address as it starts there. ``run_id``: the run it belongs to, for
+        ``running_calls`` and ``stop_run``.
 
         Raises:
             CallTargetError: it cannot be imported there.
             Exception: whatever the function raised.
             WorkerLostError: its worker was lost.
         """
-        args = (target, _absolute(folder), dict(kwargs), cancel_grace, label)
-        return await self._function(worker_tasks.call_task, args, cancel_grace, label)
+        args = (target, _absolute(folder), dict(kwargs), cancel_grace, label, run_id)
+        return await self._function(worker_tasks.call_task, args, cancel_grace, label, on_start)
 
     def subplan(
         self,
@@ -280,20 +287,37 @@ class DaskBackend:
         return Subplan(subplan_id, run, timeout=timeout, retries=retries)
 
     async def _function(
-        self, task: Callable[..., Any], args: tuple[Any, ...], grace: float, label: str
+        self,
+        task: Callable[..., Any],
+        args: tuple[Any, ...],
+        grace: float,
+        label: str,
+        on_start: Callable[[int, str], None] | None = None,
+        run_id: str | None = None,
     ) -> Any:
-        outcome = await self._attempts.run(task, *args, label=label, cancel_grace=grace)
+        outcome = await self._attempts.run(
+            task, *args, label=label, cancel_grace=grace, on_start=on_start
+        )
         if outcome.error is not None:
             raise outcome.error
         return outcome.value
 
     async def stop_run(self, run_id: str, *, grace: float = 5.0) -> int:
         """Stop every process run ``run_id`` left on the workers' machines (they carry its
-        ``SUBPLANS_RUN_ID``): SIGTERM, ``grace``, SIGKILL. Returns how many were signalled.
-        ``resume`` calls it before it runs anything again."""
+        ``SUBPLANS_RUN_ID``): SIGTERM, ``grace``, SIGKILL; and its ``call`` functions running
+        there (``running_calls`` names those that run on). Returns how many processes were
+        signalled. ``resume`` calls it before it runs anything again."""
         self._reachable()
         counts: dict[str, int] = await self.client.run(worker_tasks.stop_run, run_id, grace)
         return sum(counts.values())
+
+    async def running_calls(self, run_id: str) -> dict[str, list[str]]:
+        """The ``call`` units of run ``run_id`` whose functions still run on the workers (a
+        plain function's thread runs on after its attempt was abandoned, and ``stop_run``
+        cannot stop it): their ids by worker, only workers that have some."""
+        self._reachable()
+        found: dict[str, list[str]] = await self.client.run(worker_tasks.running_calls, run_id)
+        return {worker: labels for worker, labels in sorted(found.items()) if labels}
 
 
 #: Seconds ``aclose`` gives the client and the local cluster to close (a scheduler that is

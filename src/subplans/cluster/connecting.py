@@ -8,6 +8,7 @@ one error says how to install it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -33,8 +34,12 @@ INSTALL_HINT = "pip install 'subplans[dask]'"
 #: What a scheduler we start listens on for HTTP (metrics, no dashboard): a free port of
 #: 127.0.0.1, never 8787, which another cluster may hold (Dask then warns, and moves).
 SCHEDULER_HTTP = {"dashboard_address": "127.0.0.1:0"}
-#: Seconds to reach a scheduler before giving up on it.
+#: Seconds to reach a scheduler (its handshake included) before giving up on it.
 CONNECT_TIMEOUT = 10.0
+#: The share of ``CONNECT_TIMEOUT`` Dask gets to connect (the rest: the handshake).
+DASK_SHARE = 0.8
+#: Seconds a half-made client gets to close.
+CLOSE_QUIETLY = 2.0
 
 
 def require_distributed() -> None:
@@ -82,14 +87,24 @@ async def open_client(
         address: Any = cluster
     else:
         address = scheduler
-    client = cast(Any, Client)(address, asynchronous=True, timeout=timeout, set_as_default=False)
+    # Dask bounds the connection, not the handshake: a server that accepts it but speaks no
+    # Dask (an HTTP server) would be waited for forever. The whole connect is bounded here;
+    # Dask's own bound comes first, so that an address nobody listens on says so.
+    connect = timeout * DASK_SHARE
+    client = cast(Any, Client)(address, asynchronous=True, timeout=connect, set_as_default=False)
+    bound = asyncio.timeout(timeout)
     try:
-        await client
+        async with bound:
+            await client
     except BaseException as error:
         # A failed or cancelled connect leaves a half-made client: closed here, not at exit.
         await _close_quietly(client)
         if cluster is not None:  # pragma: no cover - our own cluster was just reachable
             await _close_quietly(cluster)
+        if bound.expired():
+            raise BackendError(
+                f"{scheduler} did not answer as a Dask scheduler within {timeout:g}s"
+            ) from error
         if isinstance(error, (OSError, TimeoutError, ValueError)):  # ValueError: foo://bar
             raise BackendError(
                 f"cannot reach the Dask scheduler at {scheduler}: {error}"
@@ -99,8 +114,10 @@ async def open_client(
 
 
 async def _close_quietly(closable: Any) -> None:
-    with contextlib.suppress(Exception):  # it never got far enough to close cleanly
-        await closable.close()
+    # It never got far enough to close cleanly; a peer that speaks no Dask may never answer.
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_QUIETLY):
+            await closable.close()
 
 
 async def worker_threads(client: Any) -> dict[str, int]:

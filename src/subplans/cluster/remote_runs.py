@@ -286,6 +286,10 @@ class RemoteAttempts:
             worker = followed.worker or await self._placed(token, future, followed)
             if worker is None:
                 return None  # taken out of Dask's queue: it never ran
+            if followed.alarm.done() and followed.alarm.result() == worker:
+                # Its worker was removed as it was cancelled: nobody there answers, its
+                # watchdog stops its processes. Cancelled at once, never abandoned.
+                return None
             try:
                 answers: dict[str, Any] = await self.client.run(
                     worker_tasks.stop_attempt, token, workers=[worker], on_error="return"

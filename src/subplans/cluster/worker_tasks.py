@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import secrets
 import sys
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from subplans.cluster.fresh_imports import PlanImports
 from subplans.cluster.handover import (
     CLAIMS,
     GRACE_VARIABLE,
@@ -39,7 +41,7 @@ from subplans.cluster.handover import (
 from subplans.cluster.watchdog import Watchdog, grace_mark
 from subplans.engine.errors import SubplanCancelledError
 from subplans.execution.process import CommandResult, ProcessGroups, run_command
-from subplans.execution.runners import call_function, import_target
+from subplans.execution.runners import call_function
 from subplans.execution.stopping import stop_run_processes
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ __all__ = [
     "function_task",
     "log_chunk",
     "missing_folders",
+    "running_calls",
     "sees_marker",
     "stop_attempt",
     "stop_run",
@@ -68,6 +71,12 @@ class _Registry:
         #: ordered set, bounded: ``cancel``).
         self.cancelled: dict[str, None] = {}
         self.watchdog = Watchdog(secrets.token_hex(8))
+        #: The modules ``call`` units imported here, kept to the plans' current code.
+        self.imports = PlanImports()
+        #: The ``call`` units' functions running here, by token: their run's id and label.
+        #: A plain function's thread may run on after its attempt was abandoned: it stays
+        #: here until it returns (``running_calls``; popped from that thread).
+        self.calls: dict[str, tuple[str, str]] = {}
         #: Each event loop's process groups (an in-process cluster runs on the caller's loops).
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ProcessGroups] = (
             weakref.WeakKeyDictionary()
@@ -153,7 +162,8 @@ async def _refused(worker: Worker, token: str, claim: bool | Sequence[str]) -> O
 
 
 def _announce(worker: Worker, token: str, pid: int | None = None) -> None:
-    """Tell the driver the attempt started here (``pid``: its command's)."""
+    """Tell the driver the attempt started here (``pid``: its command's, or this worker
+    process's for a ``call`` unit's function)."""
     worker.log_event(STARTED_TOPIC, {"token": token, "pid": pid, "worker": worker.address})
 
 
@@ -259,22 +269,53 @@ async def call_task(
     kwargs: Mapping[str, Any],
     cancel_grace: float,
     label: str,
+    run_id: str | None = None,
     claim: bool | Sequence[str] = True,
 ) -> Outcome:
-    """Run a ``call`` unit's function, imported here by its ``module:function`` name."""
+    """Run a ``call`` unit's function, imported here by its ``module:function`` name; while
+    it runs (a thread abandoned after its grace included), ``running_calls(run_id)`` names it."""
     worker = _worker()
     refused = await _refused(worker, token, claim)
     if refused is not None:
         return refused
     REGISTRY.mark(cancel_grace)
-    _announce(worker, token)
+    # A function runs in the worker process: its pid is the one to name (``on_start``).
+    _announce(worker, token, os.getpid())
+    if run_id is not None:
+        REGISTRY.calls[token] = (run_id, label)
 
     async def work() -> Any:
-        function = import_target(target, Path(folder))
-        return await call_function(function, kwargs, cancel_grace=cancel_grace, label=label)
+        in_thread = False
+        try:
+            function = REGISTRY.imports.load(target, Path(folder))
+            if run_id is not None and not inspect.iscoroutinefunction(function):
+                function, in_thread = _unlisted_when_done(function, token), True
+            return await call_function(function, kwargs, cancel_grace=cancel_grace, label=label)
+        finally:
+            if not in_thread:
+                REGISTRY.calls.pop(token, None)
 
     kind, value, error = await _run_registered(token, work())
-    return Outcome(kind, worker.address, None, value, error)
+    return Outcome(kind, worker.address, os.getpid(), value, error)
+
+
+def _unlisted_when_done(function: Callable[..., Any], token: str) -> Callable[..., Any]:
+    """``function``, which takes ``token`` out of ``REGISTRY.calls`` as it returns (in its
+    thread, however long after its attempt ended)."""
+
+    def called(**kwargs: Any) -> Any:
+        try:
+            return function(**kwargs)
+        finally:
+            REGISTRY.calls.pop(token, None)
+
+    return called
+
+
+def running_calls(run_id: str) -> list[str]:
+    """The labels of run ``run_id``'s ``call`` functions still running on this worker (run
+    through ``client.run``), an abandoned thread's included."""
+    return sorted(label for run, label in list(REGISTRY.calls.values()) if run == run_id)
 
 
 async def function_task(
@@ -315,7 +356,11 @@ async def stop_attempt(token: str) -> bool:
 
 
 async def stop_run(run_id: str, grace: float) -> int:
-    """Stop every process of run ``run_id`` on this worker's machine; how many were signalled."""
+    """Stop every process of run ``run_id`` on this worker's machine, and its ``call``
+    functions running here (awaited ones end; a thread gets its grace, and may run on:
+    ``running_calls``); how many processes were signalled."""
+    tokens = [token for token, (run, _) in list(REGISTRY.calls.items()) if run == run_id]
+    await asyncio.gather(*(stop_attempt(token) for token in tokens))
     return await asyncio.to_thread(stop_run_processes, run_id, grace=grace)
 
 

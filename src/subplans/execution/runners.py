@@ -77,6 +77,8 @@ class RemoteBackend(Protocol):
         *,
         cancel_grace: float,
         label: str,
+        on_start: Callable[[int, str], None],
+        run_id: str,
     ) -> Any: ...
 
 
@@ -201,9 +203,12 @@ def _remote(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], A
     attempts = 0
 
     def started(pid: int, worker: str) -> None:
+        """Its command's group started on ``worker``; or, for a ``call`` unit, its function
+        (``pid``: the worker process's, no log file)."""
         if context.bus is not None:
             now = context.clock.now()
-            event = SubplanProcessStarted(unit.id, pid, str(log_file), worker, time=now)
+            log = "" if log_file is None else str(log_file)
+            event = SubplanProcessStarted(unit.id, pid, log, worker, time=now)
             context.bus.publish(event)
 
     async def run() -> Any:
@@ -218,7 +223,13 @@ def _remote(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], A
             assert unit.call is not None
             kwargs = dict(unit.kwargs)
             return await backend.call(
-                unit.call, unit.folder, kwargs, cancel_grace=grace, label=unit.id
+                unit.call,
+                unit.folder,
+                kwargs,
+                cancel_grace=grace,
+                label=unit.id,
+                on_start=started,
+                run_id=context.run_id,
             )
         assert unit.command is not None
         return await backend.run_command(

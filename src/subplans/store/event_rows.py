@@ -226,7 +226,8 @@ class RowBuilder:
                     data["subplan_id"],
                     None if worker else pid,
                     None if worker else process_start_time(pid),
-                    os.path.abspath(data["log_file"]),
+                    # A ``call`` unit's function on a worker has no log file.
+                    os.path.abspath(data["log_file"]) if data["log_file"] else None,
                     worker,
                 )
             )
