@@ -75,7 +75,9 @@ def subplans(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=BOUND,
         cwd=cwd,
-        env=command_env(SUBPLANS_CONFIG=str(cwd / "none.yaml"), **env),
+        # Not in asyncio's debug mode (CI's): Dask's client start takes one callback > 0.1 s,
+        # which debug mode reports on stderr, beside the one line these tests read.
+        env=command_env(SUBPLANS_CONFIG=str(cwd / "none.yaml"), PYTHONASYNCIODEBUG="", **env),
     )
 
 
@@ -244,16 +246,26 @@ def test_a_workers_address_given_for_the_schedulers_is_one_line(
 ) -> None:
     write(tmp_path, "plan.yaml", PLAN)
     (worker,) = cluster.scheduler.workers
-    said = (
-        f"error: {worker} does not answer as a Dask scheduler (a worker's address?): "
-        "Worker.identity() got an unexpected keyword argument 'n_workers'"
-    )
+    # What a worker answers depends on Dask's version: it refuses the handshake (today), or
+    # never answers it (distributed 2025.1), and the line says which.
+    said = [
+        [
+            f"error: {worker} does not answer as a Dask scheduler (a worker's address?): "
+            "Worker.identity() got an unexpected keyword argument 'n_workers'"
+        ],
+        [
+            f"error: cannot reach the Dask scheduler at {worker}: it did not answer as a Dask "
+            "scheduler (a worker's address?)"
+        ],
+    ]
 
     here = runner.invoke(app, ["run", "plan.yaml", "--scheduler", worker, "--no-progress"])
     alone = subplans(tmp_path, "run", "plan.yaml", "--scheduler", worker, "-q")
 
-    assert (here.exit_code, here.output.splitlines()) == (ExitCode.INVALID, [said])
-    assert (alone.returncode, alone.stderr.splitlines()) == (ExitCode.INVALID, [said])
+    assert here.exit_code == ExitCode.INVALID
+    assert here.output.splitlines() in said
+    assert alone.returncode == ExitCode.INVALID
+    assert alone.stderr.splitlines() == here.output.splitlines()
     assert not (tmp_path / ".subplans" / "runs").exists()
 
 
@@ -379,3 +391,11 @@ def test_a_dry_run_and_profile_resolve_never_connect_and_credit_what_named_the_c
         f"backend dask {address} step (plan.yaml: steps[1].backend, $SUBPLANS_SCHEDULER)",
     ]
     assert not (tmp_path / ".subplans").exists()
+
+
+def test_ucx_without_the_ucx_module_of_an_older_dask_is_one_line_too() -> None:
+    at = Backend("dask", "ucx://h:1")
+    assert unusable(at, ModuleNotFoundError("No module named 'ucp'")) == (
+        "cannot reach the Dask scheduler at ucx://h:1: ucx:// needs Dask's UCX support "
+        "(distributed-ucxx)"
+    )

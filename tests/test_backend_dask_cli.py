@@ -364,3 +364,57 @@ def test_resume_refuses_while_an_abandoned_calls_thread_runs_on_unless_forced(
     finally:
         (tmp_path / "release").touch()
     wait_until(lambda: calls.read_text().split().count("end") == 2, "the first call's end")
+
+
+def test_cancel_of_an_interrupted_run_stops_what_it_left_on_the_cluster(
+    tmp_path: Path,
+    scheduler: str,
+    started: list[subprocess.Popen[bytes]],
+    isolated: None,
+) -> None:
+    # Its workers' processes are out of this machine's sight: cancel stops them through the
+    # cluster the run recorded, before this machine's, as resume does.
+    plan = write(
+        tmp_path,
+        "plan.yaml",
+        """
+        name: killed
+        steps:
+          - name: work
+            run: echo $$ > pid; exec sleep 60
+        """,
+    )
+    env = command_env(SUBPLANS_CONFIG=str(tmp_path / "none.yaml"))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "subplans", "run", str(plan), "--scheduler", scheduler, "-q"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started.append(driver)
+    pid_file = tmp_path / "pid"
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the remote command")
+    wait_until(
+        lambda: (
+            '"worker": "tcp://' in runner.invoke(app, ["status", "latest", "--json"]).stdout
+            or "tcp://" in runner.invoke(app, ["status", "latest", "--subplans"]).stdout
+        ),
+        "the worker recorded",
+    )
+    remote = int(pid_file.read_text())
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=BOUND)
+    assert alive(remote)
+
+    cancelled = runner.invoke(app, ["cancel", "latest"])
+
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "left nothing running" not in cancelled.output
+    assert not alive(remote)
+    assert re.search(
+        rf"^stopped [1-9]\d* process(es)? that run \S+ had left running on the Dask cluster at "
+        rf"{re.escape(scheduler)}$",
+        cancelled.output,
+        re.MULTILINE,
+    ), cancelled.output

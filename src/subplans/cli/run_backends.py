@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from subplans.cluster import DaskBackend
     from subplans.plans.backends import Backend
     from subplans.plans.tree import PlanNode, StepNode, UnitNode
+    from subplans.store import RunInfo
 
 __all__ = ["ClusterNeed", "RunBackends", "cluster_needs", "quiet_dask_logs", "unusable"]
 
@@ -92,7 +93,9 @@ def unusable(backend: Backend, error: Exception) -> str:
             "(distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and .key), "
             "which is not set"
         )
-    if isinstance(error, TypeError) and "UCXConnector" in said:  # Dask's stub without UCX
+    ucx = backend.scheduler is not None and backend.scheduler.startswith("ucx://")
+    # Dask's stub without UCX (today), or the missing module itself (distributed 2025.1).
+    if ucx and ("UCXConnector" in said or isinstance(error, ImportError)):
         return f"cannot reach {where}: ucx:// needs Dask's UCX support (distributed-ucxx)"
     if isinstance(error, TypeError) and "identity()" in said:
         # A worker (or another Dask server) answers, but not as a scheduler does.
@@ -165,8 +168,11 @@ class RunBackends:
             done, _ = await asyncio.wait({start}, timeout=_POLL)
             if done:
                 return start.result()
-        start.cancel()  # start() closes what it started
-        await asyncio.wait({start})
+        # start() closes what it started; a local cluster cancelled while it starts logs
+        # Dask's own tracebacks of it, which the command's one line already says.
+        with quiet_dask_logs():
+            start.cancel()
+            await asyncio.wait({start})
         return None
 
     async def stop_run(self, run_id: str) -> int:
@@ -234,3 +240,35 @@ def quiet_dask_logs() -> Iterator[None]:
     finally:
         for found, level in levels:
             found.setLevel(level)
+
+
+def stop_on_cluster(run: RunInfo) -> str | None:
+    """Stop what the interrupted ``run`` left on the workers of the Dask cluster whose address
+    it recorded (``cancel``); the line to say, or None when it recorded no address (a local
+    cluster ends with the driver that started it) or the cluster cannot be reached."""
+    from subplans.plans.backends import Backend
+
+    recorded = (run.profile.get("values") or {}).get("backend", "local")
+    try:
+        backend = Backend.from_value(recorded)
+    except ValueError:  # pragma: no cover - the store holds what a run wrote
+        return None
+    if backend.kind != "dask" or backend.scheduler is None:
+        return None
+    address = backend.scheduler
+
+    async def stop() -> int:
+        from subplans.cluster import DaskBackend
+
+        async with await DaskBackend.start(address, threads=1) as cluster:
+            return await cluster.stop_run(run.id)
+
+    try:
+        with quiet_dask_logs():
+            stopped = asyncio.run(stop())
+    except BackendError as error:
+        return f"run {run.id}: {error}; `subplans resume {run.id}` stops what it left there"
+    return (
+        f"stopped {stopped} process{'' if stopped == 1 else 'es'} that run {run.id} had left "
+        f"running on the Dask cluster at {address}"
+    )

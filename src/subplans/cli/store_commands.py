@@ -318,13 +318,27 @@ def cancel(
 
 
 def _cancel_leftovers(db: RunStore, run: RunInfo) -> None:
-    """``cancel`` of an interrupted run: stop what it left running (holding its lock), say so."""
-    from subplans.store.resume import describe_stopped, stop_leftovers_locked
+    """``cancel`` of an interrupted run: stop what it left running (holding its lock) here and
+    on the Dask cluster it recorded, and say so."""
+    from subplans.cli.run_backends import stop_on_cluster
+    from subplans.store.resume import describe_stopped, stop_leftovers
 
-    with interruptible():
-        stopped = stop_leftovers_locked(db, run)
+    # Its subplans on a cluster's workers are out of this machine's sight: stopped through the
+    # cluster it recorded (first, as resume does), or said, never claimed gone (issue #12).
+    running = db.subplans(run.id, state="running")
+    remote = any(subplan.worker is not None for subplan in running)
+    with interruptible(), db.lock(run.id):
+        on_cluster = stop_on_cluster(run) if remote else None
+        stopped = stop_leftovers(db, run)
+    if on_cluster is not None:
+        typer.echo(on_cluster)
+    elif remote:
+        typer.echo(
+            f"run {run.id} was running subplans on a Dask cluster: `subplans resume {run.id}` "
+            "stops what they left on its workers before it runs anything"
+        )
     if stopped:
         typer.echo(visible(describe_stopped(run.id, stopped)))
-    else:
+    elif not remote:
         typer.echo(f"run {run.id} was interrupted and left nothing running")
     typer.echo(f"run {run.id} stays interrupted: resume it with `subplans resume {run.id}`")

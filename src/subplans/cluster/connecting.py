@@ -106,9 +106,10 @@ async def open_client(
                 f"{scheduler} did not answer as a Dask scheduler within {timeout:g}s"
             ) from error
         if isinstance(error, (OSError, TimeoutError, ValueError)):  # ValueError: foo://bar
-            raise BackendError(
-                f"cannot reach the Dask scheduler at {scheduler}: {error}"
-            ) from error
+            # An older Dask gives up on a peer that never answers its handshake (a worker)
+            # with a TimeoutError that says nothing.
+            said = str(error) or "it did not answer as a Dask scheduler (a worker's address?)"
+            raise BackendError(f"cannot reach the Dask scheduler at {scheduler}: {said}") from error
         raise
     return client, cluster
 
