@@ -30,6 +30,11 @@ from subplans.cluster.worker_tasks import REGISTRY, stop_attempt
 #: Every Dask call of a test is bounded by this many seconds.
 BOUND = 20.0
 
+# The tests' process is a driver, even where a test calls a worker task by hand before any
+# DaskBackend was made: never a mark in its environment, which every later test's commands
+# would inherit (and a watchdog's end would stop).
+REGISTRY.driver_here = True
+
 
 @contextlib.asynccontextmanager
 async def in_process_backend(

@@ -193,10 +193,13 @@ def test_an_alarm_is_raised_once() -> None:
         loop.close()
 
 
-async def test_a_function_s_children_carry_its_worker_s_mark() -> None:
+async def test_a_driver_whose_cluster_runs_in_its_own_process_never_marks_itself() -> None:
+    # Its environment is what every later command of this process inherits: marked, they
+    # would all be stopped with the watchdog (commands get the mark in their own env).
     async with in_process_backend() as backend:
         value = await backend.subplan("mark", worker_mark).run()
-    assert value == REGISTRY.watchdog.token
+    assert value is None
+    assert REGISTRY.driver_here
 
 
 def test_the_watchdog_kills_each_command_once_its_own_grace_is_over() -> None:

@@ -168,3 +168,17 @@ def test_no_thread_of_ours_is_left_behind() -> None:
     left but the daemon threads the package keeps by design."""
     names = [thread.name for thread in threading.enumerate()]
     assert not [name for name in names if name.startswith("subplans wait")]
+
+
+def test_a_remote_environment_names_the_unit_as_a_local_one_does(tmp_path: Path) -> None:
+    from subplans.execution.runners import RunContext
+    from subplans.plans.tree import UnitNode
+
+    context = RunContext("r1", tmp_path, environ={"SUBPLANS_ITEM": "stale", "KEEP": "1"})
+    plain = UnitNode("s/a", "a", "run", tmp_path, tmp_path, command="true", env={"X": "2"})
+    item = UnitNode("s/b", "b", "run", tmp_path, tmp_path, command="true", item="mod")
+
+    remote = context.remote_environment(plain)
+    assert remote == {"KEEP": "1", "X": "2", "SUBPLANS_RUN_ID": "r1", "SUBPLANS_SUBPLAN": "s/a"}
+    assert context.environment(plain) == remote  # here the same, over the same environ
+    assert context.remote_environment(item)["SUBPLANS_ITEM"] == "mod"

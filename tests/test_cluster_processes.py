@@ -31,7 +31,7 @@ from subplans import (
 from subplans.cluster import DaskBackend
 
 from .conftest import Recorder
-from .dask_helpers import BOUND, add, process_cluster, worker_pid
+from .dask_helpers import BOUND, add, process_cluster, worker_mark, worker_pid
 from .plans_helpers import write
 from .process_helpers import alive, eventually, group_members
 
@@ -180,8 +180,14 @@ async def test_a_call_unit_and_a_function_run_in_a_worker_process(
         pid = await backend.call("where_calls:pid", tmp_path, {}, cancel_grace=1, label="w")
         worker_pids = set((await backend.client.run(worker_pid)).values())
         value = await backend.subplan("add", add, 2, 3, times=2).run()
+        # A worker process marks its own environment: what a function starts there carries
+        # the mark its watchdog stops when the worker dies.
+        mark = await backend.subplan("mark", worker_mark).run()
     assert pid in worker_pids
     assert value == 10
+    assert mark is not None
+    assert len(mark) == 16
+    assert worker_mark() is None  # never this driver's
 
 
 async def test_a_local_cluster_is_started_for_a_run_and_stopped_after(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from subplans.cli.exits import refuse
 from subplans.cli.launches import Decision
 from subplans.cli.loading import load
-from subplans.cli.run_backends import cluster_needs
+from subplans.cli.run_backends import cluster_needs, stopped_on_cluster
 from subplans.store import find_leftovers
 from subplans.store.resume import (
     SKIP_UNKNOWN_REASON,
@@ -127,10 +127,7 @@ class ResumedRun:
         session.backends.waiting = session.say
         remote = session.stop_remote(self.run.id)
         if remote:
-            session.say(
-                f"stopped {_count(remote, 'process')} that run {self.run.id} had left running "
-                "on the Dask cluster"
-            )
+            session.say(stopped_on_cluster(self.run.id, remote))
         # A call's function in a thread cannot be stopped: run again beside it, it would be
         # done twice at once. Waited for (above), then refused unless the operator chose.
         left = session.backends.calls_left
@@ -177,7 +174,3 @@ def _notes(
     if unknown.subplans:
         notes.append(unknown.describe(skip=skip))
     return tuple(notes)
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" if n == 1 else f"{n} {what}es"

@@ -268,7 +268,14 @@ def stop_on_cluster(run: RunInfo) -> str | None:
             stopped = asyncio.run(stop())
     except BackendError as error:
         return f"run {run.id}: {error}; `subplans resume {run.id}` stops what it left there"
+    return stopped_on_cluster(run.id, stopped, address)
+
+
+def stopped_on_cluster(run_id: str, stopped: int, address: str | None = None) -> str:
+    """One line: how many processes ``run_id`` had left on a Dask cluster's workers were
+    stopped (``resume``, ``cancel``)."""
+    at = "" if address is None else f" at {address}"
     return (
-        f"stopped {stopped} process{'' if stopped == 1 else 'es'} that run {run.id} had left "
-        f"running on the Dask cluster at {address}"
+        f"stopped {stopped} process{'' if stopped == 1 else 'es'} that run {run_id} had left "
+        f"running on the Dask cluster{at}"
     )

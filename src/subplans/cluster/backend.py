@@ -66,6 +66,7 @@ class DaskBackend:
     """
 
     def __init__(self, client: Any, *, shared_logs: bool | None = None, claim: bool = True) -> None:
+        worker_tasks.REGISTRY.driver_here = True
         self.client = client
         self.claim = claim
         self._attempts = RemoteAttempts(client, shared_logs, ClaimBook(claim))
@@ -293,7 +294,6 @@ class DaskBackend:
         grace: float,
         label: str,
         on_start: Callable[[int, str], None] | None = None,
-        run_id: str | None = None,
     ) -> Any:
         outcome = await self._attempts.run(
             task, *args, label=label, cancel_grace=grace, on_start=on_start

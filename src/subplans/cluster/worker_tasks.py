@@ -83,6 +83,10 @@ class _Registry:
         )
         self._markers: dict[LogMarker, bool] = {}
         self._logs: Path | None = None
+        #: Set by a ``DaskBackend`` made in this process: a driver whose cluster runs in its own
+        #: process (an in-process cluster) never marks its own environment, or everything it
+        #: starts afterwards, here, would carry the mark its watchdog stops.
+        self.driver_here = False
 
     def __repr__(self) -> str:
         return f"<worker registry {len(self.running)} running, {self.watchdog!r}>"
@@ -98,7 +102,8 @@ class _Registry:
         own environment with its token once, so whatever a function run here starts is
         stopped when the worker dies; the mark."""
         token = self.watchdog.ensure(grace)
-        os.environ[WORKER_VARIABLE] = token
+        if not self.driver_here:
+            os.environ[WORKER_VARIABLE] = token
         return token
 
     def groups(self) -> ProcessGroups:

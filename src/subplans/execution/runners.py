@@ -124,7 +124,16 @@ class RunContext:
         ``env``, and the SUBPLANS_* variables."""
         if self._base_env is None:
             self._base_env = dict(os.environ if self.environ is None else self.environ)
-        env = self._base_env.copy()
+        return self._for_unit(self._base_env.copy(), unit)
+
+    def remote_environment(self, unit: UnitNode) -> dict[str, str]:
+        """What a unit's command gets on a worker over the worker's own environment: the
+        run's ``environ`` if one was given (the driver's own stays here), the unit's ``env``
+        and the SUBPLANS_* variables."""
+        return self._for_unit(dict(self.environ or {}), unit)
+
+    def _for_unit(self, env: dict[str, str], unit: UnitNode) -> dict[str, str]:
+        """``env`` with the unit's ``env`` and the SUBPLANS_* variables that name it."""
         env.update(unit.env)
         env["SUBPLANS_RUN_ID"] = self.run_id
         env["SUBPLANS_SUBPLAN"] = unit.id
@@ -132,18 +141,6 @@ class RunContext:
             env["SUBPLANS_ITEM"] = unit.item
         else:
             env.pop("SUBPLANS_ITEM", None)
-        return env
-
-    def remote_environment(self, unit: UnitNode) -> dict[str, str]:
-        """What a unit's command gets on a worker over the worker's own environment: the
-        run's ``environ`` if one was given (the driver's own stays here), the unit's ``env``
-        and the SUBPLANS_* variables."""
-        env = dict(self.environ or {})
-        env.update(unit.env)
-        env["SUBPLANS_RUN_ID"] = self.run_id
-        env["SUBPLANS_SUBPLAN"] = unit.id
-        if unit.item is not None:
-            env["SUBPLANS_ITEM"] = unit.item
         return env
 
 
