@@ -282,8 +282,12 @@ async def test_stop_run_stops_what_a_run_left_on_the_workers(tmp_path: Path) -> 
         assert not alive(started[0])
 
 
-async def test_an_attempt_cancelled_before_it_starts_never_runs(tmp_path: Path) -> None:
-    async with in_process_backend(threads=1) as backend:
+@pytest.mark.parametrize("claim", [True, False], ids=["claimed", "unclaimed"])
+async def test_an_attempt_cancelled_before_it_starts_never_runs(
+    tmp_path: Path, claim: bool
+) -> None:
+    # Without claims (the local cluster's way) the queue's own cancel must do it alone.
+    async with in_process_backend(threads=1, claim=claim) as backend:
         started: list[int] = []
         hold = asyncio.ensure_future(
             backend.run_command(

@@ -160,28 +160,6 @@ def test_a_hearing_forgets_the_oldest_late_tokens() -> None:
     assert stopped == ["w1"]
 
 
-async def test_without_claims_a_queued_attempt_cancelled_never_runs(tmp_path: Path) -> None:
-    async with in_process_backend(threads=1, claim=False) as backend:
-        started: list[int] = []
-        hold = asyncio.ensure_future(
-            backend.run_command(
-                "sleep 30", log_file=tmp_path / "h.log", on_start=lambda p, _: started.append(p)
-            )
-        )
-        await eventually(lambda: started, timeout=BOUND)
-        queued = asyncio.ensure_future(
-            backend.run_command("touch ran", log_file=tmp_path / "q.log", cwd=tmp_path)
-        )
-        await eventually(lambda: backend.statistics().handed_over == 2, timeout=BOUND)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        hold.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await hold
-    assert not (tmp_path / "ran").exists()
-
-
 def test_an_alarm_is_raised_once() -> None:
     loop = asyncio.new_event_loop()
     try:
