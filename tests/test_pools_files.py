@@ -214,7 +214,7 @@ def test_the_plain_fast_path_leaves_pools_and_uses_to_pydantic() -> None:
 
 
 async def test_the_live_view_shows_each_pool_s_usage(tmp_path: Path, console: Console) -> None:
-    from subplans.engine.events import EventBus
+    from subplans.engine.bus import EventBus
     from subplans.engine.limiter import AsyncSemaphoreLimiter
     from subplans.engine.progress import ProgressReporter
     from subplans.sinks.live import LiveView

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from subplans.engine.bus import EventBus
 from subplans.engine.config import ParallelExecutionConfig
 from subplans.engine.dispatcher import ParallelSubplanDispatcher
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
     Event,
-    EventBus,
     StepStateChanged,
     SubplanStateChanged,
 )

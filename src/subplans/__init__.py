@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 # start) costs nothing but the signal guard: the dispatcher's asyncio, pydantic and YAML are paid
 # for by what uses them. The names are imported for the type checker only.
 if typing.TYPE_CHECKING:
+    from subplans.engine.bus import EventBus
     from subplans.engine.config import FailureMode, ParallelExecutionConfig
     from subplans.engine.control_events import DispatchHalted, LimitChanged
     from subplans.engine.dispatcher import ParallelSubplanDispatcher, run_sync
@@ -57,7 +58,6 @@ if typing.TYPE_CHECKING:
         DispatchFinished,
         DispatchStarted,
         Event,
-        EventBus,
         PlanFinished,
         PlanStarted,
         StepItemsRead,
@@ -94,7 +94,8 @@ _MODULES = {
     "DispatchError InvalidTransitionError PlanRunningError RunBusyError RunNotFoundError "
     "RunNotLiveError StoreError SubplanCancelledError SubplanError SubplanExecutionError "
     "WorkerLostError",
-    "subplans.engine.events": "DispatchFinished DispatchStarted Event EventBus PlanFinished "
+    "subplans.engine.bus": "EventBus",
+    "subplans.engine.events": "DispatchFinished DispatchStarted Event PlanFinished "
     "PlanStarted StepItemsRead StepStateChanged SubplanProcessStarted SubplanRetrying "
     "SubplanSkipped SubplanStateChanged",
     "subplans.engine.groups": "SubplanGroup",

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from subplans.cli.gc_pause import freeze_survivors
 from subplans.cli.run_backends import RunBackends, cluster_needs
+from subplans.engine.bus import EventBus
 from subplans.engine.errors import StoreError
-from subplans.engine.events import EventBus
 from subplans.engine.progress import ProgressReporter
 from subplans.execution.executor import KILL_MARGIN, PlanExecutor, new_run_id
 from subplans.execution.interrupts import Interrupts

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from subplans.engine.events import EventBus, SubplanRetrying
+from subplans.engine.bus import EventBus
+from subplans.engine.events import SubplanRetrying
 from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:

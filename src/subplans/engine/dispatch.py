@@ -34,10 +34,10 @@ from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enab
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from subplans.engine.bus import EventBus
     from subplans.engine.clock import Clock
     from subplans.engine.config import ParallelExecutionConfig
     from subplans.engine.duplicates import CompactIds, NumberedIds
-    from subplans.engine.events import EventBus
     from subplans.engine.gates import Controls
 
 __all__ = ["Dispatch"]

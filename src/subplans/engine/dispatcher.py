@@ -15,12 +15,12 @@ from collections.abc import (
 from contextvars import Context, copy_context
 from typing import Any
 
+from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.config import ParallelExecutionConfig, check_max_parallel
 from subplans.engine.control_events import LimitChanged
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.duplicates import has_duplicates, reject_duplicates
-from subplans.engine.events import EventBus
 from subplans.engine.gates import Controls, check_all_uses, check_pools
 from subplans.engine.groups import SubplanGroup
 from subplans.engine.limiter import AsyncSemaphoreLimiter

@@ -1,11 +1,10 @@
-"""Structured events, their one serialiser (``to_dict``), and the bus that carries them to
+"""Structured events and their one serialiser (``to_dict``); ``bus`` carries them to
 subscribers (views, logs, stores)."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import Enum
@@ -22,7 +21,6 @@ __all__ = [
     "DispatchFinished",
     "DispatchStarted",
     "Event",
-    "EventBus",
     "PlanFinished",
     "PlanStarted",
     "StepItemsRead",
@@ -31,13 +29,10 @@ __all__ = [
     "SubplanRetrying",
     "SubplanSkipped",
     "SubplanStateChanged",
-    "Subscriber",
     "describe_error",
     "json_ready",
     "state_changed",
 ]
-
-logger = logging.getLogger("subplans")
 
 
 def describe_error(error: BaseException | None) -> dict[str, Any] | None:
@@ -145,8 +140,6 @@ def state_changed(
 
 
 _new = object.__new__
-_PENDING = SubplanExecutionState.PENDING
-_RUNNING = SubplanExecutionState.RUNNING
 
 
 @dataclass(slots=True)
@@ -262,139 +255,3 @@ class StepItemsRead(Event):
 
 
 _PAYLOAD_FIELDS[StepItemsRead] = ("step_id", "source", "count", "recorded")
-
-
-#: A subscriber is called synchronously with each event; it must be quick (queue slow work).
-Subscriber = Callable[[Event], object]
-
-
-class EventBus:
-    """Fans events out to subscribers; a subscriber that raises is logged and skipped."""
-
-    def __init__(self) -> None:
-        # A tuple, replaced on (un)subscribe, so a subscriber may unsubscribe while being called.
-        self._subscribers: tuple[Subscriber, ...] = ()
-        self._interrupt_watchers: tuple[Callable[[KeyboardInterrupt], None], ...] = ()
-        self._published = 0
-        self._subscriber_errors = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"<EventBus {len(self._subscribers)} subscribers, {self._published} published, "
-            f"{self._subscriber_errors} subscriber errors>"
-        )
-
-    @property
-    def has_subscribers(self) -> bool:
-        """True when publishing would reach someone."""
-        return bool(self._subscribers)
-
-    @property
-    def published(self) -> int:
-        """How many events were published."""
-        return self._published
-
-    @property
-    def subscriber_errors(self) -> int:
-        """How many times a subscriber raised."""
-        return self._subscriber_errors
-
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Call ``callback`` with every event from now on; returns a function that unsubscribes."""
-        self._subscribers = (*self._subscribers, callback)
-
-        def unsubscribe() -> None:
-            subscribers = list(self._subscribers)
-            if callback in subscribers:
-                subscribers.remove(callback)
-                self._subscribers = tuple(subscribers)
-
-        return unsubscribe
-
-    def watch_interrupts(self, callback: Callable[[KeyboardInterrupt], None]) -> Callable[[], None]:
-        """Call ``callback`` when a subscriber raises ``KeyboardInterrupt`` (a dispatch stops on
-        it); returns a function that stops watching."""
-        self._interrupt_watchers = (*self._interrupt_watchers, callback)
-
-        def unwatch() -> None:
-            watchers = list(self._interrupt_watchers)
-            if callback in watchers:
-                watchers.remove(callback)
-                self._interrupt_watchers = tuple(watchers)
-
-        return unwatch
-
-    def publish(self, event: Event) -> None:
-        """Deliver ``event`` to every subscriber, in subscription order.
-
-        Whatever a subscriber raises is logged and skipped, ``SystemExit`` and
-        ``KeyboardInterrupt`` included: the others still get the event. A
-        ``KeyboardInterrupt`` is then passed to the interrupt watchers.
-        """
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(event)
-            except BaseException as error:
-                self._raised(callback, error)
-
-    def _publish_move(
-        self,
-        subplan_id: str,
-        previous: SubplanExecutionState | None,
-        state: SubplanExecutionState,
-        attempt: int,
-        error: BaseException | None,
-        time: float,
-    ) -> None:
-        """``publish(state_changed(...))`` in one call: a dispatch makes three per subplan."""
-        event = _new(SubplanStateChanged)
-        event.time = time
-        event.subplan_id = subplan_id
-        event.previous = previous
-        event.state = state
-        event.attempt = attempt
-        event.error = error
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(event)
-            except BaseException as raised:
-                self._raised(callback, raised)
-
-    def _publish_pulled(self, subplan_id: str, time: float) -> None:
-        """PENDING, then RUNNING, of a subplan pulled from a lazy input as a slot was free for
-        it: ``_publish_move`` twice, in one call (one more move per subplan than a list's)."""
-        pending = _new(SubplanStateChanged)
-        pending.time = time
-        pending.subplan_id = subplan_id
-        pending.previous = None
-        pending.state = _PENDING
-        pending.attempt = 0
-        pending.error = None
-        running = _new(SubplanStateChanged)
-        running.time = time
-        running.subplan_id = subplan_id
-        running.previous = _PENDING
-        running.state = _RUNNING
-        running.attempt = 1
-        running.error = None
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(pending)
-            except BaseException as raised:
-                self._raised(callback, raised)
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(running)
-            except BaseException as raised:
-                self._raised(callback, raised)
-
-    def _raised(self, callback: Subscriber, error: BaseException) -> None:
-        self._subscriber_errors += 1
-        logger.exception("event subscriber %r raised; ignoring it", callback)
-        if isinstance(error, KeyboardInterrupt):
-            for watcher in self._interrupt_watchers:
-                watcher(error)

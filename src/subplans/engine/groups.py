@@ -22,9 +22,9 @@ from subplans.engine.subplan import Subplan
 from subplans.engine.thresholds import halt_reason
 
 if TYPE_CHECKING:
+    from subplans.engine.bus import EventBus
     from subplans.engine.clock import Clock
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.events import EventBus
     from subplans.engine.gates import Controls
     from subplans.engine.limiter import AsyncSemaphoreLimiter
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from contextvars import Context
 
     from subplans.engine.attempts import Slot
+    from subplans.engine.bus import EventBus
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.events import EventBus
     from subplans.engine.limiter import AsyncSemaphoreLimiter, Parts
 
 __all__ = ["Intake"]

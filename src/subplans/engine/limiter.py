@@ -21,7 +21,7 @@ from subplans.engine.config import check_rate
 from subplans.engine.errors import ConfigError
 
 if TYPE_CHECKING:
-    from subplans.engine.events import EventBus
+    from subplans.engine.bus import EventBus
 
 __all__ = [
     "AsyncSemaphoreLimiter",

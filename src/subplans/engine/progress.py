@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from subplans.engine.bus import EventBus
 from subplans.engine.control_events import LimitChanged
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
     Event,
-    EventBus,
     SubplanStateChanged,
 )
 from subplans.engine.states import SubplanExecutionState

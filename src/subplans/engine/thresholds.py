@@ -31,8 +31,8 @@ from subplans.engine.states import SubplanExecutionState
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
+    from subplans.engine.bus import EventBus
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.events import EventBus
     from subplans.engine.halting import HaltPolicy, Threshold
 
 __all__ = [

@@ -11,7 +11,7 @@ from subplans.engine.events import SubplanStateChanged, state_changed
 from subplans.engine.states import LEGAL_TRANSITIONS, SubplanExecutionState
 
 if TYPE_CHECKING:
-    from subplans.engine.events import EventBus
+    from subplans.engine.bus import EventBus
 
 __all__ = ["LOG_LEVELS", "SubplanTracker", "announce", "is_enabled", "log_move", "maybe_enabled"]
 

@@ -9,11 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.dispatcher import ParallelSubplanDispatcher
 from subplans.engine.errors import DispatchError, SubplanCancelledError, SubplanError
 from subplans.engine.events import (
-    EventBus,
     PlanFinished,
     PlanStarted,
     StepItemsRead,

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.errors import BackendError, SubplanCancelledError, SubplanError
-from subplans.engine.events import EventBus, SubplanProcessStarted
+from subplans.engine.events import SubplanProcessStarted
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.subplan import Subplan
 from subplans.execution.process import CommandResult, ProcessGroups, run_command

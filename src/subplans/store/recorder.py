@@ -31,8 +31,9 @@ from queue import Empty, SimpleQueue
 from time import monotonic as _monotonic
 from types import TracebackType
 
+from subplans.engine.bus import EventBus
 from subplans.engine.errors import StoreError
-from subplans.engine.events import Event, EventBus
+from subplans.engine.events import Event
 from subplans.store.batch_writer import BatchWriter
 from subplans.store.liveness import check_run_id
 

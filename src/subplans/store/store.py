@@ -39,7 +39,7 @@ from subplans.store.records import (
 )
 
 if TYPE_CHECKING:
-    from subplans.engine.events import EventBus
+    from subplans.engine.bus import EventBus
 
 __all__ = ["RunStore"]
 
