@@ -23,7 +23,9 @@ to ``/tmp``. Creating a file costs 4-20 us on a disk at rest but 0.1-1 ms within
 deletions nearby on this machine's ext4 (see the third pass below), and that cost fell on one
 side only; the old script stays as a reference row.
 
-The figures are printed to read, never asserted: the machine decides them.
+The figures are printed to read, never asserted: the machine decides them. The package is
+compiled first and the children run without ``PYTHONDONTWRITEBYTECODE`` (``children_env``):
+where that is set, a child recompiled every module whose ``.pyc`` was stale at each start.
 
 Profile (issue #10), of ``subplans run`` of this plan (``cProfile``, and CPU time per command
 beside the bare script's in one process): apart from start-up (``bench_startup.py``), a command
@@ -139,12 +141,50 @@ system time per 1,000 commands; they stay as the hardening review left them, sin
 against a leftover process escaping its command's end. The store's writer and the events are the
 other parts (the store's open no longer grows with the runs kept: ``bench_store.py``).
 
+Fifth pass (#10, stop 12), on those reads: counted per kind in one run of this plan (``procfs``'s
+reads wrapped, each an open, a read and a close; the last line printed counts them too), the
+loop read ``/proc`` 10.7-11.1 times a command, 27-28 system calls. What they were, and what
+changed (no read a guarantee rests on is gone: every pid that may name a process of the command
+is read as before):
+
+- the stat of reaped leaders' pids, 1.9-2.6 a command: the command's own (the loop reaped it),
+  and those of the commands started after it and ended since. Now a reaped leader's pid is not
+  read when the pid cycle proves it was handed out in the window (``finding``'s docstring):
+  its pid lies in the window and the leader's own window (from the fork count read before it
+  started) has not gone round either, so it was forked after this command's leader (had it been
+  forked before, the cycle would have passed its pid again to reach this leader's and beyond):
+  its pid named it alone, no process has it now. So a leader from before the window, whose pid
+  may have been handed out again in it (why the second pass read them all), is still read.
+  ``ProcessGroups`` keeps the fork count of each leader, and of the last 1,024 reaped; a leader
+  reaped but not yet unregistered is no longer skipped unread (it was, however old);
+- every process of the machine, its stat and then its environment, at the ends of the first
+  16 commands of every run (1.2-1.3 stat reads a command, and as many environments, with 80
+  processes here; more on a busier machine): they started before any reading of the fork
+  counter (``forks_so_far`` gave 0), so their windows seemed to have gone round. Now a reading
+  older than 0.1 s is read again as a command starts;
+- ``/proc/loadavg`` and ``/proc/stat`` (the window) are read through descriptors kept open,
+  one ``pread`` from the start each (the kernel writes the file anew): no open, no close;
+- the other commands a spawner thread notes meanwhile (``starting``) are looked up as each pid
+  is about to be read, and as each environment is, not once before them all.
+
+Now 6.5-7.0 reads a command (2 of them ``pread``), 15-17 system calls. Side by side with the
+code before (interleaved rounds, 10-12 each, four times, a shared machine at load 1-7; CPU of
+the event loop's thread, medians): the ends of the commands (``find``) 0.76-0.81x their CPU
+(149-157 us a command to 114-127) and 0.72-0.83x their wall time; the loop's system time
+0.67-0.89x, its whole CPU 0.92-0.99x (the ends are a quarter of it); the process's 0.95-1.03x
+(noise: the spawners and the recorder are unchanged). What is left is nearly all other commands' leaders that a
+spawner thread forked but has not noted yet, read while their exec runs (their stat, then
+their environment, 1.5-1.8 a command) or after ``true`` already exited (a zombie's stat,
+0.7-1.4): the spawner waits for the GIL meanwhile, and until it notes the pid nothing tells
+whose that process is.
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -186,6 +226,34 @@ BARE = textwrap.dedent(
         logs = os.path.join(sys.argv[3], f"{os.getpid()}-{time.time_ns()}")
         os.makedirs(logs)
     asyncio.run(main(items, int(sys.argv[2]), logs))
+    """
+)
+
+#: ``python -c COUNT_READS plan.yaml``: ``subplans run`` of the plan, counting what the event
+#: loop's thread opens in /proc, and its ``pread``s (of ``/proc/loadavg`` and ``/proc/stat``,
+#: kept open: nothing else of the loop's uses ``pread``); printed to stderr.
+COUNT_READS = textwrap.dedent(
+    """
+    import os, runpy, sys, threading
+
+    counts = [0, 0]
+    real_open, real_pread = os.open, os.pread
+
+    def counting_open(path, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            counts[0] += str(path).startswith("/proc/")
+        return real_open(path, *args, **kwargs)
+
+    def counting_pread(fd, *args):
+        counts[1] += threading.current_thread() is threading.main_thread()
+        return real_pread(fd, *args)
+
+    os.open, os.pread = counting_open, counting_pread
+    sys.argv = ["subplans", "run", sys.argv[1], "-q"]
+    try:
+        runpy.run_module("subplans", run_name="__main__")
+    finally:
+        print(*counts, file=sys.stderr)
     """
 )
 
@@ -233,17 +301,56 @@ def creation_cost(folder: Path, count: int = 200) -> float:
     return statistics.median(took) * 1e6
 
 
-def timed(argv: list[str], *, stdin: Path | None = None, cwd: Path | None = None) -> float:
+def children_env() -> dict[str, str]:
+    """The children's environment, the package compiled first: a child that finds a stale
+    ``.pyc`` and may not write one (``PYTHONDONTWRITEBYTECODE``, set in some environments)
+    compiles that module again at each start (40 ms here), which measures the compiler. So
+    every module of the package is compiled here, and the children may write."""
+    import subplans
+
+    compileall.compile_dir(Path(subplans.__file__).parent, quiet=1)
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
+def timed(
+    argv: list[str],
+    *,
+    stdin: Path | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> float:
     """Wall seconds of one run of ``argv`` (output discarded); it must exit 0."""
     with open(stdin if stdin is not None else "/dev/null", "rb") as source:
         began = time.perf_counter()
         done = subprocess.run(
-            argv, stdin=source, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd
+            argv,
+            stdin=source,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
         )
         took = time.perf_counter() - began
     if done.returncode != 0:
         raise SystemExit(f"{argv[0]} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     return took
+
+
+def proc_reads(plan: Path, env: dict[str, str]) -> tuple[int, int]:
+    """How often the event loop opened a file in /proc, and read one kept open, in a run of
+    ``plan`` (start-up included: a few; the rest at the end of each command)."""
+    done = subprocess.run(
+        [sys.executable, "-c", COUNT_READS, plan.name],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=plan.parent,
+        env=env,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"subplans run failed ({done.returncode}): {done.stderr[-2000:]}")
+    opened, again = done.stderr.split()[-2:]
+    return int(opened), int(again)
 
 
 def ratio_row(label: str, ours: list[float], theirs: list[float] | None, target: str) -> str:
@@ -264,6 +371,7 @@ def main() -> None:
     options = parser.parse_args()
     n, width = options.commands, options.parallel
     xargs, gnu = f"xargs -P {width}", f"GNU parallel -j {width}"
+    env = children_env()
 
     # Beside the project, where plans and their run folders normally live: on some machines
     # /tmp is a much slower filesystem for creating files (0.3 ms a file here, against 0.02 ms),
@@ -288,12 +396,13 @@ def main() -> None:
             )
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for argv, stdin in contenders.values():  # warm the caches (.pyc, page cache)
-            timed(argv, stdin=stdin, cwd=folder)
+            timed(argv, stdin=stdin, cwd=folder, env=env)
         for _ in range(options.rounds):
             for name, (argv, stdin) in contenders.items():
                 # Run folders are kept until the end: deleting files on some filesystems (ext4
                 # mounted with discard) slows the file creation of the runs that follow.
-                times[name].append(timed(argv, stdin=stdin, cwd=folder))
+                times[name].append(timed(argv, stdin=stdin, cwd=folder, env=env))
+        opened, again = proc_reads(plan, env)
 
     print(
         f"creating a file in {here}: {creating:.0f} us (median; a disk at rest: 4-20 us, "
@@ -317,6 +426,11 @@ def main() -> None:
     print(ratio_row(gnu, ours, times.get(gnu), "<= 0.33x (3x faster)"))
     print(ratio_row(BARE_NULL, ours, times[BARE_NULL], "(a reference: no log files)"))
     print(ratio_row(xargs, ours, times[xargs], "(a reference)"))
+    print()
+    print(
+        f"/proc read by the event loop, per command: {opened / n:.2f} files opened, "
+        f"{again / n:.2f} read again (pread) (a reference: the docstring's fifth pass)"
+    )
 
 
 if __name__ == "__main__":

@@ -77,11 +77,36 @@ reading it whole first, so that a generator of any length is never read ahead:
   (Peak RSS at 1M from a generator: 191 MB, as before; per subplan at 10k: about 0.3 us over
   the old materialised path, the interleaved PENDING event mostly.)
 
-What remains (about 0.9 us per subplan over the bare baseline): the three events themselves
-(build 0.17 us, publish 0.2 us each, the no-op subscriber's call included), pulling the next
-subplan (about 0.2 us: the generator, its checks, the entry), building the result and the
-``Subplan``. aiometer / subplans stays under 5x (4.6-4.8x here; the same runs put the old
-materialised path at 4.7-5.1x): the events are the lever left.
+Fifth pass (#10, stop 12; ``valgrind --tool=callgrind`` instructions per subplan, the
+difference of 20,000 and 10,000 subplans with the GC off, which no neighbour bends; and CPU
+time of the old and the new engine interleaved in one process, 21-25 rounds):
+
+- Where it went: with the bus but no subscriber a subplan took what the bare baseline takes
+  (52.1k instructions against 53.0k), so the rest was the three ``SubplanStateChanged`` (8k,
+  13%: allocating and freeing an object of a slotted class is 1.5k of each, a tuple 0.4k;
+  then the subscriber's call) and the ``Subplan()`` the input builds (0.26 us), which the
+  baseline has no counterpart of. The hot path (start, run, record, free, start the next)
+  moved to ``engine/running.py``, and there each move is published where it happens (no
+  ``_publish_move``/``_publish_pulled`` frame; the raw channel as the bus has it), the result
+  is built in ``finish()`` (no ``ended()``), and ``release()`` pulls the next subplan of a
+  lazy input and claims its gates itself (no ``fill()``, no ``_pull()``). ``Subplan()``
+  checks ``type(id) is str`` before ``isinstance`` and makes its draft with a class call;
+  the pool row's ``uses`` seen last is taken without a call, its units given back without
+  ``release_all()``. Instructions: 61.7k -> 59.4k (pool + halt: 75.0k -> 70.6k, so the
+  row's ratio 1.22x -> 1.19x). CPU, new / old: 0.95-0.97x (best rounds of four runs);
+  aiometer / subplans 4.4-4.6x -> 4.6-4.8x, subplans / bare 1.26x -> 1.22x, pool + halt /
+  without 1.19x -> 1.18x, max_parallel 4 / 32 1.09x -> 1.05-1.08x. Tried and left: a
+  one-subscriber path without the loop (0.08k an event); ``Task(..., context=...copy())``
+  for ``context.run`` (slower); events made by a class call and a class switch (slower);
+  ``finish()``'s completed case written into ``_execute`` (0.8k, 1.3%, but a second copy of
+  it beside the stream's override).
+
+What remains (about 0.8 us per subplan over the bare baseline in CPU, 6.4k instructions):
+the three events (8k instructions, about half of it the objects' allocation and release,
+which a slotted class cannot make cheaper in Python; a raw subscriber takes 56.3k in all),
+the ``Subplan()`` of the input (type.__call__ into a Python ``__new__``), the result. The
+5x row needs about 0.25 us more: fewer or cheaper event objects, not the engine's
+bookkeeping, which is below the baseline's ``TaskGroup`` and ``Semaphore`` already.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ in the same run:
 
 Then where the start-up of that ``subplans run`` goes: ``python -X importtime`` of it, each
 module's own import time summed by the distribution it belongs to (ours by sub-package), as a
-share of that run's wall time.
+share of that run's wall time. The package is compiled first and the children run without
+``PYTHONDONTWRITEBYTECODE`` (``children_env``): where that is set (as in some sandboxes), a child
+recompiled every module whose ``.pyc`` was stale at each start, 40 ms of a 120 ms run.
 
 Profile (issue #10): ``subplans --version`` was 2.35x the baseline: ``import subplans`` loaded
 the dispatcher (and so asyncio) and ``importlib.metadata`` for ``__version__``, then ``main()``
@@ -71,12 +73,45 @@ a run still spends beyond ``asyncio``'s: the engine, execution, store and sinks 
 100 dataclasses at about 0.3 ms each), PyYAML (about 8 ms, its reader's regular expression
 alone 3 ms) and the store's open.
 
+Fifth pass (#10, stop 12), on what a plain ``subplans run`` imports. A run of one ``true`` was
+2.5-2.6x ``python -c 'import asyncio'`` in CPU time; ``-X importtime``, a profile, a trace of
+which modules' functions the run calls, and ``valgrind --tool=callgrind`` (instructions, which a
+busy machine does not change) showed the imports are nearly all of the difference, and most of
+them are used. What a plain run loaded and never used: the store's every module through
+``subplans.store``'s ``__init__`` (``cancel``, ``change_limit``, ``pool_usage``), the resume
+launch, the ``for_each`` sources (``plans.for_each``, ``execution.step_items``, reached from
+the tree, the loader, the executor and the store's reader), the quoting of values in ``run``
+strings (``plans.shellquote``, for a template's placeholders), the engine's streams and groups,
+``fractions`` (percentages of halt policies) and ``secrets`` (a run id's suffix is
+``os.urandom``'s now); two regular expressions were compiled at import for rare cases. Each is
+now loaded or compiled where it is used (``subplans.store`` hands its names on as they are first
+asked for, as ``subplans`` does; ``tests/test_cli_startup.py`` checks a plain run loads none of
+them). Side by side with the code before (the same tree otherwise), a run of one ``true``: 7%
+fewer instructions (770.0M -> 716.7M, medians of 2; ``import asyncio`` 236.9M, so 3.25x ->
+3.03x of it) and CPU time 0.93x (medians of 30 interleaved rounds on a machine other jobs kept
+busy, 143 -> 134 ms, ``import asyncio`` 58 ms: 2.49x -> 2.33x); ``--version`` unchanged (94.2M
+instructions, 0.41x the baseline). In a run of 1,000 ``true`` at ``-j16`` (``bench_cli.py``)
+these 7 ms are within the noise (CPU 1.33 s either way, 12 interleaved rounds).
+
+What is left is mostly not imports to defer: building dataclasses. Python 3.11 writes each
+generated method (``__init__``, ``__repr__``, ``__eq__``, ``__hash__``, and ``__setattr__`` and
+``__delattr__`` of a frozen class) as source and compiles it, about 0.3 ms per frozen class with
+slots against 4 us for a plain class: the 67 that a plain run's modules define (77 before) cost
+about 24 ms, and under callgrind the parsing of those methods alone is 20% of the run's
+instructions (with their compiling, over a quarter: almost an ``import asyncio``). 26 of the 67
+are never built in a plain run (event and record types for failures, resumes, limits and
+reports). Then PyYAML's import (7 ms, 3 ms of it the pure reader's one regular expression,
+loaded even though the C loader reads the plan), ``sqlite3``, ``json`` and ``hashlib``, and
+after the imports the store's writes (its ``fsync``: wall time, not CPU).
+
 Run: python benchmarks/bench_startup.py [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import os
 import re
 import shutil
 import statistics
@@ -112,6 +147,17 @@ GROUPS = {
 PLAN = 'name: tiny\nsteps:\n  - name: one\n    run: ["true"]\n'
 
 
+def children_env() -> dict[str, str]:
+    """The children's environment, the package compiled first: a child that finds a stale
+    ``.pyc`` and may not write one (``PYTHONDONTWRITEBYTECODE``, set in some environments)
+    compiles that module again at each start, 40 ms of a 120 ms run, which measures the
+    compiler. So every module of the package is compiled here, and the children may write."""
+    import subplans
+
+    compileall.compile_dir(Path(subplans.__file__).parent, quiet=1)
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
 def command() -> list[str]:
     """How to start ``subplans``: its console script beside this interpreter, as installed."""
     for script in (Path(sys.executable).with_name("subplans"), shutil.which("subplans")):
@@ -120,17 +166,17 @@ def command() -> list[str]:
     return [sys.executable, "-m", "subplans"]  # not installed as a script
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     """Wall seconds of one run of ``argv`` (output discarded); it must exit 0."""
     began = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=env)
     took = time.perf_counter() - began
     if done.returncode != 0:
         raise SystemExit(f"{argv} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     return took
 
 
-def import_shares(argv: list[str], cwd: Path) -> dict[str, float]:
+def import_shares(argv: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
     """Each group's own import time in one run of ``argv`` under ``-X importtime``, as a share
     of that run's wall time."""
     began = time.perf_counter()
@@ -140,6 +186,7 @@ def import_shares(argv: list[str], cwd: Path) -> dict[str, float]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
+        env=env,
         check=True,
     )
     took = time.perf_counter() - began
@@ -159,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=20)
     options = parser.parse_args()
+    env = children_env()
     subplans = command()
     python = sys.executable
 
@@ -176,12 +224,14 @@ def main() -> None:
             "subplans run (one `true`)": run,
         }
         for argv in contenders.values():  # warm the caches (.pyc, page cache)
-            timed(argv, folder)
+            timed(argv, folder, env)
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(options.rounds):
             for name, argv in contenders.items():
-                times[name].append(timed(argv, folder))
-        shares = [import_shares(run[1:] if run[0] == python else run, folder) for _ in range(5)]
+                times[name].append(timed(argv, folder, env))
+        shares = [
+            import_shares(run[1:] if run[0] == python else run, folder, env) for _ in range(5)
+        ]
 
     median = {name: statistics.median(found) for name, found in times.items()}
     best = {name: min(found) for name, found in times.items()}

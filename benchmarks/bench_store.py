@@ -85,13 +85,60 @@ in interleaved processes, machine shared):
   with the GIL released (``group_concat`` over ``VALUES``): slower in process and wall time;
   larger statements for the subplans' rows (2,048 and 6,000 rows) and a writer that waits for
   5,000 events or for the end: no better.
-- What is left (CPU per subplan, one process): the dispatch alone 5.2 us; with the store the
-  loop thread 6.2 (queueing three events, the collector) and the writer 5.3: building rows 2.1
-  (about 650 ns of Python per event, holding the GIL the loop needs), the subplans' upsert
-  1.5, the commit (fsynced when it holds a terminal state) and sorting 0.8, taking the queue
-  0.7. 1.5x needs about half of that gone: fewer Python objects per subplan to turn into rows
-  (the engine publishes three events per subplan), or a subplans table brought up to date from
-  the chunks later rather than a row written per subplan in each batch.
+- What was left then (CPU per subplan, one process): the dispatch alone 5.2 us; with the store
+  the loop thread 6.2 (queueing three events, the collector) and the writer 5.3: building rows
+  2.1, the subplans' upsert 1.5, the commit and sorting 0.8, taking the queue 0.7.
+
+Fourth pass (#10, stop 12; instructions of one dispatch of 10,000 under callgrind, every
+thread, which the load of the machine does not change; the committed store, copied beside this
+one, in the same process for the timings):
+
+- What was slow: on the loop, three ``SubplanStateChanged`` per subplan built only for the
+  recorder; in the writer, reading them attribute by attribute, finding each one's cached
+  text by a key of three (820 instructions an event), and binding ``None``: sqlite3 adapts
+  each ``None`` through its adapter protocol (360 ns; a float binds in 16), three per running
+  row and one per end whose start an earlier batch wrote (most ends once the writer lags);
+  looking for flush markers in every batch (a set of its types, 340 instructions an event);
+  the time and quoted id of a pulled subplan formatted twice (its pending and running share
+  both).
+- What changed: the recorder subscribes the queue's ``put`` raw (``EventBus._subscribe_raw``):
+  while it is the bus's only subscriber, a dispatch publishes each move as a ``RawMove``
+  tuple and builds no event; the row builder reads tuples and events alike (another
+  subscriber, as the command's sinks, or ``bus.publish``, still brings events). A state's
+  cached text is found by the state alone when its previous state and attempt are the last
+  ones. Error-free rows go through statements of their own that bind no ``None``: ends (a
+  start not in the batch is a NaN, which SQLite stores as NULL), running rows and the rows
+  pending states make (``DO NOTHING``); the general upsert is left to states with an error.
+  Markers are looked for only while one is queued; a pull's two states share their text's
+  head; a batch runs only the statements it needs.
+- Figures. Instructions of one dispatch (three runs each): off 604M; on, the committed store
+  1,139-1,148M (1.89x), this one 991-1,012M (1.65x): the store's own 54k -> 39k per subplan
+  (-28%); building the rows alone (batches of 2,000) 23.4k -> 16.0k, in CPU time 1.82 -> 1.26
+  us per subplan (1.69 from events). Timed side by side, 11 interleaved rounds in one process
+  on a machine other jobs kept busy (load 2-6, so wall figures are loose): new / old process
+  CPU 0.92-0.955x, wall 0.89-0.94x; the store adds 5.2 -> 4.8 and 6.9 -> 6.0 us of CPU per
+  subplan (the writer thread 4.5 -> 4.3 and 5.9 -> 5.0); on / off CPU 2.10 -> 2.01x and
+  2.37 -> 2.19x.
+- Tried and not taken: a batch's ends as one JSON text read with ``json_each`` in one
+  statement (SQLite 2.5 us a row against 1.2, encoding the text 0.6 against binding 0.2);
+  larger statements, to take the GIL back less often (preparing a row of a multi-row
+  statement costs 2-3 us, twice running it, once per recorder); the chunk's text and the rows
+  built by ``zip``/``map`` passes over the tuples (430 ns an event against 290 in the loop);
+  ``UPDATE ... FROM (VALUES ...)`` (1.53 us a row against 1.03 for the upsert).
+- What is left (instructions per subplan): the dispatch 60k; the writer about 40k: SQLite
+  18k (the end's upsert, two seeks and the rewrite of a WITHOUT ROWID row, 7-8k of it
+  seeking; the chunk; the commit), binding 3k, preparing the statements once per recorder 1k,
+  Python about 17k (the chunk's text, taking the queue 1.5k, dicts, sorting); and the
+  collector, whose young generation the queued tuples fill (62-75 collections a run against
+  37, 0.45 us per subplan: the states in a ``RawMove`` are enum members, so its tuple stays
+  tracked). On a loaded machine the writer's work adds to the loop's nearly in full (wall ~
+  CPU); overlapping its SQLite with the dispatch needs a free core and few statements per
+  batch, but each statement gives up the GIL and waits up to the 5 ms switch interval to take
+  it back from a busy loop, so the writer falls behind and much lands in the final flush.
+  1.5x needs a third of the store's cost gone, or that overlap: the queue taken in bulk (a
+  list the writer polls, 1.5k), a chunk's times written from a base (shorter integers, a
+  schema change), moves whose states are plain strings (untracked tuples), and above all a
+  cheaper end for each subplan's row.
 
 Opening the store (issue #10): ``RunStore.open`` of a store of one run of 1,000 subplans
 against one of 200 such runs (36 MB; events written as the recorder writes them), as ``run``

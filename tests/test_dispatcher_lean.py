@@ -26,6 +26,7 @@ from subplans import (
     SubplanExecutionState,
     SubplanStateChanged,
 )
+from subplans.engine.clock import Clock
 from subplans.engine.events import Event, state_changed
 
 from .conftest import Recorder, no_tasks_left, returning
@@ -75,7 +76,7 @@ async def test_the_loops_task_factory_makes_the_subplans_tasks() -> None:
     finally:
         loop.set_task_factory(None)
     assert [r.value for r in results] == [1, 2]
-    assert made == ["Dispatch._execute", "Dispatch._execute"]
+    assert made == ["Running._execute", "Running._execute"]
     assert no_tasks_left()
 
 
@@ -216,3 +217,59 @@ def test_a_subplan_built_through_its_draft_is_a_plain_subplan() -> None:
     assert (type(named), named.id, named.timeout, named.retries) == (Named, "b", 1.0, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         named.id = "c"  # type: ignore[misc]
+
+
+async def test_the_moves_written_out_in_the_hot_path_publish_as_the_bus_does() -> None:
+    """Moved from test_events (``EventBus._publish_pulled`` is gone: ``running.py`` publishes
+    the moves where they happen). PENDING and RUNNING of a pulled subplan are two publishes:
+    every subscriber sees PENDING before any sees RUNNING, one that raises is skipped each
+    time, one that unsubscribes on PENDING gets no RUNNING; the events are the ones the
+    dataclass makes, stamped by the dispatch's clock."""
+    bus, seen = EventBus(), list[tuple[str, object]]()
+
+    def first(event: Event) -> None:
+        if isinstance(event, SubplanStateChanged):
+            seen.append(("first", event.state))
+
+    def once(event: Event) -> None:
+        if isinstance(event, SubplanStateChanged):
+            seen.append(("once", event.state))
+            unsubscribe()
+
+    def last(event: Event) -> None:
+        if isinstance(event, SubplanStateChanged):
+            seen.append(("last", event.state))
+
+    bus.subscribe(first)
+    unsubscribe = bus.subscribe(once)
+    bus.subscribe(lambda event: 1 / 0)
+    bus.subscribe(last)
+    events: list[SubplanStateChanged] = []
+    bus.subscribe(lambda event: events.append(event) if type(event) is SubplanStateChanged else 0)
+    dispatcher = ParallelSubplanDispatcher(
+        ParallelExecutionConfig(max_parallel=1), bus=bus, clock=Clock(now=lambda: 7.5)
+    )
+    # The first is pulled by fill(), the second by release(): both start in _start().
+    await dispatcher.run(iter([Subplan("a", returning(1)), Subplan("b", returning(2))]))
+
+    assert seen[:5] == [
+        ("first", PENDING),
+        ("once", PENDING),
+        ("last", PENDING),
+        ("first", RUNNING),
+        ("last", RUNNING),
+    ]
+    assert seen[5:] == [(who, state) for state in (COMPLETED,) for who in ("first", "last")] + [
+        (who, state) for state in (PENDING, RUNNING, COMPLETED) for who in ("first", "last")
+    ]
+    assert bus.published == 2 + 6  # the dispatch's start and end, three moves a subplan
+    assert bus.subscriber_errors == bus.published
+    assert [e.to_dict() for e in events] == [
+        SubplanStateChanged(name, previous, state, attempt, None, time=7.5).to_dict()
+        for name in ("a", "b")
+        for previous, state, attempt in (
+            (None, PENDING, 0),
+            (PENDING, RUNNING, 1),
+            (RUNNING, COMPLETED, 1),
+        )
+    ]

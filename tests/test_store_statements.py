@@ -83,12 +83,12 @@ def test_restore_forgets_the_batch_built_since_mark() -> None:
     batch = builder.rows(
         [SubplanStateChanged("new", None, PENDING), SubplanStateChanged("old", None, PENDING)]
     )
-    assert list(batch.subplans) == ["new"]  # "old" has a row: its pending state needs none
+    assert batch.waiting == ["new"]  # "old" has a row: its pending state needs none
     assert (builder.seq, builder.known) == (13, {"old", "first", "new"})
     builder.restore(mark)
     assert (builder.seq, builder.known) == (11, {"old", "first"})
     again = builder.rows([SubplanStateChanged("new", None, PENDING)])
-    assert list(again.subplans) == ["new"]
+    assert again.waiting == ["new"]
     assert builder.seq == 12  # numbered on from the mark (its chunk starts at mark + 1)
 
 

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, TextIO
 from subplans.cli.exits import refuse, told
 from subplans.cli.launches import Decision, FreshRun, Launch
 from subplans.cli.limit_requests import ignore_limit_signal
-from subplans.cli.resuming import ResumedRun
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
 from subplans.cli.stores import find_run, opened, store_path
 from subplans.engine.errors import BackendError, PlanRunningError, StoreError
@@ -113,6 +112,8 @@ class RunLifecycle:
             StoreError: the store cannot be used, or the run is unknown.
             RunBusyError: another process drives the run.
         """
+        from subplans.cli.resuming import ResumedRun  # a plain run never loads it
+
         with opened(store_path(store), existing=True) as db:
             launch = ResumedRun(
                 find_run(db, run_id),

@@ -49,8 +49,8 @@ _VALUED = {
     "--output": "output_mode",
 }
 #: An int as Typer's adapter reads it and returns it unchanged (no sign, space, ``_`` or zero
-#: in front); other spellings go to Typer.
-_INT = re.compile(r"0|[1-9][0-9]{0,8}")
+#: in front); other spellings go to Typer. Compiled on first use (``re``'s cache): only ``-j``.
+_INT = r"0|[1-9][0-9]{0,8}"
 
 
 def plain_run_args(args: Sequence[str]) -> dict[str, Any] | None:
@@ -101,7 +101,7 @@ def _plain(arg: str) -> bool:
 def _value(key: str, value: str) -> object:
     """An option's value as Typer gives it to the command, or None where Typer might not."""
     if key == "max_parallel":
-        return int(value) if _INT.fullmatch(value) else None
+        return int(value) if re.fullmatch(_INT, value) else None
     if key == "failure_mode":
         return FailureMode(value) if value in FailureMode._value2member_map_ else None
     if key == "output_mode":

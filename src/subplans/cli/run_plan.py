@@ -113,10 +113,10 @@ def exit_code(end: RunEnd) -> int:
 
 def _say_where_items_come_from(node: PlanNode) -> None:
     """A step reading ``{lines: -}`` from a terminal would wait in silence: say so first."""
-    from subplans.plans.for_each import LinesSource
-
     if not sys.stdin or not sys.stdin.isatty():
         return
+    from subplans.plans.for_each import LinesSource  # loaded only when it can matter (#10)
+
     for step in node.walk_steps():
         source = None if step.items is None else step.items.source
         if isinstance(source, LinesSource) and source.file == "-":

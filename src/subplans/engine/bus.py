@@ -14,8 +14,6 @@ __all__ = ["EventBus", "RawMove", "Subscriber"]
 logger = logging.getLogger("subplans")
 
 _new = object.__new__
-_PENDING = SubplanExecutionState.PENDING
-_RUNNING = SubplanExecutionState.RUNNING
 
 #: A subscriber is called synchronously with each event; it must be quick (queue slow work).
 Subscriber = Callable[[Event], object]
@@ -129,7 +127,8 @@ class EventBus:
         error: BaseException | None,
         time: float,
     ) -> None:
-        """``publish(state_changed(...))`` in one call: a dispatch makes three per subplan."""
+        """``publish(state_changed(...))`` in one call (``engine/running.py`` writes it out where
+        a dispatch's subplans start and end, the hot path: keep the two alike)."""
         event: Any  # a RawMove, or a SubplanStateChanged
         if self._all_raw:
             event = (time, subplan_id, previous, state, attempt, error)
@@ -145,55 +144,6 @@ class EventBus:
         for callback in self._subscribers:
             try:
                 callback(event)
-            except BaseException as raised:
-                self._raised(callback, raised)
-
-    def _publish_pulled(self, subplan_id: str, time: float) -> None:
-        """PENDING, then RUNNING, of a subplan pulled from a lazy input as a slot was free for
-        it: ``_publish_move`` twice, in one call (one more move per subplan than a list's)."""
-        if self._all_raw:
-            self._publish_raw_pulled(subplan_id, time)
-            return
-        pending = _new(SubplanStateChanged)
-        pending.time = time
-        pending.subplan_id = subplan_id
-        pending.previous = None
-        pending.state = _PENDING
-        pending.attempt = 0
-        pending.error = None
-        running = _new(SubplanStateChanged)
-        running.time = time
-        running.subplan_id = subplan_id
-        running.previous = _PENDING
-        running.state = _RUNNING
-        running.attempt = 1
-        running.error = None
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(pending)
-            except BaseException as raised:
-                self._raised(callback, raised)
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(running)
-            except BaseException as raised:
-                self._raised(callback, raised)
-
-    def _publish_raw_pulled(self, subplan_id: str, time: float) -> None:
-        pending: Any = (time, subplan_id, None, _PENDING, 0, None)
-        running: Any = (time, subplan_id, _PENDING, _RUNNING, 1, None)
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(pending)
-            except BaseException as raised:
-                self._raised(callback, raised)
-        self._published += 1
-        for callback in self._subscribers:
-            try:
-                callback(running)
             except BaseException as raised:
                 self._raised(callback, raised)
 

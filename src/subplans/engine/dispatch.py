@@ -1,35 +1,32 @@
 """One dispatch: subplans started in slots, each to its end, stopped and drained.
 
 Where the time of a subplan goes (``benchmarks/bench_dispatcher.py`` has the figures): a
-finishing subplan starts the next one itself, from its own task, so no feeder task wakes per
-subplan and nothing waits over every running task; a subplan's state lives in one of
-``max_parallel`` reused slots and its entry in ``entries`` (the subplan, then its result), so
-the heap grows by the results alone. A lazy input is pulled by the same finishing subplan, one
-subplan per free slot; an async one by a feeder task.
+finishing subplan starts the next one itself, from its own task (``running``), so no feeder
+task wakes per subplan and nothing waits over every running task; a subplan's state lives in
+one of ``max_parallel`` reused slots and its entry in ``entries`` (the subplan, then its
+result), so the heap grows by the results alone. A lazy input is pulled by the same finishing
+subplan, one subplan per free slot; an async one by a feeder task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextvars import copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from subplans.engine.attempts import Slot, run_attempts
+from subplans.engine.attempts import Slot
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.draining import Draining
-from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import DispatchFinished, DispatchStarted
 from subplans.engine.gates import Gating
 from subplans.engine.intake import Intake
-from subplans.engine.lending import Holder, held_by_this_task, lend, let_go, reclaim
+from subplans.engine.lending import Holder, lend, reclaim
 from subplans.engine.limiter import AsyncSemaphoreLimiter
-from subplans.engine.results import SubplanResult, ended
+from subplans.engine.results import SubplanResult
+from subplans.engine.running import Running
 from subplans.engine.states import SubplanExecutionState
-from subplans.engine.subplan import Subplan
 from subplans.engine.thresholds import Thresholds
-from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -42,9 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Dispatch"]
 
-logger = logging.getLogger("subplans")
-_DEBUG = logging.DEBUG
-
 _PENDING = SubplanExecutionState.PENDING
 _RUNNING = SubplanExecutionState.RUNNING
 _COMPLETED = SubplanExecutionState.COMPLETED
@@ -53,12 +47,11 @@ _FAILED = SubplanExecutionState.FAILED
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
 
 
-class Dispatch(Intake, Draining, Gating, Thresholds):
+class Dispatch(Running, Intake, Draining, Gating, Thresholds):
     """The state of one ``run()`` (and the base of a stream's and a group's): kept apart so a
     dispatcher can be reused and shared.
 
-    The moves of its subplans are logged and published as ``tracker.announce`` does, written
-    out where they happen: three per subplan, the larger part of the engine's own cost.
+    Its subplans' way through their slots, the hot path, is ``Running``'s.
     """
 
     # Slots: read several times per subplan, and past 30 attributes an instance dict no longer
@@ -259,135 +252,3 @@ class Dispatch(Intake, Draining, Gating, Thresholds):
             _COMPLETED: self.completed,
             _FAILED: self.failed,
         }
-
-    def _start(self, subplan: Subplan, pulled: bool = False) -> None:
-        """Start ``subplan`` in a free slot; ``pulled`` from a lazy input just now, it becomes
-        pending at the same moment (it was pulled because a slot was free)."""
-        # The task first: if it cannot be made, nothing has changed (it runs only later).
-        free = self.free
-        slot = free[-1]
-        # Made in the caller's context, the task runs in a copy of it (cheaper than a
-        # context argument, which a loop's task factory need not take on 3.11).
-        task = self.context.run(self.new_task, self._execute(slot, subplan))
-        free.pop()
-        slot.task = task
-        slot.index = self.next
-        self.next += 1
-        slot.started = now = self.now()
-        slot.attempts = 1
-        if (claim := self.claim) is not None:  # what the feeder took for it
-            self.claim = None
-            if claim:
-                budget = self.budget if subplan.uses_budget else None
-                slot.holder = Holder(budget, claim)
-        # RUNNING is published before the subplan's code can start.
-        if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
-            if pulled:
-                log_move(subplan.id, _PENDING, None)
-            log_move(subplan.id, _RUNNING, None)
-        bus = self.bus
-        if bus is not None and bus._subscribers:
-            if pulled:
-                bus._publish_pulled(subplan.id, now)
-            else:
-                bus._publish_move(subplan.id, _PENDING, _RUNNING, 1, None, now)
-        if self.stop_reason is not None:
-            task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
-
-    async def _execute(self, slot: Slot, subplan: Subplan) -> None:
-        if not self.direct:
-            held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
-        try:
-            if subplan.timeout is None and subplan.retries == 0:
-                # The common case, kept lean: one attempt, no timer.
-                try:
-                    value = await subplan.run()
-                except Exception as error:
-                    self.fail(slot, error)
-                else:
-                    self.finish(slot, _COMPLETED, value)
-            else:
-                await run_attempts(self, slot, subplan)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            assert task is not None
-            if task.cancelling() and self.stop_reason is not None:
-                # Our own cancellation: record it and end the task cleanly.
-                task.uncancel()
-                self.finish(slot, _FAILED, error=SubplanCancelledError(self.stop_reason))
-            else:
-                # The subplan's own code raised CancelledError: that is its failure.
-                self.fail(slot, SubplanCancelledError("the subplan raised CancelledError"))
-                if task.cancelling():
-                    raise
-        except KeyboardInterrupt as error:
-            # A Ctrl-C stops the whole dispatch, which raises it once everything is terminal.
-            # Raised from this task it would break out of the event loop half-way instead.
-            self.finish(slot, _FAILED, error=error)
-            self._interrupted(error)
-        except BaseException as error:
-            # Not an Exception (SystemExit from sys.exit(), or a custom BaseException): the
-            # subplan fails, not the whole dispatch.
-            self.fail(slot, error)
-        finally:
-            self.release(slot, subplan)
-
-    def release(self, slot: Slot, subplan: Subplan) -> None:
-        """Free a subplan's slot, its terminal state recorded first; start the next subplan."""
-        slot.task = None
-        if self.success is not None:
-            self.check_success()  # (here, not in finish(): a stream hands its result on first)
-        if (holder := slot.holder) is not None:
-            slot.holder = None
-            let_go(holder)
-        free = self.free
-        if not self.excess or not self.drop_slot(slot):
-            free.append(slot)
-        if self.stop_reason is None:
-            # (No free slot when this one was dropped: a lowered cap starts nothing.)
-            if self.next < self.total:
-                if self.direct and free:
-                    self._start(self.entries[self.next])  # what fill() would do, one call sooner
-                    return
-                self.fill()
-            elif self.pull is not None and self.direct and free:
-                if (pulled := self._pull()) is not None:
-                    self._start(pulled, True)
-                    return
-                self.fill()  # a repeated id was rejected: on to the next one
-            elif self.source is not None:
-                self.fill()
-        if len(free) == len(self.slots) and self.quiet():
-            self.wake()
-
-    def fail(self, slot: Slot, error: BaseException) -> None:
-        """Record a started subplan's failure; under fail-fast, the first one stops the rest."""
-        if not self.finish(slot, _FAILED, error=error):
-            return
-        if self.halt is not None:
-            self.check_fail(slot.index)
-
-    def finish(
-        self,
-        slot: Slot,
-        state: SubplanExecutionState,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> bool:
-        """Record a started subplan's terminal state once; False if it had one already."""
-        entries, index = self.entries, slot.index
-        subplan = entries[index]
-        if type(subplan) is SubplanResult:
-            return False
-        subplan_id, attempts, now = subplan.id, slot.attempts, self.now()
-        entries[index] = ended(subplan_id, state, value, error, slot.started, now, attempts)
-        if state is _COMPLETED:
-            self.completed += 1
-        else:
-            self.failed += 1
-        if maybe_enabled(level := LOG_LEVELS[state], True) and is_enabled(level):
-            log_move(subplan_id, state, error)
-        bus = self.bus
-        if bus is not None and bus._subscribers:
-            bus._publish_move(subplan_id, _RUNNING, state, attempts, error, now)
-        return True

@@ -13,7 +13,7 @@ from collections.abc import (
     Mapping,
 )
 from contextvars import Context, copy_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
@@ -22,11 +22,12 @@ from subplans.engine.control_events import LimitChanged
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.duplicates import has_duplicates, reject_duplicates
 from subplans.engine.gates import Controls, check_all_uses, check_pools
-from subplans.engine.groups import SubplanGroup
 from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.results import SubplanResult
-from subplans.engine.streaming import StreamDispatch
 from subplans.engine.subplan import Subplan
+
+if TYPE_CHECKING:  # loaded by stream() and open() only: a plan's run needs neither (#10)
+    from subplans.engine.groups import SubplanGroup
 
 __all__ = ["ParallelSubplanDispatcher", "run_sync"]
 
@@ -152,6 +153,8 @@ class ParallelSubplanDispatcher:
         name: str | None,
         context: Context,
     ) -> AsyncGenerator[SubplanResult, None]:
+        from subplans.engine.streaming import StreamDispatch
+
         parts = (self.config, self.bus, self.budget, self.clock)
         # Its subplans run in copies of the context where stream() was called.
         dispatch = context.run(StreamDispatch, *parts, entries, name, source, self._controls)
@@ -165,6 +168,8 @@ class ParallelSubplanDispatcher:
     def open(self, name: str | None = None) -> SubplanGroup:
         """A group to submit subplans to while it is open: ``async with dispatcher.open() as
         group: group.submit(subplan)``; leaving the block waits for them all."""
+        from subplans.engine.groups import SubplanGroup
+
         self._dispatches += 1
         parts = (self.config, self.bus, self.budget, self.clock)
         return SubplanGroup(*parts, name, self._controls)

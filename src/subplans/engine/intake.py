@@ -122,21 +122,25 @@ class Intake:
                 continue
             else:
                 pulled = True
-            if not direct:
-                # Its gates open now (the common case): started here, without the feeder.
-                try:
-                    took = self.claim_now(subplan)
-                except ConfigError as error:
-                    if pulled:
-                        self.pending(subplan.id)
-                    self.reject(self.next, subplan.id, error)
-                    continue
-                if not took:
-                    if pulled:
-                        self.pending(subplan.id)  # queued: it waits for its gates
-                    self._spawn_feeder()
-                    return
-            self._start(subplan, pulled)
+            if direct or self.admit(subplan, pulled):
+                self._start(subplan, pulled)
+
+    def admit(self, subplan: Subplan, pulled: bool) -> bool:
+        """Whether the next subplan's gates are open now (the common case: then it holds what
+        it takes and starts here, without the feeder); else it was rejected, or queued for
+        the feeder (which stops ``fill()``). ``pulled``: its PENDING is not published yet."""
+        try:
+            took = self.claim_now(subplan)
+        except ConfigError as error:
+            if pulled:
+                self.pending(subplan.id)
+            self.reject(self.next, subplan.id, error)
+            return False
+        if not took:
+            if pulled:
+                self.pending(subplan.id)  # queued: it waits for its gates
+            self._spawn_feeder()
+        return took
 
     def has_room(self) -> bool:
         """Whether the next subplan may start (a stream holds back for a slow consumer)."""
@@ -193,7 +197,8 @@ class Intake:
 
     def _pull(self) -> Subplan | None:
         """The next subplan of a plain iterator, entered (its PENDING is published by whoever
-        starts it or queues it); None at its end or on a rejection."""
+        starts it or queues it); None at its end or on a rejection. (``release()`` writes it
+        out for a dispatch without gates.)"""
         try:
             item = self.pull()  # type: ignore[misc]
         except StopIteration:

@@ -57,7 +57,7 @@ class Subplan:
     ) -> Subplan:
         if id is _UNSET and run is _UNSET:
             return _new(cls)
-        if not isinstance(id, str) or not id:
+        if (type(id) is not str and not isinstance(id, str)) or not id:  # (type(): cheaper)
             raise ConfigError(f"subplan id must be a non-empty string, got {id!r}")
         if not callable(run):
             if inspect.iscoroutine(run):
@@ -75,14 +75,16 @@ class Subplan:
         if retry_delay is not _RETRY_DELAY:
             check_seconds(f"{id}: retry_delay", retry_delay)
         if uses is not None:
-            uses = _check_uses(id, uses)
+            # The same as the subplan before (_check_uses's first case, without the call).
+            last = _LAST_USES
+            uses = last[2] if uses is last[0] and uses == last[1] else _check_uses(id, uses)
         if cls is not Subplan:  # a subclass: its layout may differ from the draft's
             made = _new(cls)
             values = (id, run, timeout, retries, retry_delay, uses_budget, uses)
             for name, value in zip(_FIELDS, values, strict=True):
                 _SETTERS[name](made, value)
             return made
-        draft = _new(_Draft)
+        draft = _Draft()  # (cheaper than _new(_Draft): no argument tuple)
         draft.id = id
         draft.run = run
         draft.timeout = timeout

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
@@ -28,9 +29,11 @@ from subplans.execution.live_limits import LiveLimits
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
 from subplans.execution.runners import RemoteBackend, RunContext, build_subplan
-from subplans.execution.step_items import RecordedItems, read_stdin, read_step_items
 from subplans.plans.backends import Backend
 from subplans.plans.tree import PlanNode, StepNode
+
+if TYPE_CHECKING:
+    from subplans.execution.step_items import RecordedItems
 
 __all__ = ["KILL_MARGIN", "PlanExecutor", "new_run_id"]
 
@@ -43,7 +46,7 @@ _COMPLETED = SubplanExecutionState.COMPLETED
 
 def new_run_id(clock: Clock = SYSTEM_CLOCK) -> str:
     """A sortable, unique run id: UTC time (``clock.now()``) plus a random suffix."""
-    return f"{datetime.fromtimestamp(clock.now(), UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{datetime.fromtimestamp(clock.now(), UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
 class PlanExecutor:
@@ -181,12 +184,16 @@ class PlanExecutor:
 
     async def _read_stdin(self) -> str:
         if self._stdin is None:
+            from subplans.execution.step_items import read_stdin
+
             self._stdin = await read_stdin()
         return self._stdin
 
     async def _expand(self, step: StepNode, context: RunContext) -> StepNode | StepResult:
         """``step`` with the units of the items its source gives now; or, if it gives none,
         the step failed (the error in its events and result)."""
+        from subplans.execution.step_items import read_step_items  # items steps only
+
         assert step.items is not None
         started = self.clock.now()
         recorded = self.items.get(step.id)

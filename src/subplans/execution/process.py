@@ -24,7 +24,7 @@ from pathlib import Path
 
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.errors import CommandFailedError
-from subplans.execution.finding import Family, Leader, marker_of
+from subplans.execution.finding import Family, Leader, Neighbours, marker_of
 from subplans.execution.procfs import ProcessInfo, Window, forks_so_far
 from subplans.execution.spawning import Child, Started, start
 from subplans.execution.stopping import SETTLE_TIMEOUT, Stopping, stop_async
@@ -39,6 +39,9 @@ __all__ = [
 
 #: The output tail is read from at most this many bytes at the end of the log.
 _TAIL_BYTES = 64 * 1024
+#: How many reaped leaders ``ProcessGroups`` remembers (the newest): enough for the windows of
+#: the commands that run meanwhile; a leader forgotten is read again, nothing more.
+_REAPED_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +58,14 @@ class ProcessGroups:
     """A registry of the live commands of a run, by process group, each with the ``Stopping``
     that finds and stops its processes, so that an interrupt can kill them all at once."""
 
-    __slots__ = ("_groups", "empty", "hurried", "starting")
+    __slots__ = ("_groups", "_leaders", "_reaped", "empty", "hurried", "starting")
 
     def __init__(self) -> None:
         self._groups: dict[int, tuple[str, Stopping]] = {}
+        #: The registered commands' leaders, each with a fork count read before it started.
+        self._leaders: dict[int, tuple[Child, int]] = {}
+        #: The same count for the leaders reaped since they were unregistered, newest last.
+        self._reaped: dict[int, int] = {}
         #: The pids of the commands a spawner thread started that are not registered yet (the
         #: loop has not heard of them): each leads a session of its own. None of them is reaped
         #: meanwhile (only the loop reaps), so none of these pids names another process.
@@ -100,6 +107,12 @@ class ProcessGroups:
             raise RuntimeError(f"process group {pgid} is not registered")
         if not self._groups:
             self.empty.set()
+        leader = self._leaders.pop(pgid, None)
+        if leader is not None and leader[0].returncode is not None:
+            self._reaped.pop(pgid, None)  # newest last
+            self._reaped[pgid] = leader[1]
+            if len(self._reaped) > _REAPED_KEPT:
+                del self._reaped[next(iter(self._reaped))]
 
     def others(self, pgid: int) -> set[int]:
         """The session ids of every command but ``pgid``'s: registered, or starting."""
@@ -107,6 +120,16 @@ class ProcessGroups:
         found.update(self.starting)
         found.discard(pgid)
         return found
+
+    def lead(self, child: Child, forks: int) -> None:
+        """Note the leader of a registered command, and a fork count read before it started
+        (as ``Window.forks``): once it is reaped, the ends of the other commands may prove
+        that its pid names no process (``Family.members``)."""
+        self._leaders[child.pid] = (child, forks)
+
+    def neighbours(self, child: Child, forks: int) -> Neighbours:
+        """What the end of ``child``'s command (``lead``'s arguments) knows of the others."""
+        return Neighbours(child, forks, self.starting, self._groups, self._leaders, self._reaped)
 
     def kill_all(self) -> int:
         """SIGKILL now to every process of every registered command, each found and checked by
@@ -177,9 +200,11 @@ async def run_command(
     try:
         if groups is not None:
             # At once: the end of every other command looks at the pids handed out since it
-            # started, and skips those of registered commands without reading them.
+            # started, and skips those of registered commands without reading them (and once
+            # reaped, those the pid cycle proves were forked after it: ``lead``).
             label = command if isinstance(command, str) else shlex.join(argv)
             groups.register(child.pid, label, stopping)
+            groups.lead(child, forks)
             registered = groups
         if early_cancel is not None:
             raise early_cancel
@@ -275,17 +300,20 @@ def _finder(
     """
     pgid = child.pid
     marker, since = marker_of(env), Window(pgid - 1, forks)
+    # The other commands' sessions are theirs (those just started too, which the loop has not
+    # registered yet): not worth reading their leaders or environments. Once reaped, a leader's
+    # pid is read unless the pid cycle proves no process has it (``Family.members``): one
+    # forked before this window may have had its pid handed out again in it.
+    if groups is None:
+        others = Neighbours(child, forks, (), (), {}, {})
+    else:
+        others = groups.neighbours(child, forks)
 
     def find() -> dict[int, ProcessInfo]:
         first = child.identity()
         start = None if first is None else first.start_time
         family = Family((Leader(pgid, start),), marker=marker, since=since)
-        # The other commands' sessions are theirs (those just started too, which the loop has
-        # not registered yet): not worth reading their leaders or environments.
-        others = () if groups is None else groups.others(pgid)
-        # Every pid handed out since it started is read, those of other commands' reaped leaders
-        # too: one that started before this window may have its pid handed out again in it.
-        found = family.members(exclude=others)
+        found = family.members(exclude=others, reaped=others.reaped)
         if first is not None and child.returncode is None:
             found.setdefault(pgid, first)  # a zombie until the loop reaps it: waited for too
         return found

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Collection, Iterable
+import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -84,6 +85,33 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
+#: ``/proc/loadavg`` and ``/proc/stat``, each opened once (``_read_again``), by path.
+_kept: dict[str, int] = {}
+
+
+def _read_again(path: str) -> bytes | None:
+    """The text of a file of the whole system (not of a process) in ``/proc``, as it is now,
+    through a descriptor kept open: a read from its start (``pread``) makes the kernel write it
+    anew. The end of every command reads two such files: this spares an open and a close of
+    each, every call a moment another thread takes the GIL from the event loop."""
+    fd = _kept.get(path)
+    if fd is None:
+        try:
+            opened = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        fd = _kept.setdefault(path, opened)
+        if fd != opened:  # pragma: no cover - another thread kept one first, just now
+            os.close(opened)
+    try:
+        found = os.pread(fd, _CHUNK, 0)
+    except OSError:
+        found = b""
+    if 0 < len(found) < _CHUNK:
+        return found
+    return _read(path)  # longer than a chunk, or the descriptor failed: read it all afresh
+
+
 def parse_stat(pid: int, stat: bytes) -> ProcessInfo | None:
     """The text of ``/proc/<pid>/stat`` as a ``ProcessInfo``; None if it is cut short."""
     # The command name (field 2) may hold spaces and parentheses: the fields after it start past
@@ -117,6 +145,16 @@ def still_running(process: ProcessInfo) -> bool:
     """True while ``process`` lives (not a zombie) and its pid was not reused (same start)."""
     now = read_process(process.pid)
     return now is not None and now.live and now.start_time == process.start_time
+
+
+def _window(read: Callable[[str], bytes | None]) -> Window | None:
+    """``Window.now``, the two files read with ``read``; None if either does not say."""
+    loadavg, stat = read("/proc/loadavg"), read("/proc/stat")
+    start = -1 if stat is None else stat.find(b"\nprocesses ")
+    last = b"" if loadavg is None else loadavg.rsplit(b" ", 1)[-1].strip()
+    if stat is None or start < 0 or not last.isdigit():
+        return None
+    return Window(int(last), int(stat[start + 11 : stat.index(b"\n", start + 1)]))
 
 
 def all_pids() -> list[int]:
@@ -164,12 +202,21 @@ def pid_max() -> int:
     return int(found) if found else 1 << 22
 
 
-#: The fork counter as last read: never more than it is now, so it can stand for "before".
+#: The fork counter as last read (``Window.now``), and when (``time.monotonic``): never more
+#: than it is now, so it can stand for "before".
 _forks_seen = 0
+_forks_read_at = -float("inf")
+#: Seconds a reading stands for "before" in ``forks_so_far``. A window from an older one may
+#: look gone round, and its end then reads every process in ``/proc``: so did the first
+#: commands of every run (16 at -j16), started before any reading.
+_FORKS_FRESH = 0.1
 
 
 def forks_so_far() -> int:
-    """A count of the forks since boot that is not more than the real one (cheap: as last read)."""
+    """A count of the forks since boot that is not more than the real one: as last read (cheap:
+    the end of every command reads it), or read now if that was over ``_FORKS_FRESH`` ago."""
+    if time.monotonic() - _forks_read_at > _FORKS_FRESH:
+        Window.now()
     return _forks_seen
 
 
@@ -191,16 +238,17 @@ class Window:
     @classmethod
     def now(cls) -> Window | None:
         """Where they stand now; None where ``/proc`` does not say."""
-        global _forks_seen
-        loadavg, stat = _read("/proc/loadavg"), _read("/proc/stat")
-        if not loadavg or not stat:  # pragma: no cover - every Linux has both
+        global _forks_read_at, _forks_seen
+        found = _window(_read_again)
+        if found is None and _kept:
+            found = _window(_read)
+            if found is not None:  # a kept descriptor was closed, its number reused: forget it
+                _kept.clear()
+        if found is None:  # pragma: no cover - every Linux since 2.6 says
             return None
-        start = stat.find(b"\nprocesses ")
-        if start < 0:  # pragma: no cover - every Linux since 2.6 has it
-            return None
-        forks = int(stat[start + 11 : stat.index(b"\n", start + 1)])
-        _forks_seen = max(_forks_seen, forks)
-        return cls(int(loadavg.split()[-1]), forks)
+        _forks_seen = max(_forks_seen, found.forks)
+        _forks_read_at = time.monotonic()
+        return found
 
     def went_round(self, now: Window) -> bool:
         """True if a pid handed out since this moment may have been handed out again by ``now``

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subplans.plans.call_modules import CallModules
-from subplans.plans.for_each import ItemSource, check_source, item_source, named_values
 from subplans.plans.load_scope import Scope, collector_paused, include_loop
 from subplans.plans.nesting import MAX_DEPTH, NestedPlans
 from subplans.plans.placeholders import find_placeholders
@@ -24,12 +23,13 @@ from subplans.plans.plain_plans import plain_plan
 from subplans.plans.pool_uses import PoolUses
 from subplans.plans.profiles import Level, ProfileError, ResolvedProfile, handed_down, step_fields
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
-from subplans.plans.shellquote import ShellTemplateError, shell_template
 from subplans.plans.tree import PlanNode, PoolSpec, StepItems, StepNode, UnitNode
 from subplans.plans.units import UnitBuilder
 from subplans.plans.yamlfile import Located, Problem, ProblemsError, format_location, read_yaml
 
 if TYPE_CHECKING:
+    from subplans.plans.for_each import ItemSource
+
     # Pydantic is loaded only for a plan that plain_plans leaves to it.
     from subplans.plans.models import InlinePlan, PlanFile, StepModel, SubplanTemplate
 
@@ -223,6 +223,9 @@ class _Loader(NestedPlans, PoolUses):
                 builder = UnitBuilder(sub, folder=at.file.parent, profile=profile, uses=uses)
                 units.append(self.unit(builder, sub.name, f"{step_id}/{sub.name}", sub_at))
         elif step.for_each is not None:
+            # Loaded for a for_each only: a plan without one never needs it (#10).
+            from subplans.plans.for_each import item_source
+
             assert step.subplan is not None
             source = item_source(step.for_each)
             template_uses = step.subplan.uses if step.subplan.uses is not None else step.uses
@@ -261,6 +264,8 @@ class _Loader(NestedPlans, PoolUses):
     ) -> UnitBuilder | None:
         """The builder of a ``for_each``'s units; None if its template is refused."""
         if isinstance(template.run, str):
+            from subplans.plans.shellquote import ShellTemplateError, shell_template
+
             try:  # placeholders of a run string must stand where they can be quoted
                 shell_template(template.run)
             except ShellTemplateError as error:
@@ -291,6 +296,8 @@ class _Loader(NestedPlans, PoolUses):
         """One unit per item of ``builder``'s template (at ``at``)."""
         template = builder.unit
         name = template.name if "name" in template.model_fields_set else None
+        from subplans.plans.for_each import named_values
+
         units: list[UnitNode | None] = []
         for named in named_values(items, name):
             if isinstance(named, str):
@@ -312,6 +319,8 @@ class _Loader(NestedPlans, PoolUses):
     ) -> StepItems | None:
         """A ``for_each`` whose items are read when its step starts, checked as far as it can
         be without them; None if it is refused."""
+        from subplans.plans.for_each import check_source
+
         problem = check_source(source)
         if problem is not None:
             self.problem(at.at("for_each", problem.key), problem.message)

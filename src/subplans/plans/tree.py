@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from subplans.engine.config import FailureMode, ParallelExecutionConfig
 from subplans.engine.halting import HaltPolicy
 from subplans.plans.backends import LOCAL, Backend
-from subplans.plans.for_each import ItemSource, describe_source
+
+if TYPE_CHECKING:
+    from subplans.plans.for_each import ItemSource
 
 __all__ = [
     "FIELDS",
@@ -208,6 +210,8 @@ class StepItems:
     uses: Mapping[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        from subplans.plans.for_each import describe_source  # for_each steps only (#10)
+
         return describe_source(self.source)
 
     def units(self, items: Sequence[str]) -> tuple[UnitNode, ...]:

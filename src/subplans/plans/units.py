@@ -9,18 +9,18 @@ profile defaults; the command, ``env`` and ``cwd`` when no placeholder is in the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from subplans.plans.backends import LOCAL
 from subplans.plans.placeholders import PLACEHOLDER, fill, pieces, substitute, substitute_all
-from subplans.plans.shellquote import shell_template
 from subplans.plans.tree import PlanNode, ResolvedProfile, UnitDraft, UnitKind, UnitNode, inherit
 
 if TYPE_CHECKING:
     from subplans.plans.models import StepModel, SubplanModel, SubplanTemplate
+    from subplans.plans.shellquote import ShellTemplate
 
     #: What a unit is written as: a step of one unit of work, a subplan, or a for_each's
     #: template (or their stand-ins, ``plain_models``). For type checking only: at run time
@@ -53,6 +53,7 @@ class UnitBuilder:
         "kwargs",
         "profile",
         "retries",
+        "shell",
         "timeout",
         "unit",
         "uses",
@@ -90,9 +91,18 @@ class UnitBuilder:
         self.kwargs: dict[str, Any] = {}  # but a call's: each its own copy
         run = unit.run
         self.argv = tuple(run) if isinstance(run, list) else None
+        # A run string's quoting of placeholder values: loaded by the first node that has some
+        # (#10: a plan without such a template never loads ``shellquote``).
+        self.shell: Callable[[str], ShellTemplate] | None = None
         # Its arguments split at their placeholders once, for every node; None: there are none.
         split = [pieces(arg) for arg in self.argv or ()]
         self.argv_pieces = tuple(split) if any(len(arg) > 1 for arg in split) else None
+
+    def _load_shell(self) -> Callable[[str], ShellTemplate]:
+        from subplans.plans.shellquote import shell_template
+
+        self.shell = shell_template
+        return shell_template
 
     def build(
         self,
@@ -116,7 +126,8 @@ class UnitBuilder:
         if self.kind == "run":
             if isinstance(unit.run, str):
                 # The loader checked the template: each value goes in quoted for its place.
-                command = shell_template(unit.run).render(values) if values else unit.run
+                shell = (self.shell or self._load_shell()) if values else None
+                command = unit.run if shell is None else shell(unit.run).render(values)
             elif self.argv_pieces is None or not values:
                 command = self.argv
             else:

@@ -29,6 +29,8 @@ events, never the other way round.
 
 from __future__ import annotations
 
+import typing
+
 from subplans.engine.errors import (
     PlanRunningError,
     RunBusyError,
@@ -36,29 +38,76 @@ from subplans.engine.errors import (
     RunNotLiveError,
     StoreError,
 )
-from subplans.store.cancel import cancel_run
-from subplans.store.change_limit import limit_run
-from subplans.store.leftovers import Leftover, StoppedGroup, find_leftovers, stop_leftover_groups
-from subplans.store.limits import LIMIT_SIGNAL, LimitRecord, limit_target
-from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
-from subplans.store.lock import RunLock
-from subplans.store.manifest import PlanManifest, plan_hash
-from subplans.store.opening import default_store_path
-from subplans.store.pool_usage import PoolUsage
-from subplans.store.recorder import RecorderSettings, RecorderStatistics, RunRecorder
-from subplans.store.records import (
-    RUN_STATUSES,
-    PlanDiff,
-    ProcessGroupRecord,
-    RunInfo,
-    RunStatus,
-    StepInfo,
-    StepItemsInfo,
-    StoredEvent,
-    SubplanInfo,
-)
-from subplans.store.schema import SCHEMA_VERSION
-from subplans.store.store import RunStore
+
+# The names below are loaded on first use (as the package ``subplans`` does), so that a plain
+# run pays for the store's modules it uses and never for ``cancel``, ``change_limit`` or
+# ``pool_usage``. They are imported for the type checker only.
+if typing.TYPE_CHECKING:
+    from subplans.store.cancel import cancel_run
+    from subplans.store.change_limit import limit_run
+    from subplans.store.leftovers import (
+        Leftover,
+        StoppedGroup,
+        find_leftovers,
+        stop_leftover_groups,
+    )
+    from subplans.store.limits import LIMIT_SIGNAL, LimitRecord, limit_target
+    from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
+    from subplans.store.lock import RunLock
+    from subplans.store.manifest import PlanManifest, plan_hash
+    from subplans.store.opening import default_store_path
+    from subplans.store.pool_usage import PoolUsage
+    from subplans.store.recorder import RecorderSettings, RecorderStatistics, RunRecorder
+    from subplans.store.records import (
+        RUN_STATUSES,
+        PlanDiff,
+        ProcessGroupRecord,
+        RunInfo,
+        RunStatus,
+        StepInfo,
+        StepItemsInfo,
+        StoredEvent,
+        SubplanInfo,
+    )
+    from subplans.store.schema import SCHEMA_VERSION
+    from subplans.store.store import RunStore
+
+_MODULES = {
+    "subplans.store.cancel": "cancel_run",
+    "subplans.store.change_limit": "limit_run",
+    "subplans.store.leftovers": "Leftover StoppedGroup find_leftovers stop_leftover_groups",
+    "subplans.store.limits": "LIMIT_SIGNAL LimitRecord limit_target",
+    "subplans.store.liveness": "Liveness ProcessIdentity owner_liveness",
+    "subplans.store.lock": "RunLock",
+    "subplans.store.manifest": "PlanManifest plan_hash",
+    "subplans.store.opening": "default_store_path",
+    "subplans.store.pool_usage": "PoolUsage",
+    "subplans.store.recorder": "RecorderSettings RecorderStatistics RunRecorder",
+    "subplans.store.records": (
+        "RUN_STATUSES PlanDiff ProcessGroupRecord RunInfo RunStatus StepInfo StepItemsInfo "
+        "StoredEvent SubplanInfo"
+    ),
+    "subplans.store.schema": "SCHEMA_VERSION",
+    "subplans.store.store": "RunStore",
+}
+#: Each public name and the module it is loaded from on first use.
+_LAZY = {name: module for module, names in _MODULES.items() for name in names.split()}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subplans.store' has no attribute {name!r}")
+    # __import__ rather than importlib.import_module: `-X importtime` (bench_startup's
+    # breakdown) then counts the module's time as its own, not as its importer's.
+    value = getattr(__import__(module, fromlist=[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "LIMIT_SIGNAL",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from itertools import chain
 from typing import Any
 
+from subplans.engine.bus import RawMove
 from subplans.engine.events import Event
 from subplans.store.event_chunks import last_seq, write_chunk
 from subplans.store.event_rows import RowBuilder
@@ -57,6 +58,25 @@ ON CONFLICT (run_id, subplan_id) DO UPDATE SET
     pgid_start = NULL
 """
 _END_ROW = "(?1, ?, ?, ?, ?, ?)"
+# A subplan running at the end of the batch (without an error): the rest of its row is cleared
+# as the general statement clears it for a running state; its process group is kept.
+_START_SUBPLANS = """
+INSERT INTO subplans (run_id, subplan_id, state, attempts, started)
+VALUES {rows}
+ON CONFLICT (run_id, subplan_id) DO UPDATE SET
+    state = 'running',
+    attempts = excluded.attempts,
+    started = excluded.started,
+    finished = NULL,
+    exit_code = NULL,
+    error = NULL
+"""
+_START_ROW = "(?1, ?, 'running', ?, ?)"
+# A pending state only makes a row that is missing.
+_WAIT_SUBPLANS = (
+    "INSERT INTO subplans (run_id, subplan_id, state) VALUES {rows} ON CONFLICT DO NOTHING"
+)
+_WAIT_ROW = "(?1, ?, 'pending')"
 # Applied after the batch's state changes, in order: a group is kept only while it runs; a
 # process on a cluster worker has none here (pgid NULL), its worker's address instead.
 _PROCESS_STARTED = """
@@ -116,16 +136,20 @@ def _subplans_with_a_row(connection: sqlite3.Connection, run_id: str) -> set[str
     return set(json.loads(ids))
 
 
-def _in_key_order(rows: Iterable[tuple[Any, ...]]) -> list[Any]:
-    """Subplan rows (one per subplan id, which comes first), sorted by id and flattened.
+def _in_key_order(rows: Iterable[Any]) -> list[Any]:
+    """Subplan rows (one per subplan id, which comes first), sorted by id and flattened; or
+    subplan ids, sorted.
 
     In the order of the table's key, SQLite finds each row next to the previous one: about
     half the time per row of rows in completion order, which is close to random. Ids that do
     not sort (a broken event's) are left in their order, for SQLite to say what is wrong.
     """
+    listed = list(rows)
     with suppress(TypeError):
-        rows = sorted(rows)
-    return [*chain.from_iterable(rows)]
+        listed.sort()
+    if listed and type(listed[0]) is not tuple:
+        return listed
+    return [*chain.from_iterable(listed)]
 
 
 class BatchWriter:
@@ -147,7 +171,7 @@ class BatchWriter:
         busy, _, _ = self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return not busy
 
-    def write(self, events: list[Event], *, durable: bool) -> bool:
+    def write(self, events: Sequence[Event | RawMove], *, durable: bool) -> bool:
         """Write ``events``; returns whether the commit was fsynced (it held a terminal state).
 
         On any failure nothing of the batch is written and the writer is as it was.
@@ -162,13 +186,26 @@ class BatchWriter:
             db.execute("BEGIN IMMEDIATE")
             if batch.events:
                 write_chunk(db, self.run_id, mark + 1, batch.events, scaled=True)
+            if batch.waiting:
+                self._rows(_WAIT_SUBPLANS, _WAIT_ROW, 1, _in_key_order(batch.waiting))
             self._rows(_END_SUBPLANS, _END_ROW, 5, _in_key_order(batch.ended.values()))
-            self._rows(_UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, _in_key_order(batch.subplans.values()))
-            db.executemany(_PROCESS_STARTED, batch.processes)
-            db.executemany(_RETRYING, batch.retries)
-            db.executemany(_UPSERT_STEP, batch.steps)
-            db.executemany(_RECORD_ITEMS, batch.items)
-            db.executemany(_FINISH_RUN, batch.runs)
+            if batch.running:
+                self._rows(_START_SUBPLANS, _START_ROW, 3, _in_key_order(batch.running.values()))
+            if batch.subplans:
+                self._rows(
+                    _UPSERT_SUBPLANS, _SUBPLAN_ROW, 7, _in_key_order(batch.subplans.values())
+                )
+            # Only the kinds of rows the batch has (most have none of these): even an
+            # ``executemany`` of nothing looks its statement up.
+            for statement, rows in (
+                (_PROCESS_STARTED, batch.processes),
+                (_RETRYING, batch.retries),
+                (_UPSERT_STEP, batch.steps),
+                (_RECORD_ITEMS, batch.items),
+                (_FINISH_RUN, batch.runs),
+            ):
+                if rows:
+                    db.executemany(statement, rows)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:

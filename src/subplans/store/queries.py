@@ -12,11 +12,10 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from subplans.engine.errors import PlanRunningError, RunBusyError, RunNotFoundError
 from subplans.engine.states import SubplanExecutionState
-from subplans.execution.step_items import RecordedItems
 from subplans.store.event_chunks import read_events
 from subplans.store.liveness import (
     Liveness,
@@ -37,6 +36,9 @@ from subplans.store.records import (
     from_json,
     some,
 )
+
+if TYPE_CHECKING:
+    from subplans.execution.step_items import RecordedItems
 
 __all__ = [
     "RunRow",
@@ -272,6 +274,8 @@ def step_items(db: sqlite3.Connection, run_id: str) -> list[StepItemsInfo]:
 
 def recorded_items(db: sqlite3.Connection, run_id: str) -> dict[str, RecordedItems]:
     """The items each run-time step of the run read, by step id."""
+    from subplans.execution.step_items import RecordedItems  # a resume's only
+
     rows = db.execute("SELECT step_id, source, items FROM step_items WHERE run_id = ?", (run_id,))
     return {
         step_id: RecordedItems(source, tuple(json.loads(items))) for step_id, source, items in rows

@@ -9,16 +9,15 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import subplans.store.queries as queries
 import subplans.store.sessions as sessions
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.engine.states import SubplanExecutionState
-from subplans.execution.step_items import RecordedItems
 from subplans.store.event_chunks import events_of_kind
 from subplans.store.limits import LimitRecord, read_limits, read_listener, read_request
 from subplans.store.manifest import PlanManifest
-from subplans.store.pool_usage import PoolUsage, pool_usage
 from subplans.store.records import (
     PlanDiff,
     RunInfo,
@@ -28,6 +27,10 @@ from subplans.store.records import (
     StoredEvent,
     SubplanInfo,
 )
+
+if TYPE_CHECKING:  # loaded where used: a run never reads its pools' usage nor recorded items
+    from subplans.execution.step_items import RecordedItems
+    from subplans.store.pool_usage import PoolUsage
 
 __all__ = ["RunReader"]
 
@@ -70,6 +73,8 @@ class RunReader:
 
     def pool_usage(self, run_id: str) -> list[PoolUsage]:
         """The run's pools by name: size, capacity now, units in use, waiting and peak."""
+        from subplans.store.pool_usage import pool_usage
+
         with self._reading() as db:
             run = queries.read_run(db, self.path, run_id)
             changed = {

@@ -31,7 +31,7 @@ from queue import Empty, SimpleQueue
 from time import monotonic as _monotonic
 from types import TracebackType
 
-from subplans.engine.bus import EventBus
+from subplans.engine.bus import EventBus, RawMove
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.batch_writer import BatchWriter
@@ -132,12 +132,15 @@ class RunRecorder:
         self._max_batch = max_batch
         self._timeout = timeout
         self._settings = settings
-        self._queue: SimpleQueue[Event | _Marker] = SimpleQueue()
+        self._queue: SimpleQueue[Event | RawMove | _Marker] = SimpleQueue()
         self._put = self._queue.put
         self._urgent = threading.Event()
         self._closed = False
         self._failure: StoreError | None = None
         self._stopping: _Marker | None = None
+        #: The markers queued and not yet taken: the writer looks for them only in a batch
+        #: taken while some are (looking costs as much as taking the batch).
+        self._marked: set[_Marker] = set()
         self._written = self._batches = self._largest = self._durable_batches = 0
         self._dropped = 0
         ready = threading.Event()
@@ -151,8 +154,10 @@ class RunRecorder:
             self._thread.join()
             raise self._failure
         # The queue's own put: the bus calls C directly, not a Python frame per event (a
-        # closed recorder is unsubscribed, so the bus never puts after close).
-        self._unsubscribe = bus.subscribe(self._put) if bus is not None else None
+        # closed recorder is unsubscribed, so the bus never puts after close). Raw: a
+        # dispatch's subplan moves come as tuples, no event object built for them, while no
+        # other subscriber wants objects (``EventBus._subscribe_raw``; the writer takes both).
+        self._unsubscribe = bus._subscribe_raw(self._put) if bus is not None else None
 
     def __repr__(self) -> str:
         state = "failed" if self._failure else "closed" if self._closed else "open"
@@ -257,6 +262,8 @@ class RunRecorder:
         if self._closed:
             raise RuntimeError("the recorder is closed")
         marker = _Marker(stop)
+        # Known to be queued before it is (the writer then looks in vain, and again later).
+        self._marked.add(marker)
         self._put(marker)
         self._urgent.set()
         return marker.future
@@ -301,7 +308,7 @@ class RunRecorder:
 
     def _loop(self, writer: BatchWriter) -> None:
         get, get_nowait, urgent = self._queue.get, self._queue.get_nowait, self._urgent
-        qsize, max_batch = self._queue.qsize, self._max_batch
+        qsize, max_batch, marked = self._queue.qsize, self._max_batch, self._marked
         checkpoint_after, idle = self._settings.checkpoint_after, self._settings.idle
         full, unchecked = False, 0
         while True:
@@ -323,11 +330,12 @@ class RunRecorder:
             full = len(batch) >= max_batch
             # Markers are rare: a batch without one is written as it is, not copied.
             markers: list[_Marker] = []
-            if _Marker in set(map(type, batch)):
+            if marked and _Marker in set(map(type, batch)):
                 types = list(map(type, batch))
                 found = compress(batch, map(is_, types, repeat(_Marker)))
                 markers = [item for item in found if isinstance(item, _Marker)]
                 batch = list(compress(batch, map(is_not, types, repeat(_Marker))))
+                marked.difference_update(markers)
             if batch:
                 unchecked += len(batch)
                 self._write(writer, batch)  # type: ignore[arg-type]
@@ -349,7 +357,7 @@ class RunRecorder:
                 return
             urgent.wait(min(remaining, tick))
 
-    def _write(self, writer: BatchWriter, events: list[Event]) -> None:
+    def _write(self, writer: BatchWriter, events: list[Event | RawMove]) -> None:
         count = len(events)
         if self._failure is not None:
             self._dropped += count
