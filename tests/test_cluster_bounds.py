@@ -183,8 +183,13 @@ async def test_a_driver_whose_cluster_runs_in_its_own_process_never_marks_itself
 def test_the_watchdog_kills_each_command_once_its_own_grace_is_over() -> None:
     def stubborn(**marks: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, WORKER_VARIABLE: "tok-graces", **marks}
-        script = "trap '' TERM; sleep 30 & wait; sleep 30"
-        return subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True)
+        script = "trap '' TERM; echo ready; sleep 30 & wait; sleep 30"
+        process = subprocess.Popen(
+            ["sh", "-c", script], env=env, start_new_session=True, stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"  # TERM is ignored from now on
+        return process
 
     quick = stubborn(**{GRACE_VARIABLE: "0.2"})
     unmarked = stubborn()  # a function's child: no grace of its own, the largest
@@ -199,5 +204,6 @@ def test_the_watchdog_kills_each_command_once_its_own_grace_is_over() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # its sleeps too
             process.wait()
+            process.stdout.close()  # type: ignore[union-attr]
         watching.join(BOUND)
     assert not watching.is_alive()

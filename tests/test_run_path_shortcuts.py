@@ -32,28 +32,12 @@ from subplans.execution.finding import Family
 from subplans.execution.process import ProcessGroups, run_command
 from subplans.execution.procfs import Window, parse_stat, read_process
 from subplans.execution.spawning import Child, spawn
-from subplans.execution.stopping import Stopping
 from subplans.sinks.formatting import iso_time
 
 from .plans_helpers import write
 
 MARK = b"SUBPLANS_SHORTCUT_MARK=1"
 runner = CliRunner()
-
-
-def nothing() -> Stopping:
-    """The stopping of a command with no process left."""
-    return Stopping(dict, grace=0)
-
-
-def test_the_other_commands_are_those_registered_and_those_starting() -> None:
-    groups = ProcessGroups()
-    groups.starting.update({201, 202})
-    groups.register(101, "first", nothing())
-    groups.register(102, "second", nothing())
-
-    assert groups.others(101) == {102, 201, 202}
-    assert groups.others(201) == {101, 102, 202}
 
 
 async def test_a_spawner_notes_the_pid_before_the_start_is_done(tmp_path: Path) -> None:

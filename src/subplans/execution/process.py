@@ -114,13 +114,6 @@ class ProcessGroups:
             if len(self._reaped) > _REAPED_KEPT:
                 del self._reaped[next(iter(self._reaped))]
 
-    def others(self, pgid: int) -> set[int]:
-        """The session ids of every command but ``pgid``'s: registered, or starting."""
-        found = {other for other in self._groups if other != pgid}
-        found.update(self.starting)
-        found.discard(pgid)
-        return found
-
     def lead(self, child: Child, forks: int) -> None:
         """Note the leader of a registered command, and a fork count read before it started
         (as ``Window.forks``): once it is reaped, the ends of the other commands may prove
