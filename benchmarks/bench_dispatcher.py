@@ -107,33 +107,6 @@ which a slotted class cannot make cheaper in Python; a raw subscriber takes 56.3
 the ``Subplan()`` of the input (type.__call__ into a Python ``__new__``), the result. The
 5x row needs about 0.25 us more: fewer or cheaper event objects, not the engine's
 bookkeeping, which is below the baseline's ``TaskGroup`` and ``Semaphore`` already.
-
-Sixth pass (#10, stop 12; CPU time of the old and the new engine in child processes
-alternated, three runs of ``speed_rows()`` each, 7 rounds a run):
-
-- What was slow: the asyncio task of each subplan. Making it (a context copy), scheduling its
-  first step (``call_soon`` and a ``Handle``), the extra loop step and its release cost about
-  as much as everything the engine does; 32 worker tasks looping over no-op subplans take
-  1.0 us a subplan where the bare ``TaskGroup`` takes 3.9.
-- What changed: when a subplan ends and its slot starts the next one, that one runs in the
-  same task (a loop in ``Running._execute``; ``release()`` leaves it in ``slot.follow`` after
-  publishing its RUNNING), while nothing could tell the task from a new one: else ("retire")
-  it starts in a new task as before. Retired when the dispatch stops, the ended subplan had a
-  timeout or retries or did not end by itself (cancelled, KeyboardInterrupt, BaseException),
-  the task has a cancellation requested or pending (``cancelling()``, ``_must_cancel``) or a
-  done callback, or its context variables differ from the dispatch's context (compared by
-  identity; a pooled subplan's holder, which ``_execute`` sets for each, aside), and after 65
-  subplans in one task. Groups (the submitter's context) and loops with a task factory never
-  reuse. Chain bound, CPU us a subplan (N = 0 is the old engine): N=0 4.76, 1 4.39, 4 3.94,
-  16 3.68, 64 3.60, 256 3.58: 64 kept. Also written out for the pool row: ``admit()``'s
-  fan-out over one pool and ``let_go()``.
-- New / old: 3.58-3.79 vs 4.67-4.84 us a subplan (0.77-0.79x); aiometer / subplans
-  4.54-4.76x -> 5.84-6.16x; subplans / bare 1.22-1.26x -> 0.93-0.97x; max_parallel 4 / 32
-  1.08-1.10x -> 1.04-1.07x; pool + halt 5.41-5.65 -> 4.37-4.68 us, but pool + halt / without
-  1.14-1.18x -> 1.20-1.24x: the controls' own 0.75-0.9 us (the pool's claim and release, the
-  holder, its context variable) now weigh on a smaller base, past the row's 1.2x. 1,000,000
-  subplans: 5.23-5.34 -> 3.97-4.06 us (1M / 10k 1.09x -> 1.03-1.05x), peak RSS 187 MB as
-  before; stream() of 10,000,000: 6.20 -> 5.22 us, 23 MB.
 """
 
 from __future__ import annotations

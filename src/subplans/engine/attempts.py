@@ -26,7 +26,7 @@ class Slot:
     """One of a dispatch's ``max_parallel`` places, reused from subplan to subplan: the state of
     the subplan that holds it, so that none is kept per subplan but its entry."""
 
-    __slots__ = ("attempts", "follow", "holder", "index", "started", "task")
+    __slots__ = ("attempts", "holder", "index", "started", "task")
 
     def __init__(self) -> None:
         #: The subplan's position in the input.
@@ -38,9 +38,6 @@ class Slot:
         self.task: asyncio.Task[None] | None = None
         #: Its claim on a slot of the shared budget, when it takes one.
         self.holder: Holder | None = None
-        #: The next subplan, started in this slot's task once its subplan ended (while the
-        #: task's own loop picks it up): see ``Running._execute``.
-        self.follow: Subplan | None = None
 
 
 class Owner(Protocol):

@@ -46,13 +46,6 @@ _FAILED = SubplanExecutionState.FAILED
 
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
 
-#: At most this many subplans run one after another in one task (then a new task takes over),
-#: so that no task's identity is shared without end.
-CHAIN = 64
-#: Whether a task tells what ``Running.same_as_new`` reads (the C Task does, 3.11 on): else
-#: every subplan gets a new task.
-_TELLING = hasattr(asyncio.Task, "_must_cancel") and hasattr(asyncio.Task, "_callbacks")
-
 
 class Dispatch(Running, Intake, Draining, Gating, Thresholds):
     """The state of one ``run()`` (and the base of a stream's and a group's): kept apart so a
@@ -67,7 +60,6 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
         "append",
         "budget",
         "bus",
-        "chain",
         "claim",
         "clock",
         "compact",
@@ -173,9 +165,6 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
             # What create_task() does then, minus a Python call per subplan. (A task factory
             # set while this dispatch runs applies from the next one.)
             self.new_task = partial(asyncio.Task, loop=loop)
-        #: How many subplans a slot's task may run one after another (``Running._execute``):
-        #: none with a task factory, whose tasks the subplans may expect.
-        self.chain = CHAIN if type(self.new_task) is partial and _TELLING else 0
         #: Set while someone waits for the dispatch to be quiet (or to stop, or for a result).
         self.idle: asyncio.Future[None] | None = None
         self.started_at = 0.0

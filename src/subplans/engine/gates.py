@@ -9,7 +9,7 @@ dispatch with none of them starts its subplans directly (``direct``), as fast as
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from subplans.engine.attempts import Slot
 from subplans.engine.errors import ConfigError
@@ -124,7 +124,7 @@ class Gating:
 
     if TYPE_CHECKING:
 
-        def fill(self, reuse: Any = None) -> None: ...
+        def fill(self) -> None: ...
 
     def set_gates(self, controls: Controls | None, clock: Clock) -> None:
         """Set the gates up (from ``Dispatch.__init__``, once ``budget`` is set)."""

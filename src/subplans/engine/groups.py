@@ -51,12 +51,10 @@ class GroupDispatch(Dispatch):
         super().__init__(*args)
         #: The submitters' contexts of the subplans not started yet, by index.
         self.contexts: dict[int, Context] = {}
-        #: Each subplan runs in its submitter's context: never in the task of another.
-        self.chain = 0
 
-    def _start(self, subplan: Subplan, pulled: bool = False, reuse: Any = None) -> None:
+    def _start(self, subplan: Subplan, pulled: bool = False) -> None:
         self.context = self.contexts.pop(self.next, self.context)
-        Dispatch._start(self, subplan, pulled, reuse)
+        Dispatch._start(self, subplan, pulled)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

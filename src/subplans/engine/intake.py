@@ -73,7 +73,7 @@ class Intake:
 
     if TYPE_CHECKING:
 
-        def _start(self, subplan: Subplan, pulled: bool = False, reuse: Any = None) -> None: ...
+        def _start(self, subplan: Subplan, pulled: bool = False) -> None: ...
         def gated(self, subplan: Subplan) -> bool: ...
         def parts_for(self, subplan: Subplan) -> tuple[Parts, Parts]: ...
         def claim_now(self, subplan: Subplan) -> bool: ...
@@ -106,9 +106,8 @@ class Intake:
         if bus is not None and bus._subscribers:
             bus._publish_move(subplan_id, None, _PENDING, 0, None, self.now())
 
-    def fill(self, reuse: Any = None) -> None:
-        """Start pending subplans, in input order, then pulled ones, while slots are free;
-        the first in ``reuse``, the task of the subplan that ended in the last free slot."""
+    def fill(self) -> None:
+        """Start pending subplans, in input order, then pulled ones, while slots are free."""
         entries, free, direct = self.entries, self.free, self.direct
         while free and self.stop_reason is None and self.feeder is None:
             pulled = False
@@ -124,8 +123,7 @@ class Intake:
             else:
                 pulled = True
             if direct or self.admit(subplan, pulled):
-                self._start(subplan, pulled, reuse)
-                reuse = None
+                self._start(subplan, pulled)
 
     def admit(self, subplan: Subplan, pulled: bool) -> bool:
         """Whether the next subplan's gates are open now (the common case: then it holds what

@@ -79,8 +79,7 @@ async def reclaim(holder: Holder) -> None:
 
 
 def let_go(holder: Holder) -> None:
-    """Its subplan ended: give back what it holds, and never take anything back for it.
-    (``Running.release`` writes it out: keep the two alike.)"""
+    """Its subplan ended: give back what it holds, and never take anything back for it."""
     holder.ended = True
     if holder.held:
         holder.held = False

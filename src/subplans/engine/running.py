@@ -1,6 +1,5 @@
-"""A subplan's way through its slot: started in a task, run, its end recorded (its result,
-its log line, its event), its slot freed and the next subplan started from there, in the same
-task while nothing could tell it from a new one (``_execute``; the spec's "A slot's task").
+"""A subplan's way through its slot: started in its own task, run, its end recorded (its
+result, its log line, its event), its slot freed and the next subplan started from there.
 
 The hot path of a dispatch (a mixin of ``Dispatch``): three moves per subplan are logged and
 published as ``tracker.announce`` and ``EventBus._publish_move`` do, written out where they
@@ -12,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.attempts import Slot, run_attempts
 from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import SubplanStateChanged
-from subplans.engine.lending import Holder, held_by_this_task
+from subplans.engine.lending import Holder, held_by_this_task, let_go
 from subplans.engine.results import SubplanResult
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
     from contextvars import Context
 
     from subplans.engine.bus import EventBus
-    from subplans.engine.gates import Controls
     from subplans.engine.limiter import AsyncSemaphoreLimiter, Parts
 
 __all__ = ["Running"]
@@ -42,7 +39,6 @@ _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
 _new = object.__new__
-_MISSING = object()
 
 
 class Running:
@@ -53,7 +49,6 @@ class Running:
     now: Callable[[], float]
     context: Context
     new_task: Callable[[Any], asyncio.Task[None]]
-    chain: int
     entries: Any
     free: list[Slot]
     slots: list[Slot]
@@ -62,8 +57,6 @@ class Running:
     completed: int
     failed: int
     claim: Parts | None
-    controls: Controls | None
-    rate: AsyncSemaphoreLimiter | None
     direct: bool
     excess: int
     stop_reason: str | None
@@ -78,7 +71,7 @@ class Running:
 
     if TYPE_CHECKING:
 
-        def fill(self, reuse: Any = None) -> None: ...
+        def fill(self) -> None: ...
         def admit(self, subplan: Subplan, pulled: bool) -> bool: ...
         def enter(self, item: Any) -> Subplan | None: ...
         def check_success(self) -> None: ...
@@ -90,21 +83,15 @@ class Running:
         def _input_failed(self, error: BaseException) -> None: ...
         async def pace_retry(self, subplan: Subplan) -> None: ...
 
-    def _start(self, subplan: Subplan, pulled: bool = False, reuse: Any = None) -> None:
+    def _start(self, subplan: Subplan, pulled: bool = False) -> None:
         """Start ``subplan`` in a free slot; ``pulled`` from a lazy input just now, it becomes
-        pending at the same moment (it was pulled because a slot was free). Given ``reuse``,
-        the task of the subplan that just ended in that slot, the subplan is left to that
-        task's loop (``_execute``), which runs it there or in a new task."""
+        pending at the same moment (it was pulled because a slot was free)."""
         # The task first: if it cannot be made, nothing has changed (it runs only later).
         free = self.free
         slot = free[-1]
-        if reuse is None:
-            # Made in the caller's context, the task runs in a copy of it (cheaper than a
-            # context argument, which a loop's task factory need not take on 3.11).
-            task = self.context.run(self.new_task, self._execute(slot, subplan))
-        else:
-            task = reuse
-            slot.follow = subplan
+        # Made in the caller's context, the task runs in a copy of it (cheaper than a
+        # context argument, which a loop's task factory need not take on 3.11).
+        task = self.context.run(self.new_task, self._execute(slot, subplan))
         free.pop()
         slot.task = task
         slot.index = self.next
@@ -159,115 +146,55 @@ class Running:
                     callback(running)
                 except BaseException as raised:
                     bus._raised(callback, raised)
-        if self.stop_reason is not None and reuse is None:
+        if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
     async def _execute(self, slot: Slot, subplan: Subplan) -> None:
-        """Run ``subplan``, then each subplan its slot starts next while nothing could tell
-        this task from a new one (else that one starts in a new task, as it would have)."""
-        chain = self.chain  # how many more subplans this task may run after this one
-        task = asyncio.current_task() if chain else None
-        held = False  # whether this task set the holder of its subplan
-        while True:
-            reuse = None
-            if not self.direct:
-                held = True
-                held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
-            try:
-                if subplan.timeout is None and subplan.retries == 0:
-                    # The common case, kept lean: one attempt, no timer.
-                    try:
-                        value = await subplan.run()
-                    except Exception as error:
-                        self.fail(slot, error)
-                    else:
-                        self.finish(slot, _COMPLETED, value)
-                        value = None  # (kept by its result alone, as in a task that ends)
-                    if chain:
-                        reuse = task
+        if not self.direct:
+            held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
+        try:
+            if subplan.timeout is None and subplan.retries == 0:
+                # The common case, kept lean: one attempt, no timer.
+                try:
+                    value = await subplan.run()
+                except Exception as error:
+                    self.fail(slot, error)
                 else:
-                    await run_attempts(self, slot, subplan)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                assert current is not None
-                if current.cancelling() and self.stop_reason is not None:
-                    # Our own cancellation: record it and end the task cleanly.
-                    current.uncancel()
-                    self.finish(slot, _FAILED, error=SubplanCancelledError(self.stop_reason))
-                else:
-                    # The subplan's own code raised CancelledError: that is its failure.
-                    self.fail(slot, SubplanCancelledError("the subplan raised CancelledError"))
-                    if current.cancelling():
-                        raise
-            except KeyboardInterrupt as error:
-                # A Ctrl-C stops the whole dispatch, which raises it once everything is
-                # terminal. Raised from this task it would break out of the event loop
-                # half-way instead.
-                self.finish(slot, _FAILED, error=error)
-                self._interrupted(error)
-            except BaseException as error:
-                # Not an Exception (SystemExit from sys.exit(), or a custom BaseException):
-                # the subplan fails, not the whole dispatch.
-                self.fail(slot, error)
-            finally:
-                self.release(slot, subplan, reuse)
-            follow = slot.follow
-            if follow is None:
-                return
-            # The next subplan was left to this task (its RUNNING published already).
-            slot.follow = None
-            subplan = follow
-            chain -= 1
-            if self.same_as_new(task, held):
-                continue
-            # Something could tell (a cancellation pending or caught and kept, a context
-            # variable set, a done callback added, the dispatch stopping): a new task.
-            new = self.context.run(self.new_task, self._execute(slot, subplan))
-            slot.task = new
-            if self.stop_reason is not None:
-                new.cancel(self.stop_reason)
-            return
+                    self.finish(slot, _COMPLETED, value)
+            else:
+                await run_attempts(self, slot, subplan)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            assert task is not None
+            if task.cancelling() and self.stop_reason is not None:
+                # Our own cancellation: record it and end the task cleanly.
+                task.uncancel()
+                self.finish(slot, _FAILED, error=SubplanCancelledError(self.stop_reason))
+            else:
+                # The subplan's own code raised CancelledError: that is its failure.
+                self.fail(slot, SubplanCancelledError("the subplan raised CancelledError"))
+                if task.cancelling():
+                    raise
+        except KeyboardInterrupt as error:
+            # A Ctrl-C stops the whole dispatch, which raises it once everything is terminal.
+            # Raised from this task it would break out of the event loop half-way instead.
+            self.finish(slot, _FAILED, error=error)
+            self._interrupted(error)
+        except BaseException as error:
+            # Not an Exception (SystemExit from sys.exit(), or a custom BaseException): the
+            # subplan fails, not the whole dispatch.
+            self.fail(slot, error)
+        finally:
+            self.release(slot, subplan)
 
-    def same_as_new(self, task: Any, held: bool) -> bool:
-        """Whether the next subplan may run in ``task``: nothing it could see would differ
-        from a new task made now (no cancellation requested or pending, no done callback,
-        the same context variables, bound to the same objects, as the dispatch's context;
-        ``held``: but the holder ``_execute`` set, which it sets again first)."""
-        if self.stop_reason is not None or task.cancelling() or task._must_cancel:
-            return False
-        if task._callbacks:  # (None in the C Task when there are none)
-            return False
-        now, context = copy_context(), self.context
-        if held:
-            # Cheaper than a reset and a comparison: the same variables, the holder aside.
-            var = held_by_this_task
-            if len(now) != len(context) + (var not in context):
-                return False
-            get = now.get
-            return not context or all(
-                get(other, _MISSING) is value
-                for other, value in context.items()
-                if other is not var
-            )
-        if now != context:
-            return False
-        # Equal by content: also the same objects (the caller's variables, if any).
-        return not context or all(now[var] is value for var, value in context.items())
-
-    def release(self, slot: Slot, subplan: Subplan, reuse: Any = None) -> None:
-        """Free a subplan's slot, its terminal state recorded first; start the next subplan
-        (in ``reuse``, the ending subplan's task, when it may run it)."""
+    def release(self, slot: Slot, subplan: Subplan) -> None:
+        """Free a subplan's slot, its terminal state recorded first; start the next subplan."""
         slot.task = None
         if self.success is not None:
             self.check_success()  # (here, not in finish(): a stream hands its result on first)
         if (holder := slot.holder) is not None:
             slot.holder = None
-            # ``let_go(holder)`` written out: its subplan ended, what it holds is given back.
-            holder.ended = True
-            if holder.held:
-                holder.held = False
-                for limiter, units in holder.parts:
-                    limiter.release(units)
+            let_go(holder)
         free = self.free
         if not self.excess or not self.drop_slot(slot):
             free.append(slot)
@@ -275,11 +202,9 @@ class Running:
             # (No free slot when this one was dropped: a lowered cap starts nothing.)
             if self.next < self.total:
                 if self.direct and free:
-                    # What fill() would do, one call sooner.
-                    reuse = reuse if reuse is not None and free[-1] is slot else None
-                    self._start(self.entries[self.next], False, reuse)
+                    self._start(self.entries[self.next])  # what fill() would do, one call sooner
                     return
-                self.fill(reuse if reuse is not None and free and free[-1] is slot else None)
+                self.fill()
             elif (pull := self.pull) is not None and free and (self.direct or self.feeder is None):
                 # ``_pull()`` and ``fill()`` written out (two calls less a subplan): the common
                 # case of ``_pull()``, an id after the one before (so new), else ``enter()``.
@@ -306,26 +231,8 @@ class Running:
                         self.total += 1
                     else:
                         item = self.enter(item)
-                if item is not None:
-                    if self.direct:
-                        pass
-                    elif (
-                        # ``admit()``'s common case written out (``claim_now()``'s fan-out
-                        # over one pool, its units free): two calls less a subplan.
-                        (uses := item.uses) is not None
-                        and self.budget is None
-                        and self.rate is None
-                        and (controls := self.controls) is not None
-                        and (parts := controls.parts.get(uses)) is not None
-                        and len(parts) == 1
-                        and parts[0][0].try_take(parts[0][1])
-                    ):
-                        self.claim = parts
-                    elif not self.admit(item, True):
-                        item = None
-                if item is not None:
-                    reuse = reuse if reuse is not None and free[-1] is slot else None
-                    self._start(item, True, reuse)
+                if item is not None and (self.direct or self.admit(item, True)):
+                    self._start(item, True)
                     return
                 self.fill()  # the input ended or failed, an id was rejected, or it waits
             elif self.source is not None:

@@ -62,10 +62,10 @@ class StreamDispatch(Dispatch):
         self._hand_on(slot.index, result)
         return True
 
-    def release(self, slot: Slot, subplan: Subplan, reuse: Any = None) -> None:
+    def release(self, slot: Slot, subplan: Subplan) -> None:
         del self.entries[slot.index]  # its result was handed on
         if self.stop_reason is not None or self.has_room():
-            Dispatch.release(self, slot, subplan, reuse)
+            Dispatch.release(self, slot, subplan)
             return
         # Backpressure: the slot is freed as Dispatch.release frees it, and the next subplan
         # starts once the consumer reads a result (``fill()`` from ``results()``).
@@ -86,10 +86,10 @@ class StreamDispatch(Dispatch):
         self.paused = True
         return False
 
-    def fill(self, reuse: Any = None) -> None:
+    def fill(self) -> None:
         if self.has_room():
             self.paused = False
-            Dispatch.fill(self, reuse)
+            Dispatch.fill(self)
 
     def settled(self, index: int) -> None:
         # The entry stays: a subplan that never started failed, and its result is kept for
