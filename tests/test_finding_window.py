@@ -9,6 +9,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,7 +180,7 @@ async def test_neighbours_skip_only_leaders_not_reaped_and_remember_the_reaped(
         for child in (own, running):
             os.kill(child.pid, signal.SIGKILL)  # not reaped yet: the pid is still its own
             await child.exited
-    assert neighbours.reaped(own.pid) == 100  # reaped now: its pid names no process
+    assert neighbours.reaped(own.pid) is None  # reaped now, but its own leader is always read
     groups.unregister(running.pid)  # reaped: remembered too
     assert neighbours.reaped(running.pid) == 101
 
@@ -200,8 +201,8 @@ async def test_a_commands_end_skips_later_leaders_and_still_stops_its_leftover(
     tmp_path: Path, reads: list[int]
 ) -> None:
     """Other commands start and end while the first runs; as it ends, it leaves a daemon in a
-    session of its own (the marker kept). Its end reads none of the later leaders' pids, nor
-    its own leader's, and stops the daemon."""
+    session of its own (the marker kept). Its end reads none of the later leaders' pids (its
+    own leader's it reads) and stops the daemon."""
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     groups = ProcessGroups()
@@ -237,7 +238,8 @@ async def test_a_commands_end_skips_later_leaders_and_still_stops_its_leftover(
         os.kill(daemon, signal.SIGKILL)  # a failed test leaves nothing behind
     assert stopped
     assert daemon in reads
-    assert set(reads).isdisjoint([leader, *later])  # each pid named its leader alone
+    assert set(reads).isdisjoint(later)  # each pid named its leader alone
+    assert leader in reads  # its own is read: a pid handed out again is not taken for it
 
 
 # --- /proc/loadavg and /proc/stat through descriptors kept open --------------------------------
@@ -283,3 +285,31 @@ def test_read_again_reads_a_long_file_whole_and_survives_a_closed_descriptor(
     assert procfs._read_again(str(short)) == b"short"
     os.close(procfs._kept[str(short)])  # closed under it: read afresh
     assert procfs._read_again(str(short)) == b"short"
+
+
+def test_a_thread_of_a_process_in_the_window_is_not_a_process_of_its_own() -> None:
+    """/proc/<tid> can be read though it is not listed: the window's range reads it."""
+    window = Window.now()
+    env = {**os.environ, "SUBPLANS_RUN_ID": "threads", "SUBPLANS_SUBPLAN": "one"}
+    script = (
+        "import threading, sys; stop = threading.Event();"
+        "t = threading.Thread(target=stop.wait); t.start();"
+        "print(t.native_id, flush=True); sys.stdin.read(); stop.set()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        thread = int(child.stdout.readline())
+        marker = (b"SUBPLANS_RUN_ID=threads", b"SUBPLANS_SUBPLAN=one")
+        found = Family(marker=marker, since=window).members()
+        assert read_process(thread) is None  # a thread, not a process
+        assert list(found) == [child.pid]
+    finally:
+        child.kill()
+        child.communicate()

@@ -11,7 +11,8 @@ is gone, its id may be handed out again (a daemon that calls ``setsid``), so the
 only while ``/proc/stat`` proves the pid cycle has not gone round since the leader started.
 
 The same proof spares reads of the pids of reaped processes (``members``'s ``reaped``: the
-family's own leader, the other commands' leaders): the pid of one that was created since the
+other commands' leaders; a command's own leader is always read, since a pid taken for it
+would make another process and its session the family's): the pid of one that was created since the
 family's window began, which has not gone round, named it alone all along, so no process has it
 now. Whether it was created since is proved by the pid cycle too: a process whose pid lies in
 the window and whose own window (from a fork count read before it was created) has not gone
@@ -207,7 +208,7 @@ class Neighbours:
 
     ``pid in neighbours``: another command's leader that is not reaped, so the pid names it and
     its session is that command's. ``reaped(pid)``: the fork count read before a reaped leader
-    started (the command's own included); None for any other pid.
+    started; None for any other pid and for the command's own leader (always read).
     """
 
     __slots__ = ("_child", "_forks", "_groups", "_leaders", "_reaped", "_starting")
@@ -235,9 +236,12 @@ class Neighbours:
         return leader[0].returncode is None
 
     def reaped(self, pid: int) -> int | None:
-        """The fork count read before ``pid``'s leader started, if it is reaped by now."""
+        """The fork count read before ``pid``'s leader started, if it is reaped by now; never
+        for the command's own leader, which is read: were its pid handed out again (a cycle
+        gone round uncounted: forks that failed on a pids cgroup limit take pids but are not
+        counted), the other process and its session must not be taken for the command's."""
         if pid == self._child.pid:
-            return self._forks if self._child.returncode is not None else None
+            return None
         leader = self._leaders.get(pid)
         if leader is None:
             return self._reaped.get(pid)

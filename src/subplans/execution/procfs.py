@@ -120,6 +120,10 @@ def parse_stat(pid: int, stat: bytes) -> ProcessInfo | None:
     fields = stat[stat.rfind(b")") + 2 :].split()
     if len(fields) < 20:
         return None
+    if len(fields) > 35 and fields[35] == b"-1":
+        # Field 38, exit_signal, is -1 for a thread that does not lead its group: /proc shows
+        # it by its id too (a window's range reads them), but it is part of a process.
+        return None
     return ProcessInfo(
         pid,
         int(fields[1]),
