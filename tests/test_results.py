@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import sys
 
 import pytest
 
-from subplans import SubplanExecutionState, SubplanResult
+from subplans import (
+    AggregateSubplanError,
+    FailureMode,
+    ParallelExecutionConfig,
+    ParallelSubplanDispatcher,
+    Subplan,
+    SubplanExecutionState,
+    SubplanResult,
+)
 
 COMPLETED, FAILED = SubplanExecutionState.COMPLETED, SubplanExecutionState.FAILED
 
@@ -109,16 +118,40 @@ def test_a_completed_result_is_small() -> None:
     assert owned <= sys.getsizeof(1.0) * 2 + 56  # the dataclass took 88 bytes + two floats
 
 
-@pytest.mark.parametrize(
-    ("value", "error", "attempts"),
-    [(None, None, 1), (7, None, 2), (None, OSError("no"), 3), (None, None, True)],
-)
-def test_the_dispatchers_fast_builder_makes_what_the_class_makes(
-    value: object, error: BaseException | None, attempts: int
-) -> None:
-    from subplans.engine.results import ended
+async def test_the_dispatchers_results_are_what_the_class_makes() -> None:
+    """``Running.finish`` builds each result without the class's call: the same record."""
 
-    made = ended("a", FAILED, value, error, 1, 2.5, attempts)
-    assert made == SubplanResult("a", FAILED, value, error, 1, 2.5, attempts)
-    assert type(made.started) is float
-    assert made.attempts is attempts
+    async def nothing() -> None:
+        await asyncio.sleep(0)
+
+    async def seven() -> int:
+        return 7
+
+    async def broken() -> None:
+        raise OSError("no")
+
+    config = ParallelExecutionConfig(max_parallel=2, failure_mode=FailureMode.CONTINUE_ON_ERROR)
+    dispatcher = ParallelSubplanDispatcher(config)
+    results = await dispatcher.run([Subplan("a", nothing), Subplan("b", seven)])
+    with pytest.raises(AggregateSubplanError) as raised:
+        await dispatcher.run([Subplan("c", broken)])
+    results += raised.value.results
+    assert [(r.subplan_id, r.value, type(r.error)) for r in results] == [
+        ("a", None, type(None)),
+        ("b", 7, type(None)),
+        ("c", None, OSError),
+    ]
+    for made in results:
+        assert made.started is not None
+        assert made.finished is not None
+        by_class = SubplanResult(
+            made.subplan_id,
+            made.state,
+            made.value,
+            made.error,
+            made.started,
+            made.finished,
+            made.attempts,
+        )
+        assert made == by_class
+        assert (made._stamps, made._outcome) == (by_class._stamps, by_class._outcome)

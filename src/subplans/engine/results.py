@@ -19,7 +19,7 @@ from typing import Any
 from subplans.engine.clock import utc
 from subplans.engine.states import SubplanExecutionState
 
-__all__ = ["SubplanResult", "ended"]
+__all__ = ["SubplanResult"]
 
 
 class SubplanResult:
@@ -156,29 +156,6 @@ class SubplanResult:
 
     def __reduce__(self) -> tuple[type[SubplanResult], tuple[Any, ...]]:
         return self.__class__, self._fields()
-
-
-def ended(
-    subplan_id: str,
-    state: SubplanExecutionState,
-    value: Any,
-    error: BaseException | None,
-    started: float,
-    finished: float,
-    attempts: int,
-) -> SubplanResult:
-    """``SubplanResult(...)`` of a subplan that started, built in half the time (0.16 us
-    against 0.32 us through the class's call): the dispatcher builds one per subplan. A test
-    keeps the two equal."""
-    result = _new(SubplanResult)
-    result.subplan_id = subplan_id
-    result.state = state
-    result._stamps = complex(started, finished)
-    if value is None and error is None and type(attempts) is int:
-        result._outcome = attempts
-    else:
-        result._outcome = (value, error, attempts)
-    return result
 
 
 _new = object.__new__

@@ -260,7 +260,8 @@ class Running:
         if type(subplan) is SubplanResult:
             return False
         subplan_id, attempts, now = subplan.id, slot.attempts, self.now()
-        # ``results.ended()`` written out.
+        # ``SubplanResult(...)`` without the class's call machinery (half the time; a test
+        # keeps the two equal): packed as its ``__init__`` packs it.
         entries[index] = result = _new(SubplanResult)
         result.subplan_id = subplan_id
         result.state = state
