@@ -178,6 +178,43 @@ their environment, 1.5-1.8 a command) or after ``true`` already exited (a zombie
 0.7-1.4): the spawner waits for the GIL meanwhile, and until it notes the pid nothing tells
 whose that process is.
 
+Sixth pass (#10, stop 13), where a run of this plan spends its time (in one process, timed at
+points of the run, and each thread's CPU): about 100 ms from the interpreter's start to the first
+command, 0.7 s of commands, 8 ms after the last (the summary, the store's close) and the
+interpreter's teardown (8 ms, less than that of a bare ``import asyncio``, 10 ms). Before the
+first command: the imports beyond ``import asyncio``'s (60 ms by ``-X importtime``, a third of
+it the building of 68 dataclasses: see ``bench_startup.py``), then about 22 ms of work:
+reading the plan 3 ms, opening the store and registering the run 4 ms, the 1,000 units and
+their subplans 8 ms (their log paths 4.6 ms of it), the dispatcher's preparation 2 ms, the rest
+the session's and the executor's set-up (the manifest's hash covers only the template here:
+under 1 ms). Per command the loop's thread spends about 0.25 ms of CPU, 0.10-0.12 ms of it
+at the command's end (``find``: 7-7.5 reads of ``/proc``: the command's own reaped leader, 1.0,
+always read; zombies, 1.1; other commands' leaders a spawner thread has forked and not noted
+yet, 1.5-1.8, and 1.4-1.8 environments, theirs nearly all; the two reads kept open) and
+0.04 ms watching and reaping the leader through its pidfd; each spawner thread about 0.2 ms a
+start, nearly all in the kernel (creating the log, the fork and
+exec; ``Popen``'s own Python about 0.05 ms). The process uses about 0.6 s of CPU, the 1,000
+``true`` 0.7 s (as much as under ``xargs``): on two cores the run is near its floor.
+
+What changed: a plain run imported ``store.resume`` (for ``run_manifest`` alone) and through it
+``store.leftovers``, and built five record types of ``store.records`` that only the commands
+reading a run build (steps, their items, subplans, process groups, plan changes). Now
+``run_manifest`` lives in ``store.manifest`` and those records in ``store.run_details``, loaded
+on first use of one of their names; both stay importable from where they were
+(``tests/test_cli_startup.py`` checks a plain run loads neither). Side by side with the code
+before: a run of one ``true`` 709.3M -> 674.7M instructions (callgrind, medians of 2: 2.99x ->
+2.85x ``import asyncio``'s 237.1M), CPU 0.97x (medians of 30 interleaved rounds on a shared
+machine); this plan's imports beyond ``asyncio``'s 64.7 -> 61.2 ms (``-X importtime``, medians
+of 7), its run 2,620.9M -> 2,554.4M instructions (one each: the reads of ``/proc`` vary with
+timing), CPU and wall time within the noise (0.99x, 14 interleaved rounds). Measured and left:
+writing the plain lines in batches rather than a flush each (about 2% of the CPU; their
+promptness stays); the log paths' ``pathlib`` (about 1 us of 4.6 a subplan); skipping the
+environment of a pid whose stat names this process as its parent (only an unnoted command's
+leader can be that, unless this process is PID 1 or a subreaper, which it cannot tell cheaply:
+an orphaned leftover would then escape); noting a pid before ``Popen`` returns (no public way;
+a hook into ``Popen``'s private steps spared 1.2 of those reads a command, mostly the zombies:
+the rest are read before the spawner's fork returns their pid, waiting for the GIL meanwhile).
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 

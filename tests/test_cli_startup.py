@@ -281,6 +281,9 @@ NOT_IN_A_PLAIN_RUN = {
     "subplans.store.cancel",
     "subplans.store.change_limit",
     "subplans.store.pool_usage",
+    "subplans.store.resume",
+    "subplans.store.leftovers",
+    "subplans.store.run_details",
     "fractions",
     "secrets",
 }
@@ -327,3 +330,18 @@ def test_the_stores_lazy_names_are_the_ones_the_type_checker_sees() -> None:
         "StoreError",
     }
     assert set(subplans.store._LAZY) == set(subplans.store.__all__) - eager
+
+
+def test_the_records_a_run_never_builds_are_loaded_on_first_use() -> None:
+    """``store.records`` hands on ``run_details``'s names, as ``subplans.store`` does (#10)."""
+    import subplans.store
+    import subplans.store.records as records
+    from subplans.store import run_details
+
+    for name in run_details.__all__:
+        assert getattr(records, name) is getattr(run_details, name)
+        assert getattr(subplans.store, name) is getattr(run_details, name)
+    with pytest.raises(
+        AttributeError, match=r"^module 'subplans.store.records' has no attribute 'x'$"
+    ):
+        records.x  # noqa: B018

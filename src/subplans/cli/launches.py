@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from subplans.execution.executor import new_run_id
-from subplans.store.resume import run_manifest
+from subplans.store.manifest import run_manifest
 
 if TYPE_CHECKING:
     from subplans.cli.session import RunSession

@@ -30,7 +30,7 @@ from subplans.store import (
     StepItemsInfo,
     SubplanInfo,
 )
-from subplans.store.records import iso
+from subplans.store.record_formats import iso
 
 __all__ = [
     "MAX_LISTED",

@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.errors import SubplanError
 
 if TYPE_CHECKING:
+    from subplans.plans.run_settings import Overrides
     from subplans.plans.tree import PlanNode, StepItems, StepNode, UnitNode
 
-__all__ = ["PlanManifest", "plan_hash"]
+__all__ = ["OVERRIDES", "PlanManifest", "plan_hash", "run_manifest"]
+
+#: Where a run's profile record keeps the command-line overrides it was started with.
+OVERRIDES = "overrides"
 
 
 def plan_hash(plan: PlanNode) -> str:
@@ -192,3 +196,31 @@ def _template_uses(items: StepItems) -> list[tuple[str, str, int]]:
             below += [(inner.id[start:], inner.uses) for inner in unit.plan.walk_units()]
         found += [(path, pool, n) for path, used in below for pool, n in used.items()]
     return found
+
+
+def run_manifest(plan: PlanNode, overrides: Overrides) -> PlanManifest:
+    """What a run records about ``plan``: its absolute file (resume may start elsewhere) and,
+    next to the resolved profile, the command-line ``overrides`` (resume applies them again).
+    Here, not in ``resume``, so that a fresh run loads nothing of resuming (#10)."""
+    from subplans.engine.config import FailureMode  # loaded by any run already
+
+    manifest = PlanManifest.from_plan(plan)
+    given = {
+        name: value.value if isinstance(value, FailureMode) else value
+        for name, value in (
+            ("max_parallel", overrides.max_parallel),
+            ("failure_mode", overrides.failure_mode),
+            ("profile", overrides.profile),
+            ("halt", None if overrides.halt is None else str(overrides.halt)),
+            ("backend", overrides.backend),
+            # The run's cluster, as --scheduler or $SUBPLANS_SCHEDULER named it: resume goes
+            # back to it (None: one started on 127.0.0.1, started again).
+            ("scheduler", overrides.scheduler),
+        )
+        if value is not None
+    }
+    return replace(
+        manifest,
+        file=str(Path(plan.file).absolute()),
+        profile={**manifest.profile, OVERRIDES: given},
+    )

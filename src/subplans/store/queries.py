@@ -24,21 +24,20 @@ from subplans.store.liveness import (
     owner_liveness,
 )
 from subplans.store.plan_order import in_plan_order
+from subplans.store.record_formats import some
 from subplans.store.records import (
     SUBPLAN_STATES,
-    ProcessGroupRecord,
     RunInfo,
     RunStatus,
-    StepInfo,
-    StepItemsInfo,
     StoredEvent,
-    SubplanInfo,
     from_json,
-    some,
 )
 
 if TYPE_CHECKING:
     from subplans.execution.step_items import RecordedItems
+
+    # Built where they are queried: a run never reads them (``records.__getattr__``).
+    from subplans.store.run_details import ProcessGroupRecord, StepInfo, StepItemsInfo, SubplanInfo
 
 __all__ = [
     "RunRow",
@@ -242,6 +241,8 @@ def refuse_a_busy_resume(
 
 def process_groups(db: sqlite3.Connection, run_id: str) -> list[ProcessGroupRecord]:
     """The process groups recorded for ``run_id`` that may still live, in plan order."""
+    from subplans.store.run_details import ProcessGroupRecord
+
     return _select(
         db,
         ProcessGroupRecord,
@@ -253,6 +254,8 @@ def process_groups(db: sqlite3.Connection, run_id: str) -> list[ProcessGroupReco
 
 def steps(db: sqlite3.Connection, run_id: str) -> list[StepInfo]:
     """Every step of the run, in plan order."""
+    from subplans.store.run_details import StepInfo
+
     rows = _select(
         db,
         _StepRow,
@@ -268,6 +271,8 @@ def steps(db: sqlite3.Connection, run_id: str) -> list[StepInfo]:
 
 def step_items(db: sqlite3.Connection, run_id: str) -> list[StepItemsInfo]:
     """Where the run's run-time steps' items came from and how many, in the order read."""
+    from subplans.store.run_details import StepItemsInfo
+
     sql = "SELECT step_id, source, count, read_at FROM step_items WHERE run_id = ? ORDER BY read_at"
     return _select(db, StepItemsInfo, sql, (run_id,))
 
@@ -287,6 +292,8 @@ def subplans(
 ) -> list[SubplanInfo]:
     """The run's subplans in plan order, or only those in ``state``; ``now`` for the elapsed
     time of those still running."""
+    from subplans.store.run_details import SubplanInfo
+
     where, args = ("", (run_id,)) if state is None else (" AND state = ?", (run_id, state))
     rows = _select(
         db,
@@ -297,13 +304,13 @@ def subplans(
     )
     if state is None:  # run-time subplans (no position) under their steps
         rows = in_plan_order(db, run_id, rows, [row.position for row in rows])
-    return [_subplan_info(row, now) for row in rows]
+    return [_subplan_info(row, now, SubplanInfo) for row in rows]
 
 
-def _subplan_info(row: _SubplanRow, now: float) -> SubplanInfo:
+def _subplan_info(row: _SubplanRow, now: float, make: type[SubplanInfo]) -> SubplanInfo:
     started, finished = row.started, row.finished
     elapsed = None if started is None else (now if finished is None else finished) - started
-    return SubplanInfo(
+    return make(
         subplan_id=row.subplan_id,
         step_id=row.step_id,
         state=SubplanExecutionState(row.state),

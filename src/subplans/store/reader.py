@@ -18,19 +18,12 @@ from subplans.engine.states import SubplanExecutionState
 from subplans.store.event_chunks import events_of_kind
 from subplans.store.limits import LimitRecord, read_limits, read_listener, read_request
 from subplans.store.manifest import PlanManifest
-from subplans.store.records import (
-    PlanDiff,
-    RunInfo,
-    RunStatus,
-    StepInfo,
-    StepItemsInfo,
-    StoredEvent,
-    SubplanInfo,
-)
+from subplans.store.records import RunInfo, RunStatus, StoredEvent
 
-if TYPE_CHECKING:  # loaded where used: a run never reads its pools' usage nor recorded items
+if TYPE_CHECKING:  # loaded where used: a run never reads its pools' usage, recorded items, ...
     from subplans.execution.step_items import RecordedItems
     from subplans.store.pool_usage import PoolUsage
+    from subplans.store.run_details import PlanDiff, StepInfo, StepItemsInfo, SubplanInfo
 
 __all__ = ["RunReader"]
 
@@ -172,6 +165,8 @@ class RunReader:
 
     def plan_diff(self, run_id: str, manifest: PlanManifest) -> PlanDiff:
         """How ``manifest``'s subplan ids differ from those the run recorded."""
+        from subplans.store.run_details import PlanDiff
+
         run = self.get_run(run_id)
         with self._reading() as db:
             stored = queries.stored_ids(db, run_id)

@@ -1,17 +1,29 @@
-"""What the store's queries return: runs, steps, subplans and events as frozen records."""
+"""What the store's queries return: runs and events as frozen records; the records of a run's
+steps, subplans, process groups and plan changes are in ``run_details``, loaded on first use
+of one of their names here (a run never builds them), and importable from here as ever."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subplans.engine.clock import utc
-from subplans.engine.states import SubplanExecutionState
 from subplans.store.liveness import ProcessIdentity
+from subplans.store.record_formats import iso as iso  # importable from here, as before
+from subplans.store.record_formats import some as some
+
+# What a run never builds is in ``run_details``, loaded on first use of a name (#10).
+if TYPE_CHECKING:
+    from subplans.store.run_details import (
+        PlanDiff,
+        ProcessGroupRecord,
+        StepInfo,
+        StepItemsInfo,
+        SubplanInfo,
+    )
 
 __all__ = [
     "RUN_ENDS",
@@ -99,72 +111,6 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class StepInfo:
-    """A step of a run: pending, running, completed, failed or skipped."""
-
-    step_id: str
-    #: A ``str``, not a ``StepState``: the store records a step ``pending`` until it starts,
-    #: a state the executor's steps never have.
-    state: str
-    total: int
-    started: float | None
-    finished: float | None
-    error: Mapping[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class StepItemsInfo:
-    """Where a run-time ``for_each`` step's items came from (``source``, as ``lines of
-    'files.txt'``), how many there were and when they were read: recorded as the step started,
-    reused by ``resume``."""
-
-    step_id: str
-    source: str
-    count: int
-    read_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SubplanInfo:
-    """A subplan of a run as stored; ``elapsed`` is seconds so far (running) or in all (ended)."""
-
-    subplan_id: str
-    step_id: str | None
-    state: SubplanExecutionState
-    attempts: int
-    started: float | None
-    finished: float | None
-    elapsed: float | None
-    exit_code: int | None
-    error: Mapping[str, Any] | None
-    log_file: str | None
-    pgid: int | None
-    #: The address of the cluster worker that ran it (issue #12); None: it ran here.
-    worker: str | None = None
-
-    @property
-    def started_at(self) -> datetime | None:
-        """``started`` as a UTC datetime."""
-        return None if self.started is None else utc(self.started)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable, as ``subplans status --json`` shows it."""
-        return {
-            "id": self.subplan_id,
-            "step": self.step_id,
-            "state": self.state,
-            "attempts": self.attempts,
-            "started_at": iso(self.started),
-            "finished_at": iso(self.finished),
-            "elapsed": self.elapsed,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "log_file": self.log_file,
-            "worker": self.worker,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as stored: its place in the run (``seq``), its kind and its fields."""
 
@@ -187,52 +133,16 @@ class StoredEvent:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessGroupRecord:
-    """A process group a subplan started, recorded while it may still live."""
-
-    subplan_id: str
-    pgid: int
-    #: The group leader's start time (clock ticks since boot), None if it was gone too soon.
-    start_time: int | None
+_DETAILS = frozenset(("PlanDiff", "ProcessGroupRecord", "StepInfo", "StepItemsInfo", "SubplanInfo"))
 
 
-@dataclass(frozen=True, slots=True)
-class PlanDiff:
-    """How a plan's subplan ids differ from those a run recorded."""
-
-    run_id: str
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-    hash_changed: bool
-
-    @property
-    def ids_match(self) -> bool:
-        """True when resume can go ahead without ``--force``."""
-        return not self.added and not self.removed
-
-    def __str__(self) -> str:
-        if self.ids_match:
-            if self.hash_changed:
-                return f"the plan's content changed since run {self.run_id}, but not its subplans"
-            return f"the plan is unchanged since run {self.run_id}"
-        changes = [
-            f"{len(ids)} subplan{'' if len(ids) == 1 else 's'} {what} ({some(ids)})"
-            for ids, what in ((self.added, "added"), (self.removed, "removed"))
-            if ids
-        ]
-        return f"the plan's subplans changed since run {self.run_id}: {' and '.join(changes)}"
-
-
-def some(ids: Sequence[str], shown: int = 5) -> str:
-    """The first ``shown`` ids, and how many more."""
-    more = f", and {len(ids) - shown} more" if len(ids) > shown else ""
-    return ", ".join(ids[:shown]) + more
-
-
-def iso(seconds: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in UTC."""
-    return None if seconds is None else utc(seconds).isoformat()
+def __getattr__(name: str) -> object:
+    if name not in _DETAILS:
+        raise AttributeError(f"module 'subplans.store.records' has no attribute {name!r}")
+    # __import__, as subplans.store does: -X importtime then counts it as its own.
+    value = getattr(__import__("subplans.store.run_details", fromlist=[name]), name)
+    globals()[name] = value
+    return value
 
 
 def from_json(text: str | None) -> Any:

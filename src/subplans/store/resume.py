@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import FailureMode
@@ -28,12 +27,14 @@ from subplans.engine.halting import HaltPolicy
 from subplans.engine.states import SubplanExecutionState
 from subplans.plans.loader import Overrides
 from subplans.store import (
-    PlanManifest,
     RunInfo,
     RunStore,
     StoppedGroup,
     stop_leftover_groups,
 )
+
+# In ``manifest`` (a fresh run needs it, and nothing else of this module); importable from here.
+from subplans.store.manifest import OVERRIDES, run_manifest
 
 if TYPE_CHECKING:
     from subplans.execution.step_items import RecordedItems
@@ -55,35 +56,8 @@ __all__ = [
     "unknown_outcomes",
 ]
 
-#: Where a run's profile record keeps the command-line overrides it was started with.
-OVERRIDES = "overrides"
 #: Grace for leftover groups when the run recorded no ``cancel_grace`` (a library run).
 _DEFAULT_GRACE = 5.0
-
-
-def run_manifest(plan: PlanNode, overrides: Overrides) -> PlanManifest:
-    """What a run records about ``plan``: its absolute file (resume may start elsewhere) and,
-    next to the resolved profile, the command-line ``overrides`` (resume applies them again)."""
-    manifest = PlanManifest.from_plan(plan)
-    given = {
-        name: value.value if isinstance(value, FailureMode) else value
-        for name, value in (
-            ("max_parallel", overrides.max_parallel),
-            ("failure_mode", overrides.failure_mode),
-            ("profile", overrides.profile),
-            ("halt", None if overrides.halt is None else str(overrides.halt)),
-            ("backend", overrides.backend),
-            # The run's cluster, as --scheduler or $SUBPLANS_SCHEDULER named it: resume goes
-            # back to it (None: one started on 127.0.0.1, started again).
-            ("scheduler", overrides.scheduler),
-        )
-        if value is not None
-    }
-    return dataclasses.replace(
-        manifest,
-        file=str(Path(plan.file).absolute()),
-        profile={**manifest.profile, OVERRIDES: given},
-    )
 
 
 def recorded_overrides(run: RunInfo) -> Overrides:

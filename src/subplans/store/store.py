@@ -31,15 +31,11 @@ from subplans.store.manifest import PlanManifest
 from subplans.store.opening import open_connection
 from subplans.store.reader import RunReader
 from subplans.store.recorder import RecorderSettings, RunRecorder
-from subplans.store.records import (
-    RUN_ENDS,
-    ProcessGroupRecord,
-    RunInfo,
-    RunStatus,
-)
+from subplans.store.records import RUN_ENDS, RunInfo, RunStatus
 
 if TYPE_CHECKING:
     from subplans.engine.bus import EventBus
+    from subplans.store.run_details import ProcessGroupRecord
 
 __all__ = ["RunStore"]
 

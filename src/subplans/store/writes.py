@@ -13,12 +13,16 @@ from collections.abc import Collection, Iterable
 from itertools import chain, count
 from operator import itemgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from subplans.store.event_chunks import encode, last_seq, write_chunk
 from subplans.store.liveness import ProcessIdentity
 from subplans.store.manifest import PlanManifest
-from subplans.store.records import ProcessGroupRecord, RunStatus
+from subplans.store.records import RunStatus
 from subplans.store.statements import execute_rows
+
+if TYPE_CHECKING:
+    from subplans.store.run_details import ProcessGroupRecord
 
 __all__ = [
     "assume_completed",
