@@ -23,6 +23,7 @@ from subplans.plans.plain_plans import plain_plan
 from subplans.plans.pool_uses import PoolUses
 from subplans.plans.profiles import Level, ProfileError, ResolvedProfile, handed_down, step_fields
 from subplans.plans.run_settings import GlobalConfig, Overrides, load_global_config
+from subplans.plans.step_defaults import step_defaults_problems
 from subplans.plans.tree import PlanNode, PoolSpec, StepItems, StepNode, UnitNode
 from subplans.plans.units import UnitBuilder
 from subplans.plans.yamlfile import Located, Problem, ProblemsError, format_location, read_yaml
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from subplans.plans.for_each import ItemSource
 
     # Pydantic is loaded only for a plan that plain_plans leaves to it.
-    from subplans.plans.models import InlinePlan, PlanFile, StepModel, SubplanTemplate
+    from subplans.plans.models import InlinePlan, PlanFile, StepModel
 
 __all__ = [
     "MAX_DEPTH",
@@ -211,6 +212,11 @@ class _Loader(NestedPlans, PoolUses):
         step_id = at.id_of(step.name)
         units: list[UnitNode | None] = []
         items: StepItems | None = None
+        single = step.subplans is None and step.for_each is None
+        # A step's unit keys are its subplans' defaults: what cannot reach them is refused.
+        refused = [] if single else step_defaults_problems(step)
+        for where, message in refused:
+            self.problem(at.at(*where), message)
         if step.subplans is not None:
             names: set[str] = set()
             for index, sub in enumerate(step.subplans):
@@ -220,7 +226,9 @@ class _Loader(NestedPlans, PoolUses):
                     continue
                 names.add(sub.name)
                 uses = self.uses(sub.uses if sub.uses is not None else step.uses, sub_at)
-                builder = UnitBuilder(sub, folder=at.file.parent, profile=profile, uses=uses)
+                builder = UnitBuilder(
+                    sub, folder=at.file.parent, profile=profile, uses=uses, step=step
+                )
                 units.append(self.unit(builder, sub.name, f"{step_id}/{sub.name}", sub_at))
         elif step.for_each is not None:
             # Loaded for a for_each only: a plan without one never needs it (#10).
@@ -231,25 +239,25 @@ class _Loader(NestedPlans, PoolUses):
             template_uses = step.subplan.uses if step.subplan.uses is not None else step.uses
             uses = self.uses(template_uses, at.at("subplan"))
             if isinstance(source, tuple):  # written out: known now
-                expanded = self.for_each(list(source), step.subplan, at, step_id, profile, uses)
+                expanded = self.for_each(list(source), step, at, step_id, profile, uses)
                 if expanded is None:
                     return None
                 units.extend(expanded)
             else:
-                items = self.runtime(source, step.subplan, at, step_id, profile, uses)
+                items = self.runtime(source, step, at, step_id, profile, uses)
                 if items is None:
                     return None
         else:
             uses = self.uses(step.uses, at)
             builder = UnitBuilder(step, folder=at.file.parent, profile=profile, uses=uses)
             units.append(self.unit(builder, step.name, step_id, at))
-        if any(u is None for u in units):
+        if refused or any(u is None for u in units):
             return None
         return StepNode(
             step_id,
             step.name,
             step.always,
-            step.subplans is None and step.for_each is None,
+            single,
             profile,
             tuple(u for u in units if u is not None),
             items,
@@ -257,12 +265,14 @@ class _Loader(NestedPlans, PoolUses):
 
     def template(
         self,
-        template: SubplanTemplate,
+        step: StepModel,
         at: Scope,
         profile: ResolvedProfile,
         uses: Mapping[str, int],
     ) -> UnitBuilder | None:
-        """The builder of a ``for_each``'s units; None if its template is refused."""
+        """The builder of a ``for_each`` step's units; None if its template is refused."""
+        template = step.subplan
+        assert template is not None
         if isinstance(template.run, str):
             from subplans.plans.shellquote import ShellTemplateError, shell_template
 
@@ -273,22 +283,20 @@ class _Loader(NestedPlans, PoolUses):
                     self.problem(at.at("run"), message)
                 return None
         # Worked out once for every item: a million items cost about a million nodes.
-        return UnitBuilder(template, folder=at.file.parent, profile=profile, uses=uses)
+        return UnitBuilder(template, folder=at.file.parent, profile=profile, uses=uses, step=step)
 
     def for_each(
         self,
         items: Sequence[str],
-        template: SubplanTemplate,
+        step: StepModel,
         at: Scope,
         step_id: str,
         profile: ResolvedProfile,
         uses: Mapping[str, int],
     ) -> list[UnitNode | None] | None:
         """The units of a ``for_each`` step, one per item; None if its template is refused."""
-        builder = self.template(template, at.at("subplan"), profile, uses)
-        if builder is None:
-            return None
-        return self.expand(builder, items, at.at("subplan"), step_id)
+        builder = self.template(step, at.at("subplan"), profile, uses)
+        return None if builder is None else self.expand(builder, items, at.at("subplan"), step_id)
 
     def expand(
         self, builder: UnitBuilder, items: Sequence[str], at: Scope, step_id: str
@@ -311,7 +319,7 @@ class _Loader(NestedPlans, PoolUses):
     def runtime(
         self,
         source: ItemSource,
-        template: SubplanTemplate,
+        step: StepModel,
         at: Scope,
         step_id: str,
         profile: ResolvedProfile,
@@ -326,7 +334,7 @@ class _Loader(NestedPlans, PoolUses):
             self.problem(at.at("for_each", problem.key), problem.message)
             return None
         template_at = at.at("subplan")
-        builder = self.template(template, template_at, profile, uses)
+        builder = self.template(step, template_at, profile, uses)
         if builder is None or not self.template_ok(builder, template_at, step_id):
             return None
         config, located, modules, pools = self.config, self.located, self.modules, self.pools

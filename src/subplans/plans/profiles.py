@@ -253,11 +253,14 @@ def _pools_source(pools_from: Mapping[str, Source], ranked: Mapping[Source, int]
 
 def step_fields(step: StepModel) -> PlainProfileFields:
     """The profile fields a step sets itself, beside its ``automation_profile`` (checked
-    already, by its model)."""
+    already, by its model). Its ``timeout`` and ``retries`` are its units' (its own, or its
+    subplans' defaults: ``UnitBuilder``), so the step's resolved profile shows them."""
     return PlainProfileFields(
         {
             "max_parallel": step.max_parallel,
             "failure_mode": step.failure_mode,
+            "timeout": step.timeout,
+            "retries": step.retries,
             "idempotent": step.idempotent,
             "halt": step.halt,
             "max_per_second": step.max_per_second,

@@ -3,8 +3,8 @@
 
 The loader checks the unit first (its id, its ``call`` module, its nested plan); what is left
 here cannot fail. A ``UnitBuilder`` works out once what every node of its unit shares (the
-profile defaults; the command, ``env`` and ``cwd`` when no placeholder is in them), so that a
-``for_each`` of a million items costs little more than a million nodes.
+step's unit keys and the profile defaults; the command, ``env`` and ``cwd`` when no placeholder
+is in them), so that a ``for_each`` of a million items costs little more than a million nodes.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ class UnitBuilder:
         "argv_pieces",
         "backend",
         "cwd",
+        "cwd_written",
         "env",
+        "env_written",
         "folder",
         "idempotent",
         "kind",
@@ -66,28 +68,42 @@ class UnitBuilder:
         folder: Path,
         profile: ResolvedProfile,
         uses: Mapping[str, int] = _NO_USES,
+        step: StepModel | None = None,
     ) -> None:
+        """``step``: the step of ``subplans`` or ``for_each`` whose subplan ``unit`` is; the
+        unit keys written on it are the defaults of the unit's own."""
         self.unit = unit
         self.folder = folder
         kind: UnitKind = (
             "run" if unit.run is not None else "call" if unit.call is not None else "plan"
         )
         self.kind = kind
+        timeout, retries, idempotent = unit.timeout, unit.retries, unit.idempotent
+        env = unit.env or {}
+        cwd = unit.cwd
+        if step is not None:
+            timeout = _own_or_default(timeout, step.timeout)
+            retries = _own_or_default(retries, step.retries)
+            idempotent = _own_or_default(idempotent, step.idempotent)
+            env = {**step.env, **env} if step.env else env
+            cwd = _own_or_default(cwd, step.cwd)
         # A profile's defaults are for the work itself; a nested plan's own subplans get
-        # them, so retrying or timing the whole nested plan happens only when asked for.
-        self.timeout = _own_or_default(unit.timeout, None if kind == "plan" else profile.timeout)
-        self.retries = _own_or_default(unit.retries, 0 if kind == "plan" else profile.retries)
-        self.idempotent = _own_or_default(unit.idempotent, profile.idempotent)
+        # them, so retrying or timing the whole nested plan happens only when asked for (on
+        # the unit or its step: both are written for it).
+        self.timeout = _own_or_default(timeout, None if kind == "plan" else profile.timeout)
+        self.retries = _own_or_default(retries, 0 if kind == "plan" else profile.retries)
+        self.idempotent = _own_or_default(idempotent, profile.idempotent)
         self.uses = uses
         self.profile = profile
         # A nested plan runs here; its own units go where its profile (or this one) says.
         self.backend = LOCAL if kind == "plan" else profile.backend
         # What no placeholder changes, shared; None where each node works its own out.
-        env = unit.env or {}
+        self.env_written: Mapping[str, str] = env
         self.env = None if any(map(_placeholder, env.values())) else dict(env)
+        self.cwd_written = cwd
         self.cwd: Path | None = folder
-        if unit.cwd:
-            self.cwd = None if _placeholder(unit.cwd) else folder / unit.cwd
+        if cwd:
+            self.cwd = None if _placeholder(cwd) else folder / cwd
         self.kwargs: dict[str, Any] = {}  # but a call's: each its own copy
         run = unit.run
         self.argv = tuple(run) if isinstance(run, list) else None
@@ -116,11 +132,11 @@ class UnitBuilder:
         unit = self.unit
         env = self.env
         if env is None:
-            env = {k: substitute(v, values) for k, v in (unit.env or {}).items()}
+            env = {k: substitute(v, values) for k, v in self.env_written.items()}
         cwd = self.cwd
         if cwd is None:
-            assert unit.cwd is not None
-            cwd = self.folder / substitute(unit.cwd, values)
+            assert self.cwd_written is not None
+            cwd = self.folder / substitute(self.cwd_written, values)
         command: str | tuple[str, ...] | None = None
         kwargs = self.kwargs
         if self.kind == "run":
