@@ -7,9 +7,10 @@ import re
 from typing import TypeVar
 
 #: One header line, whole, optionally after a ``[ID] `` tag (``logs --all``) and before a
-#: carriage return (a terminal's ``\r\n``); group 1: the attempt number, 2: " (resumed)".
+#: carriage return (a terminal's ``\r\n``); group 1: the attempt number, 2: " (resumed)", or
+#: " (in s/inner attempt 2)" for a command whose nested plan runs again.
 HEADER = (
-    r"(?:\[[^\]\n]*\] )?--- attempt (\d+)( \(resumed\))?, "
+    r"(?:\[[^\]\n]*\] )?--- attempt (\d+)( \(resumed\)| \(in [^()\n]+ attempt \d+\))?, "
     r"started \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ---\r?\n"
 )
 _HEADERS = re.compile(HEADER, re.MULTILINE)
@@ -19,7 +20,8 @@ Text = TypeVar("Text", str, bytes)
 
 
 def attempts(text: str | bytes) -> list[str]:
-    """The headers of ``text`` in order: ``"2"`` for attempt 2, ``"1 (resumed)"`` for a resume's."""
+    """The headers of ``text`` in order: ``"2"`` for attempt 2, ``"1 (resumed)"`` for a resume's,
+    ``"1 (in s/inner attempt 2)"`` for one whose nested plan runs again."""
     found = _HEADERS.finditer(text if isinstance(text, str) else text.decode(errors="replace"))
     return [match[1] + (match[2] or "") for match in found]
 

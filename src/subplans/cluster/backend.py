@@ -183,6 +183,7 @@ class DaskBackend:
         tail_lines: int = 20,
         attempt: int | None = None,
         on_start: Callable[[int, str], None] | None = None,
+        within: str = "",
     ) -> CommandResult:
         """``execution.process.run_command`` on a worker: the same result and errors.
 
@@ -210,7 +211,7 @@ class DaskBackend:
         self._attempts.usable(str(command))
         marker = await self._attempts.marker(log_file)
         if marker is None:  # the output comes back at the end: its header goes first, now
-            os.close(open_log(log_file, attempt)[0])
+            os.close(open_log(log_file, attempt, within)[0])
         spec = CommandSpec(
             sent,
             str(log_file),
@@ -221,6 +222,7 @@ class DaskBackend:
             tail_lines,
             marker,
             False,  # the claim's place comes with the task (``RemoteAttempts.run``)
+            within,
         )
         label = sent if isinstance(sent, str) else shlex.join(sent)
         outcome = await self._attempts.run(

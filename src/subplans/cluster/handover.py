@@ -71,6 +71,8 @@ class CommandSpec:
     #: Whether to claim the token on the scheduler first (a scheduler that may re-run tasks):
     #: True, or where (the metadata keys); the task's own ``claim`` argument overrides it.
     claim: bool | tuple[str, ...]
+    #: The attempts of the nested plans it runs in, beyond their first (its log header's).
+    within: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,6 +230,7 @@ async def command_task(
             on_start=started,
             # The driver wrote the attempt's header already when it ships the logs (no marker).
             attempt=None if spec.marker is None else spec.attempt,
+            within=spec.within,
         ),
     )
     tail = value.output_tail if isinstance(value, CommandResult) else None

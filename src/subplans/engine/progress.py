@@ -25,6 +25,7 @@ __all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
 
 _RUNNING = SubplanExecutionState.RUNNING
 _PENDING = SubplanExecutionState.PENDING
+_FAILED = SubplanExecutionState.FAILED
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,9 @@ class ProgressReporter:
     """Follows a bus and keeps counts, running subplans, failures, elapsed time and an ETA.
 
     ``clock`` is injectable so that tests and displays control time; it defaults to
-    ``time.monotonic``. ``pools`` (the dispatcher's) are read into each snapshot.
+    ``time.monotonic``. ``pools`` (the dispatcher's) are read into each snapshot. A subplan
+    announced again (a nested plan that its parent's retry runs again) counts once, in its
+    latest state, and is among the failures only with its last failure, if it failed again.
     """
 
     def __init__(
@@ -86,7 +89,12 @@ class ProgressReporter:
         self._started = clock()
         self._counts: dict[SubplanExecutionState, int] = dict.fromkeys(SubplanExecutionState, 0)
         self._running: dict[str, float] = {}
-        self._failures: list[Failure] = []
+        #: The failed subplans by id, each with its last failure, in the order they failed.
+        self._failures: dict[str, Failure] = {}
+        #: The state each ended subplan ended in: a nested plan that its parent's retry runs
+        #: again announces its subplans again (``previous`` None), and each must move from
+        #: that state, not count twice.
+        self._ended: dict[str, SubplanExecutionState] = {}
         self._finished_runs = 0
         self._run_time = 0.0
         self._parallelism = parallelism
@@ -111,19 +119,26 @@ class ProgressReporter:
         """Fold one event into the snapshot (a bus subscriber)."""
         if isinstance(event, SubplanStateChanged):
             now = self._clock()
-            counts, state = self._counts, event.state
+            counts, state, subplan_id = self._counts, event.state, event.subplan_id
             if event.previous is not None:
                 counts[event.previous] -= 1
+            else:
+                ended = self._ended.pop(subplan_id, None)
+                if ended is not None:  # run again by its nested plan's retry: counted once
+                    counts[ended] -= 1
+                    if ended is _FAILED:
+                        del self._failures[subplan_id]
             counts[state] += 1
             if state is _RUNNING:
-                self._running[event.subplan_id] = now
-            else:
-                began = self._running.pop(event.subplan_id, None)
+                self._running[subplan_id] = now
+            elif state is not _PENDING:
+                self._ended[subplan_id] = state
+                began = self._running.pop(subplan_id, None)
                 if began is not None:
                     self._finished_runs += 1
                     self._run_time += now - began
-                if state is SubplanExecutionState.FAILED:
-                    self._failures.append(Failure(event.subplan_id, event.error, now))
+                if state is _FAILED:
+                    self._failures[subplan_id] = Failure(subplan_id, event.error, now)
         elif isinstance(event, DispatchStarted):
             if self._parallelism is None:
                 self._parallelism = event.config.max_parallel
@@ -148,7 +163,7 @@ class ProgressReporter:
         return ProgressSnapshot(
             counts=MappingProxyType(counts),
             running=MappingProxyType(dict(self._running)),
-            failures=tuple(self._failures),
+            failures=tuple(self._failures.values()),
             elapsed=now - self._started,
             eta=self._eta(counts) if total_known else None,
             mean_duration=self._run_time / self._finished_runs if self._finished_runs else None,

@@ -144,9 +144,11 @@ async def run_command(
     on_start: Callable[[int], None] | None = None,
     settle_timeout: float = SETTLE_TIMEOUT,
     attempt: int | None = None,
+    within: str = "",
 ) -> CommandResult:
     """Run ``command`` in a new process group, stdout and stderr appended to ``log_file``
-    (with an ``attempt``: under that attempt's header line, ``spawning.log_header``).
+    (with an ``attempt``: under that attempt's header line, ``spawning.log_header``, which
+    names ``within``: the attempts beyond the first of the nested plans it runs in).
 
     A ``str`` runs through ``/bin/sh -c``; a sequence is an argv run without a shell. ``env`` is
     the child's whole environment (None inherits ours). ``groups`` holds the group while it lives;
@@ -174,7 +176,15 @@ async def run_command(
         # The spawner opens the log, and closes it once the child holds its own copies.
         starting = None if groups is None else groups.starting
         begun, early_cancel = await _spawn(
-            start(argv, log_file=log_file, cwd=cwd, env=env, started=starting, attempt=attempt)
+            start(
+                argv,
+                log_file=log_file,
+                cwd=cwd,
+                env=env,
+                started=starting,
+                attempt=attempt,
+                within=within,
+            )
         )
     except OSError as error:
         name = command if isinstance(command, str) else argv[0]

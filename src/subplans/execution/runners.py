@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +68,7 @@ class RemoteBackend(Protocol):
         cancel_grace: float,
         attempt: int,
         on_start: Callable[[int, str], None],
+        within: str = "",
     ) -> CommandResult: ...
 
     async def call(
@@ -102,6 +103,10 @@ class RunContext:
     clock: Clock = SYSTEM_CLOCK
     #: Where units of another backend than ``local`` run (empty: every unit runs here).
     backends: Mapping[Backend, RemoteBackend] = field(default_factory=dict)
+    #: The attempts beyond the first of the nested plans the units run in, outermost first
+    #: (``s/inner attempt 2``): each attempt of a nested plan builds its units again, so their
+    #: own attempts count from 1 again, and their log headers say which attempt it is of.
+    within: str = ""
     #: ``environ`` (or ours) as a plain dict, read once: copying ``os.environ`` decodes every
     #: variable, which costs more than the rest of a command's set-up.
     _base_env: dict[str, str] | None = field(default=None, repr=False)
@@ -189,6 +194,7 @@ def _command(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], 
             groups=context.groups,
             on_start=started,
             attempt=attempts,
+            within=context.within,
         )
 
     return run
@@ -238,6 +244,8 @@ def _remote(unit: UnitNode, context: RunContext, grace: float) -> Callable[[], A
             cancel_grace=grace,
             attempt=attempts,
             on_start=started,
+            # Only when there is one: a backend written before ``within`` still takes the rest.
+            **({"within": context.within} if context.within else {}),
         )
 
     return run
@@ -260,9 +268,16 @@ def _nested(unit: UnitNode, context: RunContext) -> Callable[[], Awaitable[Any]]
     assert unit.plan is not None
     assert context.run_plan is not None
     plan, run_plan = unit.plan, context.run_plan
+    attempts = 0  # its retries run the whole nested plan again
 
     async def run() -> Any:
-        return await run_plan(plan, context)
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            return await run_plan(plan, context)
+        this = f"{unit.id} attempt {attempts}"
+        within = f"{context.within}, {this}" if context.within else this
+        return await run_plan(plan, replace(context, within=within))
 
     return run
 

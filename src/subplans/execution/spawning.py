@@ -210,35 +210,40 @@ def start(
     env: Mapping[str, str] | None,
     started: set[int] | None = None,
     attempt: int | None = None,
+    within: str = "",
 ) -> asyncio.Future[Started]:
     """``spawn``, the output appended to ``log_file`` (``open_log``, under the header of
-    ``attempt`` if given), opened in the spawner's thread too: creating a file is the costliest
+    ``attempt`` if given, ``within`` its nested plans' attempts), opened in the spawner's thread too: creating a file is the costliest
     call of a start, and in the loop each call is a moment a spawner thread takes the GIL from it.
 
     The future fails with ``OSError`` as ``spawn``'s if the command cannot start; if the log
     cannot be opened, its result says why (``log_error``), and nothing started.
     """
-    begin = functools.partial(_start, argv, log_file, cwd, env, started, attempt)
+    begin = functools.partial(_start, argv, log_file, cwd, env, started, attempt, within)
     return asyncio.get_running_loop().run_in_executor(_executor(), begin)
 
 
-def log_header(attempt: int, started: float, *, resumed: bool = False) -> str:
+def log_header(attempt: int, started: float, *, resumed: bool = False, within: str = "") -> str:
     """The line that opens an attempt's output in its log, ``started`` a ``time.time()``:
     ``--- attempt 2, started 2026-11-30T07:00:01.123Z ---`` (``attempt 1 (resumed)`` for the
-    first attempt of a resume, appended after what the earlier run wrote)."""
+    first attempt of a resume, appended after what the earlier run wrote; ``attempt 1 (in
+    s/inner attempt 2)`` for a command whose nested plan runs again, ``within`` its attempts
+    beyond the first, outermost first: the attempt number starts again with each)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
     millis = int(started % 1 * 1000)
-    again = " (resumed)" if resumed else ""
+    again = f" (in {within})" if within else " (resumed)" if resumed else ""
     return f"--- attempt {attempt}{again}, started {stamp}.{millis:03d}Z ---\n"
 
 
-def open_log(path: Path, attempt: int | None = None) -> tuple[int, int]:
+def open_log(path: Path, attempt: int | None = None, within: str = "") -> tuple[int, int]:
     """Open ``path`` for appending; returns the fd and the offset where this run's output starts.
 
     The child writes straight into the file, so no pipe needs draining and the output survives
     a crash of ours. The fd is not inheritable (PEP 446): other children never get it. With an
     ``attempt``, its header (``log_header``) is written first, on a line of its own, and the
-    offset is past it: the output tail never shows it.
+    offset is past it: the output tail never shows it. ``within``: the attempts of the nested
+    plans the command runs in, beyond their first (``log_header``); the log is not new then, yet
+    not resumed: an earlier attempt of the nested plan wrote it.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     try:
@@ -251,7 +256,8 @@ def open_log(path: Path, attempt: int | None = None) -> tuple[int, int]:
     if attempt is None:
         return fd, size
     try:
-        header = log_header(attempt, time.time(), resumed=attempt == 1 and size > 0)
+        resumed = attempt == 1 and size > 0
+        header = log_header(attempt, time.time(), resumed=resumed, within=within)
         if size and not _ends_line(path, size):
             header = "\n" + header  # an earlier attempt's last line had no end: the header's own
         size += os.write(fd, header.encode())
@@ -278,9 +284,10 @@ def _start(
     env: Mapping[str, str] | None,
     started: set[int] | None,
     attempt: int | None = None,
+    within: str = "",
 ) -> Started:
     try:
-        output, offset = open_log(log_file, attempt)
+        output, offset = open_log(log_file, attempt, within)
     except OSError as error:
         return Started(None, 0, error)
     return Started(_popen(argv, output, cwd, env, started), offset)

@@ -82,6 +82,9 @@ class LiveView:
         self._clock = clock
         #: Subplans cancelled so far (among the failed ones of the reporter's counts).
         self.cancelled = 0
+        # Their ids: a nested plan that its parent's retry runs again announces its subplans
+        # again, and one cancelled before counts by its new state from then on.
+        self._cancelled_ids: set[str] = set()
         # When the last estimate said the work would be done, and of what work (``_eta``).
         self._eta_due: float | None = None
         self._eta_work: object = None
@@ -115,9 +118,13 @@ class LiveView:
                 self._step_failed(event)
             return
         if event.state is not _FAILED:
+            if event.previous is None and event.subplan_id in self._cancelled_ids:
+                self._cancelled_ids.discard(event.subplan_id)
+                self.cancelled -= 1
             return
         if is_cancellation(event.error):
             # Recorded as failed by the engine, shown as cancelled: nothing it did failed.
+            self._cancelled_ids.add(event.subplan_id)
             self.cancelled += 1
         # Only a failure of a subplan that ran is printed; those cancelled before they started
         # are counted instead of scrolling by in hundreds.

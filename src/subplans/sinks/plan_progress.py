@@ -92,8 +92,15 @@ class PlanProgress:
         self._root = {step.id: index for index, step in enumerate(plan.steps)}
         self._states: list[str] = [_NOT_STARTED] * len(plan.steps)
         self._current: int | None = None
-        #: Units that will never run because their step was skipped.
+        #: Units that will never run because their step was skipped (and never ran).
         self.skipped = 0
+        # A nested plan that its parent's retry runs again runs its steps again: a step skipped
+        # in one attempt may run in the next (its units then count as they end), and one that
+        # ran and then is skipped keeps what its units did; each counts once.
+        self._skipped_steps: set[str] = set()
+        self._started_steps: set[str] = set()
+        # Subplans told skipped so far: a nested plan run again skips them again.
+        self._skipped_ids: set[str] = set()
         #: Units not run again because they already completed (``subplan_skipped`` events).
         self.resumed = 0
         #: Why steps (root or nested) failed, by step id, in the order they did, when it was
@@ -112,6 +119,8 @@ class PlanProgress:
         # many of them are none of the tree's steps: their size is known when they finish.
         self._untold: dict[str | None, int] = {}
         self._untold_extra = 0
+        #: The tree's steps whose dispatch started.
+        self._dispatched: set[str | None] = set()
 
     def __repr__(self) -> str:
         return (
@@ -123,6 +132,9 @@ class PlanProgress:
         if type(event) is SubplanStateChanged:
             return  # most events are: not followed here
         if isinstance(event, SubplanSkipped):
+            if event.subplan_id in self._skipped_ids:
+                return  # skipped again by a nested plan run again: counted already
+            self._skipped_ids.add(event.subplan_id)
             # Step and unit ids share one namespace (a single-unit step's unit has its id).
             known = self._sizes.get(event.subplan_id, 1)
             size = max(known, 1 + self._completed_below.get(event.subplan_id, 0))
@@ -137,21 +149,38 @@ class PlanProgress:
             elif isinstance(event, LimitChanged):
                 self.limit_changes.append(event)
             return
+        step_id = event.step_id
         if event.state == StepState.SKIPPED:
-            self.skipped += self._sizes.get(event.step_id, 0)
+            if step_id not in self._started_steps and step_id not in self._skipped_steps:
+                self._skipped_steps.add(step_id)
+                self.skipped += self._sizes.get(step_id, 0)
         elif event.state == StepState.FAILED and own_failure(event.error):
-            self.step_errors[event.step_id] = event.error
-        elif event.state == StepState.RUNNING and event.step_id not in self._sizes:
-            # A step whose items were read as it started, or one of a plan nested in such a
-            # step's units: its units count from now on (their nested plans', as they start).
-            self._sizes[event.step_id] = event.total
-            self.total += event.total
+            self.step_errors[step_id] = event.error
+        elif event.state == StepState.RUNNING:
+            self._started(step_id, event.total)
         index = self._root.get(event.step_id)
         if index is not None:
             cancelled = event.state == StepState.FAILED and is_cancellation(event.error)
             self._states[index] = _CANCELLED if cancelled else event.state
             if event.state == StepState.RUNNING:
                 self._current = index
+
+    def _started(self, step_id: str, total: int) -> None:
+        """A step started: one skipped before (by an earlier attempt of its nested plan) is
+        not skipped any more, and a failure of its own, or a halt, before is not its last state."""
+        if step_id in self._started_steps:
+            self.step_errors.pop(step_id, None)
+            self.halted = [event for event in self.halted if event.name != step_id]
+        else:
+            self._started_steps.add(step_id)
+            if step_id in self._skipped_steps:
+                self._skipped_steps.discard(step_id)
+                self.skipped -= self._sizes.get(step_id, 0)
+        if step_id not in self._sizes:
+            # A step whose items were read as it started, or one of a plan nested in such a
+            # step's units: its units count from now on (their nested plans', as they start).
+            self._sizes[step_id] = total
+            self.total += total
 
     def _dispatch(self, event: DispatchStarted | DispatchFinished) -> None:
         """Count what a dispatch tells of its size: its total as it starts or, without one,
@@ -160,6 +189,10 @@ class PlanProgress:
         name = event.name
         extra = name is None or name not in self._sizes
         if isinstance(event, DispatchStarted):
+            if not extra:
+                if name in self._dispatched:
+                    return  # a nested plan's step run again: its subplans were told of
+                self._dispatched.add(name)
             if event.total is not None:
                 self.told += event.total
                 if extra:

@@ -22,7 +22,8 @@ of a subplan's last lines and the line saying it ended.
 
 What a log held before this session (a resume) is not shown: reading starts at the size each
 log had when the run started, past the first attempt's header line (the tag says whose output
-it is); a retry's header (``--- attempt 2, started ... ---``) is shown, where its output starts.
+it is); a retry's header (``--- attempt 2, started ... ---``) is shown, where its output starts,
+as is a retried nested plan's (``attempt 1 (in s/inner attempt 2)``), after its last output.
 On a terminal each line is ``visible()``, as ``subplans logs`` shows it; elsewhere the bytes
 are written as they are.
 """
@@ -90,9 +91,10 @@ class OutputMode(StrEnum):
 
 class _Followed:
     """A followed log: its fd, where reading goes on, the line begun and not ended yet, and how
-    many lines to leave out (the first attempt's header, and the line end before it)."""
+    many lines to leave out (the first attempt's header, and the line end before it), and
+    where it ends once its subplan ended (None before)."""
 
-    __slots__ = ("fd", "partial", "position", "skip", "tag")
+    __slots__ = ("end", "fd", "partial", "position", "skip", "tag")
 
     def __init__(self, fd: int, position: int, skip: int, tag: bytes) -> None:
         self.fd = fd
@@ -100,6 +102,7 @@ class _Followed:
         self.skip = skip
         self.partial = b""
         self.tag = tag
+        self.end: int | None = None
 
 
 class TaggedOutput:
@@ -127,6 +130,8 @@ class TaggedOutput:
         self._log_dir = log_dir
         self._sizes: dict[str, int] = {}
         self._followed: dict[str, _Followed] = {}
+        #: Where ended subplans' logs ended: where a retried nested plan's commands go on.
+        self._ended_at: dict[str, int] = {}
         #: Ended subplans' logs, their rest still to write, in the order they ended.
         self._ending: deque[_Followed] = deque()
         #: Lines read and not written yet: stdout had no room (at most a chunk or so of them).
@@ -199,9 +204,11 @@ class TaggedOutput:
             fd = os.open(log_file, os.O_RDONLY)
         except OSError:
             return  # gone already: nothing to show
-        start = self._sizes.get(os.path.basename(log_file), 0)
-        # After an earlier run's last line without its end, the header came after a line end.
-        skip = 2 if start and os.pread(fd, 1, start - 1) != b"\n" else 1
+        again = self._ended_at.pop(subplan_id, None)
+        start = self._sizes.get(os.path.basename(log_file), 0) if again is None else again
+        # After an earlier run's last line without its end, the header came after a line end;
+        # a retried nested plan's header is shown, as a retry's is.
+        skip = (2 if start and os.pread(fd, 1, start - 1) != b"\n" else 1) - (again is not None)
         name = visible(subplan_id) if self._console is not None else subplan_id
         self._followed[subplan_id] = _Followed(fd, start, skip, f"[{name}] ".encode())
         self._schedule()
@@ -229,7 +236,11 @@ class TaggedOutput:
 
     def _end(self, subplan_id: str) -> None:
         """The subplan ended: its log is whole. Write the rest of it (``group``: all of it)."""
-        self._ending.append(self._followed.pop(subplan_id))
+        followed = self._followed.pop(subplan_id)
+        with contextlib.suppress(OSError):
+            # What a nested plan run again appends is not this attempt's, and shown as that's.
+            followed.end = self._ended_at[subplan_id] = os.fstat(followed.fd).st_size
+        self._ending.append(followed)
         if not self._followed and self._timer is not None:
             self._timer.cancel()  # nothing left to follow: no turn of the loop for nothing
             self._timer = None
@@ -304,6 +315,10 @@ class TaggedOutput:
     def _read(self, followed: _Followed, out: deque[bytes], *, limit: int) -> bool:
         """Read what ``followed`` grew by (at most ``limit`` bytes) into ``out``, whole lines
         only; True if there may be more."""
+        if followed.end is not None:
+            limit = min(limit, followed.end - followed.position)
+            if limit <= 0:
+                return False
         try:
             data = os.pread(followed.fd, limit, followed.position)
         except OSError:
