@@ -68,7 +68,7 @@ reading it whole first, so that a generator of any length is never read ahead:
   interpreter's fast attribute access); PENDING and RUNNING of a pulled subplan share one
   stamp and one call (``EventBus._publish_pulled``); a result is built by
   ``results.ended`` (0.32 -> 0.16 us: the class's call machinery skipped; written out in
-  ``Running.finish`` since the fifth pass); ``Subplan()`` fills
+  ``Running.finish`` in the fifth pass, ``Ending.finish`` now); ``Subplan()`` fills
   a settable draft of its layout and turns it into a Subplan (0.35 -> 0.28 us).
 - A lazy input's ids are checked one at a time as they come: a hash set would hold 32 to 48
   bytes an id (33 MB at a million: 225 MB peak, past the 200 MB row). Ids that come in order
@@ -117,10 +117,40 @@ reference kept to an earlier subplan's task (a watchdog's ``call_later(t, task.c
 never disarmed, storage keyed by ``current_task()``, a name set by ``set_name``) then acts on
 a later subplan, and a chain of subplans that never suspend ran in one step of the loop, out
 of the order their RUNNING was published (a stop cancelled subplans started before the
-failure that never ran). The idea that would keep it exact, for a next pass: reuse only
-when nothing else holds the task (``sys.getrefcount`` back to its count at the subplan's
-start, and the name unchanged), and yield once (``sleep(0)``) before a chained subplan so
-that the others' first steps come first, as a new task's would.
+failure that never ran).
+
+Sixth pass (#10, stop 13; CPU time of the old and the new engine in alternating child
+processes, 9 rounds each, and ``valgrind --tool=callgrind`` instructions per subplan with
+PYTHONHASHSEED=0, without which the counts move by 2%):
+
+- What was slow: the task of each subplan (made, its coroutine and context copy, registered in
+  asyncio's weak set of tasks and removed from it, freed): about 4.7k of 59.5k instructions.
+- What changed: the task of a subplan that completed runs the next subplan of its slot
+  (``Running._execute``), at most 65 in a row (the task's name is what a subplan sees of it
+  without a reference; 64 vs 256 in a row was under 1% in stop 12), on CPython 3.11 (whose
+  task internals it reads), when nothing but the engine could tell it from
+  a new task: the counts it had when made (references to it, to its coroutine and frame, weak
+  references to it, so that a reference kept by anyone, taken between two subplans too,
+  retires it), its name, no done callback, no cancellation requested or pending, the context
+  variables a new task would get (compared with the dispatch's context by identity) and no
+  stop. Before the subplan it yields once (a bare yield, as ``sleep(0)``), so its step is
+  scheduled where a new task's first step would be: a subplan's task is now made right after
+  its moves are published (before, it was made first and a callback a subscriber scheduled
+  then ran after its first step), nothing is scheduled between that point and the yield, and
+  the ended subplan is let go before either. tests/test_task_reuse.py runs each scenario with
+  and without reuse (``dispatch.CHAIN = 0``) and compares what is seen. The checks cost 2.9k
+  instructions (ten C calls), most of what reuse saves in instructions, less in time. The
+  pool row: ``Holder`` built without the class call, ``let_go()``, ``admit()`` /
+  ``claim_now()`` / ``try_take()`` of a one-pool fan-out and ``release()`` of its units
+  written out in ``Ending.release``. (A holder kept per slot would let a task the ended
+  subplan left behind, which carries it in its context, lend the next subplan's units.)
+- Instructions per subplan: 59.5k -> 56.3k; pool + halt 70.6k -> 64.7k (1.19x -> 1.15x);
+  max_parallel 4 63.0k -> 59.9k. CPU (five runs each): 4.53-4.82 -> 4.12-4.38 us a subplan;
+  aiometer / subplans 4.56-4.87x -> 4.98-5.11x; subplans / bare 1.21-1.26x -> 1.13-1.16x;
+  pool + halt / without 1.15-1.20x -> 1.16-1.18x; max_parallel 4 / 32 1.09-1.10x ->
+  1.09-1.12x. Left: the 5x row has little room; more would take fewer loop steps a subplan
+  (asyncio's ``call_soon`` and ``Handle``, about 1 us), which exactness rules out, or cheaper
+  checks (they are C calls already).
 """
 
 from __future__ import annotations

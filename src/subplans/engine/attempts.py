@@ -26,7 +26,7 @@ class Slot:
     """One of a dispatch's ``max_parallel`` places, reused from subplan to subplan: the state of
     the subplan that holds it, so that none is kept per subplan but its entry."""
 
-    __slots__ = ("attempts", "holder", "index", "started", "task")
+    __slots__ = ("attempts", "clean", "follow", "holder", "index", "started", "task")
 
     def __init__(self) -> None:
         #: The subplan's position in the input.
@@ -38,6 +38,13 @@ class Slot:
         self.task: asyncio.Task[None] | None = None
         #: Its claim on a slot of the shared budget, when it takes one.
         self.holder: Holder | None = None
+        #: The next subplan, left to the task of the one that just ended in this slot, which
+        #: runs it or makes it a task (``Running._execute``).
+        self.follow: Subplan | None = None
+        #: What its task looked like when it was made, to which it must come back to run
+        #: another subplan: (references to the task, weak references to it, its name,
+        #: references to its coroutine, to its frame): see ``Running._spawn``.
+        self.clean: tuple[int, int, str, int, int] = (0, 0, "", 0, 0)
 
 
 class Owner(Protocol):

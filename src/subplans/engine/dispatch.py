@@ -1,8 +1,9 @@
 """One dispatch: subplans started in slots, each to its end, stopped and drained.
 
 Where the time of a subplan goes (``benchmarks/bench_dispatcher.py`` has the figures): a
-finishing subplan starts the next one itself, from its own task (``running``), so no feeder
-task wakes per subplan and nothing waits over every running task; a subplan's state lives in
+finishing subplan starts the next one itself, from its own task (``ending``), and runs it in
+that task when nothing could tell it from a new one (``running``), so no feeder task wakes per
+subplan and nothing waits over every running task; a subplan's state lives in
 one of ``max_parallel`` reused slots and its entry in ``entries`` (the subplan, then its
 result), so the heap grows by the results alone. A lazy input is pulled by the same finishing
 subplan, one subplan per free slot; an async one by a feeder task.
@@ -11,6 +12,7 @@ subplan, one subplan per free slot; an async one by a feeder task.
 from __future__ import annotations
 
 import asyncio
+import sys
 from contextvars import copy_context
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from subplans.engine.attempts import Slot
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.draining import Draining
+from subplans.engine.ending import Ending
 from subplans.engine.events import DispatchFinished, DispatchStarted
 from subplans.engine.gates import Gating
 from subplans.engine.intake import Intake
@@ -45,13 +48,32 @@ _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
+#: How a task's steps are scheduled, which ``Running._spawn`` counts on (a loop that schedules
+#: them its own way may hold a task too): see ``_reusing``.
+_BASE: Any = asyncio.BaseEventLoop
+_SCHEDULING = (_BASE.call_soon, _BASE._call_soon)
+
+#: How many subplans may follow the first in one task (``Running._execute``): at most 65 share
+#: a task's name, the one thing of it a subplan sees without a reference (a log's
+#: ``taskName``); past 64 the gain is under 1%.
+CHAIN = 64
+#: The task whose insides ``Running._execute`` reads (its references while it runs, its done
+#: callbacks, a pending cancellation), checked on CPython 3.11: any other never runs two
+#: subplans in one task.
+_REUSED = (
+    getattr(asyncio.tasks, "_CTask", None)
+    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11)
+    else None
+)
+#: A dispatch that starts its subplans its own way (a group's) never reuses a task.
+_START = Running._start
 
 
-class Dispatch(Running, Intake, Draining, Gating, Thresholds):
+class Dispatch(Running, Ending, Intake, Draining, Gating, Thresholds):
     """The state of one ``run()`` (and the base of a stream's and a group's): kept apart so a
     dispatcher can be reused and shared.
 
-    Its subplans' way through their slots, the hot path, is ``Running``'s.
+    Its subplans' way through their slots, the hot path, is ``Running``'s and ``Ending``'s.
     """
 
     # Slots: read several times per subplan, and past 30 attributes an instance dict no longer
@@ -60,6 +82,7 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
         "append",
         "budget",
         "bus",
+        "chain",
         "claim",
         "clock",
         "compact",
@@ -92,6 +115,8 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
         "new_task",
         "next",
         "now",
+        "offer",
+        "plain",
         "pools",
         "pull",
         "rate",
@@ -165,6 +190,13 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
             # What create_task() does then, minus a Python call per subplan. (A task factory
             # set while this dispatch runs applies from the next one.)
             self.new_task = partial(asyncio.Task, loop=loop)
+        #: Tasks made by ``asyncio.Task`` itself, after their subplan's moves are published.
+        self.plain = type(self.new_task) is partial
+        #: How many subplans may follow the first in one task: none with a task factory, nor
+        #: in a group (its ``_start`` switches to each subplan's submitter's context).
+        self.chain = CHAIN if self.plain and _reusing(self, loop) else 0
+        #: The task of the subplan that just ended, for the next subplan of its slot.
+        self.offer: asyncio.Task[None] | None = None
         #: Set while someone waits for the dispatch to be quiet (or to stop, or for a result).
         self.idle: asyncio.Future[None] | None = None
         self.started_at = 0.0
@@ -252,3 +284,14 @@ class Dispatch(Running, Intake, Draining, Gating, Thresholds):
             _COMPLETED: self.completed,
             _FAILED: self.failed,
         }
+
+
+def _reusing(dispatch: Dispatch, loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a task of ``dispatch`` may run several subplans: asyncio's own C task, steps
+    scheduled by asyncio's own loop, and subplans started by ``Running._start``."""
+    kind = type(loop)
+    return (
+        asyncio.Task is _REUSED is not None
+        and (kind.call_soon, kind._call_soon) == _SCHEDULING  # type: ignore[attr-defined]
+        and type(dispatch)._start is _START
+    )

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from subplans.engine.attempts import Slot
     from subplans.engine.bus import EventBus
     from subplans.engine.config import ParallelExecutionConfig
-    from subplans.engine.subplan import Subplan
 
 __all__ = ["Draining"]
 
@@ -58,7 +57,7 @@ class Draining:
     if TYPE_CHECKING:
 
         def wake(self) -> None: ...
-        def release(self, slot: Slot, subplan: Subplan) -> None: ...
+        def release(self, slot: Slot, ending: asyncio.Task[None] | None = None) -> None: ...
         def finish(
             self,
             slot: Slot,
@@ -199,9 +198,8 @@ class Draining:
             task = slot.task
             if task is not None and task.done():
                 reason = self.stop_reason or "cancelled before it started"
-                subplan = self.entries[slot.index]
                 self.finish(slot, _FAILED, error=SubplanCancelledError(reason))
-                self.release(slot, subplan)
+                self.release(slot)
 
     def _busy(self) -> list[Slot]:
         """The slots held by a subplan's task, in the order the subplans started."""

@@ -24,20 +24,23 @@ __all__ = ["Holder", "held_by_this_task", "lend", "let_go", "reclaim"]
 
 class Holder:
     """A subplan's claim on one slot of ``budget`` and on the pool units of ``parts`` (which
-    holds the budget's slot too); ``held`` is False while it is lent."""
+    holds the budget's slot too); ``held`` is False while it is lent. Made by
+    ``Running._start``, which sets its fields without the class's call machinery (one a
+    pooled subplan)."""
 
     __slots__ = ("budget", "ended", "held", "lent", "parts")
 
-    def __init__(self, budget: AsyncSemaphoreLimiter | None, parts: Parts) -> None:
-        self.budget = budget
-        self.parts = parts
-        self.held = True
-        #: How many dispatches it opened run on its lent slot now: the last to end takes the
-        #: slot back (a planner may run several at once, e.g. under ``asyncio.gather``).
-        self.lent = 0
-        #: Its subplan ended: nothing is taken back for it any more (a stream it left
-        #: unclosed may end later).
-        self.ended = False
+    budget: AsyncSemaphoreLimiter | None
+    parts: Parts
+    #: True when made.
+    held: bool
+    #: How many dispatches it opened run on its lent slot now: the last to end takes the
+    #: slot back (a planner may run several at once, e.g. under ``asyncio.gather``). 0 when
+    #: made.
+    lent: int
+    #: Its subplan ended: nothing is taken back for it any more (a stream it left unclosed
+    #: may end later). False when made.
+    ended: bool
 
 
 #: The holder of the subplan whose task this is (each task runs in a copy of the context).
@@ -79,7 +82,8 @@ async def reclaim(holder: Holder) -> None:
 
 
 def let_go(holder: Holder) -> None:
-    """Its subplan ended: give back what it holds, and never take anything back for it."""
+    """Its subplan ended: give back what it holds, and never take anything back for it.
+    (``Ending.release`` writes it out: keep the two alike.)"""
     holder.ended = True
     if holder.held:
         holder.held = False

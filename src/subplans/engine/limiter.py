@@ -175,7 +175,8 @@ class AsyncSemaphoreLimiter:
         await acquire_all(((self, units),))
 
     def release(self, units: int = 1) -> None:
-        """Give ``units`` back.
+        """Give ``units`` back. (``Ending.release`` writes it out for a subplan's units, and
+        ``try_take`` for a pulled subplan's: keep them alike.)
 
         Raises:
             RuntimeError: more releases than acquires.
@@ -227,7 +228,8 @@ class AsyncSemaphoreLimiter:
         self._announce[bus] = name
 
     def try_take(self, units: int) -> bool:
-        """Take ``units`` if they are free now and no one waits ahead; whether it took them."""
+        """Take ``units`` if they are free now and no one waits ahead; whether it took them.
+        (``Ending.release`` writes out its case without a rate: keep the two alike.)"""
         if self._waiters or self._in_use + units > self._capacity:
             return False
         pace = self._pace

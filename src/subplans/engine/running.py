@@ -1,7 +1,8 @@
-"""A subplan's way through its slot: started in its own task, run, its end recorded (its
-result, its log line, its event), its slot freed and the next subplan started from there.
+"""A subplan's way through its slot: started in a task, run, and after its end (``ending``)
+the next one of its slot run in the same task when nothing but the engine could tell that
+task from a new one (``_execute``; the spec's "A slot's task").
 
-The hot path of a dispatch (a mixin of ``Dispatch``): three moves per subplan are logged and
+The hot path of a dispatch (a mixin of ``Dispatch``): the moves of a start are logged and
 published as ``tracker.announce`` and ``EventBus._publish_move`` do, written out where they
 happen (a call frame less a move); they are most of the engine's own cost
 (``benchmarks/bench_dispatcher.py`` has the figures).
@@ -11,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
+from weakref import getweakrefcount
 
 from subplans.engine.attempts import Slot, run_attempts
 from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import SubplanStateChanged
-from subplans.engine.lending import Holder, held_by_this_task, let_go
-from subplans.engine.results import SubplanResult
+from subplans.engine.lending import Holder, held_by_this_task
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
-from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enabled
+from subplans.engine.tracker import is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
     from contextvars import Context
 
     from subplans.engine.bus import EventBus
@@ -39,6 +42,30 @@ _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
 _new = object.__new__
+_refs = sys.getrefcount
+_frame = sys._getframe
+_MISSING = object()
+
+#: References a task has while it runs beyond those it has when made (``_spawn``): the
+#: loop's record of its current task (CPython 3.11's C task, the only one reused).
+_RUNNING_REFS = 1
+
+
+class _Yield:
+    """``await _YIELD`` gives the loop one turn, as ``asyncio.sleep(0)`` does: one bare
+    yield (an iterator of one None, without a generator's call)."""
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        def __await__(self) -> Generator[None, None, None]: ...
+
+    else:
+        __await__ = (None,).__iter__
+
+
+_YIELD = _Yield()
 
 
 class Running:
@@ -49,51 +76,50 @@ class Running:
     now: Callable[[], float]
     context: Context
     new_task: Callable[[Any], asyncio.Task[None]]
-    entries: Any
+    plain: bool
+    chain: int
+    offer: asyncio.Task[None] | None
     free: list[Slot]
-    slots: list[Slot]
     next: int
-    total: int
-    completed: int
-    failed: int
     claim: Parts | None
     direct: bool
-    excess: int
     stop_reason: str | None
-    feeder: asyncio.Task[None] | None
-    halt: Any
-    success: Any
-    pull: Callable[[], Any] | None
-    source: Any
-    append: Callable[[Any], None] | None
-    last_id: str | None
-    last_size: int
 
     if TYPE_CHECKING:
 
-        def fill(self) -> None: ...
-        def admit(self, subplan: Subplan, pulled: bool) -> bool: ...
-        def enter(self, item: Any) -> Subplan | None: ...
-        def check_success(self) -> None: ...
-        def check_fail(self, index: int) -> None: ...
-        def drop_slot(self, slot: Slot) -> bool: ...
-        def quiet(self) -> bool: ...
-        def wake(self) -> None: ...
         def _interrupted(self, error: KeyboardInterrupt) -> None: ...
-        def _input_failed(self, error: BaseException) -> None: ...
         async def pace_retry(self, subplan: Subplan) -> None: ...
+        def release(self, slot: Slot, ending: asyncio.Task[None] | None = None) -> None: ...
+        def fail(self, slot: Slot, error: BaseException) -> None: ...
+        def finish(
+            self,
+            slot: Slot,
+            state: SubplanExecutionState,
+            value: Any = None,
+            error: BaseException | None = None,
+        ) -> bool: ...
 
     def _start(self, subplan: Subplan, pulled: bool = False) -> None:
         """Start ``subplan`` in a free slot; ``pulled`` from a lazy input just now, it becomes
-        pending at the same moment (it was pulled because a slot was free)."""
-        # The task first: if it cannot be made, nothing has changed (it runs only later).
+        pending at the same moment (it was pulled because a slot was free).
+
+        Its task is made once its moves are published (``_spawn``), or it is left to the task
+        ``offer``ed, the one of the subplan that just ended in this slot, which runs it or
+        makes its task then: either way its first step is scheduled at the same point.
+        """
         free = self.free
         slot = free[-1]
-        # Made in the caller's context, the task runs in a copy of it (cheaper than a
-        # context argument, which a loop's task factory need not take on 3.11).
-        task = self.context.run(self.new_task, self._execute(slot, subplan))
+        context = self.context  # (a group's: a subscriber may start another meanwhile)
+        offer = self.offer
+        task = None
+        if offer is not None:
+            self.offer = None
+        elif not self.plain:
+            # A task factory may refuse: its task first, so that nothing has changed then
+            # (made in the caller's context, the task runs in a copy of it).
+            task = context.run(self.new_task, self._execute(slot, subplan))
+            slot.task = task
         free.pop()
-        slot.task = task
         slot.index = self.next
         self.next += 1
         slot.started = now = self.now()
@@ -101,8 +127,13 @@ class Running:
         if (claim := self.claim) is not None:  # what the feeder took for it
             self.claim = None
             if claim:
-                budget = self.budget if subplan.uses_budget else None
-                slot.holder = Holder(budget, claim)
+                # A Holder (the class's fields, without its call machinery).
+                slot.holder = holder = _new(Holder)
+                holder.budget = self.budget if subplan.uses_budget else None
+                holder.parts = claim
+                holder.held = True
+                holder.lent = 0
+                holder.ended = False
         # RUNNING is published before the subplan's code can start.
         if maybe_enabled(_DEBUG, True) and is_enabled(_DEBUG):
             if pulled:
@@ -146,153 +177,131 @@ class Running:
                     callback(running)
                 except BaseException as raised:
                     bus._raised(callback, raised)
+        if task is not None:
+            if self.stop_reason is not None:
+                task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted it
+        elif offer is not None:
+            # Nothing has run since it was published: the ending task runs it or spawns it.
+            slot.follow = subplan
+            slot.task = offer
+        else:
+            self._spawn(slot, subplan, context)
+
+    def _spawn(self, slot: Slot, subplan: Subplan, context: Context) -> None:
+        """Make ``subplan``'s task, in a copy of ``context`` (as a TaskGroup's tasks are),
+        cancelled at once if the dispatch stops; note what it looks like new."""
+        coro: Any = self._execute(slot, subplan)
+        task = context.run(self.new_task, coro)
+        slot.task = task
+        if self.chain:
+            # No one but the engine can hold it yet: the counts it must come back to (while
+            # it runs, the loop holds it too).
+            slot.clean = (
+                _refs(task) + _RUNNING_REFS,
+                getweakrefcount(task),
+                task.get_name(),
+                _refs(coro),
+                _refs(coro.cr_frame),
+            )
         if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
     async def _execute(self, slot: Slot, subplan: Subplan) -> None:
-        if not self.direct:
-            held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
-        try:
-            if subplan.timeout is None and subplan.retries == 0:
-                # The common case, kept lean: one attempt, no timer.
-                try:
-                    value = await subplan.run()
-                except Exception as error:
-                    self.fail(slot, error)
-                else:
-                    self.finish(slot, _COMPLETED, value)
-            else:
-                await run_attempts(self, slot, subplan)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            assert task is not None
-            if task.cancelling() and self.stop_reason is not None:
-                # Our own cancellation: record it and end the task cleanly.
-                task.uncancel()
-                self.finish(slot, _FAILED, error=SubplanCancelledError(self.stop_reason))
-            else:
-                # The subplan's own code raised CancelledError: that is its failure.
-                self.fail(slot, SubplanCancelledError("the subplan raised CancelledError"))
-                if task.cancelling():
-                    raise
-        except KeyboardInterrupt as error:
-            # A Ctrl-C stops the whole dispatch, which raises it once everything is terminal.
-            # Raised from this task it would break out of the event loop half-way instead.
-            self.finish(slot, _FAILED, error=error)
-            self._interrupted(error)
-        except BaseException as error:
-            # Not an Exception (SystemExit from sys.exit(), or a custom BaseException): the
-            # subplan fails, not the whole dispatch.
-            self.fail(slot, error)
-        finally:
-            self.release(slot, subplan)
-
-    def release(self, slot: Slot, subplan: Subplan) -> None:
-        """Free a subplan's slot, its terminal state recorded first; start the next subplan."""
-        slot.task = None
-        if self.success is not None:
-            self.check_success()  # (here, not in finish(): a stream hands its result on first)
-        if (holder := slot.holder) is not None:
-            slot.holder = None
-            let_go(holder)
-        free = self.free
-        if not self.excess or not self.drop_slot(slot):
-            free.append(slot)
-        if self.stop_reason is None:
-            # (No free slot when this one was dropped: a lowered cap starts nothing.)
-            if self.next < self.total:
-                if self.direct and free:
-                    self._start(self.entries[self.next])  # what fill() would do, one call sooner
-                    return
-                self.fill()
-            elif (pull := self.pull) is not None and free and (self.direct or self.feeder is None):
-                # ``_pull()`` and ``fill()`` written out (two calls less a subplan): the common
-                # case of ``_pull()``, an id after the one before (so new), else ``enter()``.
-                try:
-                    item = pull()
-                except StopIteration:
-                    item = self.source = self.pull = None
-                except BaseException as error:
-                    item = None
-                    self._input_failed(error)
-                else:
-                    if (
-                        type(item) is Subplan
-                        and (item.uses is None or not self.direct)
-                        and (last := self.last_id) is not None
-                        and (append := self.append) is not None
-                        and (
-                            (size := len(subplan_id := item.id)) > self.last_size
-                            or (size == self.last_size and subplan_id > last)
-                        )
-                    ):
-                        self.last_id, self.last_size = subplan_id, size
-                        append(item)
-                        self.total += 1
+        """Run ``subplan``; then, while nothing but the engine could tell this task from a new
+        one, the subplans its slot starts next (else the next one gets a task of its own,
+        made where it would have been)."""
+        chain = self.chain  # how many more subplans this task may run
+        if chain:
+            task: Any = slot.task
+            refs, weak, name, coro_refs, frame_refs = slot.clean
+            coro = task.get_coro()
+        running = subplan
+        del subplan
+        while True:
+            offering = False  # this task to the next subplan of its slot
+            if not self.direct:
+                held_by_this_task.set(slot.holder)  # what a dispatch it opens may lend
+            try:
+                if running.timeout is None and running.retries == 0:
+                    # The common case, kept lean: one attempt, no timer.
+                    try:
+                        value = await running.run()
+                    except Exception as error:
+                        self.fail(slot, error)
                     else:
-                        item = self.enter(item)
-                if item is not None and (self.direct or self.admit(item, True)):
-                    self._start(item, True)
-                    return
-                self.fill()  # the input ended or failed, an id was rejected, or it waits
-            elif self.source is not None:
-                self.fill()
-        if len(free) == len(self.slots) and self.quiet():
-            self.wake()
-
-    def fail(self, slot: Slot, error: BaseException) -> None:
-        """Record a started subplan's failure; under fail-fast, the first one stops the rest."""
-        if not self.finish(slot, _FAILED, error=error):
+                        self.finish(slot, _COMPLETED, value)
+                        value = None  # (its result holds it)
+                        offering = chain > 0
+                else:
+                    await run_attempts(self, slot, running)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                assert current is not None
+                if current.cancelling() and self.stop_reason is not None:
+                    # Our own cancellation: record it and end the task cleanly.
+                    current.uncancel()
+                    self.finish(slot, _FAILED, error=SubplanCancelledError(self.stop_reason))
+                else:
+                    # The subplan's own code raised CancelledError: that is its failure.
+                    self.fail(slot, SubplanCancelledError("the subplan raised CancelledError"))
+                    if current.cancelling():
+                        raise
+            except KeyboardInterrupt as error:
+                # A Ctrl-C stops the whole dispatch, which raises it once everything is
+                # terminal. Raised from this task it would break out of the event loop
+                # half-way instead.
+                self.finish(slot, _FAILED, error=error)
+                self._interrupted(error)
+            except BaseException as error:
+                # Not an Exception (SystemExit from sys.exit(), or a custom BaseException):
+                # the subplan fails, not the whole dispatch.
+                self.fail(slot, error)
+            finally:
+                # Its entry holds its result: the subplan goes now, whatever task comes next.
+                del running
+                self.release(slot, task if offering else None)
+            if not offering or (follow := slot.follow) is None:
+                return
+            running, follow, slot.follow = follow, None, None
+            chain -= 1
+            # Nothing but the engine could tell this task from a new one: no reference kept
+            # to it, its coroutine or its frame (a watchdog's timer, a dict, a traceback), no
+            # weak one, the same name, no done callback, no cancellation requested or pending,
+            # and a new task's context variables (bound to the same objects).
+            if (
+                self.stop_reason is None
+                and _refs(task) == refs
+                and getweakrefcount(task) == weak
+                and _refs(coro) == coro_refs
+                and _refs(_frame()) == frame_refs
+                and task.get_name() is name
+                and task._callbacks is None
+                and not task.cancelling()
+                and not task._must_cancel
+                and (
+                    _same_vars(context, self.direct)
+                    if (context := self.context)
+                    else len(copy_context()) == (not self.direct)
+                )
+            ):
+                # One turn of the loop first, where a new task's first step would be: every
+                # step scheduled before comes first (a stop meanwhile cancels it here).
+                await _YIELD
+                continue
+            self._spawn(slot, running, self.context)
             return
-        if self.halt is not None:
-            self.check_fail(slot.index)
 
-    def finish(
-        self,
-        slot: Slot,
-        state: SubplanExecutionState,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> bool:
-        """Record a started subplan's terminal state once; False if it had one already."""
-        entries, index = self.entries, slot.index
-        subplan = entries[index]
-        if type(subplan) is SubplanResult:
-            return False
-        subplan_id, attempts, now = subplan.id, slot.attempts, self.now()
-        # ``SubplanResult(...)`` without the class's call machinery (half the time; a test
-        # keeps the two equal): packed as its ``__init__`` packs it.
-        entries[index] = result = _new(SubplanResult)
-        result.subplan_id = subplan_id
-        result.state = state
-        result._stamps = complex(slot.started, now)
-        if value is None and error is None:
-            result._outcome = attempts
-        else:
-            result._outcome = (value, error, attempts)
-        if state is _COMPLETED:
-            self.completed += 1
-        else:
-            self.failed += 1
-        if maybe_enabled(level := LOG_LEVELS[state], True) and is_enabled(level):
-            log_move(subplan_id, state, error)
-        bus = self.bus
-        if bus is not None and (subscribers := bus._subscribers):
-            # ``bus._publish_move`` written out: a call less a move.
-            if bus._all_raw:
-                event: Any = (now, subplan_id, _RUNNING, state, attempts, error)
-            else:
-                event = _new(SubplanStateChanged)
-                event.time = now
-                event.subplan_id = subplan_id
-                event.previous = _RUNNING
-                event.state = state
-                event.attempt = attempts
-                event.error = error
-            bus._published += 1
-            for callback in subscribers:
-                try:
-                    callback(event)
-                except BaseException as raised:
-                    bus._raised(callback, raised)
-        return True
+
+def _same_vars(context: Context, direct: bool) -> bool:
+    """Whether the current context binds the variables ``context`` binds, to the same
+    objects, and no other (``direct``: else the holder of ``Running._execute`` too, which it
+    sets again first)."""
+    now = copy_context()
+    if len(now) != len(context) + (not direct and held_by_this_task not in context):
+        return False
+    get = now.get
+    return all(
+        get(var, _MISSING) is value
+        for var, value in context.items()
+        if direct or var is not held_by_this_task
+    )

@@ -22,7 +22,6 @@ from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:
     from subplans.engine.attempts import Slot
-    from subplans.engine.subplan import Subplan
 
 __all__ = ["CONSUMER_STOPPED", "StreamDispatch"]
 
@@ -62,10 +61,10 @@ class StreamDispatch(Dispatch):
         self._hand_on(slot.index, result)
         return True
 
-    def release(self, slot: Slot, subplan: Subplan) -> None:
+    def release(self, slot: Slot, ending: asyncio.Task[None] | None = None) -> None:
         del self.entries[slot.index]  # its result was handed on
         if self.stop_reason is not None or self.has_room():
-            Dispatch.release(self, slot, subplan)
+            Dispatch.release(self, slot, ending)
             return
         # Backpressure: the slot is freed as Dispatch.release frees it, and the next subplan
         # starts once the consumer reads a result (``fill()`` from ``results()``).
