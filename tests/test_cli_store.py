@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,14 +204,10 @@ def test_a_run_that_ended_keeps_its_status_whatever_comes_after(
 def test_a_store_that_fails_mid_run_is_a_warning_and_the_run_goes_on(
     tmp_path: Path, db: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from subplans.store.batch_writer import BatchWriter
+    from .writer_support import failing_writer
 
     write(tmp_path, "plan.yaml", COUNTING)
-
-    def full(self: Any, events: Any, *, durable: bool) -> bool:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    monkeypatch.setattr(BatchWriter, "write", full)
+    failing_writer(monkeypatch, "database or disk is full")
 
     result = invoke("run", "plan.yaml", "-q")
 

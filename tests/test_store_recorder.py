@@ -35,7 +35,6 @@ from subplans.store import (
     RunStore,
     StoreError,
 )
-from subplans.store.batch_writer import BatchWriter
 from subplans.store.liveness import process_start_time
 
 from .conftest import Recorder, wait_until
@@ -397,30 +396,6 @@ def test_without_durability_nothing_is_fsynced(store: RunStore) -> None:
         recorder.flush_sync()
         assert recorder.statistics().durable_batches == 0
     assert row(store, "r1", "a")["started"] is None
-
-
-def test_an_idle_writer_checkpoints_the_log(
-    store: RunStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    results = iter([False, True])
-    calls: list[bool] = []
-    checkpoint = BatchWriter.checkpoint
-
-    def counted(self: BatchWriter) -> bool:
-        checkpoint(self)
-        calls.append(next(results, True))
-        return calls[-1]
-
-    monkeypatch.setattr(BatchWriter, "checkpoint", counted)
-    settings = RecorderSettings(checkpoint_after=2, idle=0.01)
-    with store.recorder("r1", settings=settings) as recorder:
-        for event in state_changes(3):
-            recorder.handle(event)
-        recorder.flush_sync()
-        wait_until(lambda: len(calls) >= 2)  # a busy checkpoint is tried again
-        recorder.handle(SubplanStateChanged("late", None, PENDING))
-    assert calls[:2] == [False, True]
-    assert len(store.events("r1")) == 4
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import pytest
 from subplans import SubplanExecutionState, SubplanStateChanged
 from subplans.store import PlanManifest, RunStore
 from subplans.store.batch_writer import BatchWriter
+from subplans.store.event_pickling import plain
 from subplans.store.event_rows import RowBuilder
 from subplans.store.statements import execute_rows
 
@@ -78,16 +79,18 @@ def test_a_statement_binds_no_more_values_than_sqlite_allows(
 
 def test_restore_forgets_the_batch_built_since_mark() -> None:
     builder = RowBuilder("r1", 10, {"old"})
-    builder.rows([SubplanStateChanged("first", None, PENDING)])
+    builder.rows(plain([SubplanStateChanged("first", None, PENDING)]))
     mark = builder.mark()
     batch = builder.rows(
-        [SubplanStateChanged("new", None, PENDING), SubplanStateChanged("old", None, PENDING)]
+        plain(
+            [SubplanStateChanged("new", None, PENDING), SubplanStateChanged("old", None, PENDING)]
+        )
     )
     assert batch.waiting == ["new"]  # "old" has a row: its pending state needs none
     assert (builder.seq, builder.known) == (13, {"old", "first", "new"})
     builder.restore(mark)
     assert (builder.seq, builder.known) == (11, {"old", "first"})
-    again = builder.rows([SubplanStateChanged("new", None, PENDING)])
+    again = builder.rows(plain([SubplanStateChanged("new", None, PENDING)]))
     assert again.waiting == ["new"]
     assert builder.seq == 12  # numbered on from the mark (its chunk starts at mark + 1)
 

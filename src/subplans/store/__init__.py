@@ -14,8 +14,11 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``limits``: caps changed while a run runs (``limit_run``, ``LimitRecord``), and their SQL
 - ``pool_usage``: a run's pools as ``status`` shows them (``PoolUsage``), told from the store
 - ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
-- ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction) and
-  ``recorder``: ``RunRecorder``, the bus subscriber whose thread writes events in batches
+- ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction),
+  ``event_pickling`` (events made plain for the pipe), ``writer_process`` (the writer
+  process's loop), ``writer_start`` (starting it, or taking the spare), ``writer_pipe`` (the
+  recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
+  events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)
 - ``reader`` (``RunReader``, the queries) and ``store``: ``RunStore``, one transaction per
   method over ``queries`` and ``writes``; it hands out recorders

@@ -1,4 +1,4 @@
-"""Writing one batch of a run's rows in one transaction (the recorder's writer thread's).
+"""Writing one batch of a run's rows in one transaction (the recorder's writer process's).
 
 The batch's events go first, as one chunk (``event_chunks``); then, in the same transaction,
 what they change in the subplans, steps, step_items and runs tables, so that a terminal state
@@ -13,13 +13,15 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from subplans.engine.bus import RawMove
-from subplans.engine.events import Event
 from subplans.store.event_chunks import last_seq, write_chunk
-from subplans.store.event_rows import RowBuilder
+from subplans.store.event_rows import Item, RowBuilder
 from subplans.store.statements import execute_rows
+
+if TYPE_CHECKING:
+    from subplans.engine.bus import RawMove
+    from subplans.engine.events import Event
 
 __all__ = ["BatchWriter"]
 
@@ -172,7 +174,16 @@ class BatchWriter:
         return not busy
 
     def write(self, events: Sequence[Event | RawMove], *, durable: bool) -> bool:
-        """Write ``events``; returns whether the commit was fsynced (it held a terminal state).
+        """``write_plain`` of ``events`` made plain as the writer process gets them (for
+        callers in one process)."""
+        # Imported here: it imports the engine, which the writer process never loads.
+        from subplans.store.event_pickling import plain
+
+        return self.write_plain(plain(events), durable=durable)
+
+    def write_plain(self, events: Sequence[Item], *, durable: bool) -> bool:
+        """Write ``events`` (``event_pickling``'s plain items); returns whether the commit was
+        fsynced (it held a terminal state).
 
         On any failure nothing of the batch is written and the writer is as it was.
         """

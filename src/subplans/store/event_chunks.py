@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from subplans.store.records import StoredEvent
+if TYPE_CHECKING:  # imported where events are read: the writer process only writes chunks
+    from subplans.store.records import StoredEvent
 
 __all__ = [
     "SCALE",
@@ -102,6 +103,8 @@ def read_events(
 ) -> list[StoredEvent]:
     """The run's events with ``seq > after_seq``, in order, at most ``limit`` (a negative
     one: all, as SQL's ``LIMIT``)."""
+    from subplans.store.records import StoredEvent
+
     found: list[StoredEvent] = []
     if limit == 0:
         return found
@@ -114,6 +117,8 @@ def read_events(
 
 def events_of_kind(db: sqlite3.Connection, run_id: str, kind: str) -> list[StoredEvent]:
     """The run's events of ``kind`` (a rare kind: only the chunks that name it are read)."""
+    from subplans.store.records import StoredEvent
+
     return [
         StoredEvent(run_id, seq, time, found, subject, step_id, payload_of(element))
         for seq, time, found, subject, step_id, element in scan_events(

@@ -2,42 +2,37 @@
 ``event_chunks``), numbered on from the last ``seq``, and what they change in the subplans,
 steps and runs tables.
 
-This runs in the recorder's writer thread, which shares the GIL with the event loop, so the
-work per event is kept small: state changes (most events, and from the recorder's bus plain
-tuples: ``EventBus._subscribe_raw``) become the short form of a chunk event from cached state
-texts, and the rows they change are kept as plain values for statements that bind many rows at
-once (``batch_writer``), one statement per kind of row so that none binds a ``None``: sqlite3
-adapts each ``None`` through its adapter protocol, 360 ns, twenty times binding a float.
+This runs in the recorder's writer process, on events made plain (``event_pickling``): state
+changes are ``RawMove`` tuples whose states are their interned values and whose error is its
+description, other events ``[kind, time, payload, extra]`` lists. The work per event is kept
+small: an error-free state change (most events) becomes the short form of a chunk event from
+cached state texts, and the rows they change are kept as plain values for statements that bind
+many rows at once (``batch_writer``), one statement per kind of row so that none binds a
+``None``: sqlite3 adapts each ``None`` through its adapter protocol, 360 ns, twenty times
+binding a float. It imports nothing of the engine but its states (the process starts quick).
 """
 
 from __future__ import annotations
 
 import json
-import operator
-import os
+import sys
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-from subplans.engine.bus import RawMove
-from subplans.engine.events import Event, StepItemsRead, SubplanStateChanged, state_changed
 from subplans.engine.states import PlanState, StepState, SubplanExecutionState
 from subplans.store.event_chunks import SCALE, encode
-from subplans.store.liveness import process_start_time
 
 __all__ = ["NO_TIME", "EndedRow", "EventRows", "RowBuilder", "RunningRow", "SubplanRow", "encode"]
 
 
-_RUNNING = SubplanExecutionState.RUNNING
-_PENDING = SubplanExecutionState.PENDING
+#: The states as the batches name them: interned values (``event_pickling``).
+_RUNNING = sys.intern(SubplanExecutionState.RUNNING.value)
+_PENDING = sys.intern(SubplanExecutionState.PENDING.value)
 _RUN_ENDS = frozenset(state.value for state in PlanState)
-
-#: Read in C, in one call; the fields of a state change row after its seq.
-_STATE_FIELDS = operator.attrgetter("time", "subplan_id", "previous", "state", "attempt", "error")
 _quote = json.encoder.encode_basestring
-#: The states as plain strings: sqlite3 binds an enum several times slower than a str.
-_STATE_TEXT: dict[SubplanExecutionState, str] = {
-    state: state.value for state in SubplanExecutionState
-}
+
+#: A plain item of a batch (``event_pickling``): a state change, or another event.
+Item = tuple[float, str, str | None, str, int, dict[str, Any] | None] | list[Any]
 
 _Row = tuple[Any, ...]
 
@@ -101,30 +96,24 @@ class EventRows:
 
 #: What a state does to its subplan's row: starts it (running), waits (pending), or ends it.
 _STARTS, _WAITS, _ENDS = "starts", "waits", "ends"
-_MOVES: dict[SubplanExecutionState, str] = {
-    state: _STARTS if state is _RUNNING else _WAITS if state is _PENDING else _ENDS
+_MOVES: dict[str, str] = {
+    state.value: _STARTS
+    if state.value == _RUNNING
+    else _WAITS
+    if state.value == _PENDING
+    else _ENDS
     for state in SubplanExecutionState
 }
 
 
 #: An error-free state change's state text, the end of its chunk event (what follows its
 #: subplan id), its move, and the previous state and attempt it is for.
-_Kind = tuple[str, str, str, SubplanExecutionState | None, int]
+_Kind = tuple[str, str, str, str | None, int]
 
 
-def _kind(
-    previous: SubplanExecutionState | None, state: SubplanExecutionState, attempt: int
-) -> _Kind:
+def _kind(previous: str | None, state: str, attempt: int) -> _Kind:
     """An error-free state change's ``_Kind``."""
-    texts = (None if previous is None else _STATE_TEXT[previous], _STATE_TEXT[state], attempt)
-    return _STATE_TEXT[state], "," + encode(texts)[1:], _MOVES[state], previous, attempt
-
-
-def _as_event(move: SubplanStateChanged | RawMove) -> SubplanStateChanged:
-    """A state change as its event (a ``RawMove`` is its fields, in order)."""
-    if type(move) is tuple:
-        return state_changed(*move[1:], move[0])
-    return cast(SubplanStateChanged, move)
+    return state, "," + encode((previous, state, attempt))[1:], _MOVES[state], previous, attempt
 
 
 def _units(time: float) -> float:
@@ -153,7 +142,7 @@ class RowBuilder:
         self.kinds: dict[tuple[Any, ...], _Kind] = {}
         #: state -> the ``_Kind`` last used for it: nearly always the one of the next change
         #: to that state (a dict lookup by the state alone, not by a tuple of three).
-        self.latest: dict[SubplanExecutionState, _Kind] = {}
+        self.latest: dict[str, _Kind] = {}
 
     def mark(self) -> int:
         """Where the builder is: give it to ``restore`` to forget the batch built since."""
@@ -166,11 +155,10 @@ class RowBuilder:
         self.known.difference_update(self.added)
         self.added = []
 
-    def rows(self, events: Sequence[Event | RawMove]) -> EventRows:
-        """The rows of ``events``, numbered on from the last ``seq``. A subplan's state change
-        comes as a ``SubplanStateChanged`` or, from a bus whose subscribers all take them so,
-        as a ``RawMove`` tuple (``EventBus._subscribe_raw``): the same fields, in order."""
-        known, fields_of, kinds, latest = self.known, _STATE_FIELDS, self.kinds, self.latest
+    def rows(self, events: Sequence[Item]) -> EventRows:
+        """The rows of ``events`` (plain, ``event_pickling``), numbered on from the last
+        ``seq``."""
+        known, kinds, latest = self.known, self.kinds, self.latest
         add, scale, quote, no_time = self.added.append, SCALE, _quote, NO_TIME
         batch = EventRows()
         ended, running, subplans = batch.ended, batch.running, batch.subplans
@@ -183,33 +171,29 @@ class RowBuilder:
         append, wait = batch.events.append, batch.waiting.append
         terminal = False
         # A subplan pulled from a lazy input is pending and running at one time (the same
-        # float and id objects, one event after the other): its number and quoted id once.
+        # time, and id object: pickle keeps a batch's strings shared), one event after the
+        # other: its number and quoted id once.
         last_time: object = None
         last_id: object = None
         head = ""
         for event in events:
-            if type(event) is tuple:
-                time, subplan_id, previous, state_enum, attempt, error = event
-            elif type(event) is SubplanStateChanged:
-                time, subplan_id, previous, state_enum, attempt, error = fields_of(event)
-            else:
-                append(self._other(cast(Event, event), batch))
+            if type(event) is not tuple:
+                append(self._other(event, batch))  # type: ignore[arg-type]
                 continue
+            time, subplan_id, previous, state, attempt, error = event
             if error is not None:
-                terminal = self._failure(_as_event(event), batch) or terminal
+                terminal = self._failure(event, batch) or terminal  # type: ignore[arg-type]
                 continue
-            kind = latest.get(state_enum)
+            kind = latest.get(state)
             if kind is None or kind[3] is not previous or kind[4] != attempt:
-                kind = kinds.get((previous, state_enum, attempt))
+                kind = kinds.get((previous, state, attempt))
                 if kind is None:
-                    kind = kinds[previous, state_enum, attempt] = _kind(
-                        previous, state_enum, attempt
-                    )
-                latest[state_enum] = kind
-            state, tail, moves, _, _ = kind
+                    kind = kinds[previous, state, attempt] = _kind(previous, state, attempt)
+                latest[state] = kind
+            _, tail, moves, _, _ = kind
             # _units, inline: this runs for most events. Written by hand (a fifth of what the
             # encoder takes for a tuple): a number, the quoted id, and the cached tail.
-            if time is not last_time or subplan_id is not last_id:
+            if time != last_time or subplan_id is not last_id:
                 last_time, last_id, units = time, subplan_id, time * scale
                 head = f"[{int(units) if units.is_integer() else units},{quote(subplan_id)}"
             append(head + tail)
@@ -236,17 +220,25 @@ class RowBuilder:
         batch.terminal = batch.terminal or terminal
         return batch
 
-    def _failure(self, event: SubplanStateChanged, batch: EventRows) -> bool:
+    def _failure(
+        self, event: tuple[float, str, str | None, str, int, dict[str, Any]], batch: EventRows
+    ) -> bool:
         """A state change with an error (few): its payload is to_dict()'s, written in full.
         Returns whether it is terminal."""
-        subplan_id, time = event.subplan_id, event.time
-        payload = event.to_dict()
-        del payload["event"], payload["timestamp"]
-        described = payload["error"]
-        batch.events.append(encode((_units(time), event.kind, subplan_id, None, payload)))
-        state, moves = _STATE_TEXT[event.state], _MOVES[event.state]
+        time, subplan_id, previous, state, attempt, described = event
+        payload = {
+            "subplan_id": subplan_id,
+            "previous": previous,
+            "state": state,
+            "attempt": attempt,
+            "error": described,
+        }
+        batch.events.append(
+            encode((_units(time), "subplan_state_changed", subplan_id, None, payload))
+        )
+        moves = _MOVES[state]
         if moves is _STARTS:
-            row: SubplanRow = (subplan_id, state, event.attempt, time, None, None, None)
+            row: SubplanRow = (subplan_id, state, attempt, time, None, None, None)
         elif moves is _WAITS:
             if subplan_id in self.known:
                 return False
@@ -260,18 +252,17 @@ class RowBuilder:
             if started != started:  # NO_TIME
                 started = None
             exit_code, error_json = described.get("exit_code"), encode(described)
-            row = (subplan_id, state, event.attempt, started, time, exit_code, error_json)
+            row = (subplan_id, state, attempt, started, time, exit_code, error_json)
         batch.subplans[subplan_id] = row
         batch.ended.pop(subplan_id, None)
         batch.running.pop(subplan_id, None)
         return moves is _ENDS
 
-    def _other(self, event: Event, batch: EventRows) -> str:
-        """Records what ``event`` (not a state change) changes in ``batch``; returns its chunk
-        event."""
-        run_id, kind, time = self.run_id, event.kind, event.time
-        data = event.to_dict()
-        del data["event"], data["timestamp"]
+    def _other(self, event: list[Any], batch: EventRows) -> str:
+        """Records what ``event`` (not a state change: ``[kind, time, payload, extra]``)
+        changes in ``batch``; returns its chunk event."""
+        run_id = self.run_id
+        kind, time, data, extra = event
         subject: str | None = data.get("subplan_id") or data.get("plan_id") or None
         step_id: str | None = data.get("step_id")
         if kind in ("dispatch_started", "dispatch_finished"):
@@ -289,9 +280,10 @@ class RowBuilder:
                     run_id,
                     data["subplan_id"],
                     None if worker else pid,
-                    None if worker else process_start_time(pid),
-                    # A ``call`` unit's function on a worker has no log file.
-                    os.path.abspath(data["log_file"]) if data["log_file"] else None,
+                    # The leader's start time, and the log's absolute path (none for a
+                    # ``call`` unit's function on a worker), read where the event was.
+                    None if worker else extra[0],
+                    extra[1],
                     worker,
                 )
             )
@@ -313,9 +305,7 @@ class RowBuilder:
                 )
             )
         elif kind == "step_items_read" and not data["recorded"]:
-            assert isinstance(event, StepItemsRead)
-            items = encode(list(event.items))
-            batch.items.append((run_id, step_id, data["source"], data["count"], items, time))
+            batch.items.append((run_id, step_id, data["source"], data["count"], extra, time))
         elif kind == "plan_finished" and data["plan_id"] == "" and data["state"] in _RUN_ENDS:
             batch.terminal = True
             batch.runs.append((data["state"], time, run_id))

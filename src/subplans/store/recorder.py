@@ -1,10 +1,12 @@
 """``RunRecorder``: the bus subscriber that writes a run's events into the store.
 
-On the event loop it only puts the event on a queue (a fraction of a microsecond). One writer
-thread takes everything queued, turns it into rows and writes it in a single transaction:
-the event rows and, in the same transaction, what they change in the subplans, steps and runs
-tables. When few events are queued it waits up to ``batch_delay`` seconds for more (group
-commit), unless a flush waits.
+On the event loop it only queues the event, and pickles every few hundred into a pipe (a
+fraction of a microsecond an event). A writer process, on another core, turns them into rows
+and writes each batch in a single transaction: the event rows and, in the same transaction,
+what they change in the subplans, steps and runs tables (``writer_pipe`` feeds it,
+``writer_start`` starts it, ``writer_process`` is its loop: see there why a process). When few
+events came it waits up to ``batch_delay`` seconds for more (group commit), unless a flush
+waits. What it was handed it writes even if this process is killed.
 
 Durability: batches holding a terminal state (of a subplan, a step or the run) commit with
 ``synchronous=FULL``, so they are fsynced before ``flush()`` returns; the others with
@@ -12,44 +14,40 @@ Durability: batches holding a terminal state (of a subplan, a step or the run) c
 is only a record of work in progress. WAL checkpoints (copying the log into the database) are
 taken when the writer is idle, never between a terminal state and the end of a run.
 
-The writer thread turns events into rows with ``event_rows`` and writes each batch with
-``batch_writer``; this module is the queue between them and the event loop, and the thread.
+The writer process turns events into rows with ``event_rows`` and writes each batch with
+``batch_writer``; this module is the public face: the options, the checks, the counts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 import sqlite3
-import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from itertools import compress, repeat, starmap
-from operator import is_, is_not
 from pathlib import Path
-from queue import Empty, SimpleQueue
-from time import monotonic as _monotonic
 from types import TracebackType
 
-from subplans.engine.bus import EventBus, RawMove
+from subplans.engine.bus import EventBus
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
-from subplans.store.batch_writer import BatchWriter
 from subplans.store.liveness import check_run_id
+from subplans.store.writer_pipe import WriterPipe
+from subplans.store.writer_process import WriterOptions
 
 __all__ = ["RecorderSettings", "RecorderStatistics", "RunRecorder"]
-
-logger = logging.getLogger("subplans")
 
 
 @dataclass(frozen=True, slots=True)
 class RecorderSettings:
-    """How the writer thread batches, checkpoints and binds; the defaults suit every run."""
+    """How the writer process batches, checkpoints and binds; the defaults suit every run."""
 
-    #: Write at once, without waiting for more, once this many events are queued.
+    #: Write at once, without waiting for more, once this many events are read.
     eager: int = 500
-    #: How often (seconds) a gathering writer looks at the queue.
-    gather_tick: float = 0.005
+    #: How long (seconds) the recorder gathers the few events that come while the event loop
+    #: is idle before it hands them to the writer (many it hands over at once): half the
+    #: default ``batch_delay``, so that a slow stream of events wakes both processes seldom.
+    gather_tick: float = 0.025
     #: After this many idle seconds the writer checkpoints the WAL, if enough was written.
     idle: float = 0.25
     #: Events written since the last checkpoint that make one due (about 1-2 MB of log).
@@ -85,27 +83,20 @@ class RecorderStatistics:
     dropped: int
 
 
-class _Marker:
-    """Queued behind the events that a flush (or close) waits for."""
-
-    __slots__ = ("future", "stop")
-
-    def __init__(self, stop: bool) -> None:
-        self.future: Future[None] = Future()
-        self.stop = stop
-
-
 class RunRecorder:
-    """Records one run's events into the store at ``path``, from a thread of its own.
+    """Records one run's events into the store at ``path``, from a process of its own.
 
-    ``settings`` tune the writer thread (``RecorderSettings``). Subscribe it to the bus (``bus=`` or ``bus.subscribe(recorder)``); ``await flush()``
-    returns once every event handed to it so far is committed, and must be awaited before the
-    run reports its end; ``close()`` (or ``await aclose()``) flushes, stops the thread and
-    unsubscribes. A store that fails to write is logged once; from then on events are dropped
-    and ``flush()`` and ``close()`` raise the ``StoreError``.
+    ``settings`` tune the writer (``RecorderSettings``). Subscribe it to the bus (``bus=`` or
+    ``bus.subscribe(recorder)``); ``await flush()`` returns once every event handed to it so
+    far is committed, and must be awaited before the run reports its end; ``close()`` (or
+    ``await aclose()``) flushes, ends the writer's session (its store closed; the process is
+    kept for the next recorder a few seconds, ``writer_start``) and unsubscribes. A store that
+    fails to write, or a writer process that dies, is logged once; from then on events are
+    dropped and ``flush()`` and ``close()`` raise the ``StoreError``. A recorder never closed
+    loses nothing its process was handed: the process writes it all once this one has exited.
 
     Raises:
-        StoreError: the store cannot be opened for writing.
+        StoreError: the store cannot be opened for writing, or no writer process can start.
     """
 
     def __init__(
@@ -127,32 +118,25 @@ class RunRecorder:
             raise ValueError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         self.path = Path(path)
         self.run_id = run_id
-        self._durable = durable
-        self._batch_delay = batch_delay
-        self._max_batch = max_batch
-        self._timeout = timeout
-        self._settings = settings
-        self._queue: SimpleQueue[Event | RawMove | _Marker] = SimpleQueue()
-        self._put = self._queue.put
-        self._urgent = threading.Event()
         self._closed = False
-        self._failure: StoreError | None = None
-        self._stopping: _Marker | None = None
-        #: The markers queued and not yet taken: the writer looks for them only in a batch
-        #: taken while some are (looking costs as much as taking the batch).
-        self._marked: set[_Marker] = set()
-        self._written = self._batches = self._largest = self._durable_batches = 0
-        self._dropped = 0
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"subplans recorder {run_id}", daemon=True
+        _check_store(self.path, timeout)
+        self._pipe = WriterPipe(
+            WriterOptions(
+                os.path.abspath(self.path),
+                str(self.path),
+                run_id,
+                durable,
+                batch_delay,
+                max_batch,
+                timeout,
+                settings.eager,
+                settings.idle,
+                settings.checkpoint_after,
+                settings.chunk,
+            ),
+            settings.gather_tick,
         )
-        self._thread.start()
-        ready.wait()
-        if self._failure is not None:
-            self._closed = True
-            self._thread.join()
-            raise self._failure
+        self._put = self._pipe.put
         # The queue's own put: the bus calls C directly, not a Python frame per event (a
         # closed recorder is unsubscribed, so the bus never puts after close). Raw: a
         # dispatch's subplan moves come as tuples, no event object built for them, while no
@@ -160,27 +144,25 @@ class RunRecorder:
         self._unsubscribe = bus._subscribe_raw(self._put) if bus is not None else None
 
     def __repr__(self) -> str:
-        state = "failed" if self._failure else "closed" if self._closed else "open"
+        state = "failed" if self.failure else "closed" if self._closed else "open"
+        stats = self.statistics()
         return (
-            f"<RunRecorder run {self.run_id} {state}: {self._written} written in "
-            f"{self._batches} batches, {self._queue.qsize()} pending>"
+            f"<RunRecorder run {self.run_id} {state}: {stats.written} written in "
+            f"{stats.batches} batches, {stats.pending} pending>"
         )
 
     def statistics(self) -> RecorderStatistics:
         """A snapshot of what was written so far."""
-        return RecorderStatistics(
-            self._written,
-            self._batches,
-            self._largest,
-            self._durable_batches,
-            self._queue.qsize(),
-            self._dropped,
-        )
+        pipe = self._pipe
+        written, batches, largest, durable, counted = pipe.counts
+        dropped = counted + pipe.dropped
+        pending = len(pipe.items) + max(0, pipe.sent - written - counted)
+        return RecorderStatistics(written, batches, largest, durable, pending, dropped)
 
     @property
     def failure(self) -> StoreError | None:
         """Why the store stopped recording, or None."""
-        return self._failure
+        return self._pipe.failure
 
     # --- the event loop's side ------------------------------------------------------------
 
@@ -214,7 +196,7 @@ class RunRecorder:
         self._mark(stop=False).result(timeout)
 
     def close(self) -> None:
-        """Flush, stop the writer thread and unsubscribe (idempotent); blocks until done.
+        """Flush, end the writer's session and unsubscribe (idempotent); blocks until done.
 
         Raises:
             StoreError: the store failed to write.
@@ -222,8 +204,10 @@ class RunRecorder:
         if self._closed:
             return
         future = self._stop()
-        self._thread.join()
-        future.result()
+        try:
+            future.result()
+        finally:
+            self._pipe.join()
 
     async def aclose(self) -> None:
         """``close()`` without blocking the event loop while the last batch is written."""
@@ -233,8 +217,8 @@ class RunRecorder:
         try:
             await asyncio.wrap_future(future)
         finally:
-            # The writer settles the stop marker as its last act: this returns at once.
-            self._thread.join()
+            # The stop marker is settled once the process has exited: this returns at once.
+            self._pipe.join()
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -261,12 +245,7 @@ class RunRecorder:
     def _mark(self, *, stop: bool) -> Future[None]:
         if self._closed:
             raise RuntimeError("the recorder is closed")
-        marker = _Marker(stop)
-        # Known to be queued before it is (the writer then looks in vain, and again later).
-        self._marked.add(marker)
-        self._put(marker)
-        self._urgent.set()
-        return marker.future
+        return self._pipe.mark(stop).future
 
     def _stop(self) -> Future[None]:
         future = self._mark(stop=True)
@@ -275,113 +254,17 @@ class RunRecorder:
             self._unsubscribe()
         return future
 
-    # --- the writer thread ----------------------------------------------------------------
 
-    def _run(self, ready: threading.Event) -> None:
-        try:
-            connection = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
-        except sqlite3.Error as error:
-            self._failure = StoreError(f"cannot open the store {self.path}: {error}")
-            ready.set()
-            return
-        try:
-            try:
-                connection.execute("PRAGMA synchronous = NORMAL")
-                # Checkpoints are taken when idle (see _loop), not inside a commit.
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
-                # Room for a large batch: spilling the cache mid-transaction costs writes.
-                connection.execute("PRAGMA cache_size = -32000")
-                # Opening checks only part of the file: a damaged page is refused as it is read,
-                # never written into (``checking``).
-                connection.execute("PRAGMA cell_size_check = ON")
-                writer = BatchWriter(connection, self.run_id, chunk=self._settings.chunk)
-            except sqlite3.Error as error:
-                self._failure = StoreError(f"cannot open the store {self.path}: {error}")
-                return
-            finally:
-                ready.set()
-            self._loop(writer)
-        finally:
-            connection.close()
-            if self._stopping is not None:
-                _settle(self._stopping.future, self._failure)
-
-    def _loop(self, writer: BatchWriter) -> None:
-        get, get_nowait, urgent = self._queue.get, self._queue.get_nowait, self._urgent
-        qsize, max_batch, marked = self._queue.qsize, self._max_batch, self._marked
-        checkpoint_after, idle = self._settings.checkpoint_after, self._settings.idle
-        full, unchecked = False, 0
-        while True:
-            if unchecked >= checkpoint_after:
-                try:
-                    first = get(timeout=idle)
-                except Empty:
-                    unchecked = 0 if writer.checkpoint() else unchecked
-                    continue
-            else:
-                first = get()
-            batch = [first]
-            if not full:
-                self._gather()
-            urgent.clear()
-            # Taken in C, not a Python frame per event: this thread is the only consumer, so
-            # qsize() items are there.
-            batch += starmap(get_nowait, repeat((), min(qsize(), max_batch - 1)))
-            full = len(batch) >= max_batch
-            # Markers are rare: a batch without one is written as it is, not copied.
-            markers: list[_Marker] = []
-            if marked and _Marker in set(map(type, batch)):
-                types = list(map(type, batch))
-                found = compress(batch, map(is_, types, repeat(_Marker)))
-                markers = [item for item in found if isinstance(item, _Marker)]
-                batch = list(compress(batch, map(is_not, types, repeat(_Marker))))
-                marked.difference_update(markers)
-            if batch:
-                unchecked += len(batch)
-                self._write(writer, batch)  # type: ignore[arg-type]
-            for marker in markers:
-                if marker.stop:
-                    self._stopping = marker
-                    return
-                _settle(marker.future, self._failure)
-
-    def _gather(self) -> None:
-        """Wait up to ``batch_delay`` for more events (group commit), but not while a flush
-        waits or once many are queued: under a burst, writing starts at once."""
-        qsize, urgent = self._queue.qsize, self._urgent
-        eager, tick = self._settings.eager, self._settings.gather_tick
-        deadline = _monotonic() + self._batch_delay
-        while qsize() < eager and not urgent.is_set():
-            remaining = deadline - _monotonic()
-            if remaining <= 0:
-                return
-            urgent.wait(min(remaining, tick))
-
-    def _write(self, writer: BatchWriter, events: list[Event | RawMove]) -> None:
-        count = len(events)
-        if self._failure is not None:
-            self._dropped += count
-            return
-        try:
-            durable = writer.write(events, durable=self._durable)
-        except Exception as error:
-            self._dropped += count
-            self._failure = StoreError(
-                f"cannot write to the store {self.path}: {error}; "
-                f"events of run {self.run_id} are no longer recorded"
-            )
-            logger.error("%s", self._failure)
-            return
-        self._written += count
-        self._batches += 1
-        self._largest = max(self._largest, count)
-        self._durable_batches += durable
-
-
-def _settle(future: Future[None], failure: StoreError | None) -> None:
-    # A flush whose awaiting task was cancelled has a cancelled future: nobody to tell.
-    if future.set_running_or_notify_cancel():
-        if failure is None:
-            future.set_result(None)
-        else:
-            future.set_exception(failure)
+def _check_store(path: Path, timeout: float) -> None:
+    """Refuse a store that cannot be opened, here and at once (the writer process opens it
+    again, while the run starts): one that is missing, or not a database."""
+    try:
+        connection = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the store {path}: {error}") from None
+    try:
+        connection.execute("SELECT 1 FROM event_chunks LIMIT 0")
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the store {path}: {error}") from None
+    finally:
+        connection.close()

@@ -1,0 +1,254 @@
+"""The recorder's end of the pipe to its writer process (``writer_process``).
+
+On the event loop an event costs an append to a deque; every ``SHIP`` events, the loop
+pickles them in C (``event_pickling``, about 0.1 us an event) and writes them to the pipe
+without waiting: the pipe is large, and what a full pipe does not take waits in an outbox
+for the sender thread. A thread of ours alone would not do: while the loop is busy, it gets
+the GIL seldom or never (the loop gives it up at each ``epoll`` and takes it back first). The
+sender thread ships what few events come while the loop is idle (the GIL is free then).
+
+An ack thread reads the process's acks: the counts so far, a failure, and which markers are
+done, whose futures it settles. The end of the acks (the process died) settles every marker
+still waiting, with a failure: a writer that died never makes a flush hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from itertools import repeat, starmap
+
+from subplans.engine.bus import RawMove
+from subplans.engine.errors import StoreError
+from subplans.engine.events import Event
+from subplans.store.event_pickling import BatchPickler
+from subplans.store.writer_process import ACK, DATA, FLUSH, HEADER, STOP, WriterOptions
+from subplans.store.writer_start import give_back, read_exact, retire, start
+
+__all__ = ["SHIP", "Counts", "Marker", "WriterPipe"]
+
+logger = logging.getLogger("subplans")
+
+#: Events queued that ``put`` ships at once, on the thread that puts (the event loop's).
+SHIP = 512
+
+#: What the process has done: written, batches, largest batch, durable batches, dropped.
+Counts = tuple[int, int, int, int, int]
+
+
+class Marker:
+    """Queued behind the events that a flush (or close) waits for."""
+
+    __slots__ = ("future", "number", "stop")
+
+    def __init__(self, number: int, stop: bool) -> None:
+        self.future: Future[None] = Future()
+        self.number = number
+        self.stop = stop
+
+
+class WriterPipe:
+    """Starts the writer process for ``options`` and feeds it: ``put`` (the bus calls it)
+    queues an event, ``mark`` a flush marker."""
+
+    def __init__(self, options: WriterOptions, tick: float) -> None:
+        self.options = options
+        self.items: deque[Event | RawMove] = deque()
+        #: Set when the sender has something to do: ship what few events came, or write.
+        self.wake = threading.Event()
+        self.put = self._putter()
+        #: Markers sent and not yet acked, by number.
+        self.waiting: dict[int, Marker] = {}
+        #: Held while a batch is pickled and its frame written or queued (from any thread).
+        self.lock = threading.RLock()
+        self.pickler = BatchPickler()
+        #: Frames (or their ends) not yet written, with their events: the pipe was full.
+        self.outbox: deque[tuple[memoryview, int]] = deque()
+        self.numbers = 0
+        self.counts: Counts = (0, 0, 0, 0, 0)
+        self.sent = self.dropped = 0
+        self.failure: StoreError | None = None
+        #: Set once the process can take nothing more (its input is closed or broken); and
+        #: once it is known to have exited before its session ended (no ack will come).
+        self.gone = self.stopping = self.reaped = False
+        self.process = start(options)
+        assert self.process.stdin is not None
+        self.input = self.process.stdin.fileno()
+        name = f"subplans recorder {options.run_id}"
+        self.sender = threading.Thread(target=self._send, args=(tick,), name=name, daemon=True)
+        self.acker = threading.Thread(target=self._acks, name=f"{name} acks", daemon=True)
+        self.sender.start()
+        self.acker.start()
+
+    def _putter(self) -> Callable[[Event | RawMove], None]:
+        """The bus's subscriber: queue an event; ship the queue once ``SHIP`` are there, and
+        wake the sender for the first (it ships what few come)."""
+        items, ship, size, wake = self.items, self.ship, SHIP, self.wake.set
+        append = items.append
+
+        def put(event: Event | RawMove) -> None:
+            append(event)
+            count = len(items)
+            if count >= size:
+                ship()
+            elif count == 1:
+                wake()
+
+        return put
+
+    def mark(self, stop: bool) -> Marker:
+        """Ship what is queued, then a marker; its future is settled once that is written."""
+        with self.lock:
+            self.numbers += 1
+            marker = Marker(self.numbers, stop)
+            self.stopping = stop
+            if self.reaped:  # the process is gone, and its acks read: none will come
+                settle(marker.future, self.failure)
+                return marker
+            self.waiting[marker.number] = marker
+            self._ship()
+            self._frame(STOP if stop else FLUSH, marker.number.to_bytes(8, "little"), 0)
+        if self.outbox:
+            self.wake.set()
+        return marker
+
+    def ship(self) -> None:
+        """Pickle what is queued and write it to the pipe (or queue it, if the pipe is full)."""
+        with self.lock:
+            self._ship()
+        if self.outbox:
+            self.wake.set()
+
+    def join(self) -> None:
+        """Wait for the threads (both end once the stop marker is settled)."""
+        self.wake.set()
+        self.sender.join()
+        self.acker.join()
+
+    # --- sending --------------------------------------------------------------------------
+
+    def _ship(self) -> None:
+        items = self.items
+        count = len(items)
+        if count:
+            # Taken in C; events put meanwhile stay for the next batch, in order.
+            batch = list(starmap(items.popleft, repeat((), count)))
+            self._frame(DATA, self.pickler.dumps(batch), count)
+
+    def _frame(self, kind: int, body: bytes, events: int) -> None:
+        if self.gone:
+            self.dropped += events  # its markers are settled by the acks' end
+            return
+        self.sent += events
+        self.outbox.append((memoryview(HEADER.pack(len(body), kind) + body), events))
+        self._write()
+
+    def _write(self) -> None:
+        """Write the outbox while the pipe takes it, without waiting (the lock is held)."""
+        outbox = self.outbox
+        try:
+            while outbox:
+                first, events = outbox[0]
+                written = os.write(self.input, first)
+                if written < len(first):
+                    outbox[0] = first[written:], events
+                    return
+                outbox.popleft()
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost()
+
+    def _lost(self) -> None:
+        """The process takes nothing more: what was not written is dropped (the end of its
+        acks, which follows, says why and settles the markers)."""
+        self.gone = True
+        lost = sum(events for _, events in self.outbox)
+        self.outbox.clear()
+        self.sent -= lost
+        self.dropped += lost
+
+    def _send(self, tick: float) -> None:
+        """Ship what few events came (``put`` ships many itself), ``tick`` seconds after the
+        first, and write what a full pipe left in the outbox."""
+        poller = select.poll()
+        poller.register(self.input, select.POLLOUT)
+        wake = self.wake
+        while True:
+            wake.wait()
+            wake.clear()
+            if self.outbox:
+                poller.poll()  # the pipe takes more (or is broken)
+            elif not (self.stopping or self.gone):
+                time.sleep(tick)  # more may come: one frame for them (a flush ships at once)
+            with self.lock:
+                if self.gone or (self.stopping and not self.outbox):
+                    return
+                self._ship()
+                self._write()
+                if self.outbox:
+                    wake.set()
+
+    # --- the ack thread -------------------------------------------------------------------
+
+    def _acks(self) -> None:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        while True:
+            head = read_exact(fd, HEADER.size)
+            length, kind = HEADER.unpack(head) if len(head) == HEADER.size else (0, 0)
+            body = read_exact(fd, length) if kind == ACK else b""
+            if not body or len(body) < length:
+                break  # the process is gone
+            number, *counts, failure = pickle.loads(body)
+            self.counts = tuple(counts)
+            if failure is not None and self.failure is None:
+                self.failure = StoreError(failure)
+                logger.error("%s", self.failure)
+            with self.lock:
+                marker = self.waiting.pop(number, None)
+            if marker is not None and marker.stop:
+                # The session's last ack: the process is kept for the next recorder, unless
+                # this one failed (a process in doubt is not lent again).
+                self.gone = True
+                if self.failure is None:
+                    give_back(self.process)
+                else:
+                    self._ended(retire(self.process))
+                settle(marker.future, self.failure)
+                return
+            if marker is not None:
+                settle(marker.future, self.failure)
+        self.gone = True
+        self._ended(retire(self.process))
+        with self.lock:
+            self.reaped = True
+            waiting, self.waiting = list(self.waiting.values()), {}
+        for marker in waiting:
+            settle(marker.future, self.failure)
+
+    def _ended(self, code: int) -> None:
+        """The process exited with ``code`` before the recorder was closed."""
+        if self.failure is None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+            self.failure = StoreError(
+                f"cannot write to the store {self.options.name}: its writer process {how}; "
+                f"events of run {self.options.run_id} are no longer recorded"
+            )
+            logger.error("%s", self.failure)
+
+
+def settle(future: Future[None], failure: StoreError | None) -> None:
+    # A flush whose awaiting task was cancelled has a cancelled future: nobody to tell.
+    if future.set_running_or_notify_cancel():
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failure)

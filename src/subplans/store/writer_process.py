@@ -1,0 +1,305 @@
+"""The recorder's writer process: it reads batches of events from a pipe and writes them.
+
+Why a process (issue #10): a writer thread shares the GIL with the event loop. Per subplan it
+spends about 40,000 instructions (SQLite, binding, building rows), and while the loop is busy
+it gets the GIL seldom: its work serialised with the dispatch, and the store doubled a run's
+time. A process writes on another core.
+
+``writer_start`` starts it with ``python -I -S`` and this module's ``main``: it imports only
+the stdlib and the store's writing modules, no package ``__init__`` (they are made plain
+namespaces: they import the engine), so it is ready in about 20 ms, while the dispatch starts.
+
+Frames (both ways): a ``HEADER`` (length of what follows, kind), then that many bytes. In:
+``SESSION`` (a recorder's ``WriterOptions``, JSON), then ``DATA`` (a pickled list of plain
+events, ``event_pickling``), ``FLUSH`` and ``STOP`` (a marker's number). Out: ``ACK``, a
+pickled ``(marker, written, batches, largest, durable batches, dropped, failure)``: when a
+session starts (marker 0: the recorder knows the process took it), the counts alone every
+50 ms at most while batches are written (marker 0), and once every event before a marker is
+committed (fsynced if it held a terminal state). Group commit: with fewer than ``eager`` events read and no marker, it waits up to
+``batch_delay`` for more.
+
+``STOP`` ends a session: the store is closed and the process waits ``spare_idle`` seconds
+for the next recorder of its parent (a process started per recorder would cost each run its
+start). At the end of its input (its parent closed the pipe, exited, or was killed, even with
+SIGKILL; or its parent is gone, which it checks each second) it writes what it has and
+exits: nothing handed over is lost. SIGINT is ignored (a Ctrl-C is the run's, and the process
+is in a session of its own anyway); SIGTERM is taken as the end of its input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import signal
+import sqlite3
+import struct
+from collections import deque
+from dataclasses import dataclass
+from time import monotonic
+
+from subplans.store.batch_writer import BatchWriter
+from subplans.store.event_rows import Item
+
+__all__ = ["ACK", "DATA", "FLUSH", "HEADER", "SESSION", "STOP", "WriterOptions", "main", "serve"]
+
+#: A frame's length (of what follows) and kind.
+HEADER = struct.Struct("<IB")
+SESSION, DATA, FLUSH, STOP, ACK = 1, 2, 3, 4, 5
+#: Bytes read at once (a larger frame is read in several).
+_READ = 1 << 20
+#: Seconds between looks at whether the parent is still there, while nothing comes.
+_PARENT_CHECK = 1.0
+#: Seconds between acks of the counts alone while batches stream (each wakes the recorder).
+_ACK_EVERY = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """A recorder's options, as its session in the writer process takes them."""
+
+    #: The store's absolute path (a spare process's folder may not be the recorder's), and
+    #: its name as the recorder was given it, for messages.
+    path: str
+    name: str
+    run_id: str
+    durable: bool
+    batch_delay: float
+    max_batch: int
+    timeout: float
+    eager: int
+    idle: float
+    checkpoint_after: int
+    chunk: int
+
+
+class _Terminated(Exception):
+    """SIGTERM while waiting for input: taken as its end."""
+
+
+class _Input:
+    """The frames coming in on ``fd``; ``ended`` at its end (or SIGTERM, or a parent gone)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.parent = os.getppid()
+        self.buffer = bytearray()
+        self.frames: deque[tuple[int, bytes]] = deque()
+        self.ended = self.waiting = self.terminated = False
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether frames (or the end) are there within ``timeout`` seconds (None: until
+        they are)."""
+        while not (self.frames or self.ended):
+            step = _PARENT_CHECK if timeout is None else min(max(timeout, 0), _PARENT_CHECK)
+            self.waiting = True
+            try:
+                if self.terminated:
+                    raise _Terminated
+                ready = self.poller.poll(step * 1000)
+            except _Terminated:
+                # What was handed over before it is written: read what the pipe holds.
+                while not self.ended and self.poller.poll(0):
+                    self._read()
+                ready, self.ended = [], True
+            finally:
+                self.waiting = False
+            if ready:
+                self._read()
+            elif os.getppid() != self.parent:
+                self.ended = True  # the parent is gone: no one writes any more
+            elif timeout is not None:
+                timeout -= step
+                if timeout <= 0:
+                    return bool(self.frames or self.ended)
+        return True
+
+    def terminate(self, signum: int, frame: object) -> None:
+        """SIGTERM: the end of the input, once what is read is written."""
+        self.terminated = True
+        if self.waiting:
+            raise _Terminated
+
+    def _read(self) -> None:
+        chunk = os.read(self.fd, _READ)
+        if not chunk:
+            self.ended = True
+            return
+        buffer = self.buffer
+        buffer += chunk
+        start, size = 0, len(buffer)
+        while size - start >= HEADER.size:
+            length, kind = HEADER.unpack_from(buffer, start)
+            end = start + HEADER.size + length
+            if end > size:
+                break
+            self.frames.append((kind, bytes(buffer[start + HEADER.size : end])))
+            start = end
+        del buffer[:start]
+
+
+class _Session:
+    """One recorder's: its store's connection, what is read and not written, its counts."""
+
+    def __init__(self, options: WriterOptions, ack_fd: int) -> None:
+        self.options, self.ack_fd = options, ack_fd
+        self.pending: list[Item] = []
+        self.written = self.batches = self.largest = self.durable_batches = self.dropped = 0
+        #: Events written since the last checkpoint (one is due when idle after enough).
+        self.unchecked = 0
+        #: The batches the last ack counted, and when the counts are due again.
+        self.told, self.next_ack = 0, 0.0
+        self.failure: str | None = None
+        #: The number of the last marker read (a ``STOP``'s is acked by ``serve``).
+        self.marker = 0
+        self.connection: sqlite3.Connection | None = None
+        self.writer: BatchWriter | None = None
+        self.ack(0)
+        try:
+            self.connection, self.writer = _open(options)
+        except sqlite3.Error as error:
+            self.failure = f"cannot open the store {options.name}: {error}"
+            self.ack(0)
+
+    def run(self, frames: _Input) -> bool:
+        """Write what comes until ``STOP`` (True) or the end of the input (False)."""
+        options = self.options
+        try:
+            while True:
+                if not self.pending and not frames.frames:
+                    if self.told != self.batches and not frames.ended:
+                        # Caught up: the counts, once they are due (or nothing more came).
+                        if not frames.wait(self.next_ack - monotonic()):
+                            self.ack(0)
+                        continue
+                    due = self.unchecked >= options.checkpoint_after
+                    if not frames.wait(options.idle if due else None):
+                        self.unchecked = 0 if _checkpoint(self.writer) else self.unchecked
+                        continue
+                if self.take(frames):
+                    return True
+                # Group commit: more may come within batch_delay; a marker writes at once.
+                deadline = monotonic() + options.batch_delay
+                while (
+                    self.pending
+                    and len(self.pending) < options.eager
+                    and not frames.ended
+                    and frames.wait(deadline - monotonic())
+                ):
+                    if self.take(frames):
+                        return True
+                self.write()
+                if frames.ended and not frames.frames:
+                    return False
+        finally:
+            self.write()
+            if self.connection is not None:
+                self.connection.close()
+
+    def take(self, frames: _Input) -> bool:
+        """Act on the frames read: events join ``pending``; a marker writes them and is
+        acked. True at ``STOP`` (acked once the store is closed, by ``serve``)."""
+        while frames.frames:
+            kind, body = frames.frames.popleft()
+            if kind == DATA:
+                self.pending += pickle.loads(body)
+                continue
+            self.write()
+            self.marker = int.from_bytes(body, "little")
+            if kind == STOP:
+                return True
+            self.ack(self.marker)
+        return False
+
+    def write(self) -> None:
+        """Write ``pending``, ``max_batch`` events a transaction; then say so."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        size, durable = self.options.max_batch, self.options.durable
+        for first in range(0, len(pending), size):
+            batch = pending[first : first + size]
+            if self.writer is None or self.failure is not None:
+                self.dropped += len(batch)
+                continue
+            try:
+                fsynced = self.writer.write_plain(batch, durable=durable)
+            except Exception as error:
+                self.dropped += len(batch)
+                self.failure = (
+                    f"cannot write to the store {self.options.name}: {error}; "
+                    f"events of run {self.options.run_id} are no longer recorded"
+                )
+                continue
+            self.written += len(batch)
+            self.unchecked += len(batch)
+            self.batches += 1
+            self.largest = max(self.largest, len(batch))
+            self.durable_batches += fsynced
+        if monotonic() >= self.next_ack:  # the counts, not for each batch of a stream
+            self.ack(0)
+
+    def ack(self, marker: int) -> None:
+        """Tell the recorder the counts so far, and that ``marker`` (unless 0) is done."""
+        self.told, self.next_ack = self.batches, monotonic() + _ACK_EVERY
+        counts = (self.written, self.batches, self.largest, self.durable_batches, self.dropped)
+        body = pickle.dumps((marker, *counts, self.failure))
+        data = memoryview(HEADER.pack(len(body), ACK) + body)
+        try:
+            while data:
+                data = data[os.write(self.ack_fd, data) :]
+        except OSError:
+            pass  # the recorder is gone: what it handed over is still written
+
+
+def _checkpoint(writer: BatchWriter | None) -> bool:
+    try:
+        return writer is not None and writer.checkpoint()
+    except sqlite3.Error:
+        return False  # tried again when next idle
+
+
+def _open(options: WriterOptions) -> tuple[sqlite3.Connection, BatchWriter]:
+    connection = sqlite3.connect(options.path, timeout=options.timeout, isolation_level=None)
+    try:
+        connection.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoints are taken when idle (see run), not inside a commit.
+        connection.execute("PRAGMA wal_autocheckpoint = 0")
+        # Room for a large batch: spilling the cache mid-transaction costs writes.
+        connection.execute("PRAGMA cache_size = -32000")
+        # Opening checks only part of the file: a damaged page is refused as it is read,
+        # never written into (``checking``).
+        connection.execute("PRAGMA cell_size_check = ON")
+        return connection, BatchWriter(connection, options.run_id, chunk=options.chunk)
+    except BaseException:
+        connection.close()
+        raise
+
+
+def serve(read_fd: int, ack_fd: int, spare_idle: float, frames: _Input | None = None) -> None:
+    """Serve sessions from ``read_fd`` (acks on ``ack_fd``) until its end, or until no session
+    came for ``spare_idle`` seconds after the last."""
+    frames = _Input(read_fd) if frames is None else frames
+    wait: float | None = None  # the first session comes at once
+    while frames.wait(wait) and frames.frames:
+        kind, body = frames.frames.popleft()
+        if kind != SESSION:
+            continue  # not ours to read: a session's leftovers after its end
+        session = _Session(WriterOptions(**json.loads(body)), ack_fd)
+        if not session.run(frames):
+            return
+        session.ack(session.marker)
+        wait = spare_idle
+
+
+def main(argv: list[str]) -> int:  # pragma: no cover - in the process, whose parts are tested
+    """The process's start: ``argv`` is ``[spare_idle]``; input on stdin, acks on stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    frames = _Input(0)
+    signal.signal(signal.SIGTERM, frames.terminate)
+    serve(0, 1, float(argv[0]), frames)
+    # Ended by SIGTERM: said so by the status, as if killed (the recorder names it).
+    return 128 + signal.SIGTERM if frames.terminated else 0

@@ -1,0 +1,210 @@
+"""Starting the recorder's writer process (``writer_process``), or taking the spare one.
+
+A process is started with ``subprocess.Popen`` (fork and exec in C: safe beside threads;
+never ``os.fork``), with no descriptor of ours but its pipes, in a session of its own (a
+Ctrl-C at the terminal, or a signal to the run's process group, must not end it before it
+commits), and without the run's ``SUBPLANS_*`` markers, so that it is never taken for a process
+of a run's (``execution.finding``: not in a command's session, not below one, not marked).
+
+Its start (about 20 ms) is paid once per process, not per recorder: a recorder that ends well
+leaves its process as the spare, which the next recorder takes (its session is acked at once,
+so a spare that timed out is told apart and replaced); an unused spare exits on its own after
+``SPARE_IDLE`` seconds, or as soon as this process exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from subplans.engine.errors import StoreError
+from subplans.store.writer_process import HEADER, SESSION, WriterOptions
+
+__all__ = ["EXIT_WAIT", "SPARE_IDLE", "give_back", "read_exact", "retire", "retire_spares", "start"]
+
+#: The process's start: the package's modules without their ``__init__``s (a plain namespace
+#: each: they import the engine), then ``writer_process.main``.
+_BOOT = """\
+import sys, types
+for name in ("subplans", "subplans.engine", "subplans.store"):
+    package = types.ModuleType(name)
+    package.__path__ = [sys.argv[1] + "/" + name.replace(".", "/")]
+    sys.modules[name] = package
+from subplans.store.writer_process import main
+sys.exit(main(sys.argv[2:]))
+"""
+#: Where this package is (its parent folder), for the process to import it from: a source
+#: tree, an installed package or an editable install alike.
+_SOURCE = str(Path(__file__).resolve().parents[2])
+#: Seconds a spare process waits for the next recorder before it exits.
+SPARE_IDLE = 3.0
+#: Seconds a spare has to take a session (it acks at once; a spare that exited never does).
+_TAKE_WAIT = 2.0
+#: Seconds a process has to exit once its input ended (it has written everything by then).
+EXIT_WAIT = 10.0
+#: The pipe's size, at most; the system's limit is read from ``_PIPE_MAX``.
+_PIPE_SIZE = 1 << 20
+_PIPE_MAX = "/proc/sys/fs/pipe-max-size"
+
+_spares: list[subprocess.Popen[bytes]] = []
+#: The pids of the processes a thread reaps (each once lent as the spare).
+_watched: set[int] = set()
+_spares_lock = threading.Lock()
+
+
+def _forked() -> None:
+    """In a child made by ``fork()``: the spare is the parent's, never this process's."""
+    global _spares_lock
+    _spares.clear()
+    _watched.clear()
+    _spares_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def start(options: WriterOptions) -> subprocess.Popen[bytes]:
+    """A writer process with ``options``'s session begun: the spare, or a new one.
+
+    Raises:
+        StoreError: no process could be started (``sys.executable`` cannot be run).
+    """
+    session = json.dumps(asdict(options)).encode()
+    frame = HEADER.pack(len(session), SESSION) + session
+    with _spares_lock:
+        spare = _spares.pop() if _spares else None
+    if spare is not None and _begin(spare, frame, wait=True):
+        return spare
+    if spare is not None:
+        retire(spare)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _BOOT, _SOURCE, str(SPARE_IDLE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,
+            env=_environment(),
+        )
+    except OSError as error:
+        raise StoreError(
+            f"cannot start the writer process of the store {options.name}: {error}"
+        ) from None
+    assert process.stdin is not None
+    _enlarge(process.stdin.fileno())
+    _begin(process, frame, wait=False)  # its ack is read with the others: no wait
+    return process
+
+
+def give_back(process: subprocess.Popen[bytes]) -> None:
+    """Keep ``process`` (its session ended well) for the next recorder; one spare at most."""
+    with _spares_lock:
+        extra = _spares.pop() if _spares else None
+        _spares.append(process)
+        watched = process.pid in _watched
+        _watched.add(process.pid)
+    if not watched:
+        # Reaped as soon as it exits, spare or not: an idle spare leaves no zombie behind.
+        name = f"subplans recorder spare {process.pid}"
+        threading.Thread(target=_reap, args=(process,), name=name, daemon=True).start()
+    if extra is not None:
+        retire(extra)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    process.wait()
+    with _spares_lock:
+        idle = process in _spares
+        if idle:
+            _spares.remove(process)
+        _watched.discard(process.pid)
+    if idle:  # it exited as the spare: nobody else closes its pipes
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.close()
+        process.stdout.close()
+
+
+def retire_spares() -> None:
+    """End the spare process now, if there is one."""
+    with _spares_lock:
+        spares, _spares[:] = list(_spares), []
+    for spare in spares:
+        retire(spare)
+
+
+def retire(process: subprocess.Popen[bytes]) -> int:
+    """End ``process``'s input and wait for its exit (killed if it takes ``EXIT_WAIT``);
+    its exit status."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.close()
+    process.stdout.close()
+    try:
+        return process.wait(EXIT_WAIT)
+    except subprocess.TimeoutExpired:  # pragma: no cover - it exits once its input ends
+        process.kill()
+        return process.wait()
+
+
+def read_exact(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, fewer only at its end."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _begin(process: subprocess.Popen[bytes], frame: bytes, *, wait: bool) -> bool:
+    """Send ``frame`` (a session's start); with ``wait``, True once its ack came."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    fd = process.stdin.fileno()
+    os.set_blocking(fd, True)
+    try:
+        os.write(fd, frame)  # smaller than a pipe's atomic write, into an empty pipe
+    except OSError:
+        return False
+    finally:
+        os.set_blocking(fd, False)
+    if not wait:
+        return True
+    ack = process.stdout.fileno()
+    if not select.select([ack], [], [], _TAKE_WAIT)[0]:
+        return False  # pragma: no cover - a spare that neither exited nor answered
+    head = read_exact(ack, HEADER.size)
+    if len(head) < HEADER.size:
+        return False  # it exited
+    length: int = HEADER.unpack(head)[0]
+    return len(read_exact(ack, length)) == length
+
+
+def _enlarge(fd: int) -> None:
+    """Make the pipe at ``fd`` hold up to ``_PIPE_SIZE`` bytes, if the system allows: a busy
+    writer then seldom leaves frames waiting."""
+    try:
+        with open(_PIPE_MAX) as limit:
+            size = min(_PIPE_SIZE, int(limit.read()))
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    # The default size works, with more waits; AttributeError: not Linux.
+    except (OSError, ValueError, AttributeError):  # pragma: no cover
+        pass
+
+
+def _environment() -> dict[str, str]:
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("SUBPLANS_RUN_ID", "SUBPLANS_SUBPLAN")
+    }
