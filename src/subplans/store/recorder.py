@@ -94,6 +94,11 @@ class RunRecorder:
     fails to write, or a writer process that dies, is logged once; from then on events are
     dropped and ``flush()`` and ``close()`` raise the ``StoreError``. A recorder never closed
     loses nothing its process was handed: the process writes it all once this one has exited.
+    ``close()`` waits while the writer answers (it does at least every 50 ms while it writes);
+    one silent for ``2 * timeout + 1`` seconds (stopped, or hung) is killed, and ``close()``
+    raises the ``StoreError`` that says so. In a child made by ``fork()``, the recorder is the
+    parent's: there ``close()`` only unsubscribes, events are dropped, and ``flush()`` raises
+    ``RuntimeError``.
 
     Raises:
         StoreError: the store cannot be opened for writing, or no writer process can start.
@@ -119,6 +124,8 @@ class RunRecorder:
         self.path = Path(path)
         self.run_id = run_id
         self._closed = False
+        #: Seconds of silence after which a closing recorder takes its writer for hung.
+        self._silence = 2 * timeout + 1
         _check_store(self.path, timeout)
         self._pipe = WriterPipe(
             WriterOptions(
@@ -203,9 +210,17 @@ class RunRecorder:
         """
         if self._closed:
             return
+        if self._pipe.foreign():
+            self._stop()  # its threads are the parent's: nothing to wait for
+            return
         future = self._stop()
         try:
-            future.result()
+            while True:
+                try:
+                    future.result(self._pipe.answer_within(self._silence))
+                    break
+                except TimeoutError:
+                    continue  # silent, and not yet for long
         finally:
             self._pipe.join()
 
@@ -213,9 +228,15 @@ class RunRecorder:
         """``close()`` without blocking the event loop while the last batch is written."""
         if self._closed:
             return
+        if self._pipe.foreign():
+            self._stop()
+            return
         future = self._stop()
         try:
-            await asyncio.wrap_future(future)
+            waiting = asyncio.wrap_future(future)
+            while not waiting.done():
+                await asyncio.wait((waiting,), timeout=self._pipe.answer_within(self._silence))
+            waiting.result()
         finally:
             # The stop marker is settled once the process has exited: this returns at once.
             self._pipe.join()
@@ -245,10 +266,19 @@ class RunRecorder:
     def _mark(self, *, stop: bool) -> Future[None]:
         if self._closed:
             raise RuntimeError("the recorder is closed")
+        if self._pipe.foreign():
+            raise RuntimeError(
+                f"the recorder was made by process {self._pipe.pid}: it flushes only there"
+            )
         return self._pipe.mark(stop).future
 
     def _stop(self) -> Future[None]:
-        future = self._mark(stop=True)
+        if self._pipe.foreign():
+            # Closed in a forked child: detached, the parent's writer left alone.
+            future: Future[None] = Future()
+            future.set_result(None)
+        else:
+            future = self._mark(stop=True)
         self._closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()

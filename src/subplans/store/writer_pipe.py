@@ -9,7 +9,12 @@ sender thread ships what few events come while the loop is idle (the GIL is free
 
 An ack thread reads the process's acks: the counts so far, a failure, and which markers are
 done, whose futures it settles. The end of the acks (the process died) settles every marker
-still waiting, with a failure: a writer that died never makes a flush hang.
+still waiting, with a failure: a writer that died never makes a flush hang, and one that
+stopped answering is killed by a closing recorder (``answer_within``).
+
+An event that cannot be pickled (its ``to_dict()`` or an error's ``str()`` raises) fails the
+store as a failed write did in the writer thread: its batch is dropped, the ``StoreError``
+logged once, and every later event dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.event_pickling import BatchPickler
 from subplans.store.writer_process import ACK, DATA, FLUSH, HEADER, STOP, WriterOptions
-from subplans.store.writer_start import give_back, read_exact, retire, start
+from subplans.store.writer_start import give_back, read_exact, reap, retire, start
 
 __all__ = ["SHIP", "Counts", "Marker", "WriterPipe"]
 
@@ -78,6 +83,12 @@ class WriterPipe:
         #: Set once the process can take nothing more (its input is closed or broken); and
         #: once it is known to have exited before its session ended (no ack will come).
         self.gone = self.stopping = self.reaped = False
+        #: The process that made the pipe: in another (a child made by ``fork()``) the
+        #: writer is not its own, and is never written to.
+        self.pid = os.getpid()
+        #: When the process last answered (or was last asked): see ``answer_within``.
+        self.heard = time.monotonic()
+        self.abandoned = False
         self.process = start(options)
         assert self.process.stdin is not None
         self.input = self.process.stdin.fileno()
@@ -109,22 +120,49 @@ class WriterPipe:
             self.numbers += 1
             marker = Marker(self.numbers, stop)
             self.stopping = stop
+            self.heard = time.monotonic()
             if self.reaped:  # the process is gone, and its acks read: none will come
                 settle(marker.future, self.failure)
                 return marker
             self.waiting[marker.number] = marker
             self._ship()
             self._frame(STOP if stop else FLUSH, marker.number.to_bytes(8, "little"), 0)
-        if self.outbox:
+        if self.outbox or self.items:
             self.wake.set()
         return marker
 
     def ship(self) -> None:
         """Pickle what is queued and write it to the pipe (or queue it, if the pipe is full)."""
+        if os.getpid() != self.pid:  # a forked child's copy: the writer is the parent's
+            self.dropped += len(self.items)
+            self.items.clear()
+            return
         with self.lock:
             self._ship()
-        if self.outbox:
+        if self.outbox or self.items:  # an event put while shipping waits for the sender
             self.wake.set()
+
+    def foreign(self) -> bool:
+        """Whether this is a copy in a child made by ``fork()``: the writer is the parent's."""
+        return os.getpid() != self.pid
+
+    def answer_within(self, bound: float) -> float | None:
+        """Seconds left for the process to answer before it is taken for hung, which it has
+        once it was silent ``bound`` seconds: then it is killed (its markers are settled with
+        the failure once its acks end) and None is returned, as once it was killed."""
+        if self.abandoned:
+            return None
+        left = self.heard + bound - time.monotonic()
+        if left > 0:
+            return left
+        self.abandoned = True
+        self._fail(
+            f"cannot write to the store {self.options.name}: its writer process did not "
+            f"answer for {bound:g} seconds and was killed; events of run "
+            f"{self.options.run_id} are no longer recorded"
+        )
+        self.process.kill()
+        return None
 
     def join(self) -> None:
         """Wait for the threads (both end once the stop marker is settled)."""
@@ -138,9 +176,27 @@ class WriterPipe:
         items = self.items
         count = len(items)
         if count:
-            # Taken in C; events put meanwhile stay for the next batch, in order.
+            # Taken in C; events put meanwhile stay for the next batch, in order (the
+            # sender looks for them once this is shipped).
             batch = list(starmap(items.popleft, repeat((), count)))
-            self._frame(DATA, self.pickler.dumps(batch), count)
+            if self.failure is not None:
+                self.dropped += count
+                return
+            try:
+                body = self.pickler.dumps(batch)
+            except Exception as error:  # an event's to_dict() or an error's str() raised
+                self.dropped += count
+                self._fail(
+                    f"cannot write to the store {self.options.name}: {error}; "
+                    f"events of run {self.options.run_id} are no longer recorded"
+                )
+                return
+            self._frame(DATA, body, count)
+
+    def _fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = StoreError(message)
+            logger.error("%s", self.failure)
 
     def _frame(self, kind: int, body: bytes, events: int) -> None:
         if self.gone:
@@ -193,7 +249,9 @@ class WriterPipe:
                     return
                 self._ship()
                 self._write()
-                if self.outbox:
+                # An event put while shipping (after its count was read) finds the queue
+                # not empty and wakes nobody: it is looked for here.
+                if self.outbox or self.items:
                     wake.set()
 
     # --- the ack thread -------------------------------------------------------------------
@@ -208,41 +266,48 @@ class WriterPipe:
             if not body or len(body) < length:
                 break  # the process is gone
             number, *counts, failure = pickle.loads(body)
+            self.heard = time.monotonic()
             self.counts = tuple(counts)
-            if failure is not None and self.failure is None:
-                self.failure = StoreError(failure)
-                logger.error("%s", self.failure)
+            if failure is not None:
+                self._fail(failure)
             with self.lock:
                 marker = self.waiting.pop(number, None)
             if marker is not None and marker.stop:
                 # The session's last ack: the process is kept for the next recorder, unless
                 # this one failed (a process in doubt is not lent again).
-                self.gone = True
+                with self.lock:
+                    self.gone = True
                 if self.failure is None:
                     give_back(self.process)
                 else:
-                    self._ended(retire(self.process))
+                    self._ended(self._retire())
                 settle(marker.future, self.failure)
                 return
             if marker is not None:
                 settle(marker.future, self.failure)
-        self.gone = True
-        self._ended(retire(self.process))
+        self._ended(reap(self.process))
+        self._retire()
         with self.lock:
             self.reaped = True
             waiting, self.waiting = list(self.waiting.values()), {}
         for marker in waiting:
             settle(marker.future, self.failure)
 
+    def _retire(self) -> int:
+        # Its input is closed under the lock: another thread may be writing to it.
+        with self.lock:
+            self.gone = True
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        return retire(self.process)
+
     def _ended(self, code: int) -> None:
         """The process exited with ``code`` before the recorder was closed."""
-        if self.failure is None:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            self.failure = StoreError(
-                f"cannot write to the store {self.options.name}: its writer process {how}; "
-                f"events of run {self.options.run_id} are no longer recorded"
-            )
-            logger.error("%s", self.failure)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        self._fail(
+            f"cannot write to the store {self.options.name}: its writer process {how}; "
+            f"events of run {self.options.run_id} are no longer recorded"
+        )
 
 
 def settle(future: Future[None], failure: StoreError | None) -> None:

@@ -21,9 +21,11 @@ committed (fsynced if it held a terminal state). Group commit: with fewer than `
 ``STOP`` ends a session: the store is closed and the process waits ``spare_idle`` seconds
 for the next recorder of its parent (a process started per recorder would cost each run its
 start). At the end of its input (its parent closed the pipe, exited, or was killed, even with
-SIGKILL; or its parent is gone, which it checks each second) it writes what it has and
-exits: nothing handed over is lost. SIGINT is ignored (a Ctrl-C is the run's, and the process
-is in a session of its own anyway); SIGTERM is taken as the end of its input.
+SIGKILL; or its parent, whose pid it is given, is gone, which it checks each second) it writes
+what it has and exits: nothing handed over is lost. SIGINT and SIGTERM are ignored: a Ctrl-C
+is the run's, and an outer run that stops the subplan running this one (a nested
+``subplans run``) signals every process below it, this one too, while the inner run still
+records its end; a SIGKILL ends it, as it ended a writer thread with its process.
 """
 
 from __future__ import annotations
@@ -74,19 +76,16 @@ class WriterOptions:
     chunk: int
 
 
-class _Terminated(Exception):
-    """SIGTERM while waiting for input: taken as its end."""
-
-
 class _Input:
-    """The frames coming in on ``fd``; ``ended`` at its end (or SIGTERM, or a parent gone)."""
+    """The frames coming in on ``fd``; ``ended`` at its end, or once the process ``parent``
+    is no longer its parent (given, not read at the start: it may be gone by then)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, parent: int) -> None:
         self.fd = fd
-        self.parent = os.getppid()
+        self.parent = parent
         self.buffer = bytearray()
         self.frames: deque[tuple[int, bytes]] = deque()
-        self.ended = self.waiting = self.terminated = False
+        self.ended = False
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
@@ -95,19 +94,7 @@ class _Input:
         they are)."""
         while not (self.frames or self.ended):
             step = _PARENT_CHECK if timeout is None else min(max(timeout, 0), _PARENT_CHECK)
-            self.waiting = True
-            try:
-                if self.terminated:
-                    raise _Terminated
-                ready = self.poller.poll(step * 1000)
-            except _Terminated:
-                # What was handed over before it is written: read what the pipe holds.
-                while not self.ended and self.poller.poll(0):
-                    self._read()
-                ready, self.ended = [], True
-            finally:
-                self.waiting = False
-            if ready:
+            if self.poller.poll(step * 1000):
                 self._read()
             elif os.getppid() != self.parent:
                 self.ended = True  # the parent is gone: no one writes any more
@@ -116,12 +103,6 @@ class _Input:
                 if timeout <= 0:
                     return bool(self.frames or self.ended)
         return True
-
-    def terminate(self, signum: int, frame: object) -> None:
-        """SIGTERM: the end of the input, once what is read is written."""
-        self.terminated = True
-        if self.waiting:
-            raise _Terminated
 
     def _read(self) -> None:
         chunk = os.read(self.fd, _READ)
@@ -239,7 +220,11 @@ class _Session:
             self.batches += 1
             self.largest = max(self.largest, len(batch))
             self.durable_batches += fsynced
-        if monotonic() >= self.next_ack:  # the counts, not for each batch of a stream
+            # The counts, not for each batch of a stream; but during a long write too: a
+            # closing recorder takes a writer silent for long for one that hangs.
+            if monotonic() >= self.next_ack:
+                self.ack(0)
+        if monotonic() >= self.next_ack:
             self.ack(0)
 
     def ack(self, marker: int) -> None:
@@ -279,10 +264,11 @@ def _open(options: WriterOptions) -> tuple[sqlite3.Connection, BatchWriter]:
         raise
 
 
-def serve(read_fd: int, ack_fd: int, spare_idle: float, frames: _Input | None = None) -> None:
-    """Serve sessions from ``read_fd`` (acks on ``ack_fd``) until its end, or until no session
-    came for ``spare_idle`` seconds after the last."""
-    frames = _Input(read_fd) if frames is None else frames
+def serve(read_fd: int, ack_fd: int, spare_idle: float, parent: int | None = None) -> None:
+    """Serve sessions from ``read_fd`` (acks on ``ack_fd``) until its end, the end of
+    ``parent`` (default: this process's parent), or until no session came for ``spare_idle``
+    seconds after the last."""
+    frames = _Input(read_fd, os.getppid() if parent is None else parent)
     wait: float | None = None  # the first session comes at once
     while frames.wait(wait) and frames.frames:
         kind, body = frames.frames.popleft()
@@ -296,10 +282,11 @@ def serve(read_fd: int, ack_fd: int, spare_idle: float, frames: _Input | None = 
 
 
 def main(argv: list[str]) -> int:  # pragma: no cover - in the process, whose parts are tested
-    """The process's start: ``argv`` is ``[spare_idle]``; input on stdin, acks on stdout."""
+    """The process's start: ``argv`` is ``[spare_idle, parent's pid]``; input on stdin, acks
+    on stdout."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    frames = _Input(0)
-    signal.signal(signal.SIGTERM, frames.terminate)
-    serve(0, 1, float(argv[0]), frames)
-    # Ended by SIGTERM: said so by the status, as if killed (the recorder names it).
-    return 128 + signal.SIGTERM if frames.terminated else 0
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Blocked since its start (``writer_start``): what came meanwhile is dropped now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))
+    serve(0, 1, float(argv[0]), int(argv[1]))
+    return 0

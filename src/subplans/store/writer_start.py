@@ -4,7 +4,10 @@ A process is started with ``subprocess.Popen`` (fork and exec in C: safe beside 
 never ``os.fork``), with no descriptor of ours but its pipes, in a session of its own (a
 Ctrl-C at the terminal, or a signal to the run's process group, must not end it before it
 commits), and without the run's ``SUBPLANS_*`` markers, so that it is never taken for a process
-of a run's (``execution.finding``: not in a command's session, not below one, not marked).
+of this run's subplans. It is still a descendant of this process: when this run is itself a
+subplan's command (a nested ``subplans run``), the outer run counts the writer among that
+subplan's processes and may signal it; it ignores SIGTERM and SIGINT for that reason
+(``writer_process``), and is given this process's pid to end with it.
 
 Its start (about 20 ms) is paid once per process, not per recorder: a recorder that ends well
 leaves its process as the spare, which the next recorder takes (its session is acked at once,
@@ -18,6 +21,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +31,16 @@ from pathlib import Path
 from subplans.engine.errors import StoreError
 from subplans.store.writer_process import HEADER, SESSION, WriterOptions
 
-__all__ = ["EXIT_WAIT", "SPARE_IDLE", "give_back", "read_exact", "retire", "retire_spares", "start"]
+__all__ = [
+    "EXIT_WAIT",
+    "SPARE_IDLE",
+    "give_back",
+    "read_exact",
+    "reap",
+    "retire",
+    "retire_spares",
+    "start",
+]
 
 #: The process's start: the package's modules without their ``__init__``s (a plain namespace
 #: each: they import the engine), then ``writer_process.main``.
@@ -52,6 +65,9 @@ EXIT_WAIT = 10.0
 #: The pipe's size, at most; the system's limit is read from ``_PIPE_MAX``.
 _PIPE_SIZE = 1 << 20
 _PIPE_MAX = "/proc/sys/fs/pipe-max-size"
+
+#: The signals the process ignores, from its very start.
+_IGNORED = (signal.SIGTERM, signal.SIGINT)
 
 _spares: list[subprocess.Popen[bytes]] = []
 #: The pids of the processes a thread reaps (each once lent as the spare).
@@ -84,9 +100,12 @@ def start(options: WriterOptions) -> subprocess.Popen[bytes]:
         return spare
     if spare is not None:
         retire(spare)
+    # Started with SIGTERM and SIGINT blocked (a mask survives the exec): a signal that comes
+    # before the process ignores them (``writer_process.main``) waits, and is then dropped.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _IGNORED)
     try:
         process = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _BOOT, _SOURCE, str(SPARE_IDLE)],
+            [sys.executable, "-I", "-S", "-c", _BOOT, _SOURCE, str(SPARE_IDLE), str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -98,6 +117,8 @@ def start(options: WriterOptions) -> subprocess.Popen[bytes]:
         raise StoreError(
             f"cannot start the writer process of the store {options.name}: {error}"
         ) from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     assert process.stdin is not None
     _enlarge(process.stdin.fileno())
     _begin(process, frame, wait=False)  # its ack is read with the others: no wait
@@ -148,6 +169,11 @@ def retire(process: subprocess.Popen[bytes]) -> int:
     assert process.stdout is not None
     process.stdin.close()
     process.stdout.close()
+    return reap(process)
+
+
+def reap(process: subprocess.Popen[bytes]) -> int:
+    """Wait for ``process``'s exit (killed if it takes ``EXIT_WAIT``); its exit status."""
     try:
         return process.wait(EXIT_WAIT)
     except subprocess.TimeoutExpired:  # pragma: no cover - it exits once its input ends
@@ -181,7 +207,9 @@ def _begin(process: subprocess.Popen[bytes], frame: bytes, *, wait: bool) -> boo
     if not wait:
         return True
     ack = process.stdout.fileno()
-    if not select.select([ack], [], [], _TAKE_WAIT)[0]:
+    poller = select.poll()  # not select.select: it fails on descriptors above 1023
+    poller.register(ack, select.POLLIN)
+    if not poller.poll(_TAKE_WAIT * 1000):
         return False  # pragma: no cover - a spare that neither exited nor answered
     head = read_exact(ack, HEADER.size)
     if len(head) < HEADER.size:
