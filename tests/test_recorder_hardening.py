@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -24,8 +25,9 @@ import pytest
 
 from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
 from subplans.engine.events import Event
-from subplans.store import RunStore, StoreError, writer_pipe, writer_start
+from subplans.store import PlanManifest, RunStore, StoreError, writer_pipe, writer_start
 
+from . import every_event
 from .conftest import wait_until
 from .process_helpers import alive
 from .store_support import manifest, open_store
@@ -326,3 +328,20 @@ def test_a_failure_logged_once_even_if_said_twice(
     with pytest.raises(StoreError, match=r"^first$"):
         recorder.close()
     assert [record.getMessage() for record in caplog.records] == ["first"]
+
+
+async def test_the_rows_are_those_the_writer_thread_wrote(tmp_path: Path) -> None:
+    """Every kind of event, recorded through the writer process, leaves exactly the rows the
+    writer thread it replaced left (``every_event_rows.json``, captured from that recorder)."""
+    bus = EventBus()
+    with RunStore.open(tmp_path / "state.db") as store:
+        store.start_run("r1", every_event.manifest(PlanManifest))
+        recorder = store.recorder("r1", bus=bus)
+        published = every_event.events()
+        for event in published[:20]:
+            bus.publish(event)
+        await recorder.flush()  # in more than one batch
+        for event in published[20:]:
+            bus.publish(event)
+        await recorder.aclose()
+        assert every_event.stored(store, "r1") == json.loads(every_event.ROWS.read_text())

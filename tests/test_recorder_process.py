@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,7 +169,7 @@ def test_the_writer_carries_no_run_marker(
 def test_a_closed_recorder_s_process_is_the_next_one_s_until_it_idles_out(
     store: RunStore, fresh: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_start, "SPARE_IDLE", 0.3)
+    monkeypatch.setattr(writer_start, "SPARE_IDLE", 60.0)  # no idling out in between
     first = store.recorder("r1")
     writer = writer_of(first)
     first.close()
@@ -177,12 +178,18 @@ def test_a_closed_recorder_s_process_is_the_next_one_s_until_it_idles_out(
     assert writer_of(second) == writer
     second.handle(SubplanStateChanged("a", None, PENDING))
     second.close()
-    # Gone, and reaped: no zombie left behind.
-    wait_until(lambda: not Path(f"/proc/{writer}").exists(), "the spare's exit")
-    third = store.recorder("r1")  # the spare that idled out is replaced
-    assert writer_of(third) != writer
-    third.handle(SubplanStateChanged("b", None, PENDING))
+    writer_start.retire_spares()
+    monkeypatch.setattr(writer_start, "SPARE_IDLE", 0.01)
+    third = store.recorder("r1")
+    idler = writer_of(third)
     third.close()
+    # Gone, and reaped: no zombie left behind.
+    wait_until(lambda: not Path(f"/proc/{idler}").exists(), "the spare's exit")
+    assert not writer_start._spares
+    fourth = store.recorder("r1")  # the spare that idled out is replaced
+    assert writer_of(fourth) not in (writer, idler)
+    fourth.handle(SubplanStateChanged("b", None, PENDING))
+    fourth.close()
     assert [event.subplan_id for event in store.events("r1")] == ["a", "b"]
 
 
@@ -294,10 +301,14 @@ def test_an_idle_spare_exits(store: RunStore) -> None:
 def test_a_lone_event_waits_out_the_batch_delay_and_many_do_not(store: RunStore) -> None:
     served = Served(store.path)
     served.session(batch_delay=0.06, eager=3)  # written after the counts are due again
+    sent = time.monotonic()
     served.events(pending(1))
     assert served.ack()[1:3] == (1, 1)  # written after the delay, unasked
+    assert time.monotonic() - sent >= 0.06
+    served.mark(1, stop=True)
+    served.session(batch_delay=600.0, eager=3)  # a lone event would wait ten minutes
     served.events(pending(3))
-    assert served.ack()[1:3] == (4, 2)
+    assert served.ack()[1:3] == (3, 1)  # at once: as many as eager
     served.end()
 
 
