@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,7 +26,15 @@ import pytest
 
 from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
 from subplans.engine.events import Event
-from subplans.store import PlanManifest, RunStore, StoreError, writer_pipe, writer_start
+from subplans.store import (
+    PlanManifest,
+    RunStore,
+    StoreError,
+    writer_pipe,
+    writer_process,
+    writer_start,
+)
+from subplans.store.writer_process import DATA, HEADER
 
 from . import every_event
 from .conftest import wait_until
@@ -204,10 +213,12 @@ def test_many_descriptors_open_take_the_spare(store: RunStore, fresh: None) -> N
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
     held: list[int] = []
     try:
-        store.recorder("r1").close()  # leaves the spare, its pipes below 1024
-        spare = writer_start._spares[0]
         while not held or held[-1] < 1100:
             held.append(os.open(os.devnull, os.O_RDONLY))
+        store.recorder("r1").close()  # leaves the spare, its pipes above 1100
+        spare = writer_start._spares[0]
+        assert spare.stdout is not None
+        assert spare.stdout.fileno() > 1100
         recorder = store.recorder("r1")  # the spare, its ack read by poll
         assert recorder._pipe.process is spare
         recorder.handle(SubplanStateChanged("a", None, PENDING))
@@ -345,3 +356,58 @@ async def test_the_rows_are_those_the_writer_thread_wrote(tmp_path: Path) -> Non
             bus.publish(event)
         await recorder.aclose()
         assert every_event.stored(store, "r1") == json.loads(every_event.ROWS.read_text())
+
+
+async def test_a_forked_child_s_copy_only_detaches_on_aclose(store: RunStore, fresh: None) -> None:
+    recorder = store.recorder("r1")
+    pipe = recorder._pipe
+    pipe.pid = -1  # as in a forked child
+    await recorder.aclose()
+    pipe.pid = os.getpid()
+    pipe.mark(True).future.result(30)
+    pipe.join()
+
+
+def test_a_flush_behind_a_full_pipe_waits_for_the_sender(store: RunStore, fresh: None) -> None:
+    recorder = store.recorder("r1", timeout=30.0)
+    pipe = recorder._pipe
+    recorder.flush_sync()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the writer waits on the lock: the pipe fills up
+    try:
+        recorder.handle(SubplanStateChanged("x" * 3_000_000, None, PENDING))  # > the pipe
+        marker = pipe.mark(False)
+        assert pipe.outbox  # the marker too waits: the sender writes it once the pipe takes it
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    marker.future.result(30)
+    recorder.close()
+    assert recorder.statistics().written == 1
+
+
+class _MissOnce:
+    """A poller whose first look finds nothing, as when the wait times out."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.looks = real, 0
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.looks += 1
+        return [] if self.looks == 1 else self.real.poll(timeout)  # type: ignore[no-any-return]
+
+
+def test_the_input_looks_again_while_its_parent_lives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_process, "_PARENT_CHECK", 0.001)
+    read, feed = os.pipe()
+    try:
+        frames = writer_process._Input(read, os.getppid())
+        assert not frames.wait(0.005)  # several looks, then the time is up
+        assert not frames.ended
+        os.write(feed, HEADER.pack(0, DATA))
+        frames.poller = _MissOnce(frames.poller)  # type: ignore[assignment]
+        assert frames.wait(None)  # missed once, the parent there: looks again
+        assert list(frames.frames) == [(DATA, b"")]
+    finally:
+        os.close(read)
+        os.close(feed)

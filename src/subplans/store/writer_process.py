@@ -202,30 +202,30 @@ class _Session:
             return
         size, durable = self.options.max_batch, self.options.durable
         for first in range(0, len(pending), size):
-            batch = pending[first : first + size]
-            if self.writer is None or self.failure is not None:
-                self.dropped += len(batch)
-                continue
-            try:
-                fsynced = self.writer.write_plain(batch, durable=durable)
-            except Exception as error:
-                self.dropped += len(batch)
-                self.failure = (
-                    f"cannot write to the store {self.options.name}: {error}; "
-                    f"events of run {self.options.run_id} are no longer recorded"
-                )
-                continue
-            self.written += len(batch)
-            self.unchecked += len(batch)
-            self.batches += 1
-            self.largest = max(self.largest, len(batch))
-            self.durable_batches += fsynced
+            self._commit(pending[first : first + size], durable)
             # The counts, not for each batch of a stream; but during a long write too: a
             # closing recorder takes a writer silent for long for one that hangs.
             if monotonic() >= self.next_ack:
                 self.ack(0)
-        if monotonic() >= self.next_ack:
-            self.ack(0)
+
+    def _commit(self, batch: list[Item], durable: bool) -> None:
+        if self.writer is None or self.failure is not None:
+            self.dropped += len(batch)
+            return
+        try:
+            fsynced = self.writer.write_plain(batch, durable=durable)
+        except Exception as error:
+            self.dropped += len(batch)
+            self.failure = (
+                f"cannot write to the store {self.options.name}: {error}; "
+                f"events of run {self.options.run_id} are no longer recorded"
+            )
+            return
+        self.written += len(batch)
+        self.unchecked += len(batch)
+        self.batches += 1
+        self.largest = max(self.largest, len(batch))
+        self.durable_batches += fsynced
 
     def ack(self, marker: int) -> None:
         """Tell the recorder the counts so far, and that ``marker`` (unless 0) is done."""
