@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 from weakref import getweakrefcount
 
@@ -298,9 +297,10 @@ class Running:
             running, follow, slot.follow = follow, None, None
             chain -= 1
             # Nothing but the engine could tell this task from a new one: no reference kept
-            # to it, its coroutine or its frame (a watchdog's timer, a dict, a traceback), no
-            # weak one, the same name, no done callback, no cancellation requested or pending,
-            # and a new task's context variables (bound to the same objects).
+            # to it, its coroutine, its frame or its context (a watchdog's timer, a dict, a
+            # traceback, a Token), no weak one, the same name, no done callback, no
+            # cancellation requested or pending, and a new task's context variables (bound to
+            # the same objects; ``own`` is the context this task runs in).
             if (
                 self.stop_reason is None
                 and _refs(task) == refs
@@ -314,9 +314,9 @@ class Running:
                 and not task.cancelling()
                 and not task._must_cancel
                 and (
-                    _same_vars(context, self.direct)
+                    _same_vars(own, context, self.direct)
                     if (context := self.context)
-                    else len(copy_context()) == (not self.direct)
+                    else len(own) == (not self.direct)
                 )
             ):
                 # One turn of the loop first, where a new task's first step would be: every
@@ -340,11 +340,10 @@ class Running:
             self.wake()
 
 
-def _same_vars(context: Context, direct: bool) -> bool:
-    """Whether the current context binds the variables ``context`` binds, to the same
-    objects, and no other (``direct``: else the holder of ``Running._execute`` too, which it
-    sets again first)."""
-    now = copy_context()
+def _same_vars(now: Context, context: Context, direct: bool) -> bool:
+    """Whether ``now`` (the running task's context) binds the variables ``context`` binds, to
+    the same objects, and no other (``direct``: else the holder of ``Running._execute`` too,
+    which it sets again first)."""
     if len(now) != len(context) + (not direct and held_by_this_task not in context):
         return False
     get = now.get
