@@ -244,6 +244,7 @@ class Running:
             task: Any = slot.task
             refs, weak, name, coro_refs, frame_refs, coro_weak, own, own_refs = slot.clean
             slot.clean = _UNCOUNTED  # (its context lives as long as the task, no longer)
+            assert own is not None  # (made with its counts, ``_spawn``)
             coro = task.get_coro()
         running = subplan
         del subplan
