@@ -240,11 +240,11 @@ class Running:
         one, the subplans its slot starts next (else the next one gets a task of its own,
         made where it would have been)."""
         chain = self.chain  # how many more subplans this task may run
+        own: Any  # its context (a Context while it may run another subplan)
         if chain:
             task: Any = slot.task
             refs, weak, name, coro_refs, frame_refs, coro_weak, own, own_refs = slot.clean
             slot.clean = _UNCOUNTED  # (its context lives as long as the task, no longer)
-            assert own is not None  # (made with its counts, ``_spawn``)
             coro = task.get_coro()
         running = subplan
         del subplan
