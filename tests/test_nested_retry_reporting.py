@@ -293,25 +293,7 @@ def test_tagged_output_shows_each_attempt_once(tmp_path: Path, mode: str) -> Non
 def test_a_step_that_fails_by_itself_then_runs_is_no_error(tmp_path: Path) -> None:
     """The nested plan's first step fails by itself (its source) in the first attempt, and its
     second step is skipped; the next attempt runs both: nothing failed, nothing is not run."""
-    plan_in(
-        tmp_path,
-        """
-        name: outer
-        steps:
-          - name: s
-            subplans:
-              - name: inner
-                retries: 1
-                plan:
-                  name: inner
-                  steps:
-                    - name: t
-                      for_each: {command: "test -e f || { touch f; exit 3; }; echo x; echo y"}
-                      subplan: {run: "echo {item}"}
-                    - name: u
-                      run: "echo u"
-        """,
-    )
+    plan_in(tmp_path, SOURCE_FAILS_ONCE)
     done = subplans(tmp_path, "run", "plan.yaml", "-q")
     assert done.returncode == 0, done.stdout
     assert "  subplans  4 total, 4 completed, 0 failed\n" in done.stdout
