@@ -623,6 +623,15 @@ async def test_a_stop_in_the_turn_before_a_chained_subplan_cancels_it_unstarted(
     assert ("s2", FAILED, "cancelled because subplan 'bad' failed") in moves
 
 
+def interrupting_when_s2_runs(event: Any) -> None:
+    """A subscriber that stops the dispatch (Ctrl-C) as ``s2`` is published running."""
+    if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
+        "s2",
+        RUNNING,
+    ):
+        raise KeyboardInterrupt
+
+
 async def test_a_stop_while_the_next_subplan_is_published_running_cancels_it_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -631,14 +640,7 @@ async def test_a_stop_while_the_next_subplan_is_published_running_cancels_it_uns
         recorder = Recorder(bus)
         ran: list[str] = []
 
-        def interrupting(event: Any) -> None:
-            if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
-                "s2",
-                RUNNING,
-            ):
-                raise KeyboardInterrupt
-
-        bus.subscribe(interrupting)
+        bus.subscribe(interrupting_when_s2_runs)
 
         def subplan(name: str) -> Subplan:
             async def body() -> None:
@@ -673,14 +675,7 @@ async def test_a_stop_leaving_no_traceback_while_the_next_subplan_is_published_r
         bus.watch_interrupts(lambda error: setattr(error, "__traceback__", None))
         ran: list[str] = []
 
-        def interrupting(event: Any) -> None:
-            if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
-                "s2",
-                RUNNING,
-            ):
-                raise KeyboardInterrupt
-
-        bus.subscribe(interrupting)
+        bus.subscribe(interrupting_when_s2_runs)
 
         def subplan(name: str) -> Subplan:
             async def body() -> None:
