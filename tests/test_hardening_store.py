@@ -374,6 +374,7 @@ def test_readers_on_a_full_disk_read_a_store_nobody_has_open(tmp_path: Path) -> 
 HALF_CHECKPOINTED = """
     import os, resource, signal, sys
     from subplans.store import PlanManifest, RunStore
+    open(sys.argv[1], "wb").close()  # (made in place: its schema too in the log)
     store = RunStore.open(sys.argv[1])
     store._db.execute("PRAGMA wal_autocheckpoint = 0")
     store.start_run("r1", PlanManifest(file="plan.yaml", steps=("s",), subplans=(("s", "s"),)))

@@ -293,25 +293,7 @@ def test_tagged_output_shows_each_attempt_once(tmp_path: Path, mode: str) -> Non
 def test_a_step_that_fails_by_itself_then_runs_is_no_error(tmp_path: Path) -> None:
     """The nested plan's first step fails by itself (its source) in the first attempt, and its
     second step is skipped; the next attempt runs both: nothing failed, nothing is not run."""
-    plan_in(
-        tmp_path,
-        """
-        name: outer
-        steps:
-          - name: s
-            subplans:
-              - name: inner
-                retries: 1
-                plan:
-                  name: inner
-                  steps:
-                    - name: t
-                      for_each: {command: "test -e f || { touch f; exit 3; }; echo x; echo y"}
-                      subplan: {run: "echo {item}"}
-                    - name: u
-                      run: "echo u"
-        """,
-    )
+    plan_in(tmp_path, SOURCE_FAILS_ONCE)
     done = subplans(tmp_path, "run", "plan.yaml", "-q")
     assert done.returncode == 0, done.stdout
     assert "  subplans  4 total, 4 completed, 0 failed\n" in done.stdout
@@ -380,30 +362,7 @@ def test_a_step_skipped_by_a_later_attempt_keeps_what_its_subplans_did(tmp_path:
     """``inner1``'s second step is skipped in both attempts: not run, counted once. ``inner2``'s
     second step failed in the first attempt and is skipped in the second: its subplan's last
     state is that failure (the store's row says so too), not "not run"."""
-    plan_in(
-        tmp_path,
-        """
-        name: outer
-        steps:
-          - name: s
-            failure_mode: continue_on_error
-            subplans:
-              - name: inner1
-                retries: 1
-                plan:
-                  name: inner1
-                  steps:
-                    - {name: a1, run: "exit 1"}
-                    - {name: b1, run: "echo b1"}
-              - name: inner2
-                retries: 1
-                plan:
-                  name: inner2
-                  steps:
-                    - {name: a2, run: "test -e f && exit 1; touch f"}
-                    - {name: b2, run: "exit 1"}
-        """,
-    )
+    plan_in(tmp_path, SKIPPED_BY_A_LATER_ATTEMPT)
     done = subplans(tmp_path, "run", "plan.yaml", "-q")
     assert done.returncode == 1
     assert "  subplans  6 total, 0 completed, 5 failed, 1 not run\n" in done.stdout

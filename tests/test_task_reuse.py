@@ -623,6 +623,15 @@ async def test_a_stop_in_the_turn_before_a_chained_subplan_cancels_it_unstarted(
     assert ("s2", FAILED, "cancelled because subplan 'bad' failed") in moves
 
 
+def interrupting_when_s2_runs(event: Any) -> None:
+    """A subscriber that stops the dispatch (Ctrl-C) as ``s2`` is published running."""
+    if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
+        "s2",
+        RUNNING,
+    ):
+        raise KeyboardInterrupt
+
+
 async def test_a_stop_while_the_next_subplan_is_published_running_cancels_it_unstarted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -631,14 +640,7 @@ async def test_a_stop_while_the_next_subplan_is_published_running_cancels_it_uns
         recorder = Recorder(bus)
         ran: list[str] = []
 
-        def interrupting(event: Any) -> None:
-            if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
-                "s2",
-                RUNNING,
-            ):
-                raise KeyboardInterrupt
-
-        bus.subscribe(interrupting)
+        bus.subscribe(interrupting_when_s2_runs)
 
         def subplan(name: str) -> Subplan:
             async def body() -> None:
@@ -673,14 +675,7 @@ async def test_a_stop_leaving_no_traceback_while_the_next_subplan_is_published_r
         bus.watch_interrupts(lambda error: setattr(error, "__traceback__", None))
         ran: list[str] = []
 
-        def interrupting(event: Any) -> None:
-            if isinstance(event, SubplanStateChanged) and (event.subplan_id, event.state) == (
-                "s2",
-                RUNNING,
-            ):
-                raise KeyboardInterrupt
-
-        bus.subscribe(interrupting)
+        bus.subscribe(interrupting_when_s2_runs)
 
         def subplan(name: str) -> Subplan:
             async def body() -> None:
@@ -1099,3 +1094,147 @@ def test_a_loop_that_schedules_steps_its_own_way_gives_every_subplan_a_task() ->
     finally:
         loop.close()
     assert names.distinct() == 5
+
+
+async def test_a_token_a_subplan_keeps_is_never_good_in_a_later_subplans_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ``Token`` holds the context it was made in: a later subplan resetting with it gets
+    the error it gets in a task of its own, even when the earlier one left its variables as
+    a new task's."""
+
+    async def scenario() -> list[str]:
+        kept: list[Any] = []
+        seen: list[str] = []
+
+        async def setting() -> None:
+            first = var.set("x")
+            kept.append(var.set("y"))
+            var.reset(first)  # its variables as a new task's again; the token kept
+
+        async def resetting() -> None:
+            try:
+                var.reset(kept[0])
+            except ValueError as error:
+                seen.append(type(error).__name__)
+            else:
+                seen.append(f"reset, {var.get()!r}")
+
+        await run([Subplan("setting", setting), Subplan("resetting", resetting)])
+        return seen
+
+    reused, fresh = await both(monkeypatch, scenario)
+    assert reused == fresh == ["ValueError"]
+
+
+async def test_a_weak_reference_to_a_subplans_coroutine_is_never_a_later_subplans() -> None:
+    by_coroutine: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+    seen: list[str | None] = []
+
+    def coroutine() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        return task.get_coro()
+
+    async def storing() -> None:
+        by_coroutine[coroutine()] = "the first subplan's"
+
+    async def looking() -> None:
+        seen.append(by_coroutine.get(coroutine()))
+
+    await run([Subplan("storing", storing), Subplan("looking", looking)])
+    assert seen == [None]
+
+
+async def test_a_failed_subplans_result_keeps_neither_its_task_nor_its_context_alive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The error's traceback keeps the engine's frame: not what a new task's would not."""
+
+    class Connection:
+        pass
+
+    async def scenario() -> tuple[bool, bool]:
+        held: list[weakref.ref[Any]] = []
+
+        async def failing() -> None:
+            connection = Connection()
+            held.append(weakref.ref(connection))
+            var.set(connection)
+            task = asyncio.current_task()
+            assert task is not None
+            held.append(weakref.ref(task))
+            del connection, task
+            raise RuntimeError("failed")
+
+        async def passing() -> None:
+            await asyncio.sleep(0)
+
+        subplans = [Subplan("passing", passing), Subplan("failing", failing)]
+        subplans += [Subplan(f"after{i}", passing) for i in range(3)]
+        config = ParallelExecutionConfig(max_parallel=1, failure_mode=FailureMode.CONTINUE_ON_ERROR)
+        with pytest.raises(AggregateSubplanError) as raised:
+            await ParallelSubplanDispatcher(config).run(subplans)
+        gc.collect()
+        # The results (and the failed one's error, with its traceback) are kept.
+        assert [r.state for r in raised.value.results].count(FAILED) == 1
+        connection, task = held
+        return connection() is None, task() is None
+
+    reused, fresh = await both(monkeypatch, scenario)
+    assert reused == fresh == (True, True)
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["plain", "pooled"])
+async def test_a_task_that_cannot_be_made_fails_its_subplan_and_the_run_ends(
+    pooled: bool,
+) -> None:
+    """Making a task after its subplan was published running may raise (here call_soon's
+    check in debug mode, the cap raised from another thread): the subplan fails with the
+    error, the caller gets it, and the dispatch still ends."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    gate = asyncio.Event()
+    caller: list[BaseException] = []
+
+    async def blocker() -> None:
+        await gate.wait()
+
+    async def other() -> str:
+        return "ran"
+
+    pool = AsyncSemaphoreLimiter(2)
+    dispatcher = ParallelSubplanDispatcher(
+        ParallelExecutionConfig(max_parallel=1, failure_mode=FailureMode.CONTINUE_ON_ERROR),
+        pools={"api": pool} if pooled else None,
+    )
+    uses = {"api": 1} if pooled else None
+    started = asyncio.Event()
+
+    async def first() -> None:
+        started.set()
+        await blocker()
+
+    def from_a_thread() -> None:
+        try:
+            dispatcher.set_max_parallel(2)
+        except BaseException as error:  # (what the caller gets)
+            caller.append(error)
+        loop.call_soon_threadsafe(gate.set)
+
+    try:
+        running = asyncio.ensure_future(
+            dispatcher.run([Subplan("first", first), Subplan("other", other, uses=uses)])
+        )
+        await started.wait()
+        await asyncio.to_thread(from_a_thread)
+        with pytest.raises(AggregateSubplanError) as raised:
+            await asyncio.wait_for(running, 10)  # (a bound: before, it never ended)
+    finally:
+        loop.set_debug(False)
+    assert [type(error) for error in caller] == [RuntimeError]
+    first_result, other_result = raised.value.results
+    assert (first_result.state, other_result.state) == (COMPLETED, FAILED)
+    assert other_result.error is caller[0]
+    assert pool.in_use == 0  # the unit it took went back
+    no_tasks_left()

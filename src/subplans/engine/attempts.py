@@ -11,6 +11,8 @@ from subplans.engine.events import SubplanRetrying
 from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:
+    from contextvars import Context
+
     from subplans.engine.lending import Holder
     from subplans.engine.subplan import Subplan
 
@@ -43,8 +45,18 @@ class Slot:
         self.follow: Subplan | None = None
         #: What its task looked like when it was made, to which it must come back to run
         #: another subplan: (references to the task, weak references to it, its name,
-        #: references to its coroutine, to its frame): see ``Running._spawn``.
-        self.clean: tuple[int, int, str, int, int] = (0, 0, "", 0, 0)
+        #: references to its coroutine, to its frame, weak references to its coroutine, its
+        #: context, references to it): see ``Running._spawn``.
+        self.clean: tuple[int, int, str, int, int, int, Context | None, int] = (
+            0,
+            0,
+            "",
+            0,
+            0,
+            0,
+            None,
+            0,
+        )
 
 
 class Owner(Protocol):

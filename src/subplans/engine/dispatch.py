@@ -54,8 +54,8 @@ _BASE: Any = asyncio.BaseEventLoop
 _SCHEDULING = (_BASE.call_soon, _BASE._call_soon)
 
 #: How many subplans may follow the first in one task (``Running._execute``): at most 65 share
-#: a task's name, the one thing of it a subplan sees without a reference (a log's
-#: ``taskName``); past 64 the gain is under 1%.
+#: a task's name, the one thing of it a subplan sees without a reference; past 64 the gain is
+#: under 1%.
 CHAIN = 64
 #: The task whose insides ``Running._execute`` reads (its references while it runs, its done
 #: callbacks, a pending cancellation), checked on CPython 3.11: any other never runs two

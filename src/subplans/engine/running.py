@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 from weakref import getweakrefcount
 
 from subplans.engine.attempts import Slot, run_attempts
 from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import SubplanStateChanged
-from subplans.engine.lending import Holder, held_by_this_task
+from subplans.engine.lending import Holder, held_by_this_task, let_go
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
 from subplans.engine.tracker import is_enabled, log_move, maybe_enabled
@@ -49,6 +48,13 @@ _MISSING = object()
 #: References a task has while it runs beyond those it has when made (``_spawn``): the
 #: loop's record of its current task (CPython 3.11's C task, the only one reused).
 _RUNNING_REFS = 1
+#: References a task's context has while the task runs beyond those it has when counted in
+#: ``_spawn``: the step's handle enters it (``Context.run``, which has it on its stack too)
+#: and ``_execute``'s name holds it, where ``_spawn``'s name and the tuple being built did
+#: (checked by tests/test_task_reuse.py: a wrong count never reuses).
+_ENTERED_REFS = 1
+#: A slot's counts once its task has taken them.
+_UNCOUNTED: tuple[int, int, str, int, int, int, None, int] = (0, 0, "", 0, 0, 0, None, 0)
 
 
 class _Yield:
@@ -75,11 +81,12 @@ class Running:
     bus: EventBus | None
     now: Callable[[], float]
     context: Context
-    new_task: Callable[[Any], asyncio.Task[None]]
+    new_task: Callable[..., asyncio.Task[None]]
     plain: bool
     chain: int
     offer: asyncio.Task[None] | None
     free: list[Slot]
+    slots: list[Slot]
     next: int
     claim: Parts | None
     direct: bool
@@ -88,6 +95,8 @@ class Running:
     if TYPE_CHECKING:
 
         def _interrupted(self, error: KeyboardInterrupt) -> None: ...
+        def quiet(self) -> bool: ...
+        def wake(self) -> None: ...
         async def pace_retry(self, subplan: Subplan) -> None: ...
         def release(self, slot: Slot, ending: asyncio.Task[None] | None = None) -> None: ...
         def fail(self, slot: Slot, error: BaseException) -> None: ...
@@ -191,18 +200,38 @@ class Running:
         """Make ``subplan``'s task, in a copy of ``context`` (as a TaskGroup's tasks are),
         cancelled at once if the dispatch stops; note what it looks like new."""
         coro: Any = self._execute(slot, subplan)
-        task = context.run(self.new_task, coro)
+        try:
+            if self.chain:
+                # Its context made here, so that its references can be counted too: a
+                # ``contextvars.Token`` a subplan keeps holds it (and would then be good in
+                # the next subplan's context, where a new task's would not).
+                own = context.copy()
+                task = self.new_task(coro, context=own)
+            else:
+                own = None
+                task = context.run(self.new_task, coro)
+        except BaseException as error:
+            # No task (a closed loop, a call from another thread, no memory): the subplan,
+            # published running, fails with the error and its slot is free again; the caller
+            # gets the error, as when a task could not be made before anything was published.
+            coro.close()
+            self._unspawned(slot, error)
+            raise
         slot.task = task
-        if self.chain:
-            # No one but the engine can hold it yet: the counts it must come back to (while
-            # it runs, the loop holds it too).
+        if own is not None:
+            # No one but the engine can hold them yet: the counts they must come back to
+            # (while it runs, the loop holds the task too, and the context is entered).
             slot.clean = (
                 _refs(task) + _RUNNING_REFS,
                 getweakrefcount(task),
                 task.get_name(),
                 _refs(coro),
                 _refs(coro.cr_frame),
+                getweakrefcount(coro),
+                own,
+                _refs(own) + _ENTERED_REFS,
             )
+            del own
         if self.stop_reason is not None:
             task.cancel(self.stop_reason)  # a subscriber of RUNNING interrupted the dispatch
 
@@ -211,9 +240,11 @@ class Running:
         one, the subplans its slot starts next (else the next one gets a task of its own,
         made where it would have been)."""
         chain = self.chain  # how many more subplans this task may run
+        own: Any  # its context (a Context while it may run another subplan)
         if chain:
             task: Any = slot.task
-            refs, weak, name, coro_refs, frame_refs = slot.clean
+            refs, weak, name, coro_refs, frame_refs, coro_weak, own, own_refs = slot.clean
+            slot.clean = _UNCOUNTED  # (its context lives as long as the task, no longer)
             coro = task.get_coro()
         running = subplan
         del subplan
@@ -261,42 +292,59 @@ class Running:
                 del running
                 self.release(slot, task if offering else None)
             if not offering or (follow := slot.follow) is None:
+                # A failed subplan's traceback keeps this frame: not the task and its context.
+                task = coro = own = None
                 return
             running, follow, slot.follow = follow, None, None
             chain -= 1
             # Nothing but the engine could tell this task from a new one: no reference kept
-            # to it, its coroutine or its frame (a watchdog's timer, a dict, a traceback), no
-            # weak one, the same name, no done callback, no cancellation requested or pending,
-            # and a new task's context variables (bound to the same objects).
+            # to it, its coroutine, its frame or its context (a watchdog's timer, a dict, a
+            # traceback, a Token), no weak one, the same name, no done callback, no
+            # cancellation requested or pending, and a new task's context variables (bound to
+            # the same objects; ``own`` is the context this task runs in).
             if (
                 self.stop_reason is None
                 and _refs(task) == refs
                 and getweakrefcount(task) == weak
                 and _refs(coro) == coro_refs
+                and getweakrefcount(coro) == coro_weak
+                and _refs(own) == own_refs
                 and _refs(_frame()) == frame_refs
                 and task.get_name() is name
                 and task._callbacks is None
                 and not task.cancelling()
                 and not task._must_cancel
                 and (
-                    _same_vars(context, self.direct)
+                    _same_vars(own, context, self.direct)
                     if (context := self.context)
-                    else len(copy_context()) == (not self.direct)
+                    else len(own) == (not self.direct)
                 )
             ):
                 # One turn of the loop first, where a new task's first step would be: every
                 # step scheduled before comes first (a stop meanwhile cancels it here).
                 await _YIELD
                 continue
+            task = coro = own = None
             self._spawn(slot, running, self.context)
             return
 
+    def _unspawned(self, slot: Slot, error: BaseException) -> None:
+        """End a subplan whose task could not be made: failed with ``error``, its slot free
+        (nothing started from here: the next start comes from the loop as usual)."""
+        slot.task = None
+        self.finish(slot, _FAILED, error=error)
+        if (holder := slot.holder) is not None:
+            slot.holder = None
+            let_go(holder)
+        self.free.append(slot)
+        if len(self.free) == len(self.slots) and self.quiet():
+            self.wake()
 
-def _same_vars(context: Context, direct: bool) -> bool:
-    """Whether the current context binds the variables ``context`` binds, to the same
-    objects, and no other (``direct``: else the holder of ``Running._execute`` too, which it
-    sets again first)."""
-    now = copy_context()
+
+def _same_vars(now: Context, context: Context, direct: bool) -> bool:
+    """Whether ``now`` (the running task's context) binds the variables ``context`` binds, to
+    the same objects, and no other (``direct``: else the holder of ``Running._execute`` too,
+    which it sets again first)."""
     if len(now) != len(context) + (not direct and held_by_this_task not in context):
         return False
     get = now.get

@@ -2,7 +2,10 @@
 schema brought up to date, and proven writable; or refused with one line that says why.
 
 A file that is not a store of ours is never changed, not one byte; a store that did not exist
-and could not be created is removed again, so no half-written database is ever left behind.
+and could not be created is removed again, so no half-written database is ever left behind. A
+new store is made under a name of its own and linked into place once ready: a reader opening
+it meanwhile (``subplans status`` as a run starts) sees no store or a whole one, never one
+half made, so neither fails the other.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def open_connection(
         except OSError as error:
             problem = f"cannot create the folder {path.parent}: {error.strerror or error}"
             raise StoreError(_cannot_open(path, problem)) from None
+    if not existed and not readonly:
+        existed = _made(path, timeout)
     connection: sqlite3.Connection | None = None
     try:
         if existed:
@@ -77,6 +82,25 @@ def open_connection(
             _remove_database(path)
         raise StoreError(_cannot_open(path, _explain(error, path))) from None
     return connection
+
+
+def _made(path: Path, timeout: float) -> bool:
+    """Make a new store at ``path`` whole, then link it into place (unless another process
+    made one there first: then that one is opened); False where links cannot be made (the
+    store is then made in place)."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+    try:
+        with closing(sqlite3.connect(draft, timeout=timeout, isolation_level=None)) as made:
+            _prepare(made)
+        # Closed: its log is in the file, which is in WAL mode for good.
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another process made the store meanwhile
+    except (OSError, sqlite3.Error):
+        return path.exists()  # (no links here, or no room: made in place as before)
+    finally:
+        _remove_database(Path(draft))
+    return True
 
 
 def _inspected(path: Path, *, timeout: float) -> sqlite3.Connection:
