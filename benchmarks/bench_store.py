@@ -179,6 +179,47 @@ one, interleaved in one process, on a machine other jobs kept busy at load 0.5-3
   10,000);
   an ack per batch (a GIL handoff each: the counts alone are now acked every 50 ms at most).
 
+Writer process, stop 14 (#10; thread and process CPU, ``strace -c`` of the fsyncs, the writer
+fed a recorded pickle stream, and the writer of before beside this one in one run: the same
+loop side, the writer process started from either tree, 21 interleaved rounds):
+
+- What was slow. The loop thread: 5.2-5.7 us a subplan against 4.55 off; pickling 0.44 of it
+  (147 ns an event in the run, 60 in a warm micro-benchmark), the pipe's writes 0.06; ``put``
+  and its tuple cost what the off side's event and lambda do. The writer process, 4.6-4.8 us:
+  unpickling 0.3, building rows 1.1-1.35 (the chunk's text half of it), the subplans' upsert
+  1.4 (SQLite), a transaction and an fsync per 512-event frame, as it kept up (47 fsyncs a
+  run; at 512 events a batch, writing costs 0.6 us a subplan more than at 2,048, the fsyncs
+  0.7-0.85 more than none; and they cost the loop 0.3: its CPU 5.43 durable, 5.13 not), the
+  session's start 0.24 and preparing its statements 0.2 (1.8 ms a connection). The final
+  flush: mostly the sender thread's ``time.sleep(tick)``, which ``aclose`` joins (0 to 22 ms,
+  10-20 in half the rounds): with that sleep made interruptible (a shim in the A/B script),
+  the flush falls from 1.1-2.2 to 0.2-0.4 us a subplan and on / off to 1.33x median (1.29x
+  best) for the writer of before and this one alike.
+- What changed (``writer_process._Session``): a stream's transaction gathers the events that
+  come within 2 ms, up to 2,048 (a marker stops it); a stream's terminal batch leaves its fsync
+  to a later commit while more events are already read, 5 ms at most (``batch_delay`` if
+  less); a marker, the end of the stream and the end of the input fsync what is left (the WAL,
+  as synchronous=FULL does, if nothing is left to commit). A quiet run: 47 -> 14
+  transactions (six runs at load 4: 115 -> 66 fdatasyncs, ``start_run``'s included);
+  ``flush()`` and ``close()`` still return only once every terminal state is fsynced.
+- Figures (new / old, 21 rounds, load 1.3-1.6 with the other core mostly free): the writer's
+  CPU 0.85-0.94x (4.65-4.85 -> 3.93-4.46 us a subplan), the loop process's 0.94-0.98x; wall
+  0.98-1.0x with the shim (the last transaction is larger: flush 0.2 -> 0.4 us), 0.84-0.94x
+  without it. Under load (other jobs on the writer's core, load 1.4-3) the rounds swing by 2x
+  and the two writers cannot be told apart.
+- Tried and not taken: ``UPDATE ... WHERE`` by ``executemany`` (2.05 us a row) or ``UPDATE
+  ... FROM (VALUES ...)`` (1.95) for the upsert (1.45); an fsync per 2,048-event transaction
+  (flush alike, loop 2-4% more CPU); syncing every 10 ms (the fsync at the end writes more:
+  flush 0.46 against 0.38); ``posix_fadvise(DONTNEED)`` on the WAL to start its writeback
+  early, and the collector off in the writer (both within the noise); marshal instead of
+  pickle (54 against 60 ns an event, and the states are enum members); the chunk text's head
+  by ``%`` or with ``int()`` first (slower).
+- Left: the sender's tick sleep (``WriterPipe._send``: the largest part of the flush); each
+  recorder's session connects, reads its 10,000 ids and prepares its statements anew (0.45 us
+  a subplan at 10,000: a spare could keep its connection to the same store); the loop's
+  pickling. With the sleep gone, on / off is about 1.35x in a quiet run: the loop's own CPU
+  (1.20-1.25x) and a flush of 0.2-0.4 us.
+
 Opening the store (issue #10): ``RunStore.open`` of a store of one run of 1,000 subplans
 against one of 200 such runs (36 MB; events written as the recorder writes them), as ``run``
 opens it and as ``status`` does (``readonly``), interleaved, medians of 51 opens each.

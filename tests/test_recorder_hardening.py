@@ -30,8 +30,8 @@ from subplans.store import (
     PlanManifest,
     RunStore,
     StoreError,
+    writer_frames,
     writer_pipe,
-    writer_process,
     writer_start,
 )
 from subplans.store.writer_process import DATA, HEADER
@@ -190,8 +190,12 @@ async def test_aclose_kills_a_writer_that_stopped_answering(store: RunStore, fre
 def test_close_waits_for_a_writer_that_answers(store: RunStore, fresh: None) -> None:
     """A writer that answers is waited for, however long: its acks keep it alive."""
     recorder = store.recorder("r1", timeout=0.2)
+    recorder.flush_sync()
     pipe = recorder._pipe
+    os.kill(pipe.process.pid, signal.SIGSTOP)  # stopped: hung once silent for the bound
+    wait_until(lambda: psutil.Process(pipe.process.pid).status() == psutil.STATUS_STOPPED)
     pipe.heard -= 10  # long silent, as far as the bound goes
+    pipe.watch.since -= 10
     assert pipe.answer_within(1.4) is None
     assert pipe.answer_within(1.4) is None  # killed once
     with pytest.raises(StoreError, match=r"did not answer for 1.4 seconds"):
@@ -398,16 +402,30 @@ class _MissOnce:
 
 
 def test_the_input_looks_again_while_its_parent_lives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer_process, "_PARENT_CHECK", 0.001)
+    monkeypatch.setattr(writer_frames, "_PARENT_CHECK", 0.001)
     read, feed = os.pipe()
     try:
-        frames = writer_process._Input(read, os.getppid())
+        frames = writer_frames.FrameInput(read, os.getppid())
         assert not frames.wait(0.005)  # several looks, then the time is up
         assert not frames.ended
         os.write(feed, HEADER.pack(0, DATA))
         frames.poller = _MissOnce(frames.poller)  # type: ignore[assignment]
         assert frames.wait(None)  # missed once, the parent there: looks again
         assert list(frames.frames) == [(DATA, b"")]
+    finally:
+        os.close(read)
+        os.close(feed)
+
+
+def test_the_wait_for_go_looks_again_while_its_parent_lives() -> None:
+    read, feed = os.pipe()
+    try:
+        frames = writer_frames.FrameInput(read, os.getppid())
+        os.write(feed, HEADER.pack(0, DATA) + HEADER.pack(0, writer_frames.GO))
+        frames.poller = _MissOnce(frames.poller)  # type: ignore[assignment]
+        frames.go()  # missed once, the parent there: looks again
+        assert list(frames.frames) == [(DATA, b"")]
+        assert not frames.ended
     finally:
         os.close(read)
         os.close(feed)

@@ -15,7 +15,7 @@ from contextlib import suppress
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from subplans.store.event_chunks import last_seq, write_chunk
+from subplans.store.event_chunks import last_seq, next_seq, write_chunk
 from subplans.store.event_rows import Item, RowBuilder
 from subplans.store.statements import execute_rows
 
@@ -157,7 +157,7 @@ def _in_key_order(rows: Iterable[Any]) -> list[Any]:
 class BatchWriter:
     """Writes batches of ``run_id``'s events through ``connection``, each in one transaction."""
 
-    __slots__ = ("builder", "chunk", "connection", "full", "run_id")
+    __slots__ = ("builder", "chunk", "connection", "full", "run_id", "terminal")
 
     def __init__(self, connection: sqlite3.Connection, run_id: str, *, chunk: int) -> None:
         self.connection = connection
@@ -167,6 +167,8 @@ class BatchWriter:
         self.builder = RowBuilder(run_id, seq, _subplans_with_a_row(connection, run_id))
         #: Whether the connection is at synchronous=FULL now.
         self.full = False
+        #: Whether the last batch written held a terminal state.
+        self.terminal = False
 
     def checkpoint(self) -> bool:
         """Copy the WAL into the database without blocking anyone; True if it all went."""
@@ -196,7 +198,11 @@ class BatchWriter:
                 self.full = full
             db.execute("BEGIN IMMEDIATE")
             if batch.events:
-                write_chunk(db, self.run_id, mark + 1, batch.events, scaled=True)
+                # Where the run's events end, read under the write lock: another writer of
+                # the run (``writer_lock`` keeps them apart) never makes this batch collide.
+                first = next_seq(db, self.run_id)
+                write_chunk(db, self.run_id, first, batch.events, scaled=True)
+                self.builder.seq = first - 1 + len(batch.events)
             if batch.waiting:
                 self._rows(_WAIT_SUBPLANS, _WAIT_ROW, 1, _in_key_order(batch.waiting))
             self._rows(_END_SUBPLANS, _END_ROW, 5, _in_key_order(batch.ended.values()))
@@ -218,6 +224,7 @@ class BatchWriter:
                 if rows:
                     db.executemany(statement, rows)
             db.execute("COMMIT")
+            self.terminal = batch.terminal
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")

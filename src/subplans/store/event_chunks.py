@@ -25,6 +25,7 @@ __all__ = [
     "encode",
     "events_of_kind",
     "last_seq",
+    "next_seq",
     "payload_of",
     "read_events",
     "scan_events",
@@ -67,6 +68,16 @@ def last_seq(db: sqlite3.Connection, run_id: str) -> int:
         "SELECT coalesce(max(last_seq), 0) FROM event_chunks WHERE run_id = ?", (run_id,)
     ).fetchone()
     return int(seq)
+
+
+def next_seq(db: sqlite3.Connection, run_id: str) -> int:
+    """The seq the run's next event gets: one seek of the key (chunks never overlap, so the
+    last one by ``first_seq`` ends the run). Read inside the writing transaction."""
+    row = db.execute(
+        "SELECT last_seq FROM event_chunks WHERE run_id = ? ORDER BY first_seq DESC LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    return 1 if row is None else int(row[0]) + 1
 
 
 def scan_events(

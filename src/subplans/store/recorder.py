@@ -8,8 +8,9 @@ what they change in the subplans, steps and runs tables (``writer_pipe`` feeds i
 events came it waits up to ``batch_delay`` seconds for more (group commit), unless a flush
 waits. What it was handed it writes even if this process is killed.
 
-Durability: batches holding a terminal state (of a subplan, a step or the run) commit with
-``synchronous=FULL``, so they are fsynced before ``flush()`` returns; the others with
+Durability: batches holding a terminal state (of a subplan, a step or the run) are fsynced,
+by their own commit (``synchronous=FULL``) or, while more events stream in, by a later commit
+or an fsync of the log within 5 ms, always before ``flush()`` returns; the others commit with
 ``NORMAL``, which survives a crash of the process but not of the machine, where what is lost
 is only a record of work in progress. WAL checkpoints (copying the log into the database) are
 taken when the writer is idle, never between a terminal state and the end of a run.
@@ -21,8 +22,10 @@ The writer process turns events into rows with ``event_rows`` and writes each ba
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +35,14 @@ from subplans.engine.bus import EventBus
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.liveness import check_run_id
+from subplans.store.writer_lock import RunWriterLock, held_message
 from subplans.store.writer_pipe import WriterPipe
 from subplans.store.writer_process import WriterOptions
+from subplans.store.writer_watch import bound_for
 
 __all__ = ["RecorderSettings", "RecorderStatistics", "RunRecorder"]
+
+logger = logging.getLogger("subplans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,7 @@ class RecorderStatistics:
     #: Transactions committed.
     batches: int
     largest_batch: int
-    #: Batches committed with synchronous=FULL because they held a terminal state.
+    #: Batches holding a terminal state, fsynced (by their commit or a later fsync).
     durable_batches: int
     #: Events queued and not yet written (approximate while events arrive).
     pending: int
@@ -94,14 +101,27 @@ class RunRecorder:
     fails to write, or a writer process that dies, is logged once; from then on events are
     dropped and ``flush()`` and ``close()`` raise the ``StoreError``. A recorder never closed
     loses nothing its process was handed: the process writes it all once this one has exited.
-    ``close()`` waits while the writer answers (it does at least every 50 ms while it writes);
-    one silent for ``2 * timeout + 1`` seconds (stopped, or hung) is killed, and ``close()``
-    raises the ``StoreError`` that says so. In a child made by ``fork()``, the recorder is the
-    parent's: there ``close()`` only unsubscribes, events are dropped, and ``flush()`` raises
-    ``RuntimeError``.
+    ``flush()``, ``flush_sync()``, ``close()`` and ``aclose()`` wait for the writer while it
+    makes progress, however long: it acks at least every 50 ms between transactions, and a
+    long transaction uses CPU time or waits on the disk. It is taken for hung, killed, and
+    they raise the ``StoreError`` that says so, once for ``2 * timeout + 1`` seconds it sent
+    no ack, its CPU time (``/proc/<pid>/stat``) did not move and it was not in disk wait
+    (``D``), or at once after that silence if it is stopped (``T``): between one and two such
+    bounds after its last sign of life (``writer_watch``). ``flush_sync(timeout)`` also gives
+    up with ``TimeoutError`` after ``timeout``.
+
+    One writer at a time per run: a new recorder waits for an earlier writer of the same run
+    (one whose process was killed still writes its backlog) by the same rule, then fails if it
+    is hung (``writer_lock``). If no writer process can be started (``sys.executable`` is not a
+    Python) or one does not answer its start within 5 seconds, a thread of this process writes
+    instead (a debug log line says so); it cannot be killed, so it is waited for.
+
+    In a child made by ``fork()``, the recorder is the parent's: there ``close()`` only
+    unsubscribes, events are dropped, and ``flush()`` raises ``RuntimeError``.
 
     Raises:
-        StoreError: the store cannot be opened for writing, or no writer process can start.
+        StoreError: the store cannot be opened for writing, or an earlier writer of the run
+            holds it and is hung.
     """
 
     def __init__(
@@ -124,9 +144,10 @@ class RunRecorder:
         self.path = Path(path)
         self.run_id = run_id
         self._closed = False
-        #: Seconds of silence after which a closing recorder takes its writer for hung.
-        self._silence = 2 * timeout + 1
+        #: Seconds a writer may be hung (``writer_watch``) before it is given up on.
+        self._silence = bound_for(timeout)
         _check_store(self.path, timeout)
+        _wait_for_earlier_writer(self.path, run_id, self._silence)
         self._pipe = WriterPipe(
             WriterOptions(
                 os.path.abspath(self.path),
@@ -191,7 +212,7 @@ class RunRecorder:
         Raises:
             StoreError: the store failed to write.
         """
-        await asyncio.wrap_future(self._mark(stop=False))
+        await self._awaited(self._mark(stop=False))
 
     def flush_sync(self, timeout: float | None = None) -> None:
         """``flush()`` for code outside the event loop; blocks the calling thread.
@@ -200,7 +221,7 @@ class RunRecorder:
             StoreError: the store failed to write.
             TimeoutError: not flushed within ``timeout`` seconds.
         """
-        self._mark(stop=False).result(timeout)
+        self._waited(self._mark(stop=False), timeout)
 
     def close(self) -> None:
         """Flush, end the writer's session and unsubscribe (idempotent); blocks until done.
@@ -215,12 +236,7 @@ class RunRecorder:
             return
         future = self._stop()
         try:
-            while True:
-                try:
-                    future.result(self._pipe.answer_within(self._silence))
-                    break
-                except TimeoutError:
-                    continue  # silent, and not yet for long
+            self._waited(future, None)
         finally:
             self._pipe.join()
 
@@ -233,10 +249,7 @@ class RunRecorder:
             return
         future = self._stop()
         try:
-            waiting = asyncio.wrap_future(future)
-            while not waiting.done():
-                await asyncio.wait((waiting,), timeout=self._pipe.answer_within(self._silence))
-            waiting.result()
+            await self._awaited(future)
         finally:
             # The stop marker is settled once the process has exited: this returns at once.
             self._pipe.join()
@@ -263,6 +276,37 @@ class RunRecorder:
     ) -> None:
         await self.aclose()
 
+    def _waited(self, future: Future[None], timeout: float | None) -> None:
+        """Wait for ``future`` while the writer is not hung (``answer_within``).
+
+        Raises:
+            TimeoutError: not settled within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self._pipe.answer_within(self._silence)
+            if deadline is not None:
+                left = max(deadline - time.monotonic(), 0.0)
+                wait = left if wait is None else min(wait, left)
+            try:
+                future.result(wait)
+                return
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                # silent, and not yet hung for long: ask again
+
+    async def _awaited(self, future: Future[None]) -> None:
+        """``_waited`` on the event loop, without a timeout."""
+        waiting = asyncio.wrap_future(future)
+        try:
+            while not waiting.done():
+                await asyncio.wait((waiting,), timeout=self._pipe.answer_within(self._silence))
+        except BaseException:  # cancelled: the flush's future is left to be settled unseen
+            waiting.cancel()
+            raise
+        waiting.result()
+
     def _mark(self, *, stop: bool) -> Future[None]:
         if self._closed:
             raise RuntimeError("the recorder is closed")
@@ -283,6 +327,33 @@ class RunRecorder:
         if self._unsubscribe is not None:
             self._unsubscribe()
         return future
+
+
+def _wait_for_earlier_writer(path: Path, run_id: str, bound: float) -> None:
+    """Wait while an earlier writer of ``run_id`` still holds it (``writer_lock``), here, so
+    that a recorder that cannot record says so at once; the writer takes the lock itself.
+
+    Raises:
+        StoreError: it made no progress for ``bound`` seconds.
+    """
+    try:
+        lock = RunWriterLock(str(path), run_id)
+    except OSError:
+        return  # no lock file can be made beside the store: SQLite says what is wrong
+    try:
+        holder = lock.take()
+        if holder is not None:
+            logger.debug(
+                "run %s of the store %s is held by an earlier writer (process %s): waiting",
+                run_id,
+                path,
+                holder,
+            )
+            holder = lock.wait(bound)
+    finally:
+        lock.close()
+    if holder is not None:
+        raise StoreError(held_message(str(path), run_id, holder, bound))
 
 
 def _check_store(path: Path, timeout: float) -> None:

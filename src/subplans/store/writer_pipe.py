@@ -10,11 +10,16 @@ sender thread ships what few events come while the loop is idle (the GIL is free
 An ack thread reads the process's acks: the counts so far, a failure, and which markers are
 done, whose futures it settles. The end of the acks (the process died) settles every marker
 still waiting, with a failure: a writer that died never makes a flush hang, and one that
-stopped answering is killed by a closing recorder (``answer_within``).
+is hung (``writer_watch``) is killed by a waiting recorder (``answer_within``).
+
+A writer writes nothing before it is told ``GO`` (sent once it answered its start) or its
+input ends (this process is gone: nobody else will write what it handed over). A new process
+that does not answer within ``START_WAIT`` seconds (or exits first) is killed, never told
+``GO``, and a ``WriterThread`` takes the session and every frame sent so far (kept until the
+answer, ``replay``): nothing is lost, nothing written twice.
 
 An event that cannot be pickled (its ``to_dict()`` or an error's ``str()`` raises) fails the
-store as a failed write did in the writer thread: its batch is dropped, the ``StoreError``
-logged once, and every later event dropped.
+store as a failed write does: its batch and every later event dropped, the error logged once.
 """
 
 from __future__ import annotations
@@ -34,8 +39,19 @@ from subplans.engine.bus import RawMove
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.event_pickling import BatchPickler
-from subplans.store.writer_process import ACK, DATA, FLUSH, HEADER, STOP, WriterOptions
-from subplans.store.writer_start import give_back, read_exact, reap, retire, start
+from subplans.store.writer_process import DATA, FLUSH, GO, HEADER, STOP, WriterOptions
+from subplans.store.writer_start import (
+    START_WAIT,
+    Writer,
+    WriterThread,
+    give_back,
+    read_ack,
+    reap,
+    replacement,
+    retire,
+    start,
+)
+from subplans.store.writer_watch import Watch
 
 __all__ = ["SHIP", "Counts", "Marker", "WriterPipe"]
 
@@ -66,8 +82,9 @@ class WriterPipe:
     def __init__(self, options: WriterOptions, tick: float) -> None:
         self.options = options
         self.items: deque[Event | RawMove] = deque()
-        #: Set when the sender has something to do: ship what few events came, or write.
-        self.wake = threading.Event()
+        #: Set when the sender has something to do (ship what few events came, or write);
+        #: ``ending`` once the session ends: the sender gathers no more (close() joins it).
+        self.wake, self.ending = threading.Event(), threading.Event()
         self.put = self._putter()
         #: Markers sent and not yet acked, by number.
         self.waiting: dict[int, Marker] = {}
@@ -83,15 +100,21 @@ class WriterPipe:
         #: Set once the process can take nothing more (its input is closed or broken); and
         #: once it is known to have exited before its session ended (no ack will come).
         self.gone = self.stopping = self.reaped = False
-        #: The process that made the pipe: in another (a child made by ``fork()``) the
-        #: writer is not its own, and is never written to.
+        #: The process that made the pipe (a ``fork()``ed child's copy never writes to it).
         self.pid = os.getpid()
         #: When the process last answered (or was last asked): see ``answer_within``.
         self.heard = time.monotonic()
         self.abandoned = False
-        self.process = start(options)
+        #: Whether the writer answered its start (and was told ``GO``); until then, every
+        #: frame sent, for a thread to write if it never does.
+        self.process: Writer
+        self.process, self.started = start(options)
+        self.replay: list[tuple[memoryview, int]] | None = None if self.started else []
         assert self.process.stdin is not None
         self.input = self.process.stdin.fileno()
+        self.watch = Watch(_stat(self.process))
+        if self.started:
+            self._frame(GO, b"", 0)
         name = f"subplans recorder {options.run_id}"
         self.sender = threading.Thread(target=self._send, args=(tick,), name=name, daemon=True)
         self.acker = threading.Thread(target=self._acks, name=f"{name} acks", daemon=True)
@@ -120,7 +143,10 @@ class WriterPipe:
             self.numbers += 1
             marker = Marker(self.numbers, stop)
             self.stopping = stop
+            if stop:
+                self.ending.set()
             self.heard = time.monotonic()
+            self.watch.restart()
             if self.reaped:  # the process is gone, and its acks read: none will come
                 settle(marker.future, self.failure)
                 return marker
@@ -147,13 +173,23 @@ class WriterPipe:
         return os.getpid() != self.pid
 
     def answer_within(self, bound: float) -> float | None:
-        """Seconds left for the process to answer before it is taken for hung, which it has
-        once it was silent ``bound`` seconds: then it is killed (its markers are settled with
-        the failure once its acks end) and None is returned, as once it was killed."""
+        """Seconds to wait for the process before asking again; once it is hung for ``bound``
+        seconds (``writer_watch``: silent, its CPU time still, not in disk wait; or stopped),
+        it is killed (its markers are settled with the failure once its acks end) and None is
+        returned, as once it was killed. A writer starting is bounded by the ack thread; a
+        ``WriterThread`` is never hung."""
         if self.abandoned:
             return None
-        left = self.heard + bound - time.monotonic()
-        if left > 0:
+        if not self.started or self.watch.path is None:
+            return bound
+        left = self.watch.left(self.heard, bound)
+        if left is not None:
+            if left == bound:
+                logger.debug(
+                    "the writer process %s of the store %s is silent but busy: waited on",
+                    self.process.pid,
+                    self.options.name,
+                )
             return left
         self.abandoned = True
         self._fail(
@@ -199,12 +235,16 @@ class WriterPipe:
             logger.error("%s", self.failure)
 
     def _frame(self, kind: int, body: bytes, events: int) -> None:
-        if self.gone:
+        frame = memoryview(HEADER.pack(len(body), kind) + body), events
+        if self.replay is not None:  # the writer has not answered its start yet
+            self.replay.append(frame)
+        elif self.gone:
             self.dropped += events  # its markers are settled by the acks' end
             return
         self.sent += events
-        self.outbox.append((memoryview(HEADER.pack(len(body), kind) + body), events))
-        self._write()
+        if not self.gone:
+            self.outbox.append(frame)
+            self._write()
 
     def _write(self) -> None:
         """Write the outbox while the pipe takes it, without waiting (the lock is held)."""
@@ -226,26 +266,27 @@ class WriterPipe:
         """The process takes nothing more: what was not written is dropped (the end of its
         acks, which follows, says why and settles the markers)."""
         self.gone = True
-        lost = sum(events for _, events in self.outbox)
-        self.outbox.clear()
+        lost = 0 if self.replay is not None else sum(events for _, events in self.outbox)
+        self.outbox.clear()  # (sent again to a thread if the process never answered)
         self.sent -= lost
         self.dropped += lost
 
     def _send(self, tick: float) -> None:
         """Ship what few events came (``put`` ships many itself), ``tick`` seconds after the
         first, and write what a full pipe left in the outbox."""
-        poller = select.poll()
-        poller.register(self.input, select.POLLOUT)
         wake = self.wake
         while True:
             wake.wait()
             wake.clear()
             if self.outbox:
+                poller = select.poll()  # the input is the thread's if the process never started
+                poller.register(self.input, select.POLLOUT)
                 poller.poll()  # the pipe takes more (or is broken)
             elif not (self.stopping or self.gone):
-                time.sleep(tick)  # more may come: one frame for them (a flush ships at once)
+                self.ending.wait(tick)  # more may come: one frame for them (a flush ships)
             with self.lock:
-                if self.gone or (self.stopping and not self.outbox):
+                # Not before the writer answered its start: a thread may yet take its place.
+                if self.replay is None and (self.gone or (self.stopping and not self.outbox)):
                     return
                 self._ship()
                 self._write()
@@ -257,34 +298,18 @@ class WriterPipe:
     # --- the ack thread -------------------------------------------------------------------
 
     def _acks(self) -> None:
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
+        if not self.started and not isinstance(self.process, WriterThread):
+            first = read_ack(self.process, START_WAIT)
+            if first is None:
+                self._fall_back()
+            else:
+                self._took(first)  # the session's start: never its end
         while True:
-            head = read_exact(fd, HEADER.size)
-            length, kind = HEADER.unpack(head) if len(head) == HEADER.size else (0, 0)
-            body = read_exact(fd, length) if kind == ACK else b""
-            if not body or len(body) < length:
+            body = read_ack(self.process, None)
+            if body is None:
                 break  # the process is gone
-            number, *counts, failure = pickle.loads(body)
-            self.heard = time.monotonic()
-            self.counts = tuple(counts)
-            if failure is not None:
-                self._fail(failure)
-            with self.lock:
-                marker = self.waiting.pop(number, None)
-            if marker is not None and marker.stop:
-                # The session's last ack: the process is kept for the next recorder, unless
-                # this one failed (a process in doubt is not lent again).
-                with self.lock:
-                    self.gone = True
-                if self.failure is None:
-                    give_back(self.process)
-                else:
-                    self._ended(self._retire())
-                settle(marker.future, self.failure)
+            if self._took(body):
                 return
-            if marker is not None:
-                settle(marker.future, self.failure)
         self._ended(reap(self.process))
         self._retire()
         with self.lock:
@@ -292,6 +317,57 @@ class WriterPipe:
             waiting, self.waiting = list(self.waiting.values()), {}
         for marker in waiting:
             settle(marker.future, self.failure)
+
+    def _took(self, body: bytes) -> bool:
+        """Take an ack; True once it ended the session."""
+        number, *counts, failure = pickle.loads(body)
+        self.heard = time.monotonic()
+        self.counts = tuple(counts)
+        if failure is not None:
+            self._fail(failure)
+        if not self.started:  # it may write now; what was sent is its own
+            with self.lock:
+                self.started, self.replay = True, None
+                self._frame(GO, b"", 0)
+            self.wake.set()  # the sender may be done
+        with self.lock:
+            marker = self.waiting.pop(number, None)
+        if marker is not None and marker.stop:
+            # The session's last ack: the process is kept for the next recorder, unless
+            # this one failed (a process in doubt is not lent again).
+            with self.lock:
+                self.gone = True
+            if self.failure is None:
+                give_back(self.process)
+            else:
+                self._ended(self._retire())
+            settle(marker.future, self.failure)
+            return True
+        if marker is not None:
+            settle(marker.future, self.failure)
+        return False
+
+    def _fall_back(self) -> None:
+        """The new process did not answer its start: kill it, and hand its session (and all
+        that was sent to it) to a thread of this process. It wrote nothing: it had no ``GO``."""
+        process = self.process
+        assert process.stdin is not None
+        process.kill()
+        with self.lock:  # another thread may be writing to its input
+            self.gone = True
+            process.stdin.close()
+        thread = replacement(process, self.options, START_WAIT)
+        with self.lock:
+            assert thread.stdin is not None
+            assert self.replay is not None
+            self.process, self.input = thread, thread.stdin.fileno()
+            self.watch = Watch(None)
+            self.outbox.clear()
+            self.outbox.extend(self.replay)
+            self.replay = []
+            self.gone = False  # the process's input may have broken: the thread's has not
+            self._write()
+        self.wake.set()
 
     def _retire(self) -> int:
         # Its input is closed under the lock: another thread may be writing to it.
@@ -308,6 +384,11 @@ class WriterPipe:
             f"cannot write to the store {self.options.name}: its writer process {how}; "
             f"events of run {self.options.run_id} are no longer recorded"
         )
+
+
+def _stat(process: Writer) -> str | None:
+    """Where ``process``'s state and CPU time are read (None: a thread, never hung)."""
+    return None if isinstance(process, WriterThread) else f"/proc/{process.pid}/stat"
 
 
 def settle(future: Future[None], failure: StoreError | None) -> None:

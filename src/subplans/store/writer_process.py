@@ -10,13 +10,20 @@ the stdlib and the store's writing modules, no package ``__init__`` (they are ma
 namespaces: they import the engine), so it is ready in about 20 ms, while the dispatch starts.
 
 Frames (both ways): a ``HEADER`` (length of what follows, kind), then that many bytes. In:
-``SESSION`` (a recorder's ``WriterOptions``, JSON), then ``DATA`` (a pickled list of plain
-events, ``event_pickling``), ``FLUSH`` and ``STOP`` (a marker's number). Out: ``ACK``, a
+``SESSION`` (a recorder's ``WriterOptions``, JSON), ``GO`` (empty: the recorder will not hand
+the session to another writer, ``writer_pipe``: nothing is written before it, or before the
+end of the input), then ``DATA`` (a pickled list of plain events, ``event_pickling``), ``FLUSH``
+and ``STOP`` (a marker's number). Out: ``ACK``, a
 pickled ``(marker, written, batches, largest, durable batches, dropped, failure)``: when a
 session starts (marker 0: the recorder knows the process took it), the counts alone every
 50 ms at most while batches are written (marker 0), and once every event before a marker is
-committed (fsynced if it held a terminal state). Group commit: with fewer than ``eager`` events read and no marker, it waits up to
-``batch_delay`` for more.
+committed (fsynced if it held a terminal state). Group commit: with fewer than ``eager``
+events read and no marker, it waits up to ``batch_delay`` for more.
+
+A session holds its run's lock (``writer_lock``), taken before it reads where the run's events
+end: a writer of a run whose process was killed may still be writing the run's backlog when
+the run's next recorder starts (``subplans resume``); the new session waits for it, and fails
+(its failure acked) if it makes no progress for the bound (``writer_watch``).
 
 ``STOP`` ends a session: the store is closed and the process waits ``spare_idle`` seconds
 for the next recorder of its parent (a process started per recorder would cost each run its
@@ -33,28 +40,34 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import select
 import signal
 import sqlite3
-import struct
-from collections import deque
 from dataclasses import dataclass
 from time import monotonic
 
 from subplans.store.batch_writer import BatchWriter
 from subplans.store.event_rows import Item
+from subplans.store.writer_frames import ACK, DATA, FLUSH, GO, HEADER, SESSION, STOP, FrameInput
+from subplans.store.writer_lock import session_lock
+from subplans.store.writer_watch import bound_for
 
-__all__ = ["ACK", "DATA", "FLUSH", "HEADER", "SESSION", "STOP", "WriterOptions", "main", "serve"]
+__all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "WriterOptions"]
+__all__ += ["main", "serve"]
 
-#: A frame's length (of what follows) and kind.
-HEADER = struct.Struct("<IB")
-SESSION, DATA, FLUSH, STOP, ACK = 1, 2, 3, 4, 5
-#: Bytes read at once (a larger frame is read in several).
-_READ = 1 << 20
-#: Seconds between looks at whether the parent is still there, while nothing comes.
-_PARENT_CHECK = 1.0
 #: Seconds between acks of the counts alone while batches stream (each wakes the recorder).
 _ACK_EVERY = 0.05
+#: Seconds a batch of a stream waits for the next events before its fsync: if they come,
+#: their commit's fsync is this one's too (see ``_Session.write``).
+_STREAM_WAIT = 0.002
+#: Events a stream's transaction gathers, at most (``_Session._gather``).
+_STREAM_BATCH = 2048
+#: Seconds a stream's terminal batches wait for an fsync, at most (``batch_delay`` if less):
+#: the longer, the more the fsync at its end has to write.
+_SYNC_EVERY = 0.005
+
+
+#: The frames a session reads (``writer_frames``).
+_Input = FrameInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,56 +89,10 @@ class WriterOptions:
     chunk: int
 
 
-class _Input:
-    """The frames coming in on ``fd``; ``ended`` at its end, or once the process ``parent``
-    is no longer its parent (given, not read at the start: it may be gone by then)."""
-
-    def __init__(self, fd: int, parent: int) -> None:
-        self.fd = fd
-        self.parent = parent
-        self.buffer = bytearray()
-        self.frames: deque[tuple[int, bytes]] = deque()
-        self.ended = False
-        self.poller = select.poll()
-        self.poller.register(fd, select.POLLIN)
-
-    def wait(self, timeout: float | None) -> bool:
-        """Whether frames (or the end) are there within ``timeout`` seconds (None: until
-        they are)."""
-        while not (self.frames or self.ended):
-            step = _PARENT_CHECK if timeout is None else min(max(timeout, 0), _PARENT_CHECK)
-            if self.poller.poll(step * 1000):
-                self._read()
-            elif os.getppid() != self.parent:
-                self.ended = True  # the parent is gone: no one writes any more
-            elif timeout is not None:
-                timeout -= step
-                if timeout <= 0:
-                    return bool(self.frames or self.ended)
-        return True
-
-    def _read(self) -> None:
-        chunk = os.read(self.fd, _READ)
-        if not chunk:
-            self.ended = True
-            return
-        buffer = self.buffer
-        buffer += chunk
-        start, size = 0, len(buffer)
-        while size - start >= HEADER.size:
-            length, kind = HEADER.unpack_from(buffer, start)
-            end = start + HEADER.size + length
-            if end > size:
-                break
-            self.frames.append((kind, bytes(buffer[start + HEADER.size : end])))
-            start = end
-        del buffer[:start]
-
-
 class _Session:
     """One recorder's: its store's connection, what is read and not written, its counts."""
 
-    def __init__(self, options: WriterOptions, ack_fd: int) -> None:
+    def __init__(self, options: WriterOptions, ack_fd: int, frames: _Input) -> None:
         self.options, self.ack_fd = options, ack_fd
         self.pending: list[Item] = []
         self.written = self.batches = self.largest = self.durable_batches = self.dropped = 0
@@ -139,10 +106,21 @@ class _Session:
         self.connection: sqlite3.Connection | None = None
         self.writer: BatchWriter | None = None
         self.ack(0)
+        frames.go()
+        self.lock, self.failure = session_lock(options, bound_for(options.timeout), self._tick)
+        if self.failure is not None:
+            self.ack(0)
+            return
         try:
             self.connection, self.writer = _open(options)
         except sqlite3.Error as error:
             self.failure = f"cannot open the store {options.name}: {error}"
+            self.ack(0)
+
+    def _tick(self) -> None:
+        """While the session waits for the run's lock: the counts, when due (the recorder
+        hears from it)."""
+        if monotonic() >= self.next_ack:
             self.ack(0)
 
     def run(self, frames: _Input) -> bool:
@@ -179,53 +157,136 @@ class _Session:
             self.write()
             if self.connection is not None:
                 self.connection.close()
+            if self.lock is not None:
+                self.lock.close()  # before ``STOP``'s ack: the recorder's close() frees the run
+
+    #: Durable terminal batches committed without an fsync (a stream's, see ``write``), and
+    #: when the first of them was; the input, to see whether more is coming.
+    _unsynced = 0
+    _unsynced_since = 0.0
+    _input: _Input | None = None
+    _synced_folder = False
 
     def take(self, frames: _Input) -> bool:
         """Act on the frames read: events join ``pending``; a marker writes them and is
         acked. True at ``STOP`` (acked once the store is closed, by ``serve``)."""
+        self._input = frames
         while frames.frames:
             kind, body = frames.frames.popleft()
             if kind == DATA:
                 self.pending += pickle.loads(body)
                 continue
-            self.write()
+            self.write(final=True)
             self.marker = int.from_bytes(body, "little")
             if kind == STOP:
                 return True
             self.ack(self.marker)
         return False
 
-    def write(self) -> None:
-        """Write ``pending``, ``max_batch`` events a transaction; then say so."""
+    def write(self, *, final: bool = False) -> None:
+        """Write ``pending``, ``max_batch`` events a transaction; then say so.
+
+        Every durable terminal state is fsynced before this returns, but while events stream
+        in (events already read wait behind these, and no marker does: ``final``): a commit
+        then leaves its fsync to a later one, ``_SYNC_EVERY`` seconds at most (an fsync
+        per small batch of a stream made the writer fall behind, issue #10).
+        """
+        # A stream: as many events as make a batch at once came; the next come soon.
+        stream = len(self.pending) >= self.options.eager
+        if stream and not final:
+            self._gather()
         pending, self.pending = self.pending, []
-        if not pending:
-            return
         size, durable = self.options.max_batch, self.options.durable
+        wait = _STREAM_WAIT if stream else 0.0
         for first in range(0, len(pending), size):
-            self._commit(pending[first : first + size], durable)
+            last = first + size >= len(pending)
+            later = durable and not (last and (final or not self._streaming(wait)))
+            self._commit(pending[first : first + size], durable, later=later)
             # The counts, not for each batch of a stream; but during a long write too: a
             # closing recorder takes a writer silent for long for one that hangs.
             if monotonic() >= self.next_ack:
                 self.ack(0)
+        if self._unsynced and (final or not self._streaming(0.0)):
+            self._sync()
 
-    def _commit(self, batch: list[Item], durable: bool) -> None:
+    def _gather(self) -> None:
+        """Take the events of a stream that come within ``_STREAM_WAIT`` seconds, up to
+        ``_STREAM_BATCH`` (a marker stops it): a transaction each few hundred events wrote
+        the same pages again and again."""
+        frames = self._input
+        if frames is None:
+            return
+        queued, pending = frames.frames, self.pending
+        deadline = monotonic() + _STREAM_WAIT
+        while len(pending) < _STREAM_BATCH:
+            while queued and queued[0][0] == DATA and len(pending) < _STREAM_BATCH:
+                pending += pickle.loads(queued.popleft()[1])
+            if queued or frames.ended or not frames.wait(deadline - monotonic()):
+                return
+
+    def _streaming(self, wait: float) -> bool:
+        """Whether events read within ``wait`` seconds wait to be written next (their commit
+        comes next: no marker before them)."""
+        frames = self._input
+        if frames is None or frames.ended:
+            return False
+        frames.wait(wait)
+        return bool(frames.frames) and frames.frames[0][0] == DATA
+
+    def _commit(self, batch: list[Item], durable: bool, *, later: bool = False) -> None:
         if self.writer is None or self.failure is not None:
             self.dropped += len(batch)
             return
+        # Left unsynced while the first such batch is younger than that.
+        delay = min(self.options.batch_delay, _SYNC_EVERY)
+        later = (
+            later
+            and delay > 0
+            and (not self._unsynced or monotonic() - self._unsynced_since < delay)
+        )
         try:
-            fsynced = self.writer.write_plain(batch, durable=durable)
+            fsynced = self.writer.write_plain(batch, durable=durable and not later)
         except Exception as error:
             self.dropped += len(batch)
-            self.failure = (
-                f"cannot write to the store {self.options.name}: {error}; "
-                f"events of run {self.options.run_id} are no longer recorded"
-            )
+            self._failed(error)
             return
         self.written += len(batch)
         self.unchecked += len(batch)
         self.batches += 1
         self.largest = max(self.largest, len(batch))
-        self.durable_batches += fsynced
+        if fsynced:  # the WAL is synced: every batch committed before this one too
+            self.durable_batches += 1 + self._unsynced
+            self._unsynced = 0
+        elif durable and self.writer.terminal:
+            if not self._unsynced:
+                self._unsynced_since = monotonic()
+            self._unsynced += 1
+
+    def _sync(self) -> None:
+        """Fsync what the unsynced batches committed: the WAL, as a commit with
+        synchronous=FULL does (and, the first time, its folder, as SQLite does once it made
+        the file)."""
+        path = self.options.path
+        names = [f"{path}-wal"] if self._synced_folder else [f"{path}-wal", os.path.dirname(path)]
+        try:
+            for name in names:
+                fd = os.open(name, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._synced_folder = True
+        except OSError as error:  # committed, and not known to be durable: said once
+            self._failed(error)
+        else:
+            self.durable_batches += self._unsynced
+        self._unsynced = 0
+
+    def _failed(self, error: Exception) -> None:
+        self.failure = (
+            f"cannot write to the store {self.options.name}: {error}; "
+            f"events of run {self.options.run_id} are no longer recorded"
+        )
 
     def ack(self, marker: int) -> None:
         """Tell the recorder the counts so far, and that ``marker`` (unless 0) is done."""
@@ -266,15 +327,15 @@ def _open(options: WriterOptions) -> tuple[sqlite3.Connection, BatchWriter]:
 
 def serve(read_fd: int, ack_fd: int, spare_idle: float, parent: int | None = None) -> None:
     """Serve sessions from ``read_fd`` (acks on ``ack_fd``) until its end, the end of
-    ``parent`` (default: this process's parent), or until no session came for ``spare_idle``
-    seconds after the last."""
+    ``parent`` (default: this process's parent; 0: none watched), or until no session came
+    for ``spare_idle`` seconds after the last."""
     frames = _Input(read_fd, os.getppid() if parent is None else parent)
     wait: float | None = None  # the first session comes at once
     while frames.wait(wait) and frames.frames:
         kind, body = frames.frames.popleft()
         if kind != SESSION:
             continue  # not ours to read: a session's leftovers after its end
-        session = _Session(WriterOptions(**json.loads(body)), ack_fd)
+        session = _Session(WriterOptions(**json.loads(body)), ack_fd, frames)
         if not session.run(frames):
             return
         session.ack(session.marker)

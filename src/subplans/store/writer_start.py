@@ -13,12 +13,19 @@ Its start (about 20 ms) is paid once per process, not per recorder: a recorder t
 leaves its process as the spare, which the next recorder takes (its session is acked at once,
 so a spare that timed out is told apart and replaced); an unused spare exits on its own after
 ``SPARE_IDLE`` seconds, or as soon as this process exits.
+
+When no process can be started (``sys.executable`` is not a Python that runs ``-I -S -c``: an
+application that embeds one), or one does not answer its start within ``START_WAIT`` seconds,
+the same loop runs in a thread of this process instead (``WriterThread``; the recorder's pipe
+switches to it, ``writer_pipe``): slower while the event loop is busy, as the writer thread
+of old was, and otherwise the same.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import select
 import signal
@@ -27,20 +34,29 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import IO
 
-from subplans.engine.errors import StoreError
-from subplans.store.writer_process import HEADER, SESSION, WriterOptions
+from subplans.store.writer_process import ACK, HEADER, SESSION, WriterOptions, serve
 
 __all__ = [
     "EXIT_WAIT",
     "SPARE_IDLE",
+    "START_WAIT",
+    "Writer",
+    "WriterThread",
     "give_back",
+    "instead",
+    "read_ack",
     "read_exact",
     "reap",
+    "replacement",
     "retire",
     "retire_spares",
+    "session_frame",
     "start",
 ]
+
+logger = logging.getLogger("subplans")
 
 #: The process's start: the package's modules without their ``__init__``s (a plain namespace
 #: each: they import the engine), then ``writer_process.main``.
@@ -62,6 +78,9 @@ SPARE_IDLE = 3.0
 _TAKE_WAIT = 2.0
 #: Seconds a process has to exit once its input ended (it has written everything by then).
 EXIT_WAIT = 10.0
+#: Seconds a new process has to answer its start (about 0.02 s; more on a loaded machine):
+#: silent longer, it is killed and a thread of this process writes instead.
+START_WAIT = 5.0
 #: The pipe's size, at most; the system's limit is read from ``_PIPE_MAX``.
 _PIPE_SIZE = 1 << 20
 _PIPE_MAX = "/proc/sys/fs/pipe-max-size"
@@ -86,18 +105,63 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def start(options: WriterOptions) -> subprocess.Popen[bytes]:
-    """A writer process with ``options``'s session begun: the spare, or a new one.
+class WriterThread:
+    """``writer_process.serve`` in a thread of this process, over a pair of pipes, its session
+    ``frame`` sent: the writer when no process can be started. It ends with this process (as
+    the writer thread of old did) and cannot be killed, so it is never taken for hung; it is
+    never lent as the spare. Has what the recorder uses of a ``Popen``."""
 
-    Raises:
-        StoreError: no process could be started (``sys.executable`` cannot be run).
-    """
+    def __init__(self, frame: bytes) -> None:
+        read_fd, feed = os.pipe()
+        acks, ack_end = os.pipe()
+        self.pid = os.getpid()
+        self.stdin: IO[bytes] = os.fdopen(feed, "wb")
+        self.stdout: IO[bytes] = os.fdopen(acks, "rb")
+        _enlarge(feed)
+        os.write(feed, frame)  # smaller than a pipe's atomic write, into an empty pipe
+        os.set_blocking(feed, False)
+        self.thread = threading.Thread(
+            target=self._serve,
+            args=(read_fd, ack_end),
+            name="subplans recorder writer",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def _serve(self, read_fd: int, ack_end: int) -> None:
+        try:
+            serve(read_fd, ack_end, 0.0, parent=0)  # one session; no parent to watch
+        finally:
+            os.close(read_fd)
+            os.close(ack_end)
+
+    def kill(self) -> None:
+        """Nothing: a thread cannot be killed (and is never taken for hung)."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the thread's end (it cannot be killed: ``timeout`` is not applied); 0."""
+        self.thread.join()
+        return 0
+
+
+#: A writer: a process, or the thread that stands in for one.
+Writer = subprocess.Popen[bytes] | WriterThread
+
+
+def session_frame(options: WriterOptions) -> bytes:
+    """The frame that begins ``options``'s session."""
     session = json.dumps(asdict(options)).encode()
-    frame = HEADER.pack(len(session), SESSION) + session
+    return HEADER.pack(len(session), SESSION) + session
+
+
+def start(options: WriterOptions) -> tuple[Writer, bool]:
+    """A writer with ``options``'s session begun: the spare, a new process, or, if no process
+    can be started, a ``WriterThread``; and whether it answered its start (the spare has)."""
+    frame = session_frame(options)
     with _spares_lock:
         spare = _spares.pop() if _spares else None
     if spare is not None and _begin(spare, frame, wait=True):
-        return spare
+        return spare, True
     if spare is not None:
         retire(spare)
     # Started with SIGTERM and SIGINT blocked (a mask survives the exec): a signal that comes
@@ -114,19 +178,64 @@ def start(options: WriterOptions) -> subprocess.Popen[bytes]:
             env=_environment(),
         )
     except OSError as error:
-        raise StoreError(
-            f"cannot start the writer process of the store {options.name}: {error}"
-        ) from None
+        instead(options, f"cannot start {sys.executable!r}: {error}")
+        return WriterThread(frame), False
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     assert process.stdin is not None
     _enlarge(process.stdin.fileno())
     _begin(process, frame, wait=False)  # its ack is read with the others: no wait
-    return process
+    return process, False
 
 
-def give_back(process: subprocess.Popen[bytes]) -> None:
-    """Keep ``process`` (its session ended well) for the next recorder; one spare at most."""
+def replacement(process: Writer, options: WriterOptions, waited: float) -> WriterThread:
+    """A thread for ``options``'s session, instead of ``process``, which did not answer its
+    start within ``waited`` seconds (killed by now: it is reaped here)."""
+    code = reap(process)
+    assert process.stdout is not None
+    process.stdout.close()
+    why = (
+        f"did not answer its start within {waited:g} seconds"
+        if code == -signal.SIGKILL
+        else f"exited with status {code} at its start"
+    )
+    instead(options, f"{sys.executable!r} {why}")
+    return WriterThread(session_frame(options))
+
+
+def read_ack(process: Writer, wait: float | None) -> bytes | None:
+    """The body of ``process``'s next ack; None at the end of its acks, or if none came
+    within ``wait`` seconds."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    if wait is not None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(wait * 1000):
+            return None
+    head = read_exact(fd, HEADER.size)
+    length, kind = HEADER.unpack(head) if len(head) == HEADER.size else (0, 0)
+    body = read_exact(fd, length) if kind == ACK else b""
+    return body if body and len(body) == length else None
+
+
+def instead(options: WriterOptions, why: str) -> None:
+    """Say (at debug level) that ``options``'s writer is a thread of this process, and why."""
+    logger.debug(
+        "the writer process of the store %s for run %s: %s; writing from a thread of this "
+        "process instead",
+        options.name,
+        options.run_id,
+        why,
+    )
+
+
+def give_back(process: Writer) -> None:
+    """Keep ``process`` (its session ended well) for the next recorder; one spare at most (a
+    thread is ended)."""
+    if isinstance(process, WriterThread):
+        retire(process)
+        return
     with _spares_lock:
         extra = _spares.pop() if _spares else None
         _spares.append(process)
@@ -162,17 +271,24 @@ def retire_spares() -> None:
         retire(spare)
 
 
-def retire(process: subprocess.Popen[bytes]) -> int:
+def retire(process: Writer) -> int:
     """End ``process``'s input and wait for its exit (killed if it takes ``EXIT_WAIT``);
     its exit status."""
     assert process.stdin is not None
     assert process.stdout is not None
     process.stdin.close()
+    if isinstance(process, WriterThread):
+        # Its ack pipe is closed once it ended (its session has, by then: it writes little):
+        # in this process, a write to a pipe nobody reads raises SIGPIPE where an embedding
+        # application left that signal at its default.
+        code = reap(process)
+        process.stdout.close()
+        return code
     process.stdout.close()
     return reap(process)
 
 
-def reap(process: subprocess.Popen[bytes]) -> int:
+def reap(process: Writer) -> int:
     """Wait for ``process``'s exit (killed if it takes ``EXIT_WAIT``); its exit status."""
     try:
         return process.wait(EXIT_WAIT)

@@ -1,0 +1,85 @@
+"""The frames between a recorder and its writer (``writer_process``): their header and kinds,
+and the input that reads them, which also notices its writer's parent gone.
+
+Standard library only: the writer process imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+from collections import deque
+
+__all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "FrameInput"]
+
+#: A frame's length (of what follows) and kind.
+HEADER = struct.Struct("<IB")
+SESSION, DATA, FLUSH, STOP, ACK, GO = 1, 2, 3, 4, 5, 6
+#: Bytes read at once (a larger frame is read in several).
+_READ = 1 << 20
+#: Seconds between looks at whether the parent is still there, while nothing comes.
+_PARENT_CHECK = 1.0
+
+
+class FrameInput:
+    """The frames coming in on ``fd``; ``ended`` at its end, or once the process ``parent``
+    is no longer its parent (given, not read at the start: it may be gone by then; 0: a
+    thread of the recorder's process, which has no parent to watch)."""
+
+    def __init__(self, fd: int, parent: int) -> None:
+        self.fd = fd
+        self.parent = parent
+        self.buffer = bytearray()
+        self.frames: deque[tuple[int, bytes]] = deque()
+        self.ended = False
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN)
+
+    def wait(self, timeout: float | None) -> bool:
+        """Whether frames (or the end) are there within ``timeout`` seconds (None: until
+        they are)."""
+        while not (self.frames or self.ended):
+            step = _PARENT_CHECK if timeout is None else min(max(timeout, 0), _PARENT_CHECK)
+            if self.poller.poll(step * 1000):
+                self._read()
+            elif self.parent and os.getppid() != self.parent:
+                self.ended = True  # the parent is gone: no one writes any more
+            elif timeout is not None:
+                timeout -= step
+                if timeout <= 0:
+                    return bool(self.frames or self.ended)
+        return True
+
+    def go(self) -> None:
+        """Wait for ``GO`` (taken out of the frames; those before it stay) or the end."""
+        looked, frames = 0, self.frames
+        while True:
+            for index in range(looked, len(frames)):
+                if frames[index][0] == GO:
+                    del frames[index]
+                    return
+            looked = len(frames)
+            if self.ended:
+                return
+            if self.poller.poll(_PARENT_CHECK * 1000):
+                self._read()
+            elif self.parent and os.getppid() != self.parent:
+                self.ended = True
+
+    def _read(self) -> None:
+        chunk = os.read(self.fd, _READ)
+        if not chunk:
+            self.ended = True
+            return
+        buffer = self.buffer
+        buffer += chunk
+        start, size = 0, len(buffer)
+        while size - start >= HEADER.size:
+            length, kind = HEADER.unpack_from(buffer, start)
+            end = start + HEADER.size + length
+            if end > size:
+                break
+            self.frames.append((kind, bytes(buffer[start + HEADER.size : end])))
+            start = end
+        del buffer[:start]
