@@ -154,6 +154,47 @@ PYTHONHASHSEED=0, without which the counts move by 2%):
   1.09-1.12x. Left: the 5x row has little room; more would take fewer loop steps a subplan
   (asyncio's ``call_soon`` and ``Handle``, about 1 us), which exactness rules out, or cheaper
   checks (they are C calls already).
+
+Seventh pass (#10, stop 14; ``valgrind --tool=callgrind`` instructions per subplan as in the
+sixth pass, and CPU time of the old and the new engine in alternating child processes, 6 runs
+of 3 rounds, load about 1):
+
+- What was slow, with a subscriber (56.4k instructions a subplan, the bare baseline 53.2k):
+  each of the three events took 1.9k, 0.8k of it allocating and freeing the object (the
+  subscriber's call is 0.6k); ``Subplan(id, run)`` took 4.9k: the call through ``type()``
+  into a Python ``__new__`` (1.3k), its five keyword-only defaults, each looked up in a dict
+  (0.6k), the draft made and later freed (0.8k), its seven fields (0.45k), its class switch
+  (0.7k); a completion's call into ``finish()`` 0.8k; ``running.run()`` and ``self.now()``
+  0.1k each over a plain call (3.11 never specialises a method load of a callable kept in a
+  slot). Left as it is: the results are kept and tracked by the GC (14 young collections and
+  one older per 10,000: 0.1 us a subplan, 2%), the price of returning them as objects.
+- What changed: a move is published in the dispatch's spare event (``Dispatch.spare``) when
+  ``sys.getrefcount`` shows that no subscriber kept the one before (a failure's never: it would
+  keep the error and its traceback alive; on CPython before 3.14 only, whose counts of a name
+  and an argument it knows); ``Subplan.__new__`` takes ``uses`` by name and any
+  other option as ``**options``, builds ``Subplan(id, run)`` and a fan-out's ``uses=...`` itself
+  and hands the rest to ``_checked`` by position; ``finish()``'s completed case is written out in
+  ``Running._execute`` (when the dispatch's ``finish`` is ``Ending``'s: a stream's hands results
+  on), a second copy the fifth pass had left, now compared with ``finish()`` by
+  tests/test_dispatcher_spare.py; ``run`` and ``now`` are read as attributes, then called.
+  running.py went past 400 lines: the reuse checks' counts, the loop's turn and the context
+  check moved to ``engine/task_reuse.py``.
+- Instructions per subplan: 56.4k -> 52.5k (below the bare baseline's 53.1k); pool + halt
+  64.8k -> 60.8k; max_parallel 4 60.0k -> 56.0k; ``Subplan()`` 4.9k -> 4.2k, with ``uses``
+  6.6k -> 5.9k, with the executor's four options 8.6k -> 13.2k (under 1.5 us beside a process).
+  CPU, new / old: subplans 0.92x, max_parallel 4 0.93x, pool + halt 0.92x; aiometer /
+  subplans 4.96x -> 5.45x, subplans / bare 1.15x -> 1.06x, max_parallel 4 / 32 1.11x ->
+  1.12x, pool + halt / without 1.18x -> 1.18x (its extra cost is unchanged, over a cheaper
+  base). Then ``speed_rows()`` six times, load 1 to 3: aiometer / subplans 5.28-5.59x median
+  (5.29-5.53x best), subplans / bare 1.05-1.07x, max_parallel 4 / 32 1.11-1.13x, pool + halt /
+  without 1.18-1.21x (1.21x once, at load 3); the scaling series: 1M / 10k 1.04x, peak RSS at
+  1M 192 MB, as before. Left for that row: ``held_by_this_task.set()`` (1.35k, a new map and
+  token a subplan) and the holder, which a task left behind may still reach.
+  Tried and left: empty ``__slots__`` on the mixins (no instance dict: 0.02k); the stamps as
+  ``started + now * 1j`` (0.24k less, but not what ``complex()`` makes of an injected clock's
+  -0.0, inf or Decimal); every option keyword-only again (the plain form then costs 4.9k as
+  before, the executor's 9.4k); a holder recycled by its count (a copied context shares the
+  variable's map, so the count cannot see a task left behind).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ half-made file failed the run's open ("database is locked") about once in 30."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -81,3 +84,22 @@ def test_a_store_another_process_made_first_is_the_one_opened(tmp_path: Path) ->
     with RunStore.open(path) as store:
         assert [run.id for run in store.list_runs()] == ["theirs"]
     assert drafts(tmp_path) == []
+
+
+def test_a_draft_whose_maker_was_killed_is_removed_by_the_next_maker(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(gone.stdout)
+    left = [tmp_path / f".state.db.{dead}.0badf00d.new{end}" for end in ("", "-wal", "-shm")]
+    live = tmp_path / f".state.db.{os.getpid()}.12345678.new"  # a maker still at work
+    other = tmp_path / f".other.db.{dead}.0badf00d.new"  # another store's
+    for path in (*left, live, other):
+        path.write_bytes(b"")
+    with RunStore.open(tmp_path / "state.db") as store:
+        store.list_runs()
+    assert drafts(tmp_path) == [live.name]
+    assert other.exists()

@@ -128,7 +128,8 @@ class EventBus:
         time: float,
     ) -> None:
         """``publish(state_changed(...))`` in one call (``engine/running.py`` writes it out where
-        a dispatch's subplans start and end, the hot path: keep the two alike)."""
+        a dispatch's subplans start and end, the hot path: keep the two alike; there the event
+        is the dispatch's spare one when no subscriber kept the one before)."""
         event: Any  # a RawMove, or a SubplanStateChanged
         if self._all_raw:
             event = (time, subplan_id, previous, state, attempt, error)

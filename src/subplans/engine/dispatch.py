@@ -21,7 +21,7 @@ from subplans.engine.attempts import Slot
 from subplans.engine.cancelling import through_cancel
 from subplans.engine.draining import Draining
 from subplans.engine.ending import Ending
-from subplans.engine.events import DispatchFinished, DispatchStarted
+from subplans.engine.events import DispatchFinished, DispatchStarted, SubplanStateChanged
 from subplans.engine.gates import Gating
 from subplans.engine.intake import Intake
 from subplans.engine.lending import Holder, lend, reclaim
@@ -47,6 +47,7 @@ _RUNNING = SubplanExecutionState.RUNNING
 _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
+_new = object.__new__
 _CREATE_TASK = asyncio.BaseEventLoop.create_task
 #: How a task's steps are scheduled, which ``Running._spawn`` counts on (a loop that schedules
 #: them its own way may hold a task too): see ``_reusing``.
@@ -123,6 +124,7 @@ class Dispatch(Running, Ending, Intake, Draining, Gating, Thresholds):
         "seen",
         "slots",
         "source",
+        "spare",
         "started_at",
         "stop_reason",
         "success",
@@ -203,6 +205,10 @@ class Dispatch(Running, Ending, Intake, Draining, Gating, Thresholds):
         self.unwatch: Any = None
         #: The slot of the subplan that opened this dispatch, lent to it (nesting).
         self.lent: Holder | None = None
+        #: The event a subplan's next move is published in when no subscriber kept the one
+        #: before (``Running``, ``Ending.finish``): three new ones a subplan were half of what
+        #: publishing its moves cost (issue #10). Filled before anyone sees it.
+        self.spare: SubplanStateChanged = _new(SubplanStateChanged)
         self.set_gates(controls, clock)
         self.set_thresholds(config)
 

@@ -2,12 +2,14 @@
 and the next subplan started from there, offered the ending task (``Running._execute``).
 
 The other half of the hot path (a mixin of ``Dispatch``): the end's move is logged and
-published as ``tracker.announce`` and ``EventBus._publish_move`` do, written out.
+published as ``tracker.announce`` and ``EventBus._publish_move`` do, written out (and, for a
+plain completion, written out again in ``Running._execute``: keep the two alike).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import TYPE_CHECKING, Any
 
 from subplans.engine.events import SubplanStateChanged
@@ -24,13 +26,20 @@ if TYPE_CHECKING:
     from subplans.engine.gates import Controls
     from subplans.engine.limiter import AsyncSemaphoreLimiter, Parts
 
-__all__ = ["Ending"]
+__all__ = ["SPARE_REFS", "Ending"]
 
 _RUNNING = SubplanExecutionState.RUNNING
 _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
 _new = object.__new__
+_refs = sys.getrefcount
+
+#: References to a dispatch's spare event when no one but the dispatch holds it: its slot,
+#: a local name, ``sys.getrefcount``'s argument (``Dispatch.spare``). On CPython before 3.14
+#: only, where a name and an argument hold a reference each (a later one may borrow it, and
+#: a count that low could then hide a subscriber's): elsewhere none is reused (-1).
+SPARE_REFS = 3 if sys.implementation.name == "cpython" and sys.version_info < (3, 14) else -1
 
 
 class Ending:
@@ -61,6 +70,7 @@ class Ending:
     append: Callable[[Any], None] | None
     last_id: str | None
     last_size: int
+    spare: SubplanStateChanged
 
     if TYPE_CHECKING:
 
@@ -187,7 +197,8 @@ class Ending:
         subplan = entries[index]
         if type(subplan) is SubplanResult:
             return False
-        subplan_id, attempts, now = subplan.id, slot.attempts, self.now()
+        stamp = self.now  # (an attribute, not a method: read as one, it is cheaper)
+        subplan_id, attempts, now = subplan.id, slot.attempts, stamp()
         # ``SubplanResult(...)`` without the class's call machinery (half the time; a test
         # keeps the two equal): packed as its ``__init__`` packs it.
         entries[index] = result = _new(SubplanResult)
@@ -209,7 +220,17 @@ class Ending:
             # ``bus._publish_move`` written out: a call less a move.
             if bus._all_raw:
                 event: Any = (now, subplan_id, _RUNNING, state, attempts, error)
-            else:
+            elif error is None:
+                event = self.spare
+                if _refs(event) != SPARE_REFS:  # kept by a subscriber: a new one
+                    self.spare = event = _new(SubplanStateChanged)
+                event.time = now
+                event.subplan_id = subplan_id
+                event.previous = _RUNNING
+                event.state = state
+                event.attempt = attempts
+                event.error = None
+            else:  # (never the spare: it would keep the error, and its traceback, alive)
                 event = _new(SubplanStateChanged)
                 event.time = now
                 event.subplan_id = subplan_id

@@ -4,8 +4,10 @@ task from a new one (``_execute``; the spec's "A slot's task").
 
 The hot path of a dispatch (a mixin of ``Dispatch``): the moves of a start are logged and
 published as ``tracker.announce`` and ``EventBus._publish_move`` do, written out where they
-happen (a call frame less a move); they are most of the engine's own cost
-(``benchmarks/bench_dispatcher.py`` has the figures).
+happen (a call frame less a move), in the dispatch's spare event when no subscriber kept the
+one before; they are most of the engine's own cost (``benchmarks/bench_dispatcher.py`` has
+the figures). A plain completion is recorded as ``Ending.finish`` records it, written out in
+``_execute``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,24 @@ from typing import TYPE_CHECKING, Any
 from weakref import getweakrefcount
 
 from subplans.engine.attempts import Slot, run_attempts
+from subplans.engine.ending import SPARE_REFS, Ending
 from subplans.engine.errors import SubplanCancelledError
 from subplans.engine.events import SubplanStateChanged
 from subplans.engine.lending import Holder, held_by_this_task, let_go
+from subplans.engine.results import SubplanResult
 from subplans.engine.states import SubplanExecutionState
 from subplans.engine.subplan import Subplan
-from subplans.engine.tracker import is_enabled, log_move, maybe_enabled
+from subplans.engine.task_reuse import (
+    ENTERED_REFS,
+    RUNNING_REFS,
+    UNCOUNTED,
+    YIELD,
+    same_vars,
+)
+from subplans.engine.tracker import LOG_LEVELS, is_enabled, log_move, maybe_enabled
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import Callable
     from contextvars import Context
 
     from subplans.engine.bus import EventBus
@@ -41,37 +52,10 @@ _COMPLETED = SubplanExecutionState.COMPLETED
 _FAILED = SubplanExecutionState.FAILED
 
 _new = object.__new__
+_FINISH = Ending.finish
+_COMPLETED_LEVEL = LOG_LEVELS[_COMPLETED]  # (INFO)
 _refs = sys.getrefcount
 _frame = sys._getframe
-_MISSING = object()
-
-#: References a task has while it runs beyond those it has when made (``_spawn``): the
-#: loop's record of its current task (CPython 3.11's C task, the only one reused).
-_RUNNING_REFS = 1
-#: References a task's context has while the task runs beyond those it has when counted in
-#: ``_spawn``: the step's handle enters it (``Context.run``, which has it on its stack too)
-#: and ``_execute``'s name holds it, where ``_spawn``'s name and the tuple being built did
-#: (checked by tests/test_task_reuse.py: a wrong count never reuses).
-_ENTERED_REFS = 1
-#: A slot's counts once its task has taken them.
-_UNCOUNTED: tuple[int, int, str, int, int, int, None, int] = (0, 0, "", 0, 0, 0, None, 0)
-
-
-class _Yield:
-    """``await _YIELD`` gives the loop one turn, as ``asyncio.sleep(0)`` does: one bare
-    yield (an iterator of one None, without a generator's call)."""
-
-    __slots__ = ()
-
-    if TYPE_CHECKING:
-
-        def __await__(self) -> Generator[None, None, None]: ...
-
-    else:
-        __await__ = (None,).__iter__
-
-
-_YIELD = _Yield()
 
 
 class Running:
@@ -91,6 +75,9 @@ class Running:
     claim: Parts | None
     direct: bool
     stop_reason: str | None
+    spare: SubplanStateChanged
+    entries: Any
+    completed: int
 
     if TYPE_CHECKING:
 
@@ -131,7 +118,8 @@ class Running:
         free.pop()
         slot.index = self.next
         self.next += 1
-        slot.started = now = self.now()
+        stamp = self.now  # (an attribute, not a method: read as one, it is cheaper)
+        slot.started = now = stamp()
         slot.attempts = 1
         if (claim := self.claim) is not None:  # what the feeder took for it
             self.claim = None
@@ -156,7 +144,9 @@ class Running:
                 if raw:
                     pending: Any = (now, subplan_id, None, _PENDING, 0, None)
                 else:
-                    pending = _new(SubplanStateChanged)
+                    pending = self.spare
+                    if _refs(pending) != SPARE_REFS:  # kept by a subscriber: a new one
+                        self.spare = pending = _new(SubplanStateChanged)
                     pending.time = now
                     pending.subplan_id = subplan_id
                     pending.previous = None
@@ -173,7 +163,11 @@ class Running:
             if raw:
                 running: Any = (now, subplan_id, _PENDING, _RUNNING, 1, None)
             else:
-                running = _new(SubplanStateChanged)
+                if pulled:
+                    del pending  # (else it would count as kept)
+                running = self.spare
+                if _refs(running) != SPARE_REFS:
+                    self.spare = running = _new(SubplanStateChanged)
                 running.time = now
                 running.subplan_id = subplan_id
                 running.previous = _PENDING
@@ -222,14 +216,14 @@ class Running:
             # No one but the engine can hold them yet: the counts they must come back to
             # (while it runs, the loop holds the task too, and the context is entered).
             slot.clean = (
-                _refs(task) + _RUNNING_REFS,
+                _refs(task) + RUNNING_REFS,
                 getweakrefcount(task),
                 task.get_name(),
                 _refs(coro),
                 _refs(coro.cr_frame),
                 getweakrefcount(coro),
                 own,
-                _refs(own) + _ENTERED_REFS,
+                _refs(own) + ENTERED_REFS,
             )
             del own
         if self.stop_reason is not None:
@@ -244,10 +238,13 @@ class Running:
         if chain:
             task: Any = slot.task
             refs, weak, name, coro_refs, frame_refs, coro_weak, own, own_refs = slot.clean
-            slot.clean = _UNCOUNTED  # (its context lives as long as the task, no longer)
+            slot.clean = UNCOUNTED  # (its context lives as long as the task, no longer)
             coro = task.get_coro()
         running = subplan
         del subplan
+        kind: Any = type(self)
+        written_out = kind.finish is _FINISH  # (a stream's hands its result on too)
+        run: Any = None
         while True:
             offering = False  # this task to the next subplan of its slot
             if not self.direct:
@@ -255,12 +252,59 @@ class Running:
             try:
                 if running.timeout is None and running.retries == 0:
                     # The common case, kept lean: one attempt, no timer.
+                    run = running.run  # (an attribute, not a method: read as one, cheaper)
                     try:
-                        value = await running.run()
+                        value = await run()
                     except Exception as error:
                         self.fail(slot, error)
                     else:
-                        self.finish(slot, _COMPLETED, value)
+                        entries, index = self.entries, slot.index
+                        if not written_out:
+                            self.finish(slot, _COMPLETED, value)
+                        elif type(entry := entries[index]) is not SubplanResult:
+                            # ``self.finish(slot, _COMPLETED, value)`` written out: a call less
+                            # a subplan (1.5% of it). Keep the two alike (a test compares them).
+                            stamp = self.now
+                            subplan_id, attempts, now = entry.id, slot.attempts, stamp()
+                            entries[index] = entry = _new(SubplanResult)
+                            entry.subplan_id = subplan_id
+                            entry.state = _COMPLETED
+                            entry._stamps = complex(slot.started, now)
+                            entry._outcome = attempts if value is None else (value, None, attempts)
+                            entry = None
+                            self.completed += 1
+                            level = _COMPLETED_LEVEL
+                            if maybe_enabled(level, True) and is_enabled(level):
+                                log_move(subplan_id, _COMPLETED, None)
+                            bus = self.bus
+                            if bus is not None and (subscribers := bus._subscribers):
+                                if bus._all_raw:
+                                    event: Any = (
+                                        now,
+                                        subplan_id,
+                                        _RUNNING,
+                                        _COMPLETED,
+                                        attempts,
+                                        None,
+                                    )
+                                else:
+                                    event = self.spare
+                                    if _refs(event) != SPARE_REFS:
+                                        self.spare = event = _new(SubplanStateChanged)
+                                    event.time = now
+                                    event.subplan_id = subplan_id
+                                    event.previous = _RUNNING
+                                    event.state = _COMPLETED
+                                    event.attempt = attempts
+                                    event.error = None
+                                bus._published += 1
+                                for callback in subscribers:
+                                    try:
+                                        callback(event)
+                                    except BaseException as raised:
+                                        bus._raised(callback, raised)
+                                # (this frame lives on: it keeps none of them)
+                                del event, subscribers, callback
                         value = None  # (its result holds it)
                         offering = chain > 0
                 else:
@@ -290,6 +334,7 @@ class Running:
             finally:
                 # Its entry holds its result: the subplan goes now, whatever task comes next.
                 del running
+                run = None
                 self.release(slot, task if offering else None)
             if not offering or (follow := slot.follow) is None:
                 # A failed subplan's traceback keeps this frame: not the task and its context.
@@ -315,14 +360,14 @@ class Running:
                 and not task.cancelling()
                 and not task._must_cancel
                 and (
-                    _same_vars(own, context, self.direct)
+                    same_vars(own, context, self.direct)
                     if (context := self.context)
                     else len(own) == (not self.direct)
                 )
             ):
                 # One turn of the loop first, where a new task's first step would be: every
                 # step scheduled before comes first (a stop meanwhile cancels it here).
-                await _YIELD
+                await YIELD
                 continue
             task = coro = own = None
             self._spawn(slot, running, self.context)
@@ -339,17 +384,3 @@ class Running:
         self.free.append(slot)
         if len(self.free) == len(self.slots) and self.quiet():
             self.wake()
-
-
-def _same_vars(now: Context, context: Context, direct: bool) -> bool:
-    """Whether ``now`` (the running task's context) binds the variables ``context`` binds, to
-    the same objects, and no other (``direct``: else the holder of ``Running._execute`` too,
-    which it sets again first)."""
-    if len(now) != len(context) + (not direct and held_by_this_task not in context):
-        return False
-    get = now.get
-    return all(
-        get(var, _MISSING) is value
-        for var, value in context.items()
-        if direct or var is not held_by_this_task
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from subplans.engine.config import check_retries, check_seconds, check_timeout
 from subplans.engine.errors import ConfigError
@@ -43,57 +43,123 @@ class Subplan:
     # a no-op subplan as much as the rest of its way through the dispatcher but its events.
     # And a ``__new__``, not an ``__init__``: the fields are set on a draft of the same layout
     # whose attributes may be set (a frozen class refuses, and its slots' own setters cost
-    # 0.04 us each), which then becomes a Subplan (0.35 -> 0.28 us a subplan).
-    def __new__(
-        cls,
-        id: str = _UNSET,  # (no arguments: copy and pickle, which set the fields after)
-        run: Callable[[], Awaitable[Any]] = _UNSET,
-        *,
-        timeout: float | None = None,
-        retries: int = _NO_RETRIES,
-        retry_delay: float = _RETRY_DELAY,
-        uses_budget: bool = True,
-        uses: Mapping[str, int] | list[str] | tuple[Any, ...] | None = None,
-    ) -> Subplan:
-        if id is _UNSET and run is _UNSET:
-            return _new(cls)
-        if (type(id) is not str and not isinstance(id, str)) or not id:  # (type(): cheaper)
-            raise ConfigError(f"subplan id must be a non-empty string, got {id!r}")
-        if not callable(run):
-            if inspect.iscoroutine(run):
-                run.close()  # spare the user a "never awaited" warning on top of this error
-            raise ConfigError(
-                f"subplan {id!r}: run must be a zero-argument callable returning an "
-                f"awaitable, got {run!r}; HINT: pass the function itself, not its result"
-            )
-        # Fast path first: building error labels for 100,000 valid subplans would dominate.
-        if timeout is not None:
-            timeout = check_timeout(timeout, f"{id}: timeout")
-        # The defaults themselves (the same objects) need no check.
-        if retries is not _NO_RETRIES:
-            check_retries(retries, f"{id}: retries")
-        if retry_delay is not _RETRY_DELAY:
-            check_seconds(f"{id}: retry_delay", retry_delay)
-        if uses is not None:
-            # The same as the subplan before (_check_uses's first case, without the call).
-            last = _LAST_USES
-            uses = last[2] if uses is last[0] and uses == last[1] else _check_uses(id, uses)
-        if cls is not Subplan:  # a subclass: its layout may differ from the draft's
-            made = _new(cls)
-            values = (id, run, timeout, retries, retry_delay, uses_budget, uses)
-            for name, value in zip(_FIELDS, values, strict=True):
-                _SETTERS[name](made, value)
-            return made
-        draft = _Draft()  # (cheaper than _new(_Draft): no argument tuple)
-        draft.id = id
-        draft.run = run
-        draft.timeout = timeout
-        draft.retries = retries
-        draft.retry_delay = retry_delay
-        draft.uses_budget = uses_budget
-        draft.uses = uses
-        draft.__class__ = Subplan  # type: ignore[assignment]
-        return draft  # type: ignore[return-value]
+    # 0.04 us each), which then becomes a Subplan (0.35 -> 0.28 us a subplan). The common
+    # forms, ``Subplan(id, run)`` and a fan-out's ``Subplan(id, run, uses=...)``, are built
+    # here, and any other option in ``_checked``: the defaults of five keyword-only options,
+    # each looked up in a dict, and their checks cost the first a sixth. (Other options cost
+    # 1.3 us more than they did, gathered in ``**options``: the executor's, beside a process.)
+    if TYPE_CHECKING:
+
+        def __new__(
+            cls,
+            id: str = _UNSET,  # (no arguments: copy and pickle, which set the fields after)
+            run: Callable[[], Awaitable[Any]] = _UNSET,
+            *,
+            timeout: float | None = None,
+            retries: int = _NO_RETRIES,
+            retry_delay: float = _RETRY_DELAY,
+            uses_budget: bool = True,
+            uses: Mapping[str, int] | list[str] | tuple[Any, ...] | None = None,
+        ) -> Subplan: ...
+
+    else:
+
+        def __new__(cls, id=_UNSET, run=_UNSET, *, uses=None, **options):
+            if options or cls is not Subplan or type(id) is not str or not id or not callable(run):
+                # By position: passed on by name (``**options``) they would cost more.
+                pop = options.pop
+                return _checked(
+                    cls,
+                    id,
+                    run,
+                    pop("timeout", None),
+                    pop("retries", _NO_RETRIES),
+                    pop("retry_delay", _RETRY_DELAY),
+                    pop("uses_budget", True),
+                    uses,
+                    options,
+                )
+            if uses is not None:  # (a fan-out over a pool: built here too)
+                # The same as the subplan before: its pairs (without a call).
+                last = _LAST_USES
+                uses = last[2] if uses is last[0] and uses == last[1] else _check_uses(id, uses)
+            draft = _Draft()  # (cheaper than _new(_Draft): no argument tuple)
+            draft.id = id
+            draft.run = run
+            draft.timeout = None
+            draft.retries = _NO_RETRIES
+            draft.retry_delay = _RETRY_DELAY
+            draft.uses_budget = True
+            draft.uses = uses
+            draft.__class__ = Subplan
+            return draft
+
+
+def _checked(
+    cls: type[Subplan],
+    id: str = _UNSET,
+    run: Callable[[], Awaitable[Any]] = _UNSET,
+    timeout: float | None = None,
+    retries: int = _NO_RETRIES,
+    retry_delay: float = _RETRY_DELAY,
+    uses_budget: bool = True,
+    uses: Mapping[str, int] | list[str] | tuple[Any, ...] | None = None,
+    unknown: Mapping[str, object] | None = None,
+) -> Subplan:
+    """``Subplan.__new__`` with options, a subclass, or arguments to check (or none);
+    ``unknown``: the options it does not take."""
+    if unknown:
+        name = next(iter(unknown))
+        raise TypeError(f"Subplan.__new__() got an unexpected keyword argument {name!r}")
+    if id is _UNSET and run is _UNSET:
+        return _new(cls)
+    if (type(id) is not str and not isinstance(id, str)) or not id:  # (type(): cheaper)
+        raise ConfigError(f"subplan id must be a non-empty string, got {id!r}")
+    if not callable(run):
+        if inspect.iscoroutine(run):
+            run.close()  # spare the user a "never awaited" warning on top of this error
+        raise ConfigError(
+            f"subplan {id!r}: run must be a zero-argument callable returning an "
+            f"awaitable, got {run!r}; HINT: pass the function itself, not its result"
+        )
+    # Fast path first: building error labels for 100,000 valid subplans would dominate.
+    if timeout is not None:
+        timeout = check_timeout(timeout, f"{id}: timeout")
+    # The defaults themselves (the same objects) need no check.
+    if retries is not _NO_RETRIES:
+        check_retries(retries, f"{id}: retries")
+    if retry_delay is not _RETRY_DELAY:
+        check_seconds(f"{id}: retry_delay", retry_delay)
+    if uses is not None:
+        # The same as the subplan before: its pairs (without a call).
+        last = _LAST_USES
+        uses = last[2] if uses is last[0] and uses == last[1] else _check_uses(id, uses)
+    if cls is not Subplan:  # a subclass: its layout may differ from the draft's
+        made = _new(cls)
+        values = (id, run, timeout, retries, retry_delay, uses_budget, uses)
+        for name, value in zip(_FIELDS, values, strict=True):
+            _SETTERS[name](made, value)
+        return made
+    draft = _Draft()  # (cheaper than _new(_Draft): no argument tuple)
+    draft.id = id
+    draft.run = run
+    draft.timeout = timeout
+    draft.retries = retries
+    draft.retry_delay = retry_delay
+    draft.uses_budget = uses_budget
+    draft.uses = uses
+    draft.__class__ = Subplan  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]
+
+
+# ``inspect.signature(Subplan)`` shows the options as they are taken: by name only.
+Subplan.__new__.__signature__ = inspect.signature(_checked).replace(  # type: ignore[attr-defined]
+    parameters=[
+        p if p.name in ("cls", "id", "run") else p.replace(kind=p.KEYWORD_ONLY)
+        for p in inspect.signature(_checked).parameters.values()
+        if p.name != "unknown"
+    ]
+)
 
 
 class _Draft:
@@ -123,12 +189,10 @@ _LAST_USES: list[Any] = [None, None, None]
 
 
 def _check_uses(subplan_id: str, uses: object) -> tuple[tuple[str, int], ...] | None:
-    """``uses`` as ``(name, units)`` pairs: a mapping of names to units, or a list of names."""
+    """``uses`` as ``(name, units)`` pairs: a mapping of names to units, or a list of names
+    (the same dict or list as the subplan before, ``_LAST_USES[0]``, its callers take as it is)."""
     kind = type(uses)
-    last = _LAST_USES
-    if uses is last[0] and uses == last[1]:  # the same dict or list as the subplan before
-        pairs: tuple[tuple[str, int], ...] | None = last[2]
-        return pairs
+    pairs: tuple[tuple[str, int], ...] | None
     if kind is dict or kind is list:
         items = cast("dict[Any, Any]", uses).items() if kind is dict else cast("list[Any]", uses)
         key = (kind, *items)

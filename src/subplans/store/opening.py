@@ -5,7 +5,8 @@ A file that is not a store of ours is never changed, not one byte; a store that 
 and could not be created is removed again, so no half-written database is ever left behind. A
 new store is made under a name of its own and linked into place once ready: a reader opening
 it meanwhile (``subplans status`` as a run starts) sees no store or a whole one, never one
-half made, so neither fails the other.
+half made, so neither fails the other. A draft whose maker was killed before it linked it is
+removed by the next maker.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from subplans.engine.errors import StoreError
 from subplans.store.checking import check_soundness
+from subplans.store.liveness import process_start_time
 from subplans.store.schema import SCHEMA_VERSION, SchemaError, check_store, migrate
 
 __all__ = ["default_store_path", "open_connection"]
@@ -88,6 +90,7 @@ def _made(path: Path, timeout: float) -> bool:
     """Make a new store at ``path`` whole, then link it into place (unless another process
     made one there first: then that one is opened); False where links cannot be made (the
     store is then made in place)."""
+    _remove_stale_drafts(path)
     draft = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
     try:
         with closing(sqlite3.connect(draft, timeout=timeout, isolation_level=None)) as made:
@@ -101,6 +104,20 @@ def _made(path: Path, timeout: float) -> bool:
     finally:
         _remove_database(Path(draft))
     return True
+
+
+def _remove_stale_drafts(path: Path) -> None:
+    """Remove the drafts of ``path`` left by makers killed between making and linking (their
+    process is gone); a live maker's draft is left alone."""
+    head = f".{path.name}."
+    with suppress(OSError):
+        for entry in os.scandir(path.parent):
+            name = entry.name
+            if not (name.startswith(head) and name.endswith(".new")):
+                continue
+            pid = name[len(head) :].partition(".")[0]
+            if pid.isdigit() and process_start_time(int(pid)) is None:
+                _remove_database(Path(entry.path))
 
 
 def _inspected(path: Path, *, timeout: float) -> sqlite3.Connection:
