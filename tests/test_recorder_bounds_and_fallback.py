@@ -12,6 +12,7 @@ import logging
 import operator
 import os
 import pickle
+import resource
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,40 @@ def test_the_input_s_end_or_the_parent_s_ends_the_wait_for_go() -> None:
     assert frames.ended
     os.close(read)
     os.close(feed)
+
+
+def test_too_few_descriptors_are_one_store_error(path: Path) -> None:
+    """Regression (third review): with a few descriptors left, the writer process could not be
+    started and its thread could not make its pipes: a bare ``OSError`` came out of
+    ``RunRecorder()``. Every limit gives a recorder that records, or one ``StoreError``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    outcomes: list[str] = []
+    try:
+        for free in range(12):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_leaving(free), hard))
+            try:
+                recorder = RunRecorder(path, "r1")
+            except StoreError as error:
+                outcomes.append(str(error).partition(": ")[2])
+                continue
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            try:  # (its writer may have failed to open the store as it started: one line)
+                recorder.close()
+            except StoreError as error:
+                outcomes.append(str(error).partition(": ")[2])
+            else:
+                outcomes.append("recorded")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Too many open files" in outcomes
+    assert outcomes[-1] == "recorded"
+
+
+def _leaving(free: int) -> int:
+    """The descriptor limit below which exactly ``free`` descriptors are not open."""
+    taken, limit, left = {int(fd) for fd in os.listdir("/proc/self/fd")}, 0, free
+    while left or limit in taken:
+        left -= limit not in taken
+        limit += 1
+    return limit

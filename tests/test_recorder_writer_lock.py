@@ -276,3 +276,30 @@ def test_a_session_without_room_for_the_lock_file_writes(tmp_path: Path) -> None
     serving.join()
     for fd in (read, acks, ack_end):
         os.close(fd)
+
+
+def test_what_a_resume_decides_from_waits_for_the_killed_run_s_writer(
+    tmp_path: Path, fresh: None, records: _Records
+) -> None:
+    """Regression (third review): a resume read what to skip and what to stop before its
+    recorder waited for the killed run's writer, which then committed its backlog: subplans
+    it recorded completed ran again. ``subplans run``/``resume`` call this before deciding."""
+    path = tmp_path / "state.db"
+    with RunStore.open(path) as store:
+        store.start_run("r1", manifest("a", "b"))
+    writer = _orphan(path)
+
+    def decide() -> dict[str, str]:
+        with RunStore.open(path) as store:
+            store.wait_for_writer("r1")
+            return {s.subplan_id: s.state for s in store.subplans("r1")}
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        decided = pool.submit(decide)
+        wait_until(
+            lambda: decided.done() or any("waiting" in m for m in records.messages),
+            "the wait for the old writer",
+        )
+        assert not decided.done()
+        os.kill(writer, signal.SIGCONT)  # the orphan catches up, then exits
+        assert decided.result() == {"a": "running", "b": "pending"}

@@ -43,6 +43,7 @@ from subplans.store.liveness import (
     live_process_groups,
     process_start_time,
 )
+from subplans.store.writer_lock import RunWriterLock
 
 from .conftest import wait_until
 from .process_helpers import group_members
@@ -509,6 +510,11 @@ def test_a_writer_killed_mid_write_leaves_a_sound_database(tmp_path: Path) -> No
         wait_until(lambda: written() > 3000)
         watcher.close()
         assert child.kill() == -signal.SIGKILL
+    # Its writer process outlives it, committing what it was handed: wait for it as a new
+    # recorder of the run would (the run's writer lock), then read.
+    lock = RunWriterLock(str(path), "r1")
+    assert lock.wait(60.0) is None
+    lock.close()
     with RunStore.open(path) as store:
         assert store.integrity_check() == []
         events = store.events("r1")

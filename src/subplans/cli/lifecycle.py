@@ -143,6 +143,9 @@ class RunLifecycle:
         # A refusal's lines are printed inside deferred(): a signal noted meanwhile then adds
         # its line and exit 130 to them instead of replacing them.
         with signal_guard.GUARD.deferred() as noted, told(), store.lock(launch.run_id):
+            # A killed run's writer process may still commit what it was handed: the
+            # decision (what to skip, what to stop) is made from all of it.
+            store.wait_for_writer(launch.run_id)
             decision = launch.decide(store)
             with (
                 events or contextlib.nullcontext() as stream,

@@ -40,7 +40,7 @@ from subplans.store.writer_pipe import WriterPipe
 from subplans.store.writer_process import WriterOptions
 from subplans.store.writer_watch import bound_for
 
-__all__ = ["RecorderSettings", "RecorderStatistics", "RunRecorder"]
+__all__ = ["RecorderSettings", "RecorderStatistics", "RunRecorder", "wait_for_writer"]
 
 logger = logging.getLogger("subplans")
 
@@ -147,23 +147,28 @@ class RunRecorder:
         #: Seconds a writer may be hung (``writer_watch``) before it is given up on.
         self._silence = bound_for(timeout)
         _check_store(self.path, timeout)
-        _wait_for_earlier_writer(self.path, run_id, self._silence)
-        self._pipe = WriterPipe(
-            WriterOptions(
-                os.path.abspath(self.path),
-                str(self.path),
-                run_id,
-                durable,
-                batch_delay,
-                max_batch,
-                timeout,
-                settings.eager,
-                settings.idle,
-                settings.checkpoint_after,
-                settings.chunk,
-            ),
-            settings.gather_tick,
-        )
+        wait_for_writer(self.path, run_id, self._silence)
+        try:
+            self._pipe = WriterPipe(
+                WriterOptions(
+                    os.path.abspath(self.path),
+                    str(self.path),
+                    run_id,
+                    durable,
+                    batch_delay,
+                    max_batch,
+                    timeout,
+                    settings.eager,
+                    settings.idle,
+                    settings.checkpoint_after,
+                    settings.chunk,
+                ),
+                settings.gather_tick,
+            )
+        except OSError as error:  # no descriptor, process or thread to be had
+            raise StoreError(
+                f"cannot record run {run_id} in the store {path}: {error.strerror or error}"
+            ) from None
         self._put = self._pipe.put
         # The queue's own put: the bus calls C directly, not a Python frame per event (a
         # closed recorder is unsubscribed, so the bus never puts after close). Raw: a
@@ -329,7 +334,7 @@ class RunRecorder:
         return future
 
 
-def _wait_for_earlier_writer(path: Path, run_id: str, bound: float) -> None:
+def wait_for_writer(path: Path, run_id: str, bound: float) -> None:
     """Wait while an earlier writer of ``run_id`` still holds it (``writer_lock``), here, so
     that a recorder that cannot record says so at once; the writer takes the lock itself.
 

@@ -30,8 +30,9 @@ from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest
 from subplans.store.opening import open_connection
 from subplans.store.reader import RunReader
-from subplans.store.recorder import RecorderSettings, RunRecorder
+from subplans.store.recorder import RecorderSettings, RunRecorder, wait_for_writer
 from subplans.store.records import RUN_ENDS, RunInfo, RunStatus
+from subplans.store.writer_watch import bound_for
 
 if TYPE_CHECKING:
     from subplans.engine.bus import EventBus
@@ -136,6 +137,17 @@ class RunStore(RunReader):
             timeout=self.timeout if timeout is None else timeout,
             settings=RecorderSettings() if settings is None else settings,
         )
+
+    def wait_for_writer(self, run_id: str) -> None:
+        """Return once no earlier recorder of ``run_id`` is still writing: after a ``kill -9``
+        of a run, its writer process first commits what it was handed, and what a resume
+        decides from the store (what to skip, what to stop) must see it.
+
+        Raises:
+            StoreError: that writer made no progress for twice the store's ``timeout`` and a
+                second (``RunRecorder``: when a writer counts as hung).
+        """
+        wait_for_writer(self.path, run_id, bound_for(self.timeout))
 
     # --- transactions ---------------------------------------------------------------------
 
