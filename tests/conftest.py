@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
+import logging
 import os
 import subprocess
 import time
@@ -166,3 +167,31 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class LogRecords(logging.Handler):
+    """The messages the ``subplans`` logger gave, debug ones included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def count(self, part: str) -> int:
+        """How many messages have ``part`` in them."""
+        return sum(part in message for message in self.messages)
+
+
+@pytest.fixture
+def records() -> Iterator[LogRecords]:
+    """Every message of the ``subplans`` logger while the test runs (its level set to debug)."""
+    handler = LogRecords()
+    logger = logging.getLogger("subplans")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)

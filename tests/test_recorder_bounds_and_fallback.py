@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import operator
 import os
 import pickle
@@ -32,7 +31,7 @@ from subplans.store import (
 from subplans.store.writer_process import DATA, HEADER
 from subplans.store.writer_start import WriterThread
 
-from .conftest import wait_until
+from .conftest import LogRecords, wait_until
 from .process_helpers import alive
 from .store_support import manifest
 
@@ -47,30 +46,6 @@ def path(tmp_path: Path) -> Iterator[Path]:
         store.start_run("r1", manifest("a", "b"))
     yield found
     writer_start.retire_spares()
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def count(self, part: str) -> int:
-        return sum(part in message for message in self.messages)
-
-
-@pytest.fixture
-def records() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("subplans")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def _events(path: Path) -> list[str | None]:
@@ -100,7 +75,7 @@ class _Busy:
 
 
 def test_close_waits_for_a_writer_busy_longer_than_the_bound(
-    path: Path, tmp_path: Path, records: _Records
+    path: Path, tmp_path: Path, records: LogRecords
 ) -> None:
     """Regression: a healthy writer silent for ``2 * timeout + 1`` seconds inside one long
     piece of work (one transaction; here a batch that spins on the CPU until told) was
@@ -193,7 +168,7 @@ async def test_a_cancelled_flush_leaves_the_recorder_usable(path: Path) -> None:
 
 
 def test_an_executable_that_cannot_run_falls_back_to_a_thread(
-    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: _Records
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: LogRecords
 ) -> None:
     """Regression: a missing ``sys.executable`` made every recorder fail."""
     monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
@@ -203,7 +178,7 @@ def test_an_executable_that_cannot_run_falls_back_to_a_thread(
 
 
 def test_an_executable_that_exits_at_once_falls_back_to_a_thread(
-    path: Path, monkeypatch: pytest.MonkeyPatch, records: _Records
+    path: Path, monkeypatch: pytest.MonkeyPatch, records: LogRecords
 ) -> None:
     """Regression: a ``sys.executable`` that is not a Python failed the recorder (its writer
     "exited with status 1") and dropped every event."""
@@ -213,7 +188,7 @@ def test_an_executable_that_exits_at_once_falls_back_to_a_thread(
 
 
 def test_an_executable_that_never_answers_is_killed_and_replaced_by_a_thread(
-    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: _Records
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: LogRecords
 ) -> None:
     """Regression: a ``sys.executable`` that neither ran Python nor exited held events and
     ``close()`` until the bound, then dropped them."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import logging
 import os
 import pickle
 import signal
@@ -25,7 +24,7 @@ from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
 from subplans.store import RunRecorder, RunStore, StoreError, writer_lock, writer_start
 from subplans.store.writer_process import ACK, GO, HEADER, SESSION, serve
 
-from .conftest import wait_until
+from .conftest import LogRecords, wait_until
 from .process_helpers import alive
 from .store_support import manifest
 
@@ -81,31 +80,8 @@ def _orphan(path: Path) -> int:
     return writer
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-        self.changed = threading.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-        self.changed.set()
-
-
-@pytest.fixture
-def records() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("subplans")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 def test_a_resumed_run_s_recorder_waits_for_the_killed_run_s_writer(
-    tmp_path: Path, fresh: None, records: _Records
+    tmp_path: Path, fresh: None, records: LogRecords
 ) -> None:
     """Regression: the orphan's late commit and the new recorder's numbering collided, and
     nothing of the resumed run was recorded."""
@@ -117,7 +93,7 @@ def test_a_resumed_run_s_recorder_waits_for_the_killed_run_s_writer(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         made = pool.submit(RunRecorder, path, "r1", bus=bus, timeout=30.0)
         wait_until(
-            lambda: made.done() or any("waiting" in m for m in records.messages),
+            lambda: made.done() or records.count("waiting"),
             "the new recorder waiting for the old writer",
         )
         if made.done():  # it did not wait (the bug): its writer read where the run ends
@@ -279,7 +255,7 @@ def test_a_session_without_room_for_the_lock_file_writes(tmp_path: Path) -> None
 
 
 def test_what_a_resume_decides_from_waits_for_the_killed_run_s_writer(
-    tmp_path: Path, fresh: None, records: _Records
+    tmp_path: Path, fresh: None, records: LogRecords
 ) -> None:
     """Regression (third review): a resume read what to skip and what to stop before its
     recorder waited for the killed run's writer, which then committed its backlog: subplans
@@ -297,7 +273,7 @@ def test_what_a_resume_decides_from_waits_for_the_killed_run_s_writer(
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         decided = pool.submit(decide)
         wait_until(
-            lambda: decided.done() or any("waiting" in m for m in records.messages),
+            lambda: decided.done() or records.count("waiting"),
             "the wait for the old writer",
         )
         assert not decided.done()
