@@ -15,9 +15,10 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``pool_usage``: a run's pools as ``status`` shows them (``PoolUsage``), told from the store
 - ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction),
-  ``event_pickling`` (events made plain for the pipe), ``writer_process`` (the writer
-  process's loop), ``writer_start`` (starting it, or taking the spare), ``writer_pipe`` (the
-  recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
+  ``event_pickling`` (events made plain for the pipe), ``writer_frames`` (what crosses it),
+  ``writer_process`` (the writer process's loop), ``writer_start`` (starting it, or taking
+  the spare), ``writer_lock`` (one writer per run), ``writer_watch`` (when a writer is hung),
+  ``writer_pipe`` (the recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
   events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)
 - ``reader`` (``RunReader``, the queries) and ``store``: ``RunStore``, one transaction per

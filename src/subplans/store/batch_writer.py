@@ -15,7 +15,7 @@ from contextlib import suppress
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
-from subplans.store.event_chunks import last_seq, next_seq, write_chunk
+from subplans.store.event_chunks import last_seq, write_chunk
 from subplans.store.event_rows import Item, RowBuilder
 from subplans.store.statements import execute_rows
 
@@ -200,7 +200,7 @@ class BatchWriter:
             if batch.events:
                 # Where the run's events end, read under the write lock: another writer of
                 # the run (``writer_lock`` keeps them apart) never makes this batch collide.
-                first = next_seq(db, self.run_id)
+                first = last_seq(db, self.run_id) + 1
                 write_chunk(db, self.run_id, first, batch.events, scaled=True)
                 self.builder.seq = first - 1 + len(batch.events)
             if batch.waiting:

@@ -25,7 +25,6 @@ __all__ = [
     "encode",
     "events_of_kind",
     "last_seq",
-    "next_seq",
     "payload_of",
     "read_events",
     "scan_events",
@@ -63,21 +62,14 @@ def write_chunk(
 
 
 def last_seq(db: sqlite3.Connection, run_id: str) -> int:
-    """The seq of the run's last event; 0 when it has none."""
-    (seq,) = db.execute(
-        "SELECT coalesce(max(last_seq), 0) FROM event_chunks WHERE run_id = ?", (run_id,)
-    ).fetchone()
-    return int(seq)
-
-
-def next_seq(db: sqlite3.Connection, run_id: str) -> int:
-    """The seq the run's next event gets: one seek of the key (chunks never overlap, so the
-    last one by ``first_seq`` ends the run). Read inside the writing transaction."""
+    """The seq of the run's last event, 0 when it has none: one seek of the key (chunks never
+    overlap, so the last one by ``first_seq`` ends the run). Read inside the writing
+    transaction, it is where the batch's events go on from."""
     row = db.execute(
         "SELECT last_seq FROM event_chunks WHERE run_id = ? ORDER BY first_seq DESC LIMIT 1",
         (run_id,),
     ).fetchone()
-    return 1 if row is None else int(row[0]) + 1
+    return 0 if row is None else int(row[0])
 
 
 def scan_events(

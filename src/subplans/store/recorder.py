@@ -35,9 +35,9 @@ from subplans.engine.bus import EventBus
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.liveness import check_run_id
+from subplans.store.writer_frames import WriterOptions
 from subplans.store.writer_lock import RunWriterLock, held_message
 from subplans.store.writer_pipe import WriterPipe
-from subplans.store.writer_process import WriterOptions
 from subplans.store.writer_watch import bound_for
 
 __all__ = ["RecorderSettings", "RecorderStatistics", "RunRecorder", "wait_for_writer"]
@@ -170,8 +170,8 @@ class RunRecorder:
                 f"cannot record run {run_id} in the store {path}: {error.strerror or error}"
             ) from None
         self._put = self._pipe.put
-        # The queue's own put: the bus calls C directly, not a Python frame per event (a
-        # closed recorder is unsubscribed, so the bus never puts after close). Raw: a
+        # The pipe's put (a deque append; every ``SHIP`` events shipped) is the subscriber: a
+        # closed recorder is unsubscribed, so the bus never puts after close. Raw: a
         # dispatch's subplan moves come as tuples, no event object built for them, while no
         # other subscriber wants objects (``EventBus._subscribe_raw``; the writer takes both).
         self._unsubscribe = bus._subscribe_raw(self._put) if bus is not None else None

@@ -1,5 +1,6 @@
 """The frames between a recorder and its writer (``writer_process``): their header and kinds,
-and the input that reads them, which also notices its writer's parent gone.
+the options a session frame carries, and the input that reads them, which also notices its
+writer's parent gone.
 
 Standard library only: the writer process imports it.
 """
@@ -10,8 +11,9 @@ import os
 import select
 import struct
 from collections import deque
+from dataclasses import dataclass
 
-__all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "FrameInput"]
+__all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "FrameInput", "WriterOptions"]
 
 #: A frame's length (of what follows) and kind.
 HEADER = struct.Struct("<IB")
@@ -20,6 +22,25 @@ SESSION, DATA, FLUSH, STOP, ACK, GO = 1, 2, 3, 4, 5, 6
 _READ = 1 << 20
 #: Seconds between looks at whether the parent is still there, while nothing comes.
 _PARENT_CHECK = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """A recorder's options, as its session in the writer process takes them."""
+
+    #: The store's absolute path (a spare process's folder may not be the recorder's), and
+    #: its name as the recorder was given it, for messages.
+    path: str
+    name: str
+    run_id: str
+    durable: bool
+    batch_delay: float
+    max_batch: int
+    timeout: float
+    eager: int
+    idle: float
+    checkpoint_after: int
+    chunk: int
 
 
 class FrameInput:

@@ -39,7 +39,7 @@ from subplans.engine.bus import RawMove
 from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.event_pickling import BatchPickler
-from subplans.store.writer_process import DATA, FLUSH, GO, HEADER, STOP, WriterOptions
+from subplans.store.writer_frames import DATA, FLUSH, GO, HEADER, STOP, WriterOptions
 from subplans.store.writer_start import (
     START_WAIT,
     Writer,

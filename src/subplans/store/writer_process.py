@@ -42,12 +42,21 @@ import os
 import pickle
 import signal
 import sqlite3
-from dataclasses import dataclass
 from time import monotonic
 
 from subplans.store.batch_writer import BatchWriter
 from subplans.store.event_rows import Item
-from subplans.store.writer_frames import ACK, DATA, FLUSH, GO, HEADER, SESSION, STOP, FrameInput
+from subplans.store.writer_frames import (
+    ACK,
+    DATA,
+    FLUSH,
+    GO,
+    HEADER,
+    SESSION,
+    STOP,
+    FrameInput,
+    WriterOptions,
+)
 from subplans.store.writer_lock import session_lock
 from subplans.store.writer_watch import bound_for
 
@@ -68,25 +77,6 @@ _SYNC_EVERY = 0.005
 
 #: The frames a session reads (``writer_frames``).
 _Input = FrameInput
-
-
-@dataclass(frozen=True, slots=True)
-class WriterOptions:
-    """A recorder's options, as its session in the writer process takes them."""
-
-    #: The store's absolute path (a spare process's folder may not be the recorder's), and
-    #: its name as the recorder was given it, for messages.
-    path: str
-    name: str
-    run_id: str
-    durable: bool
-    batch_delay: float
-    max_batch: int
-    timeout: float
-    eager: int
-    idle: float
-    checkpoint_after: int
-    chunk: int
 
 
 class _Session:

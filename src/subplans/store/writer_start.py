@@ -36,7 +36,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
-from subplans.store.writer_process import ACK, HEADER, SESSION, WriterOptions, serve
+from subplans.execution.finding import MARKER_VARIABLES
+from subplans.store.writer_frames import ACK, HEADER, SESSION, WriterOptions
 
 __all__ = [
     "EXIT_WAIT",
@@ -130,6 +131,9 @@ class WriterThread:
 
     def _serve(self, read_fd: int, ack_end: int) -> None:
         try:
+            # (Imported here: the writer's modules are this process's only for a thread.)
+            from subplans.store.writer_process import serve
+
             serve(read_fd, ack_end, 0.0, parent=0)  # one session; no parent to watch
         finally:
             os.close(read_fd)
@@ -347,8 +351,4 @@ def _enlarge(fd: int) -> None:
 
 
 def _environment() -> dict[str, str]:
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("SUBPLANS_RUN_ID", "SUBPLANS_SUBPLAN")
-    }
+    return {name: value for name, value in os.environ.items() if name not in MARKER_VARIABLES}
