@@ -78,21 +78,20 @@ def test_a_statement_binds_no_more_values_than_sqlite_allows(
 
 
 def test_restore_forgets_the_batch_built_since_mark() -> None:
-    builder = RowBuilder("r1", 10, {"old"})
+    builder = RowBuilder("r1", {"old"})
     builder.rows(plain([SubplanStateChanged("first", None, PENDING)]))
-    mark = builder.mark()
+    builder.mark()
     batch = builder.rows(
         plain(
             [SubplanStateChanged("new", None, PENDING), SubplanStateChanged("old", None, PENDING)]
         )
     )
     assert batch.waiting == ["new"]  # "old" has a row: its pending state needs none
-    assert (builder.seq, builder.known) == (13, {"old", "first", "new"})
-    builder.restore(mark)
-    assert (builder.seq, builder.known) == (11, {"old", "first"})
+    assert builder.known == {"old", "first", "new"}
+    builder.restore()
+    assert builder.known == {"old", "first"}
     again = builder.rows(plain([SubplanStateChanged("new", None, PENDING)]))
     assert again.waiting == ["new"]
-    assert builder.seq == 12  # numbered on from the mark (its chunk starts at mark + 1)
 
 
 @pytest.fixture

@@ -163,8 +163,7 @@ class BatchWriter:
         self.connection = connection
         self.run_id = run_id
         self.chunk = chunk
-        seq = last_seq(connection, run_id)
-        self.builder = RowBuilder(run_id, seq, _subplans_with_a_row(connection, run_id))
+        self.builder = RowBuilder(run_id, _subplans_with_a_row(connection, run_id))
         #: Whether the connection is at synchronous=FULL now.
         self.full = False
         #: Whether the last batch written held a terminal state.
@@ -189,7 +188,8 @@ class BatchWriter:
 
         On any failure nothing of the batch is written and the writer is as it was.
         """
-        mark, db = self.builder.mark(), self.connection
+        db = self.connection
+        self.builder.mark()
         try:
             batch = self.builder.rows(events)
             full = durable and batch.terminal
@@ -200,9 +200,9 @@ class BatchWriter:
             if batch.events:
                 # Where the run's events end, read under the write lock: another writer of
                 # the run (``writer_lock`` keeps them apart) never makes this batch collide.
-                first = last_seq(db, self.run_id) + 1
-                write_chunk(db, self.run_id, first, batch.events, scaled=True)
-                self.builder.seq = first - 1 + len(batch.events)
+                write_chunk(
+                    db, self.run_id, last_seq(db, self.run_id) + 1, batch.events, scaled=True
+                )
             if batch.waiting:
                 self._rows(_WAIT_SUBPLANS, _WAIT_ROW, 1, _in_key_order(batch.waiting))
             self._rows(_END_SUBPLANS, _END_ROW, 5, _in_key_order(batch.ended.values()))
@@ -228,7 +228,7 @@ class BatchWriter:
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self.builder.restore(mark)
+            self.builder.restore()
             raise
         return full
 

@@ -1,5 +1,5 @@
 """Turning a batch of events into the rows they write: the batch's chunk of events (see
-``event_chunks``), numbered on from the last ``seq``, and what they change in the subplans,
+``event_chunks``), and what they change in the subplans,
 steps and runs tables.
 
 This runs in the recorder's writer process, on events made plain (``event_pickling``): state
@@ -123,17 +123,16 @@ def _units(time: float) -> float:
 
 
 class RowBuilder:
-    """Numbers a run's events on from ``seq`` and turns them into rows.
+    """Turns a run's events into rows (``batch_writer`` numbers them as it writes them).
 
     ``known`` are the subplans that have a row already: their pending state needs no write.
     A batch that fails to commit must be forgotten with ``restore`` (see ``mark``).
     """
 
-    __slots__ = ("added", "kinds", "known", "latest", "run_id", "seq")
+    __slots__ = ("added", "kinds", "known", "latest", "run_id")
 
-    def __init__(self, run_id: str, seq: int, known: set[str]) -> None:
+    def __init__(self, run_id: str, known: set[str]) -> None:
         self.run_id = run_id
-        self.seq = seq
         self.known = known
         #: What went into ``known`` since the last ``mark``, so that ``restore`` can take it
         #: out again (cheaper than a copy of ``known`` per batch).
@@ -144,20 +143,17 @@ class RowBuilder:
         #: to that state (a dict lookup by the state alone, not by a tuple of three).
         self.latest: dict[str, _Kind] = {}
 
-    def mark(self) -> int:
-        """Where the builder is: give it to ``restore`` to forget the batch built since."""
+    def mark(self) -> None:
+        """From here on, what ``restore`` forgets."""
         self.added = []
-        return self.seq
 
-    def restore(self, mark: int) -> None:
-        """Back to ``mark``: the batch built since was not written."""
-        self.seq = mark
+    def restore(self) -> None:
+        """Back to the last ``mark``: the batch built since was not written."""
         self.known.difference_update(self.added)
         self.added = []
 
     def rows(self, events: Sequence[Item]) -> EventRows:
-        """The rows of ``events`` (plain, ``event_pickling``), numbered on from the last
-        ``seq``."""
+        """The rows of ``events`` (plain, ``event_pickling``)."""
         known, kinds, latest = self.known, self.kinds, self.latest
         add, scale, quote, no_time = self.added.append, SCALE, _quote, NO_TIME
         batch = EventRows()
@@ -216,7 +212,6 @@ class RowBuilder:
                 known.add(subplan_id)
                 add(subplan_id)
                 wait(subplan_id)
-        self.seq += len(events)
         batch.terminal = batch.terminal or terminal
         return batch
 
