@@ -36,7 +36,7 @@ from subplans.engine.errors import StoreError
 from subplans.engine.events import Event
 from subplans.store.liveness import check_run_id
 from subplans.store.writer_frames import WriterOptions
-from subplans.store.writer_lock import RunWriterLock, held_message
+from subplans.store.writer_lock import wait_out
 from subplans.store.writer_pipe import WriterPipe
 from subplans.store.writer_watch import bound_for
 
@@ -341,24 +341,11 @@ def wait_for_writer(path: Path, run_id: str, bound: float) -> None:
     Raises:
         StoreError: it made no progress for ``bound`` seconds.
     """
-    try:
-        lock = RunWriterLock(str(path), run_id)
-    except OSError:
-        return  # no lock file can be made beside the store: SQLite says what is wrong
-    try:
-        holder = lock.take()
-        if holder is not None:
-            logger.debug(
-                "run %s of the store %s is held by an earlier writer (process %s): waiting",
-                run_id,
-                path,
-                holder,
-            )
-            holder = lock.wait(bound)
-    finally:
+    lock, failure = wait_out(str(path), str(path), run_id, bound)
+    if lock is not None:
         lock.close()
-    if holder is not None:
-        raise StoreError(held_message(str(path), run_id, holder, bound))
+    if failure is not None:
+        raise StoreError(failure)
 
 
 def _check_store(path: Path, timeout: float) -> None:

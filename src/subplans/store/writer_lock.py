@@ -19,28 +19,18 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from subplans.store.writer_watch import Watch
 
+__all__ = ["RunWriterLock", "held_message", "wait_out"]
 
-class _Session(Protocol):
-    """What a writer session's options say of its run (``WriterOptions``)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def run_id(self) -> str: ...
-
-
-__all__ = ["RunWriterLock", "held_message", "session_lock"]
+logger = logging.getLogger("subplans")
 
 #: Seconds between tries while another writer holds the run.
 _POLL = 0.02
@@ -140,21 +130,30 @@ class RunWriterLock:
                 os.close(file.fd)
 
 
-def session_lock(
-    options: _Session, bound: float, tick: Callable[[], None]
+def wait_out(
+    path: str, name: str, run_id: str, bound: float, tick: Callable[[], None] | None = None
 ) -> tuple[RunWriterLock | None, str | None]:
-    """A writer session's lock of its run, taken before the run's last seq is read (None if
-    its file cannot be opened: SQLite then says what is wrong with the store); and the
-    session's failure if an earlier writer of the run is hung for ``bound`` seconds."""
+    """Take ``run_id``'s lock in the store at ``path`` (``name``: as its recorder was given
+    it), waiting while an earlier writer of the run holds it and makes progress: the lock, or
+    None if no lock file can be made (SQLite then says what is wrong with the store); and the
+    failure if that writer was hung for ``bound`` seconds (the lock None then)."""
     try:
-        lock = RunWriterLock(options.path, options.run_id)
+        lock = RunWriterLock(path, run_id)
     except OSError:
         return None, None
-    holder = lock.wait(bound, tick)
+    holder = lock.take()
+    if holder is not None:
+        logger.debug(
+            "run %s of the store %s is held by an earlier writer (process %s): waiting",
+            run_id,
+            name,
+            holder,
+        )
+        holder = lock.wait(bound, tick)
     if holder is None:
         return lock, None
     lock.close()
-    return None, held_message(options.name, options.run_id, holder, bound)
+    return None, held_message(name, run_id, holder, bound)
 
 
 def _holder(fd: int, offset: int) -> int:

@@ -57,7 +57,7 @@ from subplans.store.writer_frames import (
     FrameInput,
     WriterOptions,
 )
-from subplans.store.writer_lock import session_lock
+from subplans.store.writer_lock import wait_out
 from subplans.store.writer_watch import bound_for
 
 __all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "WriterOptions"]
@@ -97,7 +97,10 @@ class _Session:
         self.writer: BatchWriter | None = None
         self.ack(0)
         frames.go()
-        self.lock, self.failure = session_lock(options, bound_for(options.timeout), self._tick)
+        bound = bound_for(options.timeout)
+        self.lock, self.failure = wait_out(
+            options.path, options.name, options.run_id, bound, self._tick
+        )
         if self.failure is not None:
             self.ack(0)
             return
