@@ -7,6 +7,7 @@ import inspect
 import io
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -195,3 +196,28 @@ def records() -> Iterator[LogRecords]:
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+#: The processes tests stopped with SIGSTOP (``stop``): any still stopped after its test is
+#: killed, so that a failing test leaves no stopped writer behind.
+_STOPPED: list[int] = []
+
+
+def stop(pid: int) -> None:
+    """SIGSTOP ``pid``; killed after the test if it is still stopped then."""
+    _STOPPED.append(pid)
+    os.kill(pid, signal.SIGSTOP)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_stopped() -> Iterator[None]:
+    yield
+    while _STOPPED:
+        pid = _STOPPED.pop()
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                stopped = stat.read().rsplit(b")", 1)[1].split()[0] in (b"T", b"t")
+        except OSError:
+            continue
+        if stopped:
+            os.kill(pid, signal.SIGKILL)

@@ -31,7 +31,7 @@ from subplans.store import (
 from subplans.store.writer_process import DATA, HEADER
 from subplans.store.writer_start import WriterThread
 
-from .conftest import LogRecords, wait_until
+from .conftest import LogRecords, stop, wait_until
 from .process_helpers import alive
 from .store_support import manifest
 
@@ -114,7 +114,7 @@ def _stopped(path: Path) -> RunRecorder:
     """A recorder (bound 1.4 s) whose writer is stopped, with an event handed over."""
     recorder = RunRecorder(path, "r1", timeout=0.2)
     recorder.flush_sync()
-    os.kill(recorder._pipe.process.pid, signal.SIGSTOP)
+    stop(recorder._pipe.process.pid)
     recorder.handle(SubplanStateChanged("a", None, PENDING))
     return recorder
 

@@ -37,7 +37,7 @@ from subplans.store import (
 from subplans.store.writer_process import DATA, HEADER
 
 from . import every_event
-from .conftest import wait_until
+from .conftest import stop, wait_until
 from .process_helpers import alive
 from .store_support import manifest, open_store
 
@@ -167,7 +167,7 @@ def test_close_kills_a_writer_that_stopped_answering(store: RunStore, fresh: Non
     writer = recorder._pipe.process.pid
     recorder.handle(SubplanStateChanged("a", None, PENDING))
     recorder.flush_sync()
-    os.kill(writer, signal.SIGSTOP)
+    stop(writer)
     recorder.handle(SubplanStateChanged("b", None, PENDING))
     message = r"its writer process did not answer for 1.4 seconds and was killed; events"
     with pytest.raises(StoreError, match=message):
@@ -180,7 +180,7 @@ async def test_aclose_kills_a_writer_that_stopped_answering(store: RunStore, fre
     recorder = store.recorder("r1", timeout=0.2)
     writer = recorder._pipe.process.pid
     await recorder.flush()
-    os.kill(writer, signal.SIGSTOP)
+    stop(writer)
     recorder.handle(SubplanStateChanged("a", None, PENDING))
     with pytest.raises(StoreError, match=r"did not answer for 1.4 seconds and was killed"):
         await recorder.aclose()
@@ -192,7 +192,7 @@ def test_close_waits_for_a_writer_that_answers(store: RunStore, fresh: None) -> 
     recorder = store.recorder("r1", timeout=0.2)
     recorder.flush_sync()
     pipe = recorder._pipe
-    os.kill(pipe.process.pid, signal.SIGSTOP)  # stopped: hung once silent for the bound
+    stop(pipe.process.pid)  # stopped: hung once silent for the bound
     wait_until(lambda: psutil.Process(pipe.process.pid).status() == psutil.STATUS_STOPPED)
     pipe.heard -= 10  # long silent, as far as the bound goes
     pipe.watch.since -= 10

@@ -24,7 +24,7 @@ from subplans import EventBus, SubplanExecutionState, SubplanStateChanged
 from subplans.store import RunRecorder, RunStore, StoreError, writer_lock, writer_start
 from subplans.store.writer_process import ACK, GO, HEADER, SESSION, serve
 
-from .conftest import LogRecords, wait_until
+from .conftest import LogRecords, stop, wait_until
 from .process_helpers import alive
 from .store_support import manifest
 
@@ -69,7 +69,7 @@ def _orphan(path: Path) -> int:
     assert run.stdin is not None
     assert run.stdout is not None
     writer = int(run.stdout.readline())
-    os.kill(writer, signal.SIGSTOP)
+    stop(writer)
     run.stdin.write("\n")
     run.stdin.flush()
     assert run.stdout.readline() == "handed\n"
