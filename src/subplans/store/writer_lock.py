@@ -110,6 +110,7 @@ class RunWriterLock:
             if holder != watched:  # a new holder: a bound of its own
                 own = holder in (0, os.getpid())
                 watched, watch = holder, Watch(None if own else f"/proc/{holder}/stat")
+                watch.restart()
             if watch.left(0.0, bound) is None:
                 return holder
             if tick is not None:

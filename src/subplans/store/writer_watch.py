@@ -39,15 +39,15 @@ def sample(path: str) -> tuple[str, int] | None:
 
 class Watch:
     """Watches the process whose ``stat`` file is at ``path`` (None: no process to watch, so
-    never busy) while one waits for it."""
+    never busy) while one waits for it, from ``restart`` on (a process that is being started
+    is not read before: reading its ``stat`` waits for its ``exec``)."""
 
     __slots__ = ("cpu", "path", "since")
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.since = 0.0
+        self.since = monotonic()
         self.cpu: int | None = None
-        self.restart()
 
     def restart(self) -> None:
         """The wait begins (again) now."""
