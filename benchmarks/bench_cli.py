@@ -215,6 +215,29 @@ an orphaned leftover would then escape); noting a pid before ``Popen`` returns (
 a hook into ``Popen``'s private steps spared 1.2 of those reads a command, mostly the zombies:
 the rest are read before the spawner's fork returns their pid, waiting for the GIL meanwhile).
 
+Seventh pass (#10, stop 15), on the store's writer process: it was started as the recorder was
+made (about 100 ms into the run, 4 ms of ``Popen`` on the loop's thread), and booted (about
+40 ms of CPU) while the first commands started; a run of one ``true`` then waited about 30 ms at
+its end for it to come up. Now ``run`` and ``resume`` start it before they read the plan
+(``writer_start.prestart``, kept as the spare: it waits for its session as long as the command
+runs, and is killed if the run ends before it records), so it boots on the other core while the
+command imports its modules; the recorder takes it as a new process (its answer read by the ack
+thread). Between the store's opening and the first command, an open ``RunStore``'s recorder no
+longer opens the store again to check it (0.3 ms): that window 6.81 -> 6.41 ms (medians of 61
+interleaved runs of one ``true``). Side by side with the code before (interleaved, shuffled
+rounds, each begun on a quiet machine; CPU of every process, the writer's included): a run of
+one ``true`` 143.9 -> 120.8 ms (0.84x; 2.59x -> 2.18x the bare script), CPU 0.99x; a resume of
+one failed subplan 0.92x; this plan (1,000 ``true``) 881.4 -> 885.9 ms (1.00x; 1.16x -> 1.17x
+the bare script: the loop's thread is the bottleneck, and the writer's boot had the other
+core's slack), CPU within the noise (the command's own, its threads included: 1.00x, 1.05x and
+0.95x in three batches). Measured and left: starting it earlier still (before ``run_args``:
+1.01x, its boot is over before the recorder either way, and ``--help`` or ``--dry-run`` would
+pay for it); starting it only when ``/proc/loadavg`` shows an idle core (0.94x against 0.86x,
+on a busier machine); the ack thread starting the sender thread, so that the loop's thread
+waits for one thread's start, not two (0.1 ms, up to 4 ms on a busy machine; a start that
+fails would then be the ack thread's to handle); the listener's record committed without an
+fsync (0.15 ms).
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 

@@ -116,6 +116,48 @@ shares are the dataclasses of ``plans.tree`` and ``engine.events`` (types any ru
 PyYAML's pure reader (its regular expression, compiled as
 ``yaml`` is imported, 3 ms) and ``pathlib``'s ``urllib.parse`` and ``ipaddress`` (2 ms).
 
+Seventh pass (#10, stop 15), the plan loader, the command and its sinks: of the dataclasses a
+plain run's modules build there (26, 11.6 ms of the start by timing ``dataclasses``' class
+processing), 15 were internal: the loader's ``Scope``, ``Level`` and ``Located``, the
+``tree.UnitDraft`` nodes are built as (1.5 ms alone: 16 fields), ``for_each``'s sources, items
+and problems (four never built by a plain run), the command's ``Decision``, ``Output``,
+``RunEnd`` and ``ClusterNeed``, the sinks' ``StepView`` and ``RunSummary``. They are plain
+classes with ``__slots__`` and a hand-written ``__init__`` now (``Final`` keeps the frozen ones
+read-only to mypy; ``__repr__`` and ``__eq__`` where they are shown or compared): 11 classes,
+5.6 ms, are left, all public (the plan tree, ``Overrides``, ``GlobalConfig``, ``Backend``,
+``Problem``). ``--output``'s ``OutputMode`` moved to ``sinks.output_modes``, so that a run
+without ``tag``/``group`` loads neither ``sinks.tagged_output`` nor ``termios`` (1 ms), and
+``cli.limit_lines`` is loaded once a ``subplans limit`` request comes. Side by side with the tree
+before (the other areas' changes left out), a run of one ``true`` (``one.yaml``: 20 items):
+753M -> 697M instructions (medians of 2; ``import asyncio`` 237M, so 3.18x -> 2.94x), CPU time
+0.95x (medians of 40 interleaved rounds on a busy machine: 161 -> 154 ms, ``import asyncio``
+57 ms: 2.85x -> 2.72x).
+
+Seventh pass, the engine, the execution layer and the store (#10, stop 15): of the dataclasses a
+plain run's modules build there (40, 15.6 ms of the start by timing ``dataclasses``' class
+processing), 14 were internal or never built by a plain run: ``procfs.ProcessInfo`` and
+``Window``, ``finding.Family`` and ``stopping.Stopping`` (the end of every command builds about
+7, 3, 1 and 1 of them), the executor's ``RunContext`` (now in ``execution.run_context`` with
+``RemoteBackend`` and ``log_name``, which keeps ``runners`` under 400 lines), ``LiveLimits``,
+the ``Clock``, the store's ``Migration`` and ``WriterOptions`` (``to_dict()`` makes the session
+frame), the progress view's ``Failure`` and ``step_items.RecordedItems``. They are plain
+classes with ``__slots__`` and a hand-written ``__init__`` now (``Final`` for the frozen ones;
+a ``__repr__``, and ``__eq__`` where something compares them). Two public records a plain run
+never builds moved to ``store.run_details``: ``StoredEvent``, and ``LimitRecord`` (handed on by
+``store.limits``, built once a request is read); and the engine loads ``control_events`` once a
+cap changes or a dispatch halts (the progress reporter tells a ``LimitChanged`` by its
+``kind``; ``sinks.plan_progress`` still imports it). Left: 26 classes, 9.7 ms, all public
+(events, ``Subplan``, the config, ``HaltPolicy``, results, records, the recorder's settings).
+Such a class could stay a dataclass for a sixth of the cost: ``@dataclass(init=False,
+repr=False, eq=False)`` with hand-written methods builds in about 50 us, against 350 us frozen
+with slots. Building the per-command objects (timeit, interleaved, one process):
+``ProcessInfo`` 0.32x (631 -> 199 ns), ``Window`` 0.45x, ``Family`` 0.50x, ``Stopping`` 0.90x
+(its checks are most of it). Side by side with the tree before (the other areas' changes left
+out, but for the lazy ``cli.limit_lines`` the ``LimitRecord`` move needs), a run of one
+``true`` (``one.yaml``): 756M -> 701M instructions (medians of 2; ``import asyncio`` 237M, so
+3.19x -> 2.96x), CPU time 0.96x (medians of 40 interleaved rounds on a busy machine: 153 ->
+147 ms, ``import asyncio`` 52 ms: 2.97x -> 2.84x).
+
 Run: python benchmarks/bench_startup.py [--rounds 20]
 """
 

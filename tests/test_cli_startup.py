@@ -280,6 +280,7 @@ NOT_IN_A_PLAIN_RUN = {
     "subplans.plans.shellquote",
     "subplans.store.cancel",
     "subplans.store.change_limit",
+    "subplans.store.plan_order",
     "subplans.store.pool_usage",
     "subplans.store.resume",
     "subplans.store.leftovers",
@@ -345,3 +346,38 @@ def test_the_records_a_run_never_builds_are_loaded_on_first_use() -> None:
         AttributeError, match=r"^module 'subplans.store.records' has no attribute 'x'$"
     ):
         records.x  # noqa: B018
+
+
+def test_a_run_without_output_loads_no_output_sink(tmp_path: Path) -> None:
+    """``--output`` is read from ``output_modes``: a run that shows the logs only (the default)
+    loads nothing of the ``tag``/``group`` sink, nor the terminal modules it uses (#10)."""
+    write(tmp_path, "plan.yaml", "name: tiny\nsteps:\n  - name: one\n    run: 'true'\n")
+    loaded = loaded_by(["run", "plan.yaml", "--no-progress", "--store", "state.db"], tmp_path)
+    assert "subplans.sinks.output_modes" in loaded
+    assert not {"subplans.sinks.tagged_output", "termios"} & loaded
+
+
+#: A dispatch that changes no cap and halts on nothing, followed by a progress reporter, in a
+#: fresh interpreter; then the modules it loaded.
+ENGINE_RUN = """
+import asyncio, json, sys
+from subplans import EventBus, ParallelSubplanDispatcher, ProgressReporter, Subplan
+
+async def nothing() -> None:
+    return None
+
+bus = EventBus()
+reporter = ProgressReporter(bus)
+asyncio.run(ParallelSubplanDispatcher(bus=bus).run([Subplan("a", nothing)]))
+assert reporter.snapshot().done == 1
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_engine_loads_its_control_events_once_one_happens() -> None:
+    """A cap changed while running, or a dispatch halted, is loaded when it is published: its
+    two event types cost an engine's start half a millisecond (#10)."""
+    done = subprocess.run(
+        [sys.executable, "-c", ENGINE_RUN], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "subplans.engine.control_events" not in json.loads(done.stdout)

@@ -171,7 +171,7 @@ def test_no_thread_of_ours_is_left_behind() -> None:
 
 
 def test_a_remote_environment_names_the_unit_as_a_local_one_does(tmp_path: Path) -> None:
-    from subplans.execution.runners import RunContext
+    from subplans.execution.run_context import RunContext
     from subplans.plans.tree import UnitNode
 
     context = RunContext("r1", tmp_path, environ={"SUBPLANS_ITEM": "stale", "KEEP": "1"})

@@ -7,7 +7,6 @@ coreutils ``timeout`` moves itself and its command to a new process group of the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from subplans.execution import finding, process, procfs, stopping
 from subplans.execution.finding import Family, Leader
 from subplans.execution.interrupts import Interrupts
 from subplans.execution.process import ProcessGroups, run_command
-from subplans.execution.procfs import Window, process_table, read_process
+from subplans.execution.procfs import ProcessInfo, Window, process_table, read_process
 from subplans.execution.stopping import Stopping, stop
 from subplans.store import (
     Leftover,
@@ -759,7 +758,9 @@ def test_a_process_that_cannot_be_signalled_is_not_counted_as_signalled(
 ) -> None:
     found = read_process(sleeper.pid)
     assert found is not None
-    impostor = dataclasses.replace(found, start_time=found.start_time + 1)  # a reused pid
+    impostor = ProcessInfo(  # a reused pid: another start time
+        found.pid, found.ppid, found.pgid, found.sid, found.start_time + 1, found.state
+    )
     looks = iter([{sleeper.pid: impostor}])
 
     done = stop(Stopping(lambda: next(looks, {}), grace=5))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -118,9 +119,14 @@ def test_a_unit_draft_has_the_fields_of_a_unit_node() -> None:
     dataclass's ``__init__`` was most of a big ``for_each``'s cost): the two keep one layout."""
     from subplans.plans.tree import UnitDraft, UnitNode
 
-    node_fields = [(f.name, f.type) for f in dataclasses.fields(UnitNode)]
-    assert [(f.name, f.type) for f in dataclasses.fields(UnitDraft)] == node_fields
-    values = {name: f"value of {name}" for name, _ in node_fields}
+    node_fields = [f.name for f in dataclasses.fields(UnitNode)]
+    assert list(UnitDraft.__slots__) == node_fields == list(UnitNode.__slots__)
+    draft_types = inspect.signature(UnitDraft).parameters.values()
+    node_types = inspect.signature(UnitNode).parameters.values()
+    assert [(p.name, p.annotation) for p in draft_types] == [
+        (p.name, p.annotation) for p in node_types
+    ]
+    values = {name: f"value of {name}" for name in node_fields}
     node = UnitDraft(**values).finished()  # type: ignore[arg-type]
     assert type(node) is UnitNode
     assert node == UnitNode(**values)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +178,8 @@ def test_a_failed_fsync_fails_the_store(store: RunStore, tmp_path: Path) -> None
     fed.take()
     fed.events()
     fed.session.write()
-    fed.session.options = replace(fed.session.options, path=str(tmp_path / "gone" / "x.db"))
+    gone = str(tmp_path / "gone" / "x.db")
+    fed.session.options = WriterOptions(**{**fed.session.options.to_dict(), "path": gone})
     fed.send(FLUSH, (1).to_bytes(8, "little"))
     fed.take()
     session = fed.session

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from subplans.execution.executor import PlanExecutor
-from subplans.execution.runners import RunContext
+from subplans.execution.run_context import RunContext
 from subplans.plans.loader import GlobalConfig, load_plan
 from subplans.plans.profiles import ProfileRegistry
 

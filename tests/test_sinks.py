@@ -408,13 +408,13 @@ def test_summary_shows_paths_outside_the_working_folder_as_they_are() -> None:
     plain = summary([])
     outside = RunSummary(
         **{
-            **{f: getattr(plain, f) for f in plain.__dataclass_fields__},
+            **{f: getattr(plain, f) for f in RunSummary.__slots__},
             "log_dir": Path("/elsewhere/logs"),
         }
     )
     relative = RunSummary(
         **{
-            **{f: getattr(plain, f) for f in plain.__dataclass_fields__},
+            **{f: getattr(plain, f) for f in RunSummary.__slots__},
             "log_dir": Path("rel/logs"),
         }
     )

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from subplans.cli.limit_lines import bounded
 from subplans.engine.errors import ConfigError, StoreError
 from subplans.execution.live_limits import LiveLimits
 from subplans.store import LIMIT_SIGNAL
@@ -131,6 +130,8 @@ class LimitRequests:
                     current=record.requested,
                     started_with=started,
                 )
+                from subplans.cli.limit_lines import bounded  # once a request comes (#10)
+
                 # A root step runs no more at once than the run's max_parallel as set.
                 runs = bounded(record.requested, self.limits.current(record.target))
                 self.say(f"limit: {shown} {previous} -> {record.requested}{runs}")

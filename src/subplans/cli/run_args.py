@@ -23,7 +23,7 @@ from typing import Any
 from subplans.cli.exits import ExitCode
 from subplans.cli.overrides import BackendKind
 from subplans.engine.config import FailureMode
-from subplans.sinks.tagged_output import OutputMode
+from subplans.sinks.output_modes import OutputMode
 
 __all__ = ["plain_run_args", "run_plainly"]
 

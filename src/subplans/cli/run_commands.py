@@ -29,7 +29,7 @@ from subplans.cli.options import (
     StoreOption,
     example,
 )
-from subplans.sinks.tagged_output import OutputMode
+from subplans.sinks.output_modes import OutputMode
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from subplans.cli.exits import ExitCode, invalid, invalid_input
 from subplans.cli.gc_pause import resume_collection
-from subplans.sinks.tagged_output import OutputMode
+from subplans.sinks.output_modes import OutputMode
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,27 +43,32 @@ def run_plan(
     output_mode: OutputMode = OutputMode.FILES,
 ) -> int:
     """Run ``plan``; its exit code (``ExitCode``). Invalid input raises ``typer.Exit`` (2)."""
-    from subplans.cli.lifecycle import RunLifecycle
-    from subplans.cli.loading import load
-    from subplans.cli.overrides import command_overrides
+    from subplans.store.writer_start import prestarted
 
-    resume_collection()  # the start-up is over: what the run makes is collected
-    output = run_output(
-        events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
-    )
-    with invalid_input():
-        overrides = command_overrides(
-            max_parallel=max_parallel,
-            failure_mode=failure_mode,
-            profile=profile,
-            halt=halt,
-            backend=backend,
-            scheduler=scheduler,
+    # The run's writer process starts now, on another core, while what follows is imported
+    # and the plan loaded; it is killed if the run ends before its recorder took it.
+    with prestarted():
+        from subplans.cli.lifecycle import RunLifecycle
+        from subplans.cli.loading import load
+        from subplans.cli.overrides import command_overrides
+
+        resume_collection()  # the start-up is over: what the run makes is collected
+        output = run_output(
+            events_jsonl=events_jsonl, no_progress=no_progress, quiet=quiet, output_mode=output_mode
         )
-        node = load(plan, overrides)
-        _say_where_items_come_from(node)
-        end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
-    return exit_code(end)
+        with invalid_input():
+            overrides = command_overrides(
+                max_parallel=max_parallel,
+                failure_mode=failure_mode,
+                profile=profile,
+                halt=halt,
+                backend=backend,
+                scheduler=scheduler,
+            )
+            node = load(plan, overrides)
+            _say_where_items_come_from(node)
+            end = RunLifecycle(output, concurrent=concurrent).start(node, overrides, store=store)
+        return exit_code(end)
 
 
 def run_output(

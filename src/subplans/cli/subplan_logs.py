@@ -76,7 +76,7 @@ def items_log(
         return Path(named)
     if run.run_dir is None:
         return None
-    from subplans.execution.runners import log_name
+    from subplans.execution.run_context import log_name
 
     found = Path(run.run_dir) / "logs" / f"{log_name(f'{name}.items')}.log"
     return found if found.is_file() else None

@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "utc"]
 
 
-@dataclass(frozen=True, slots=True)
 class Clock:
-    """Where the dispatcher and the executor read the time."""
+    """Where the dispatcher and the executor read the time.
 
-    #: Wall-clock seconds since the epoch: stamps.
-    now: Callable[[], float] = time.time
-    #: Seconds on a clock that only moves forward: elapsed times.
-    monotonic: Callable[[], float] = time.monotonic
+    ``now``: wall-clock seconds since the epoch (stamps); ``monotonic``: seconds on a clock
+    that only moves forward (elapsed times).
+    """
+
+    __slots__ = ("monotonic", "now")
+
+    now: Final[Callable[[], float]]
+    monotonic: Final[Callable[[], float]]
+
+    def __init__(
+        self,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.now, self.monotonic = now, monotonic
+
+    def __repr__(self) -> str:
+        return f"Clock(now={self.now!r}, monotonic={self.monotonic!r})"
 
 
 #: The real clocks.

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from subplans.engine.bus import EventBus
 from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.config import ParallelExecutionConfig, check_max_parallel
-from subplans.engine.control_events import LimitChanged
 from subplans.engine.dispatch import Dispatch
 from subplans.engine.duplicates import has_duplicates, reject_duplicates
 from subplans.engine.gates import Controls, check_all_uses, check_pools
@@ -116,6 +115,8 @@ class ParallelSubplanDispatcher:
         self.config = dataclasses.replace(self.config, max_parallel=max_parallel)
         live = sorted(self._controls.live, key=id)
         if self.bus is not None and previous != max_parallel:
+            from subplans.engine.control_events import LimitChanged  # loaded once a cap changes
+
             # Before the subplans a raise starts: the cap holds at every event.
             for name in [d.name for d in live] or [None]:
                 self.bus.publish(LimitChanged(name, None, previous, max_parallel))

@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, cast
 
 from subplans.engine.bus import EventBus
-from subplans.engine.control_events import LimitChanged
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
@@ -19,6 +18,7 @@ from subplans.engine.events import (
 from subplans.engine.states import SubplanExecutionState
 
 if TYPE_CHECKING:
+    from subplans.engine.control_events import LimitChanged
     from subplans.engine.limiter import AsyncSemaphoreLimiter, LimiterStatistics
 
 __all__ = ["Failure", "ProgressReporter", "ProgressSnapshot"]
@@ -28,13 +28,21 @@ _PENDING = SubplanExecutionState.PENDING
 _FAILED = SubplanExecutionState.FAILED
 
 
-@dataclass(frozen=True, slots=True)
 class Failure:
-    """A subplan that failed, as the progress view reports it."""
+    """A subplan that failed, as the progress view reports it (``at``: on the reporter's
+    clock)."""
 
-    subplan_id: str
-    error: BaseException | None
-    at: float
+    __slots__ = ("at", "error", "subplan_id")
+
+    subplan_id: Final[str]
+    error: Final[BaseException | None]
+    at: Final[float]
+
+    def __init__(self, subplan_id: str, error: BaseException | None, at: float) -> None:
+        self.subplan_id, self.error, self.at = subplan_id, error, at
+
+    def __repr__(self) -> str:
+        return f"Failure(subplan_id={self.subplan_id!r}, error={self.error!r}, at={self.at!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +154,10 @@ class ProgressReporter:
                 unknown = self._open_without_total
                 key = _key(event)
                 unknown[key] = unknown.get(key, 0) + 1
-        elif isinstance(event, LimitChanged) and event.pool is None:
-            self._parallelism = event.limit  # the ETA's width follows a live change
+        elif event.kind == "limit_changed":  # by kind: its module is loaded once a cap changes
+            changed = cast("LimitChanged", event)
+            if changed.pool is None:
+                self._parallelism = changed.limit  # the ETA's width follows a live change
         elif isinstance(event, DispatchFinished) and _key(event) in self._open_without_total:
             unknown = self._open_without_total
             key = _key(event)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from subplans.engine.control_events import DispatchHalted
 from subplans.engine.errors import (
     AggregateSubplanError,
     SubplanCancelledError,
@@ -209,6 +208,8 @@ class Thresholds:
             return  # the last subplan reached it: nothing to stop, so no halt to report
         reason = halt_reason(threshold, policy)
         if self.bus is not None:
+            from subplans.engine.control_events import DispatchHalted  # loaded once one halts
+
             halted = DispatchHalted(self.name, threshold, str(policy), reason, time=self.now())
             self.bus.publish(halted)
         if policy.now:

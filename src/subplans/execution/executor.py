@@ -28,7 +28,8 @@ from subplans.engine.thresholds import check_success_halt
 from subplans.execution.live_limits import LiveLimits
 from subplans.execution.process import ProcessGroups
 from subplans.execution.results import PlanFailedError, PlanResult, StepResult
-from subplans.execution.runners import RemoteBackend, RunContext, build_subplan
+from subplans.execution.run_context import RemoteBackend, RunContext
+from subplans.execution.runners import build_subplan
 from subplans.plans.backends import Backend
 from subplans.plans.tree import PlanNode, StepNode
 
@@ -246,7 +247,7 @@ class PlanExecutor:
         max_parallel = self.limits.max_parallel(step, root=root)
         if root:
             # A root step: its max_parallel is the budget of the whole tree below it.
-            context = replace(context, budget=AsyncSemaphoreLimiter(max_parallel))
+            context = context.with_budget(AsyncSemaphoreLimiter(max_parallel))
         skipped = [unit for unit in step.units if unit.id in self.skip]
         todo = [unit for unit in step.units if unit.id not in self.skip]
         for unit in skipped:

@@ -26,8 +26,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Container, Mapping
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from subplans.execution.procfs import (
     ProcessInfo,
@@ -96,7 +95,6 @@ def _ancestors(pid: int) -> frozenset[tuple[int, int]]:
     return frozenset(found)
 
 
-@dataclass(frozen=True, slots=True)
 class Family:
     """What makes a process one of a command's or a run's.
 
@@ -111,9 +109,22 @@ class Family:
     looked at.
     """
 
-    roots: tuple[Leader, ...] = ()
-    marker: tuple[bytes, ...] = ()
-    since: Window | None = None
+    __slots__ = ("marker", "roots", "since")
+
+    roots: Final[tuple[Leader, ...]]
+    marker: Final[tuple[bytes, ...]]
+    since: Final[Window | None]
+
+    def __init__(
+        self,
+        roots: tuple[Leader, ...] = (),
+        marker: tuple[bytes, ...] = (),
+        since: Window | None = None,
+    ) -> None:
+        self.roots, self.marker, self.since = roots, marker, since
+
+    def __repr__(self) -> str:
+        return f"Family(roots={self.roots!r}, marker={self.marker!r}, since={self.since!r})"
 
     def members(
         self,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from subplans.engine.config import check_max_parallel
 from subplans.engine.dispatcher import ParallelSubplanDispatcher
@@ -24,27 +23,47 @@ from subplans.plans.tree import PlanNode, StepNode
 __all__ = ["LiveLimits"]
 
 
-@dataclass(slots=True)
 class _Running:
-    step: StepNode
-    dispatcher: ParallelSubplanDispatcher
-    #: The budget of the tree below it, if it is a root step.
-    budget: AsyncSemaphoreLimiter | None
+    __slots__ = ("budget", "dispatcher", "step")
+
+    def __init__(
+        self,
+        step: StepNode,
+        dispatcher: ParallelSubplanDispatcher,
+        budget: AsyncSemaphoreLimiter | None,
+    ) -> None:
+        self.step, self.dispatcher = step, dispatcher
+        #: The budget of the tree below it, if it is a root step.
+        self.budget = budget
 
 
-@dataclass(slots=True)
 class LiveLimits:
     """The run's changeable caps: ``pools`` by name, and what ``set()`` changed so far."""
 
-    plan: PlanNode
-    pools: Mapping[str, AsyncSemaphoreLimiter] = field(default_factory=dict)
-    #: The run's ``max_parallel`` as changed (None: each root step's own).
-    run_limit: int | None = None
-    #: Steps' ``max_parallel`` as changed, by step id.
-    step_limits: dict[str, int] = field(default_factory=dict)
-    _running: list[_Running] = field(default_factory=list)
-    #: The steps whose dispatch ended: their subplans need no pool unit any more.
-    _ended: set[str] = field(default_factory=set)
+    __slots__ = ("_ended", "_running", "plan", "pools", "run_limit", "step_limits")
+
+    def __init__(
+        self,
+        plan: PlanNode,
+        pools: Mapping[str, AsyncSemaphoreLimiter] | None = None,
+        run_limit: int | None = None,
+        step_limits: dict[str, int] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.pools: Mapping[str, AsyncSemaphoreLimiter] = {} if pools is None else pools
+        #: The run's ``max_parallel`` as changed (None: each root step's own).
+        self.run_limit = run_limit
+        #: Steps' ``max_parallel`` as changed, by step id.
+        self.step_limits: dict[str, int] = {} if step_limits is None else step_limits
+        self._running: list[_Running] = []
+        #: The steps whose dispatch ended: their subplans need no pool unit any more.
+        self._ended: set[str] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LiveLimits of {self.plan.name!r}: run {self.run_limit}, steps {self.step_limits}, "
+            f"pools {sorted(self.pools)}, {len(self._running)} steps running>"
+        )
 
     def max_parallel(self, step: StepNode, *, root: bool) -> int:
         """The cap a step runs with: its own (as changed for it, else the run's as changed for

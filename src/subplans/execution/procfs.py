@@ -16,7 +16,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from typing import Final
 
 __all__ = [
     "ProcessInfo",
@@ -41,18 +41,42 @@ _FEW_PIDS = 64
 _PF_KTHREAD = 0x00200000
 
 
-@dataclass(frozen=True, slots=True)
 class ProcessInfo:
-    """One process as ``/proc/<pid>/stat`` shows it (start time in clock ticks since boot)."""
+    """One process as ``/proc/<pid>/stat`` shows it (start time in clock ticks since boot).
 
-    pid: int
-    ppid: int
-    pgid: int
-    sid: int
-    start_time: int
-    state: str
+    A plain class rather than a dataclass: the end of every command reads a few (a frozen
+    dataclass takes one ``object.__setattr__`` per field), and building one costs the start.
+    """
+
+    __slots__ = ("kernel", "pgid", "pid", "ppid", "sid", "start_time", "state")
+
+    pid: Final[int]
+    ppid: Final[int]
+    pgid: Final[int]
+    sid: Final[int]
+    start_time: Final[int]
+    state: Final[str]
     #: A kernel thread (``PF_KTHREAD``): it has no environment, so it never carries a marker.
-    kernel: bool = field(default=False, compare=False, repr=False)
+    kernel: Final[bool]
+
+    def __init__(
+        self,
+        pid: int,
+        ppid: int,
+        pgid: int,
+        sid: int,
+        start_time: int,
+        state: str,
+        kernel: bool = False,
+    ) -> None:
+        self.pid, self.ppid, self.pgid, self.sid = pid, ppid, pgid, sid
+        self.start_time, self.state, self.kernel = start_time, state, kernel
+
+    def __repr__(self) -> str:
+        return (
+            f"ProcessInfo(pid={self.pid!r}, ppid={self.ppid!r}, pgid={self.pgid!r}, "
+            f"sid={self.sid!r}, start_time={self.start_time!r}, state={self.state!r})"
+        )
 
     @property
     def live(self) -> bool:
@@ -224,7 +248,6 @@ def forks_so_far() -> int:
     return _forks_seen
 
 
-@dataclass(frozen=True, slots=True)
 class Window:
     """Where the pid allocator and the fork counter stood at a moment.
 
@@ -236,8 +259,16 @@ class Window:
     than the count at that moment (an older reading): that only makes the window wider.
     """
 
-    last_pid: int
-    forks: int
+    __slots__ = ("forks", "last_pid")
+
+    last_pid: Final[int]
+    forks: Final[int]
+
+    def __init__(self, last_pid: int, forks: int) -> None:
+        self.last_pid, self.forks = last_pid, forks
+
+    def __repr__(self) -> str:
+        return f"Window(last_pid={self.last_pid!r}, forks={self.forks!r})"
 
     @classmethod
     def now(cls) -> Window | None:

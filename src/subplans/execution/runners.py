@@ -7,36 +7,27 @@ import contextlib
 import contextvars
 import importlib
 import inspect
-import os
-import re
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from subplans.engine.bus import EventBus
-from subplans.engine.clock import SYSTEM_CLOCK, Clock
 from subplans.engine.errors import BackendError, SubplanCancelledError, SubplanError
 from subplans.engine.events import SubplanProcessStarted
-from subplans.engine.limiter import AsyncSemaphoreLimiter
 from subplans.engine.subplan import Subplan
-from subplans.execution.process import CommandResult, ProcessGroups, run_command
+from subplans.execution.process import run_command
+from subplans.execution.run_context import RunContext
 
 if TYPE_CHECKING:
-    from subplans.execution.results import PlanResult
-    from subplans.plans.backends import Backend
-    from subplans.plans.tree import PlanNode, UnitNode
+    from subplans.plans.tree import UnitNode
 
 __all__ = [
     "CallTargetError",
-    "RemoteBackend",
-    "RunContext",
     "ThreadAbandonedError",
     "build_subplan",
     "call_function",
-    "log_name",
+    "import_target",
 ]
 
 
@@ -46,108 +37,6 @@ class CallTargetError(SubplanError):
 
 class ThreadAbandonedError(SubplanCancelledError):
     """A cancelled sync function kept running in its worker thread past ``cancel_grace``."""
-
-
-def log_name(unit_id: str) -> str:
-    """The file name (without ``.log``) a unit's log gets in the run's ``logs`` folder; a
-    second unit of the same name gets ``NAME.2`` (``RunContext.log_file``)."""
-    return re.sub(r"[^\w.-]+", "_", unit_id.replace("/", "__")).strip("._") or "subplan"
-
-
-class RemoteBackend(Protocol):
-    """Where ``run`` and ``call`` units of a non-local backend run (``cluster.DaskBackend``):
-    the twins of ``run_command`` and ``call_function``, with the same results and errors."""
-
-    async def run_command(
-        self,
-        command: str | Sequence[str],
-        *,
-        log_file: Path,
-        cwd: Path | None,
-        env: Mapping[str, str],
-        cancel_grace: float,
-        attempt: int,
-        on_start: Callable[[int, str], None],
-        within: str = "",
-    ) -> CommandResult: ...
-
-    async def call(
-        self,
-        target: str,
-        folder: Path,
-        kwargs: Mapping[str, Any],
-        *,
-        cancel_grace: float,
-        label: str,
-        on_start: Callable[[int, str], None],
-        run_id: str,
-    ) -> Any: ...
-
-
-@dataclass(slots=True)
-class RunContext:
-    """What every unit of one run shares: ids, folders, the bus, processes and the budget."""
-
-    run_id: str
-    run_dir: Path
-    bus: EventBus | None = None
-    groups: ProcessGroups = field(default_factory=ProcessGroups)
-    environ: Mapping[str, str] | None = None
-    #: The shared budget of the root step that is running (None at the root, between steps).
-    budget: AsyncSemaphoreLimiter | None = None
-    log_names: dict[str, Path] = field(default_factory=dict)
-    run_plan: Callable[[PlanNode, RunContext], Awaitable[PlanResult]] | None = None
-    #: The log files handed out so far (``log_names``' values), to keep names unique in O(1).
-    log_taken: set[Path] = field(default_factory=set)
-    #: The run's clock: the stamps of the events the units publish.
-    clock: Clock = SYSTEM_CLOCK
-    #: Where units of another backend than ``local`` run (empty: every unit runs here).
-    backends: Mapping[Backend, RemoteBackend] = field(default_factory=dict)
-    #: The attempts beyond the first of the nested plans the units run in, outermost first
-    #: (``s/inner attempt 2``): each attempt of a nested plan builds its units again, so their
-    #: own attempts count from 1 again, and their log headers say which attempt it is of.
-    within: str = ""
-    #: ``environ`` (or ours) as a plain dict, read once: copying ``os.environ`` decodes every
-    #: variable, which costs more than the rest of a command's set-up.
-    _base_env: dict[str, str] | None = field(default=None, repr=False)
-
-    def log_file(self, unit_id: str) -> Path:
-        """A log file name in the run folder for ``unit_id``, unique within the run."""
-        path = self.log_names.get(unit_id)
-        if path is None:
-            safe = log_name(unit_id)
-            path = self.run_dir / "logs" / f"{safe}.log"
-            number = 2
-            while path in self.log_taken:
-                path = self.run_dir / "logs" / f"{safe}.{number}.log"
-                number += 1
-            self.log_names[unit_id] = path
-            self.log_taken.add(path)
-        return path
-
-    def environment(self, unit: UnitNode) -> dict[str, str]:
-        """The child environment: ours (read when the first command starts), the unit's
-        ``env``, and the SUBPLANS_* variables."""
-        if self._base_env is None:
-            self._base_env = dict(os.environ if self.environ is None else self.environ)
-        return self._for_unit(self._base_env.copy(), unit)
-
-    def remote_environment(self, unit: UnitNode) -> dict[str, str]:
-        """What a unit's command gets on a worker over the worker's own environment: the
-        run's ``environ`` if one was given (the driver's own stays here), the unit's ``env``
-        and the SUBPLANS_* variables."""
-        return self._for_unit(dict(self.environ or {}), unit)
-
-    def _for_unit(self, env: dict[str, str], unit: UnitNode) -> dict[str, str]:
-        """``env`` with the unit's ``env`` and the SUBPLANS_* variables that name it."""
-        env.update(unit.env)
-        env["SUBPLANS_RUN_ID"] = self.run_id
-        env["SUBPLANS_SUBPLAN"] = unit.id
-        if unit.item is not None:
-            env["SUBPLANS_ITEM"] = unit.item
-        else:
-            env.pop("SUBPLANS_ITEM", None)
-        return env
 
 
 def build_subplan(unit: UnitNode, context: RunContext, *, cancel_grace: float) -> Subplan:
@@ -277,7 +166,7 @@ def _nested(unit: UnitNode, context: RunContext) -> Callable[[], Awaitable[Any]]
             return await run_plan(plan, context)
         this = f"{unit.id} attempt {attempts}"
         within = f"{context.within}, {this}" if context.within else this
-        return await run_plan(plan, replace(context, within=within))
+        return await run_plan(plan, context.within_attempt(within))
 
     return run
 

@@ -17,12 +17,11 @@ import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TextIO
+from typing import Final, TextIO
 
 from subplans.engine.errors import CommandFailedError
 from subplans.execution.process import run_command
-from subplans.execution.runners import RunContext
+from subplans.execution.run_context import RunContext
 from subplans.plans.for_each import (
     STDIN,
     CommandSource,
@@ -40,13 +39,25 @@ __all__ = ["RecordedItems", "read_stdin", "read_step_items"]
 _TAIL_LINES = 10
 
 
-@dataclass(frozen=True, slots=True)
 class RecordedItems:
     """The items a step read when it started, and its source then (``str(StepItems)``): a
     resumed run uses them instead of reading the source again, while the source is the same."""
 
-    source: str
-    items: tuple[str, ...]
+    __slots__ = ("items", "source")
+
+    source: Final[str]
+    items: Final[tuple[str, ...]]
+
+    def __init__(self, source: str, items: tuple[str, ...]) -> None:
+        self.source, self.items = source, items
+
+    def __repr__(self) -> str:
+        return f"RecordedItems(source={self.source!r}, items={self.items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedItems):
+            return NotImplemented
+        return self.source == other.source and self.items == other.items
 
     def fits(self, items: StepItems) -> bool:
         """Whether they were read from the source ``items`` has now (a plan changed and resumed

@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import KW_ONLY, dataclass, field
 from signal import Signals
 from typing import Any, NamedTuple
 
@@ -81,7 +80,6 @@ def send_signal(pid: int, start_time: int | None, sig: int) -> bool:
     return True
 
 
-@dataclass(slots=True)
 class Stopping:
     """Signal, wait, escalate: the one way processes are stopped.
 
@@ -94,23 +92,37 @@ class Stopping:
     ``clock`` reads monotonic seconds.
     """
 
-    find: Callable[[], Mapping[int, ProcessInfo]]
-    grace: float
-    _: KW_ONLY
-    clock: Callable[[], float] = time.monotonic
-    settle_timeout: float = SETTLE_TIMEOUT
-    #: Every process signalled, by pid, with the last signal it got.
-    signalled: dict[int, Signalled] = field(default_factory=dict, init=False)
-    _deadline: float | None = field(default=None, init=False)
-    _killing_since: float | None = field(default=None, init=False)
-    _delay: float = field(default=_FIRST_POLL, init=False)
-    _kills: int = field(default=0, init=False)
+    __slots__ = (
+        "_deadline",
+        "_delay",
+        "_killing_since",
+        "_kills",
+        "clock",
+        "find",
+        "grace",
+        "settle_timeout",
+        "signalled",
+    )
 
-    def __post_init__(self) -> None:
-        if not self.grace >= 0:
-            raise ValueError(f"grace must be >= 0, got {self.grace!r}")
-        if not self.settle_timeout >= 0:
-            raise ValueError(f"settle_timeout must be >= 0, got {self.settle_timeout!r}")
+    def __init__(
+        self,
+        find: Callable[[], Mapping[int, ProcessInfo]],
+        grace: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        settle_timeout: float = SETTLE_TIMEOUT,
+    ) -> None:
+        if not grace >= 0:
+            raise ValueError(f"grace must be >= 0, got {grace!r}")
+        if not settle_timeout >= 0:
+            raise ValueError(f"settle_timeout must be >= 0, got {settle_timeout!r}")
+        self.find, self.grace, self.clock, self.settle_timeout = find, grace, clock, settle_timeout
+        #: Every process signalled, by pid, with the last signal it got.
+        self.signalled: dict[int, Signalled] = {}
+        self._deadline: float | None = None
+        self._killing_since: float | None = None
+        self._delay = _FIRST_POLL
+        self._kills = 0
 
     def __repr__(self) -> str:
         phase = "grace" if self._killing_since is None else "killing"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from subplans.plans.yamlfile import Loc
 
@@ -29,21 +29,30 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-@dataclass(frozen=True, slots=True)
 class Scope:
     """Where the loader stands: a file and a location in it, the id that ids below start with
     ('' in the root plan), how deep plans nest there, and the plan files that led there."""
 
-    file: Path
-    loc: Loc
-    prefix: str
-    depth: int
-    #: Resolved paths, to find a plan that includes itself.
-    chain: tuple[Path, ...]
+    # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
+    __slots__ = ("chain", "depth", "file", "loc", "prefix")
+
+    def __init__(
+        self, file: Path, loc: Loc, prefix: str, depth: int, chain: tuple[Path, ...]
+    ) -> None:
+        self.file: Final = file
+        self.loc: Final = loc
+        self.prefix: Final = prefix
+        self.depth: Final = depth
+        #: Resolved paths, to find a plan that includes itself.
+        self.chain: Final = chain
 
     def at(self, *keys: str | int) -> Scope:
         """The same place, ``keys`` further in."""
-        return replace(self, loc=(*self.loc, *keys))
+        return Scope(self.file, (*self.loc, *keys), self.prefix, self.depth, self.chain)
+
+    def in_file(self, file: Path, loc: Loc) -> Scope:
+        """The same plan, at ``loc`` of another ``file`` (its action file)."""
+        return Scope(file, loc, self.prefix, self.depth, self.chain)
 
     def id_of(self, name: str) -> str:
         """The path id of what is named ``name`` here."""

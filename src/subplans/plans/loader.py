@@ -10,7 +10,6 @@ when the step starts, by the same rules (``StepItems.expand``, an ``_Expansion``
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,7 +136,7 @@ class _Loader(NestedPlans, PoolUses):
                 return None
             if action.action is not None:
                 self.problem(
-                    replace(at, file=action_path, loc=("action",)),
+                    at.in_file(action_path, ("action",)),
                     "an action cannot build on another action",
                     at_key=True,
                 )
@@ -146,7 +145,7 @@ class _Loader(NestedPlans, PoolUses):
             )
             if steps is None:
                 steps = action.steps
-                at = replace(at, file=action_path, loc=())
+                at = at.in_file(action_path, ())
         if not steps:
             self.problem(at.at("steps"), "required: a plan needs steps (or an action with steps)")
             return None

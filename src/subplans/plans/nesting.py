@@ -5,7 +5,6 @@ checked as far as it can be before its items are read."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from subplans.plans.load_scope import Scope, include_loop
@@ -64,7 +63,7 @@ class NestedPlans:
             self.problem(at.at("plan"), f"plans nest deeper than {MAX_DEPTH} levels")
             return None
         if not isinstance(unit.plan, str):
-            inline = replace(at.at("plan"), prefix=unit_id, depth=at.depth + 1)
+            inline = Scope(at.file, (*at.loc, "plan"), unit_id, at.depth + 1, at.chain)
             return self.plan(unit.plan, inline)
         path = at.file.parent / substitute(unit.plan, values)
         if path.resolve() in at.chain:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -57,23 +57,39 @@ class ProblemsError(SubplanError):
         self.problems = problems
 
 
-@dataclass(frozen=True, slots=True)
 class Located:
     """A parsed YAML document and the (line, column) of each location in it (1-based)."""
 
-    file: Path
-    data: Any
-    positions: dict[Loc, tuple[int, int]]
-    #: Where each mapping key itself is written (an unknown key is reported there).
-    key_positions: dict[Loc, tuple[int, int]]
-    #: The text, while the positions are not found yet (libyaml read it, without them).
-    text: str | None = field(default=None, repr=False, compare=False)
+    # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
+    __slots__ = ("data", "file", "key_positions", "positions", "text")
+
+    def __init__(
+        self,
+        file: Path,
+        data: Any,
+        positions: dict[Loc, tuple[int, int]],
+        key_positions: dict[Loc, tuple[int, int]],
+        text: str | None = None,
+    ) -> None:
+        self.file: Final = file
+        self.data: Final = data
+        self.positions: Final = positions
+        #: Where each mapping key itself is written (an unknown key is reported there).
+        self.key_positions: Final = key_positions
+        #: The text, while the positions are not found yet (libyaml read it, without them).
+        self.text = text
+
+    def __repr__(self) -> str:
+        return (
+            f"Located(file={self.file!r}, data={self.data!r}, positions={self.positions!r}, "
+            f"key_positions={self.key_positions!r})"
+        )
 
     def problem(self, loc: Loc, message: str, *, at_key: bool = False) -> Problem:
         """A problem at ``loc``, with the nearest known line and column."""
         text = self.text
         if text is not None:  # found once, for this problem and every later one
-            object.__setattr__(self, "text", None)
+            self.text = None
             _find_positions(self, text)
         if at_key and loc in self.key_positions:
             line, column = self.key_positions[loc]

@@ -9,7 +9,8 @@ imports them:
 - ``live``: the live terminal view (Rich)
 - ``plan_progress``: where the plan tree stands (current step, skipped work), shared by the views
 - ``summary``: the end-of-run summary
-- ``tagged_output``: the commands' output read back from their logs (``--output tag|group``)
+- ``tagged_output``: the commands' output read back from their logs (``--output tag|group``),
+  whose values (``OutputMode``) ``output_modes`` holds, for the command to read the option
 - ``formatting``: the small text helpers they share
 
 Nothing is imported here, so that the command loads only the sinks it uses.

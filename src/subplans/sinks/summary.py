@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from subplans.engine.progress import Failure, ProgressSnapshot
 from subplans.engine.states import StepState, SubplanExecutionState
@@ -68,26 +67,56 @@ _STEP_STYLE: dict[str, str] = {
 _STEP_ENDS = {"pending": "not run"}
 
 
-@dataclass(frozen=True, slots=True)
 class RunSummary:
     """What a run did: ``outcome`` is completed, failed or interrupted; ``elapsed`` is wall time."""
 
-    plan: str
-    run_id: str
-    log_dir: Path
-    outcome: str
-    elapsed: float
-    total: int
-    counts: Mapping[SubplanExecutionState, int]
-    failures: Sequence[Failure]
-    steps: Sequence[StepView]
-    #: Subplans not run because they already completed (a resumed run).
-    resumed: int = 0
-    #: Steps that failed by themselves (a ``for_each`` source that could not be read), by id,
-    #: with their error: no subplan failure says why.
-    step_errors: Sequence[tuple[str, BaseException]] = ()
-    #: Which ``halt`` threshold stopped which step: one line each.
-    halted: Sequence[str] = ()
+    # A plain class: a dataclass costs the command's start most of a millisecond to build (#10).
+    __slots__ = (
+        "counts",
+        "elapsed",
+        "failures",
+        "halted",
+        "log_dir",
+        "outcome",
+        "plan",
+        "resumed",
+        "run_id",
+        "step_errors",
+        "steps",
+        "total",
+    )
+
+    def __init__(
+        self,
+        plan: str,
+        run_id: str,
+        log_dir: Path,
+        outcome: str,
+        elapsed: float,
+        total: int,
+        counts: Mapping[SubplanExecutionState, int],
+        failures: Sequence[Failure],
+        steps: Sequence[StepView],
+        resumed: int = 0,
+        step_errors: Sequence[tuple[str, BaseException]] = (),
+        halted: Sequence[str] = (),
+    ) -> None:
+        self.plan: Final = plan
+        self.run_id: Final = run_id
+        self.log_dir: Final = log_dir
+        self.outcome: Final = outcome
+        self.elapsed: Final = elapsed
+        self.total: Final = total
+        self.counts: Final = counts
+        self.failures: Final = failures
+        self.steps: Final = steps
+        #: Subplans not run because they already completed (a resumed run).
+        self.resumed: Final = resumed
+        #: Steps that failed by themselves (a ``for_each`` source that could not be read), by id,
+        #: with their error: no subplan failure says why.
+        self.step_errors: Final = step_errors
+        #: Which ``halt`` threshold stopped which step: one line each.
+        self.halted: Final = halted
 
     @classmethod
     def collect(

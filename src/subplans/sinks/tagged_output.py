@@ -41,7 +41,6 @@ import struct
 import termios
 import time
 from collections import deque
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -54,6 +53,7 @@ from subplans.engine.events import (
 )
 from subplans.engine.states import PlanState
 from subplans.sinks.formatting import visible
+from subplans.sinks.output_modes import OutputMode
 
 if TYPE_CHECKING:
     import asyncio
@@ -79,14 +79,6 @@ _GRACE = 0.5
 #: Linux's fcntl commands for a pipe's size (named in ``fcntl`` since Python 3.10).
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-
-
-class OutputMode(StrEnum):
-    """Where the commands' output goes (``--output``): the log files always."""
-
-    FILES = "files"
-    TAG = "tag"
-    GROUP = "group"
 
 
 class _Followed:

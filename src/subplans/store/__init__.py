@@ -17,7 +17,7 @@ Layers, each importing only those above it (and the engine and execution below t
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction),
   ``event_pickling`` (events made plain for the pipe), ``writer_frames`` (what crosses it),
   ``writer_process`` (the writer process's loop), ``writer_start`` (starting it, or taking
-  the spare), ``writer_lock`` (one writer per run), ``writer_watch`` (when a writer is hung),
+  the spare; ``writer_thread``: the loop in a thread where none starts), ``writer_lock`` (one writer per run), ``writer_watch`` (when a writer is hung),
   ``writer_pipe`` (the recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
   events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where events are read: the writer process only writes chunks
-    from subplans.store.records import StoredEvent
+    from subplans.store.run_details import StoredEvent
 
 __all__ = [
     "SCALE",
@@ -106,7 +106,7 @@ def read_events(
 ) -> list[StoredEvent]:
     """The run's events with ``seq > after_seq``, in order, at most ``limit`` (a negative
     one: all, as SQL's ``LIMIT``)."""
-    from subplans.store.records import StoredEvent
+    from subplans.store.run_details import StoredEvent
 
     found: list[StoredEvent] = []
     if limit == 0:
@@ -120,7 +120,7 @@ def read_events(
 
 def events_of_kind(db: sqlite3.Connection, run_id: str, kind: str) -> list[StoredEvent]:
     """The run's events of ``kind`` (a rare kind: only the chunks that name it are read)."""
-    from subplans.store.records import StoredEvent
+    from subplans.store.run_details import StoredEvent
 
     return [
         StoredEvent(run_id, seq, time, found, subject, step_id, payload_of(element))

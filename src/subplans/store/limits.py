@@ -1,5 +1,7 @@
 """A running run's caps changed from another process (``subplans limit``), through the store:
-the requests and what came of them (``LimitRecord``), and their SQL; ``change_limit`` asks.
+the requests and what came of them (``LimitRecord``, in ``run_details``: loaded on first use
+of the name here, or once a request is read: a run that gets none never builds one), and their
+SQL; ``change_limit`` asks.
 
 The asking side records the request in the ``limits`` table (one row per run and target: the
 whole run's ``max_parallel``, one step's, or a pool's capacity), then signals the run's owner
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subplans.engine.config import MAX_PARALLEL_LIMIT
+
+if TYPE_CHECKING:
+    from subplans.store.run_details import LimitRecord
 
 __all__ = [
     "LIMIT_SIGNAL",
@@ -42,40 +46,13 @@ LIMIT_SIGNAL = signal.SIGUSR1
 RUN_TARGET = "max_parallel"
 
 
-@dataclass(frozen=True, slots=True)
-class LimitRecord:
-    """A target's last request and what the run made of it."""
+def __getattr__(name: str) -> object:
+    if name != "LimitRecord":
+        raise AttributeError(f"module 'subplans.store.limits' has no attribute {name!r}")
+    from subplans.store.run_details import LimitRecord
 
-    target: str
-    requested: int
-    requested_at: float
-    #: Which request of the target this is (1, 2, ...); ``applied`` is the last acted on.
-    request: int
-    applied: int | None
-    original: int | None
-    current: int | None
-    applied_at: float | None
-    error: str | None
-    #: The cap just before the last request the run acted on.
-    previous: int | None = None
-
-    @property
-    def pending(self) -> bool:
-        """Whether the run has not acted on the last request yet."""
-        return self.applied is None or self.applied < self.request
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return {
-            "target": self.target,
-            "requested": self.requested,
-            "requested_at": self.requested_at,
-            "pending": self.pending,
-            "original": self.original,
-            "current": self.current,
-            "applied_at": self.applied_at,
-            "error": self.error,
-        }
+    globals()[name] = LimitRecord
+    return LimitRecord
 
 
 def limit_target(*, step: str | None = None, pool: str | None = None) -> str:
@@ -109,6 +86,8 @@ _COLUMNS = "target, requested, requested_at, request, applied_at, previous, curr
 
 
 def _request(row: tuple[Any, ...]) -> LimitRecord:
+    from subplans.store.run_details import LimitRecord
+
     target, requested, requested_at, request, applied_at, previous, current, error = row
     applied = None if applied_at is None else request
     return LimitRecord(
@@ -132,6 +111,12 @@ def read_limits(db: sqlite3.Connection, run_id: str) -> list[LimitRecord]:
         f"SELECT {_COLUMNS} FROM limits WHERE run_id = ? AND request > 0 ORDER BY target, request",
         (run_id,),
     ).fetchall()
+    if not rows:
+        return []  # the common case: nothing was asked (and no record type to load)
+    from dataclasses import replace
+
+    from subplans.store.run_details import LimitRecord
+
     started_with = dict(
         db.execute(
             "SELECT target, requested FROM limits WHERE run_id = ? AND request = 0 AND target <> ?",

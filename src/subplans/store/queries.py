@@ -23,13 +23,11 @@ from subplans.store.liveness import (
     live_process_groups,
     owner_liveness,
 )
-from subplans.store.plan_order import in_plan_order
 from subplans.store.record_formats import some
 from subplans.store.records import (
     SUBPLAN_STATES,
     RunInfo,
     RunStatus,
-    StoredEvent,
     from_json,
 )
 
@@ -37,7 +35,13 @@ if TYPE_CHECKING:
     from subplans.execution.step_items import RecordedItems
 
     # Built where they are queried: a run never reads them (``records.__getattr__``).
-    from subplans.store.run_details import ProcessGroupRecord, StepInfo, StepItemsInfo, SubplanInfo
+    from subplans.store.run_details import (
+        ProcessGroupRecord,
+        StepInfo,
+        StepItemsInfo,
+        StoredEvent,
+        SubplanInfo,
+    )
 
 __all__ = [
     "RunRow",
@@ -292,6 +296,7 @@ def subplans(
 ) -> list[SubplanInfo]:
     """The run's subplans in plan order, or only those in ``state``; ``now`` for the elapsed
     time of those still running."""
+    from subplans.store.plan_order import in_plan_order  # status and resume: never a run (#10)
     from subplans.store.run_details import SubplanInfo
 
     where, args = ("", (run_id,)) if state is None else (" AND state = ?", (run_id, state))

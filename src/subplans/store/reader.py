@@ -16,14 +16,21 @@ import subplans.store.sessions as sessions
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.engine.states import SubplanExecutionState
 from subplans.store.event_chunks import events_of_kind
-from subplans.store.limits import LimitRecord, read_limits, read_listener, read_request
+from subplans.store.limits import read_limits, read_listener, read_request
 from subplans.store.manifest import PlanManifest
-from subplans.store.records import RunInfo, RunStatus, StoredEvent
+from subplans.store.records import RunInfo, RunStatus
 
 if TYPE_CHECKING:  # loaded where used: a run never reads its pools' usage, recorded items, ...
     from subplans.execution.step_items import RecordedItems
     from subplans.store.pool_usage import PoolUsage
-    from subplans.store.run_details import PlanDiff, StepInfo, StepItemsInfo, SubplanInfo
+    from subplans.store.run_details import (
+        LimitRecord,
+        PlanDiff,
+        StepInfo,
+        StepItemsInfo,
+        StoredEvent,
+        SubplanInfo,
+    )
 
 __all__ = ["RunReader"]
 

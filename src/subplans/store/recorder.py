@@ -135,6 +135,7 @@ class RunRecorder:
         max_batch: int = 20_000,
         timeout: float = 5.0,
         settings: RecorderSettings = RecorderSettings(),
+        _opened: bool = False,
     ) -> None:
         check_run_id(run_id)
         if not batch_delay >= 0:
@@ -146,7 +147,8 @@ class RunRecorder:
         self._closed = False
         #: Seconds a writer may be hung (``writer_watch``) before it is given up on.
         self._silence = bound_for(timeout)
-        _check_store(self.path, timeout)
+        if not _opened:  # (an open ``RunStore``'s recorder: the store opened, checked)
+            _check_store(self.path, timeout)
         wait_for_writer(self.path, run_id, self._silence)
         try:
             self._pipe = WriterPipe(

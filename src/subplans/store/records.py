@@ -1,6 +1,7 @@
-"""What the store's queries return: runs and events as frozen records; the records of a run's
-steps, subplans, process groups and plan changes are in ``run_details``, loaded on first use
-of one of their names here (a run never builds them), and importable from here as ever."""
+"""What the store's queries return: runs as frozen records; the records of a run's steps,
+subplans, process groups, plan changes, events and limit requests are in ``run_details``,
+loaded on first use of one of their names here (a run never builds them), and importable from
+here as ever."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from subplans.engine.clock import utc
 from subplans.store.liveness import ProcessIdentity
 from subplans.store.record_formats import iso as iso  # importable from here, as before
 from subplans.store.record_formats import some as some
@@ -18,16 +18,19 @@ from subplans.store.record_formats import some as some
 # What a run never builds is in ``run_details``, loaded on first use of a name (#10).
 if TYPE_CHECKING:
     from subplans.store.run_details import (
+        LimitRecord,
         PlanDiff,
         ProcessGroupRecord,
         StepInfo,
         StepItemsInfo,
+        StoredEvent,
         SubplanInfo,
     )
 
 __all__ = [
     "RUN_ENDS",
     "RUN_STATUSES",
+    "LimitRecord",
     "PlanDiff",
     "ProcessGroupRecord",
     "RunInfo",
@@ -110,30 +113,17 @@ class RunInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event as stored: its place in the run (``seq``), its kind and its fields."""
-
-    run_id: str
-    seq: int
-    time: float
-    kind: str
-    subplan_id: str | None
-    step_id: str | None
-    payload: Mapping[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The event's own ``to_dict()``, plus ``run_id`` and ``seq``: one JSON line each."""
-        return {
-            "run_id": self.run_id,
-            "seq": self.seq,
-            "event": self.kind,
-            "timestamp": utc(self.time).isoformat(),
-            **self.payload,
-        }
-
-
-_DETAILS = frozenset(("PlanDiff", "ProcessGroupRecord", "StepInfo", "StepItemsInfo", "SubplanInfo"))
+_DETAILS = frozenset(
+    (
+        "LimitRecord",
+        "PlanDiff",
+        "ProcessGroupRecord",
+        "StepInfo",
+        "StepItemsInfo",
+        "StoredEvent",
+        "SubplanInfo",
+    )
+)
 
 
 def __getattr__(name: str) -> object:

@@ -1,7 +1,8 @@
 """The records of a run's parts that the commands reading runs get (``status``, ``resume``,
-``cancel``): steps, their items, subplans, process groups and how a plan changed. A run never
-builds them: ``records`` loads this module on first use of one of these names (#10), and they
-stay importable from there, as from ``subplans.store``."""
+``cancel``, ``events``, ``limit``): steps, their items, subplans, process groups, how a plan
+changed, its events as stored and the requests to change its caps. A run never builds them:
+``records`` (and ``limits``, for ``LimitRecord``) loads this module on first use of one of
+these names (#10), and they stay importable from there, as from ``subplans.store``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,15 @@ from subplans.engine.clock import utc
 from subplans.engine.states import SubplanExecutionState
 from subplans.store.record_formats import iso, some
 
-__all__ = ["PlanDiff", "ProcessGroupRecord", "StepInfo", "StepItemsInfo", "SubplanInfo"]
+__all__ = [
+    "LimitRecord",
+    "PlanDiff",
+    "ProcessGroupRecord",
+    "StepInfo",
+    "StepItemsInfo",
+    "StoredEvent",
+    "SubplanInfo",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +127,62 @@ class PlanDiff:
             if ids
         ]
         return f"the plan's subplans changed since run {self.run_id}: {' and '.join(changes)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as stored: its place in the run (``seq``), its kind and its fields."""
+
+    run_id: str
+    seq: int
+    time: float
+    kind: str
+    subplan_id: str | None
+    step_id: str | None
+    payload: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's own ``to_dict()``, plus ``run_id`` and ``seq``: one JSON line each."""
+        return {
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "event": self.kind,
+            "timestamp": utc(self.time).isoformat(),
+            **self.payload,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """A target's last request and what the run made of it."""
+
+    target: str
+    requested: int
+    requested_at: float
+    #: Which request of the target this is (1, 2, ...); ``applied`` is the last acted on.
+    request: int
+    applied: int | None
+    original: int | None
+    current: int | None
+    applied_at: float | None
+    error: str | None
+    #: The cap just before the last request the run acted on.
+    previous: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the run has not acted on the last request yet."""
+        return self.applied is None or self.applied < self.request
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy."""
+        return {
+            "target": self.target,
+            "requested": self.requested,
+            "requested_at": self.requested_at,
+            "pending": self.pending,
+            "original": self.original,
+            "current": self.current,
+            "applied_at": self.applied_at,
+            "error": self.error,
+        }

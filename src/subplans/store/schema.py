@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "APPLICATION_ID",
@@ -26,12 +26,19 @@ __all__ = [
 APPLICATION_ID = 0x53504C4E
 
 
-@dataclass(frozen=True, slots=True)
 class Migration:
     """The statements that take the schema from version ``n - 1`` to ``n``."""
 
-    description: str
-    statements: tuple[str, ...]
+    __slots__ = ("description", "statements")
+
+    description: Final[str]
+    statements: Final[tuple[str, ...]]
+
+    def __init__(self, description: str, statements: tuple[str, ...]) -> None:
+        self.description, self.statements = description, statements
+
+    def __repr__(self) -> str:
+        return f"<Migration {self.description!r}: {len(self.statements)} statements>"
 
 
 class SchemaError(Exception):

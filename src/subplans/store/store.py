@@ -24,7 +24,6 @@ import subplans.store.queries as queries
 import subplans.store.writes as writes
 from subplans.engine.errors import RunNotFoundError, StoreError
 from subplans.store.checking import quick_check
-from subplans.store.limits import LimitRecord
 from subplans.store.liveness import ProcessIdentity, check_run_id
 from subplans.store.lock import RunLock
 from subplans.store.manifest import PlanManifest
@@ -36,7 +35,7 @@ from subplans.store.writer_watch import bound_for
 
 if TYPE_CHECKING:
     from subplans.engine.bus import EventBus
-    from subplans.store.run_details import ProcessGroupRecord
+    from subplans.store.run_details import LimitRecord, ProcessGroupRecord
 
 __all__ = ["RunStore"]
 
@@ -136,6 +135,8 @@ class RunStore(RunReader):
             max_batch=max_batch,
             timeout=self.timeout if timeout is None else timeout,
             settings=RecorderSettings() if settings is None else settings,
+            # Open, the store was checked as it opened: the recorder need not open it again.
+            _opened=self._connection is not None,
         )
 
     def wait_for_writer(self, run_id: str) -> None:

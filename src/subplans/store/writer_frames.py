@@ -11,7 +11,7 @@ import os
 import select
 import struct
 from collections import deque
-from dataclasses import dataclass
+from typing import Any, Final
 
 __all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "FrameInput", "WriterOptions"]
 
@@ -24,23 +24,65 @@ _READ = 1 << 20
 _PARENT_CHECK = 1.0
 
 
-@dataclass(frozen=True, slots=True)
 class WriterOptions:
-    """A recorder's options, as its session in the writer process takes them."""
+    """A recorder's options, as its session in the writer process takes them (a JSON object of
+    ``to_dict()``: ``WriterOptions(**that)`` again).
 
-    #: The store's absolute path (a spare process's folder may not be the recorder's), and
-    #: its name as the recorder was given it, for messages.
-    path: str
-    name: str
-    run_id: str
-    durable: bool
-    batch_delay: float
-    max_batch: int
-    timeout: float
-    eager: int
-    idle: float
-    checkpoint_after: int
-    chunk: int
+    ``path``: the store's absolute path (a spare process's folder may not be the recorder's),
+    and ``name`` its name as the recorder was given it, for messages.
+    """
+
+    __slots__ = (
+        "batch_delay",
+        "checkpoint_after",
+        "chunk",
+        "durable",
+        "eager",
+        "idle",
+        "max_batch",
+        "name",
+        "path",
+        "run_id",
+        "timeout",
+    )
+
+    path: Final[str]
+    name: Final[str]
+    run_id: Final[str]
+    durable: Final[bool]
+    batch_delay: Final[float]
+    max_batch: Final[int]
+    timeout: Final[float]
+    eager: Final[int]
+    idle: Final[float]
+    checkpoint_after: Final[int]
+    chunk: Final[int]
+
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        run_id: str,
+        durable: bool,
+        batch_delay: float,
+        max_batch: int,
+        timeout: float,
+        eager: int,
+        idle: float,
+        checkpoint_after: int,
+        chunk: int,
+    ) -> None:
+        self.path, self.name, self.run_id, self.durable = path, name, run_id, durable
+        self.batch_delay, self.max_batch, self.timeout = batch_delay, max_batch, timeout
+        self.eager, self.idle, self.chunk = eager, idle, chunk
+        self.checkpoint_after = checkpoint_after
+
+    def __repr__(self) -> str:
+        return f"<WriterOptions of run {self.run_id} in {self.name}>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Each option by name."""
+        return {name: getattr(self, name) for name in WriterOptions.__slots__}
 
 
 class FrameInput:

@@ -12,7 +12,9 @@ subplan's processes and may signal it; it ignores SIGTERM and SIGINT for that re
 Its start (about 20 ms) is paid once per process, not per recorder: a recorder that ends well
 leaves its process as the spare, which the next recorder takes (its session is acked at once,
 so a spare that timed out is told apart and replaced); an unused spare exits on its own after
-``SPARE_IDLE`` seconds, or as soon as this process exits.
+``SPARE_IDLE`` seconds, or as soon as this process exits. ``subplans run`` and ``resume`` start
+one before they read the plan (``prestart``): its start overlaps the command's own on another
+core, and the recorder takes it as it takes a new process (its ack read as the run starts).
 
 When no process can be started (``sys.executable`` is not a Python that runs ``-I -S -c``: an
 application that embeds one), or one does not answer its start within ``START_WAIT`` seconds,
@@ -23,7 +25,7 @@ of old was, and otherwise the same.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import logging
 import os
@@ -32,12 +34,12 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 from subplans.execution.finding import MARKER_VARIABLES
 from subplans.store.writer_frames import ACK, HEADER, SESSION, WriterOptions
+from subplans.store.writer_thread import WriterThread, enlarge
 
 __all__ = [
     "EXIT_WAIT",
@@ -45,8 +47,11 @@ __all__ = [
     "START_WAIT",
     "Writer",
     "WriterThread",
+    "forgo_prestarted",
     "give_back",
     "instead",
+    "prestart",
+    "prestarted",
     "read_ack",
     "read_exact",
     "reap",
@@ -82,14 +87,13 @@ EXIT_WAIT = 10.0
 #: Seconds a new process has to answer its start (about 0.02 s; more on a loaded machine):
 #: silent longer, it is killed and a thread of this process writes instead.
 START_WAIT = 5.0
-#: The pipe's size, at most; the system's limit is read from ``_PIPE_MAX``.
-_PIPE_SIZE = 1 << 20
-_PIPE_MAX = "/proc/sys/fs/pipe-max-size"
 
 #: The signals the process ignores, from its very start.
 _IGNORED = (signal.SIGTERM, signal.SIGINT)
 
 _spares: list[subprocess.Popen[bytes]] = []
+#: The spare ``prestart`` started, until a recorder takes it (it has not answered yet).
+_prestarted: subprocess.Popen[bytes] | None = None
 #: The pids of the processes a thread reaps (each once lent as the spare).
 _watched: set[int] = set()
 _spares_lock = threading.Lock()
@@ -97,55 +101,14 @@ _spares_lock = threading.Lock()
 
 def _forked() -> None:
     """In a child made by ``fork()``: the spare is the parent's, never this process's."""
-    global _spares_lock
+    global _spares_lock, _prestarted
     _spares.clear()
+    _prestarted = None
     _watched.clear()
     _spares_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forked)
-
-
-class WriterThread:
-    """``writer_process.serve`` in a thread of this process, over a pair of pipes, its session
-    ``frame`` sent: the writer when no process can be started. It ends with this process (as
-    the writer thread of old did) and cannot be killed, so it is never taken for hung; it is
-    never lent as the spare. Has what the recorder uses of a ``Popen``."""
-
-    def __init__(self, frame: bytes) -> None:
-        read_fd, feed = os.pipe()
-        acks, ack_end = os.pipe()
-        self.pid = os.getpid()
-        self.stdin: IO[bytes] = os.fdopen(feed, "wb")
-        self.stdout: IO[bytes] = os.fdopen(acks, "rb")
-        _enlarge(feed)
-        os.write(feed, frame)  # smaller than a pipe's atomic write, into an empty pipe
-        os.set_blocking(feed, False)
-        self.thread = threading.Thread(
-            target=self._serve,
-            args=(read_fd, ack_end),
-            name="subplans recorder writer",
-            daemon=True,
-        )
-        self.thread.start()
-
-    def _serve(self, read_fd: int, ack_end: int) -> None:
-        try:
-            # (Imported here: the writer's modules are this process's only for a thread.)
-            from subplans.store.writer_process import serve
-
-            serve(read_fd, ack_end, 0.0, parent=0)  # one session; no parent to watch
-        finally:
-            os.close(read_fd)
-            os.close(ack_end)
-
-    def kill(self) -> None:
-        """Nothing: a thread cannot be killed (and is never taken for hung)."""
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the thread's end (it cannot be killed: ``timeout`` is not applied); 0."""
-        self.thread.join()
-        return 0
 
 
 #: A writer: a process, or the thread that stands in for one.
@@ -154,20 +117,87 @@ Writer = subprocess.Popen[bytes] | WriterThread
 
 def session_frame(options: WriterOptions) -> bytes:
     """The frame that begins ``options``'s session."""
-    session = json.dumps(asdict(options)).encode()
+    session = json.dumps(options.to_dict()).encode()
     return HEADER.pack(len(session), SESSION) + session
 
 
 def start(options: WriterOptions) -> tuple[Writer, bool]:
     """A writer with ``options``'s session begun: the spare, a new process, or, if no process
-    can be started, a ``WriterThread``; and whether it answered its start (the spare has)."""
+    can be started, a ``WriterThread``; and whether it answered its start (a spare that had a
+    session has; a prestarted one, like a new process, answers as the run starts)."""
+    global _prestarted
     frame = session_frame(options)
     with _spares_lock:
         spare = _spares.pop() if _spares else None
-    if spare is not None and _begin(spare, frame, wait=True):
-        return spare, True
+        fresh = spare is not None and spare is _prestarted
+        if fresh:
+            _prestarted = None
+    # A prestarted spare may still be booting: its ack is read with the others, within
+    # ``START_WAIT``, as a new process's. Its write fails only if it exited (killed).
+    if spare is not None and _begin(spare, frame, wait=not fresh):
+        return spare, not fresh
     if spare is not None:
         retire(spare)
+    try:
+        process = _spawn()
+    except OSError as error:
+        instead(options, f"cannot start {sys.executable!r}: {error}")
+        return WriterThread(frame), False
+    _begin(process, frame, wait=False)  # its ack is read with the others: no wait
+    return process, False
+
+
+def prestart() -> None:
+    """Start a writer process now and keep it as the spare (unless there is one), for a
+    recorder this process is about to make: its start (about 40 ms of CPU) then overlaps
+    what comes first (``subplans run``'s imports and plan load) on another core, instead of
+    the run's first commands. It waits for its first session as long as this process lives
+    (no ``SPARE_IDLE`` before it: a plan may take long to load); ``forgo_prestarted`` ends it
+    if no recorder took it. Nothing if no process can be started (the recorder then finds
+    out itself)."""
+    global _prestarted
+    with _spares_lock:
+        if _spares:
+            return
+    try:
+        process = _spawn()
+    except OSError:
+        return
+    with _spares_lock:
+        _spares.append(process)
+        _prestarted = process
+
+
+def forgo_prestarted() -> None:
+    """Kill the process ``prestart`` started if no recorder took it (it never had a session:
+    nothing of it is lost), and reap it: a run that never recorded leaves nothing behind."""
+    global _prestarted
+    with _spares_lock:
+        process, _prestarted = _prestarted, None
+        if process is None or process not in _spares:
+            return
+        _spares.remove(process)
+    process.kill()
+    retire(process)
+
+
+@contextlib.contextmanager
+def prestarted() -> Iterator[None]:
+    """``prestart`` on entering, ``forgo_prestarted`` on leaving: around a command that will
+    record a run unless it fails first."""
+    prestart()
+    try:
+        yield
+    finally:
+        forgo_prestarted()
+
+
+def _spawn() -> subprocess.Popen[bytes]:
+    """A new writer process, without a session yet.
+
+    Raises:
+        OSError: it cannot be started.
+    """
     # Started with SIGTERM and SIGINT blocked (a mask survives the exec): a signal that comes
     # before the process ignores them (``writer_process.main``) waits, and is then dropped.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, _IGNORED)
@@ -181,15 +211,11 @@ def start(options: WriterOptions) -> tuple[Writer, bool]:
             start_new_session=True,
             env=_environment(),
         )
-    except OSError as error:
-        instead(options, f"cannot start {sys.executable!r}: {error}")
-        return WriterThread(frame), False
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     assert process.stdin is not None
-    _enlarge(process.stdin.fileno())
-    _begin(process, frame, wait=False)  # its ack is read with the others: no wait
-    return process, False
+    enlarge(process.stdin.fileno())
+    return process
 
 
 def replacement(process: Writer, options: WriterOptions, waited: float) -> WriterThread:
@@ -336,18 +362,6 @@ def _begin(process: subprocess.Popen[bytes], frame: bytes, *, wait: bool) -> boo
         return False  # it exited
     length: int = HEADER.unpack(head)[0]
     return len(read_exact(ack, length)) == length
-
-
-def _enlarge(fd: int) -> None:
-    """Make the pipe at ``fd`` hold up to ``_PIPE_SIZE`` bytes, if the system allows: a busy
-    writer then seldom leaves frames waiting."""
-    try:
-        with open(_PIPE_MAX) as limit:
-            size = min(_PIPE_SIZE, int(limit.read()))
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    # The default size works, with more waits; AttributeError: not Linux.
-    except (OSError, ValueError, AttributeError):  # pragma: no cover
-        pass
 
 
 def _environment() -> dict[str, str]:
