@@ -273,6 +273,7 @@ def test_a_plain_run_loads_neither_typer_nor_pydantic(tmp_path: Path, options: l
 #: on first use by what does (#10): each import here cost a plain run's start 0.2-1.5 ms.
 NOT_IN_A_PLAIN_RUN = {
     "subplans.cli.resuming",
+    "subplans.engine.control_events",
     "subplans.engine.groups",
     "subplans.engine.streaming",
     "subplans.execution.step_items",

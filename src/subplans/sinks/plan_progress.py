@@ -15,9 +15,8 @@ an ETA).
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from subplans.engine.control_events import DispatchHalted, LimitChanged
 from subplans.engine.events import (
     DispatchFinished,
     DispatchStarted,
@@ -30,6 +29,7 @@ from subplans.engine.states import StepState
 from subplans.sinks.formatting import is_cancellation, own_failure
 
 if TYPE_CHECKING:
+    from subplans.engine.control_events import DispatchHalted, LimitChanged
     from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["PlanProgress", "StepView"]
@@ -152,10 +152,11 @@ class PlanProgress:
         if not isinstance(event, StepStateChanged):
             if isinstance(event, DispatchStarted | DispatchFinished):
                 self._dispatch(event)
-            elif isinstance(event, DispatchHalted):
-                self.halted.append(event)
-            elif isinstance(event, LimitChanged):
-                self.limit_changes.append(event)
+            # By kind: their module is loaded once a dispatch halts or a cap changes.
+            elif event.kind == "dispatch_halted":
+                self.halted.append(cast("DispatchHalted", event))
+            elif event.kind == "limit_changed":
+                self.limit_changes.append(cast("LimitChanged", event))
             return
         step_id = event.step_id
         if event.state == StepState.SKIPPED:
