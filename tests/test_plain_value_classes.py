@@ -78,3 +78,42 @@ def test_a_scope_moves_in_its_files() -> None:
     )
     moved = inner.in_file(Path("action.yaml"), ("action",))
     assert (moved.file, moved.loc, moved.chain) == (Path("action.yaml"), ("action",), root.chain)
+
+
+def test_the_former_frozen_values_hash_by_their_fields() -> None:
+    """As frozen dataclasses they were hashable (a tree node holding a source hashes it)."""
+    from subplans.execution.step_items import RecordedItems
+
+    pairs = [
+        (GlobSource(("*.py",), ("x.py",)), GlobSource(("*.py",), ("x.py",))),
+        (LinesSource("-", allow_empty=True), LinesSource("-", allow_empty=True)),
+        (CommandSource("ls"), CommandSource("ls")),
+        (
+            ItemsProblem("lines", "none", Path("a"), 1, 2),
+            ItemsProblem("lines", "none", Path("a"), 1, 2),
+        ),
+        (RecordedItems("a.txt", ("one",)), RecordedItems("a.txt", ("one",))),
+    ]
+    for one, other in pairs:
+        assert one == other
+        assert hash(one) == hash(other)
+    assert len({GlobSource(("*.py",)), GlobSource(("*.py",)), GlobSource(("*.md",))}) == 2
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(Item("a", {"item": "a"}))  # a dict of values, as the dataclass refused it too
+
+
+def test_the_clock_and_a_progress_failure_compare_by_value() -> None:
+    """Both are public (the ``clock=`` argument; a ``ProgressSnapshot``'s failures)."""
+    import time
+
+    from subplans.engine.clock import SYSTEM_CLOCK, Clock
+    from subplans.engine.progress import Failure
+
+    assert Clock() == SYSTEM_CLOCK
+    assert hash(Clock()) == hash(SYSTEM_CLOCK)
+    assert Clock(now=time.monotonic) != SYSTEM_CLOCK
+    error = ValueError("x")
+    assert Failure("a", error, 1.0) == Failure("a", error, 1.0)
+    assert hash(Failure("a", error, 1.0)) == hash(Failure("a", error, 1.0))
+    assert Failure("a", error, 1.0) != Failure("a", error, 2.0)
+    assert Failure("a", None, 1.0) != ("a", None, 1.0)

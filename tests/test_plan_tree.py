@@ -58,11 +58,15 @@ def test_running_a_tree_loads_no_pydantic_and_no_yaml(tmp_path: Path) -> None:
 
 
 def _values(value: object) -> Iterator[object]:
-    """``value`` and everything inside it: dataclass fields, mappings and sequences."""
+    """``value`` and everything inside it: dataclass fields, the slots of our plain classes
+    (``for_each``'s sources), mappings and sequences."""
     yield value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         for field in dataclasses.fields(value):
             yield from _values(getattr(value, field.name))
+    elif type(value).__module__.startswith("subplans.") and hasattr(type(value), "__slots__"):
+        for name in getattr(type(value), "__slots__"):  # noqa: B009 - object has no __slots__
+            yield from _values(getattr(value, name))
     elif isinstance(value, dict):
         for key, inner in value.items():
             yield from _values(key)

@@ -37,6 +37,14 @@ class Clock:
     def __repr__(self) -> str:
         return f"Clock(now={self.now!r}, monotonic={self.monotonic!r})"
 
+    def __eq__(self, other: object) -> bool:  # by value, as a public type's users expect
+        if type(other) is not Clock:
+            return NotImplemented
+        return self.now == other.now and self.monotonic == other.monotonic
+
+    def __hash__(self) -> int:
+        return hash((self.now, self.monotonic))
+
 
 #: The real clocks.
 SYSTEM_CLOCK = Clock()

@@ -44,6 +44,14 @@ class Failure:
     def __repr__(self) -> str:
         return f"Failure(subplan_id={self.subplan_id!r}, error={self.error!r}, at={self.at!r})"
 
+    def __eq__(self, other: object) -> bool:  # by value: it is part of a public snapshot
+        if type(other) is not Failure:
+            return NotImplemented
+        return (self.subplan_id, self.error, self.at) == (other.subplan_id, other.error, other.at)
+
+    def __hash__(self) -> int:
+        return hash((self.subplan_id, self.error, self.at))
+
 
 @dataclass(frozen=True, slots=True)
 class ProgressSnapshot:

@@ -17,17 +17,21 @@ from subplans.engine.errors import BackendError, SubplanCancelledError, SubplanE
 from subplans.engine.events import SubplanProcessStarted
 from subplans.engine.subplan import Subplan
 from subplans.execution.process import run_command
-from subplans.execution.run_context import RunContext
+# RemoteBackend, RunContext and log_name lived here: still importable from here.
+from subplans.execution.run_context import RemoteBackend, RunContext, log_name
 
 if TYPE_CHECKING:
     from subplans.plans.tree import UnitNode
 
 __all__ = [
     "CallTargetError",
+    "RemoteBackend",
+    "RunContext",
     "ThreadAbandonedError",
     "build_subplan",
     "call_function",
     "import_target",
+    "log_name",
 ]
 
 

@@ -59,6 +59,9 @@ class RecordedItems:
             return NotImplemented
         return self.source == other.source and self.items == other.items
 
+    def __hash__(self) -> int:
+        return hash((self.source, self.items))
+
     def fits(self, items: StepItems) -> bool:
         """Whether they were read from the source ``items`` has now (a plan changed and resumed
         with ``--force`` may give the step another one: that is read afresh)."""

@@ -71,6 +71,9 @@ class GlobSource:
             other.allow_empty,
         )
 
+    def __hash__(self) -> int:  # hashable as the frozen tree holding it is
+        return hash((self.patterns, self.exclude, self.allow_empty))
+
 
 class LinesSource:
     """The non-blank lines of ``file`` (relative to the folder; ``-``: standard input); ``#``
@@ -90,6 +93,9 @@ class LinesSource:
             return NotImplemented
         return self.file == other.file and self.allow_empty == other.allow_empty
 
+    def __hash__(self) -> int:
+        return hash((self.file, self.allow_empty))
+
 
 class CommandSource:
     """The non-blank lines a shell ``command`` prints, run in the folder (by the executor).
@@ -108,6 +114,9 @@ class CommandSource:
         if type(other) is not CommandSource:
             return NotImplemented
         return self.command == other.command and self.allow_empty == other.allow_empty
+
+    def __hash__(self) -> int:
+        return hash((self.command, self.allow_empty))
 
 
 #: Items written out, or where to find them.
@@ -154,6 +163,9 @@ class ItemsProblem:
             other.column,
         )
 
+    def __hash__(self) -> int:
+        return hash((self.key, self.message, self.file, self.line, self.column))
+
 
 class Item:
     """One subplan of a ``for_each``: its name and what its placeholders stand for."""
@@ -171,6 +183,9 @@ class Item:
         if type(other) is not Item:
             return NotImplemented
         return self.name == other.name and self.values == other.values
+
+    def __hash__(self) -> int:  # as the frozen dataclass it was: only if ``values`` is hashable
+        return hash((self.name, self.values))
 
 
 def item_source(spec: Any) -> ItemSource:
