@@ -238,6 +238,29 @@ waits for one thread's start, not two (0.1 ms, up to 4 ms on a busy machine; a s
 fails would then be the ack thread's to handle); the listener's record committed without an
 fsync (0.15 ms).
 
+Eighth pass (#10, stop 15), on the spawner threads' hand-overs of the GIL (``strace -f -c``: about
+97 futex calls per command, the bare script 11): each call a spawner makes (12 a start: the log's
+open, ``fstat`` and header, ``/dev/null``'s open and close, ``Popen``'s error pipe, the fork,
+the output's close, the wake-up of the loop) lets the loop take the GIL, and the spawner then
+waits for it back, or the loop waits while ``Popen``'s Python runs (about 60 us a start). Now
+``/dev/null`` stays open (``Popen`` was handed ``DEVNULL``), a new log is created with
+``O_EXCL`` (so empty: no ``fstat``), and the starts that end before the loop runs wake it once
+(``spawning._Ended``, not ``run_in_executor``'s wake-up each). Futex calls 93-101k -> 59-67k
+per run of this plan, context switches of the command 0.76-0.84x. Side by side with the code
+before (interleaved, shuffled rounds on tmpfs, 12-24 rounds each, five times, load 1-7; medians):
+wall 0.946x, 0.965x, 0.977x, 0.978x, 0.969x; CPU of the command (its threads, not its children)
+0.933x, 0.935x, 0.948x, 0.944x, 0.944x; to the bare script 1.13x -> 1.11x and 1.18x -> 1.13x.
+Alone: ``/dev/null`` kept 0.94-0.99x wall, 0.95-0.99x CPU (futex -13%); with ``O_EXCL`` 0.98x and
+0.96x; the batched wake-up alone 1.01x wall, 0.96-1.00x CPU. The number of spawners again, with
+the new code (12 rounds, ratios to the code before): 2 1.03x wall (0.95x CPU), 3 0.99x (0.95x),
+4 0.965x (0.935x), 6 0.96x (0.97x): four stay (with the old code 2 1.24x, 3 1.15x, 6 0.93-1.03x;
+on disk every variant was within the disk's noise). Measured and left, ``Popen``'s own Python
+(thread CPU of a start, 108 us): an environment already encoded (bytes) 0.94x, but encoding it
+in our code costs as much unless the run built it once (the finder reads it as text); an
+absolute program (no search of ``PATH``) 0.86x, but which program runs must follow ``PATH`` at
+each start (an earlier subplan may install one). Elsewhere: the store's sender thread reads each
+leader's start time and ``os.path.abspath``s its log (a ``getcwd``): four hand-overs a command.
+
 Run: python benchmarks/bench_cli.py [--commands 1000] [--parallel 16] [--rounds 5] [--folder DIR]
 """
 

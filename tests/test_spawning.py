@@ -10,14 +10,16 @@ import signal
 import subprocess
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from subplans.engine.errors import CommandFailedError
-from subplans.execution import procfs
+from subplans.execution import procfs, spawning
 from subplans.execution.process import run_command
-from subplans.execution.spawning import Child, spawn
+from subplans.execution.spawning import Child, open_log, spawn, start
 
 from .conftest import wait_until
 from .process_helpers import eventually, group_members
@@ -197,3 +199,46 @@ async def test_without_pidfds_a_child_reaped_elsewhere_fails_with_its_status_los
         child = Child(popen, asyncio.get_running_loop())
         assert await child.exited == 255
     assert f"unknown child process pid {popen.pid}" in caplog.text
+
+
+async def test_starts_that_end_while_the_loop_is_busy_wake_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    wakes: list[object] = []
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Callable[..., object], *args: object, **kwargs: Any) -> Any:
+        wakes.append(callback)
+        return real(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    starts = [start(["true"], log_file=tmp_path / f"{n}.log", cwd=None, env=None) for n in range(6)]
+    # The loop's thread stays busy until every start has ended: one wake-up hands them all over.
+    wait_until(lambda: len(spawning._ended[loop].ended) == 6, "every start to end")
+    begun = await asyncio.gather(*starts)
+    assert [b.popen.wait() for b in begun if b.popen is not None] == [0] * 6
+    assert len(wakes) == 1
+
+
+async def test_a_log_that_exists_is_appended_to_from_its_end(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("before\n")
+    fd, offset = open_log(log, attempt=2)
+    os.write(fd, b"after\n")
+    os.close(fd)
+    assert offset == len(log.read_text()) - len("after\n")
+    assert log.read_text().startswith("before\n--- attempt 2, started ")
+
+
+def test_commands_read_dev_null_as_their_stdin(tmp_path: Path) -> None:
+    async def main() -> int:
+        log = tmp_path / "out.log"
+        begun = await start(
+            ["sh", "-c", "cat; ls -l /proc/self/fd/0"], log_file=log, cwd=None, env=None
+        )
+        assert begun.popen is not None
+        return begun.popen.wait()
+
+    assert asyncio.run(main()) == 0
+    assert (tmp_path / "out.log").read_text().rstrip().endswith("/dev/null")

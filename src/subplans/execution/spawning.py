@@ -19,7 +19,11 @@ still waits until the child has exec'd, and before that for the log's creation; 
 as with the spawners (medians of interleaved rounds; 1.9x at -j4), never less on quieter
 moments (1.00-1.03x), and commands of 50 ms came out even. Opening the log in a thread and forking in
 the loop fell in between; one or two spawners were slower than four, eight no faster, and a
-lock around the log's creation gained nothing.
+lock around the log's creation gained nothing. Each call a spawner makes hands the GIL over to
+the loop and back (a run's futex calls), so a start makes few: ``/dev/null`` stays open, a new
+log is created without an ``fstat`` (``O_EXCL``), and the loop hears of the starts that ended
+meanwhile in one wake-up (``_Ended``). Two, three and six spawners were measured again then:
+fewer hand-overs, but two and three were slower, six no faster (``bench_cli.py``, eighth pass).
 
 The exit is watched through a pidfd (``Child``): the loop reaps the child once the pidfd says it
 has exited, so until then its pid names it and nothing else (``Child.identity``). Where the
@@ -30,6 +34,7 @@ own ``ThreadedChildWatcher`` does, and who it is is read as it starts. Linux onl
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -37,10 +42,11 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import subplans.engine  # noqa: F401 - the package's NullHandler, as for every logger of ours
 from subplans.execution.procfs import ProcessInfo, read_process
@@ -58,6 +64,11 @@ _LOST_STATUS = 255
 #: executor that believes it has idle workers would queue every start there for ever.
 _spawners: ThreadPoolExecutor | None = None
 
+#: ``/dev/null``, opened once (a forked child has it too), read-write as ``subprocess.DEVNULL``
+#: is, and never inherited as it is: each child gets it as its stdin (``dup2`` clears the flag
+#: there). ``DEVNULL`` opened and closed it at every start, two calls in the spawner (#10).
+_DEVNULL = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
 
 def _executor() -> ThreadPoolExecutor:
     global _spawners
@@ -72,6 +83,58 @@ def _forget_spawners() -> None:  # pragma: no cover - runs in a forked child, ou
 
 
 os.register_at_fork(after_in_child=_forget_spawners)
+
+
+class _Ended:
+    """The starts that ended in the spawner threads, handed to a loop in batches: one wake-up
+    of the loop (a write to its self-pipe, from the spawner) for all that end before it runs,
+    not one each (``run_in_executor``'s)."""
+
+    __slots__ = ("__weakref__", "ended", "loop", "woken")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ended: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        self.ended = collections.deque()
+        self.woken = False
+
+    def run(self, future: asyncio.Future[Any], job: Callable[[], Any]) -> None:
+        """In a spawner thread: ``job``, its outcome handed to ``future``."""
+        try:
+            self.ended.append((future, job(), None))
+        except BaseException as error:
+            self.ended.append((future, None, error))
+        if not self.woken:  # after the append: a hand-over under way takes it, or wakes again
+            self.woken = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self.loop.call_soon_threadsafe(self.hand_over)
+
+    def hand_over(self) -> None:
+        self.woken = False  # before taking them: a start that ends meanwhile wakes the loop again
+        ended = self.ended
+        while ended:
+            future, result, error = ended.popleft()
+            if future.cancelled():  # pragma: no cover - nothing of ours cancels a start
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+
+_ended: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ended]
+_ended = weakref.WeakKeyDictionary()
+
+
+def _submit(job: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Run ``job`` in a spawner thread; its outcome in the future, in the running loop."""
+    loop = asyncio.get_running_loop()
+    ended = _ended.get(loop)
+    if ended is None:
+        ended = _ended[loop] = _Ended(loop)
+    future = loop.create_future()
+    _executor().submit(ended.run, future, job)
+    return future
 
 
 class Child:
@@ -187,7 +250,7 @@ def spawn(
     """
     start = functools.partial(_popen, argv, output, cwd, env, started)
     try:
-        return asyncio.get_running_loop().run_in_executor(_executor(), start)
+        return _submit(start)
     except BaseException:
         os.close(output)  # never asked for (no loop, the interpreter is exiting)
         raise
@@ -220,7 +283,7 @@ def start(
     cannot be opened, its result says why (``log_error``), and nothing started.
     """
     begin = functools.partial(_start, argv, log_file, cwd, env, started, attempt, within)
-    return asyncio.get_running_loop().run_in_executor(_executor(), begin)
+    return _submit(begin)
 
 
 def log_header(attempt: int, started: float, *, resumed: bool = False, within: str = "") -> str:
@@ -245,14 +308,12 @@ def open_log(path: Path, attempt: int | None = None, within: str = "") -> tuple[
     plans the command runs in, beyond their first (``log_header``); the log is not new then, yet
     not resumed: an earlier attempt of the nested plan wrote it.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     try:
-        fd = os.open(path, flags, 0o666)
+        fd, size = _create_or_open(path)
     except OSError:
         # Its folder may be missing (made once, not at every command); failing again, it says why.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, flags, 0o666)
-    size = os.fstat(fd).st_size
+        fd, size = _create_or_open(path)
     if attempt is None:
         return fd, size
     try:
@@ -265,6 +326,19 @@ def open_log(path: Path, attempt: int | None = None, within: str = "") -> tuple[
         os.close(fd)
         raise
     return fd, size
+
+
+_LOG = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+
+
+def _create_or_open(path: Path) -> tuple[int, int]:
+    """``path`` opened for appending, and its size: created if it can be (new, so empty: no
+    ``fstat``, a GIL hand-over in the spawner thread), else opened as it is."""
+    try:
+        return os.open(path, _LOG | os.O_EXCL, 0o666), 0
+    except FileExistsError:
+        fd = os.open(path, _LOG, 0o666)
+    return fd, os.fstat(fd).st_size
 
 
 def _ends_line(path: Path, size: int) -> bool:
@@ -303,7 +377,7 @@ def _popen(
     try:
         popen = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=_DEVNULL,
             stdout=output,
             stderr=output,
             cwd=cwd,
