@@ -17,12 +17,12 @@ from subplans.engine.errors import BackendError, SubplanCancelledError, SubplanE
 from subplans.engine.events import SubplanProcessStarted
 from subplans.engine.subplan import Subplan
 from subplans.execution.process import run_command
-# RemoteBackend, RunContext and log_name lived here: still importable from here.
 from subplans.execution.run_context import RemoteBackend, RunContext, log_name
 
 if TYPE_CHECKING:
     from subplans.plans.tree import UnitNode
 
+#: ``RemoteBackend``, ``RunContext`` and ``log_name`` moved to ``run_context``; still here too.
 __all__ = [
     "CallTargetError",
     "RemoteBackend",
