@@ -242,3 +242,28 @@ def test_commands_read_dev_null_as_their_stdin(tmp_path: Path) -> None:
 
     assert asyncio.run(main()) == 0
     assert (tmp_path / "out.log").read_text().rstrip().endswith("/dev/null")
+
+
+def test_a_finished_loop_is_not_kept_for_its_starts(tmp_path: Path) -> None:
+    """What hands a loop its ended starts is kept under that loop, weakly: a run's loop is freed
+    once the run is over (it was kept for ever, as the value held its own key)."""
+    import gc
+    import weakref
+
+    async def main() -> int:
+        begun = await start(["true"], log_file=tmp_path / "a.log", cwd=None, env=None)
+        assert begun.popen is not None
+        return begun.popen.wait()
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+    for _ in range(3):
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(main()) == 0
+            assert loop in spawning._ended
+        finally:
+            loop.close()
+        loops.append(weakref.ref(loop))
+        del loop
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]

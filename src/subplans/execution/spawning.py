@@ -90,10 +90,10 @@ class _Ended:
     of the loop (a write to its self-pipe, from the spawner) for all that end before it runs,
     not one each (``run_in_executor``'s)."""
 
-    __slots__ = ("__weakref__", "ended", "loop", "woken")
+    # No reference to the loop: it is the key this is kept under, weakly (``_ended``).
+    __slots__ = ("ended", "woken")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.ended: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]]
         self.ended = collections.deque()
         self.woken = False
@@ -107,7 +107,7 @@ class _Ended:
         if not self.woken:  # after the append: a hand-over under way takes it, or wakes again
             self.woken = True
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self.loop.call_soon_threadsafe(self.hand_over)
+                future.get_loop().call_soon_threadsafe(self.hand_over)
 
     def hand_over(self) -> None:
         self.woken = False  # before taking them: a start that ends meanwhile wakes the loop again
@@ -131,7 +131,7 @@ def _submit(job: Callable[[], Any]) -> asyncio.Future[Any]:
     loop = asyncio.get_running_loop()
     ended = _ended.get(loop)
     if ended is None:
-        ended = _ended[loop] = _Ended(loop)
+        ended = _ended[loop] = _Ended()
     future = loop.create_future()
     _executor().submit(ended.run, future, job)
     return future

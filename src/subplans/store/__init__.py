@@ -8,17 +8,20 @@ Layers, each importing only those above it (and the engine and execution below t
   (``default_store_path``), and opening it
 - ``manifest``: what a run records about its plan (``PlanManifest``, ``plan_hash``)
 - ``liveness``: run owners (``ProcessIdentity``, ``owner_liveness``); ``lock``: ``RunLock``
-- ``records``: what queries return (``RunStatus``, ``RunInfo``, ``SubplanInfo``, ...)
+- ``records``: what queries return (``RunStatus``, ``RunInfo``, ...); ``run_details``: the
+  records of steps, subplans, plan changes, events and limit requests (``SubplanInfo``,
+  ``StoredEvent``, ``LimitRecord``, ...), handed on by ``records``
 - ``statements``: many rows bound per statement (``execute_rows``)
 - ``queries`` (reading) and ``writes`` (the owner's writes): the SQL, as named rows
-- ``limits``: caps changed while a run runs (``limit_run``, ``LimitRecord``), and their SQL
+- ``limits``: caps changed while a run runs (their requests and SQL)
 - ``pool_usage``: a run's pools as ``status`` shows them (``PoolUsage``), told from the store
 - ``event_chunks``: a run's events as kept since schema 3, a chunk (one row) per batch
 - ``event_rows`` (events to rows), ``batch_writer`` (a batch in one transaction),
   ``event_pickling`` (events made plain for the pipe), ``writer_frames`` (what crosses it),
   ``writer_process`` (the writer process's loop), ``writer_start`` (starting it, or taking
-  the spare; ``writer_thread``: the loop in a thread where none starts), ``writer_lock`` (one writer per run), ``writer_watch`` (when a writer is hung),
-  ``writer_pipe`` (the recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
+  the spare; ``writer_thread``: the loop in a thread where none starts), ``writer_lock``
+  (one writer per run), ``writer_watch`` (when a writer is hung), ``writer_pipe`` (the
+  recorder's end) and ``recorder``: ``RunRecorder``, the bus subscriber whose process writes
   events in batches
 - ``sessions``: a run's sessions from its events (how long it was running)
 - ``reader`` (``RunReader``, the queries) and ``store``: ``RunStore``, one transaction per
@@ -55,19 +58,18 @@ if typing.TYPE_CHECKING:
         find_leftovers,
         stop_leftover_groups,
     )
-    from subplans.store.limits import LIMIT_SIGNAL, LimitRecord, limit_target
+    from subplans.store.limits import LIMIT_SIGNAL, limit_target
     from subplans.store.liveness import Liveness, ProcessIdentity, owner_liveness
     from subplans.store.lock import RunLock
     from subplans.store.manifest import PlanManifest, plan_hash
     from subplans.store.opening import default_store_path
     from subplans.store.pool_usage import PoolUsage
     from subplans.store.recorder import RecorderSettings, RecorderStatistics, RunRecorder
-    from subplans.store.records import (
-        RUN_STATUSES,
+    from subplans.store.records import RUN_STATUSES, RunInfo, RunStatus
+    from subplans.store.run_details import (
+        LimitRecord,
         PlanDiff,
         ProcessGroupRecord,
-        RunInfo,
-        RunStatus,
         StepInfo,
         StepItemsInfo,
         StoredEvent,
@@ -80,16 +82,16 @@ _MODULES = {
     "subplans.store.cancel": "cancel_run",
     "subplans.store.change_limit": "limit_run",
     "subplans.store.leftovers": "Leftover StoppedGroup find_leftovers stop_leftover_groups",
-    "subplans.store.limits": "LIMIT_SIGNAL LimitRecord limit_target",
+    "subplans.store.limits": "LIMIT_SIGNAL limit_target",
     "subplans.store.liveness": "Liveness ProcessIdentity owner_liveness",
     "subplans.store.lock": "RunLock",
     "subplans.store.manifest": "PlanManifest plan_hash",
     "subplans.store.opening": "default_store_path",
     "subplans.store.pool_usage": "PoolUsage",
     "subplans.store.recorder": "RecorderSettings RecorderStatistics RunRecorder",
-    "subplans.store.records": (
-        "RUN_STATUSES PlanDiff ProcessGroupRecord RunInfo RunStatus StepInfo StepItemsInfo "
-        "StoredEvent SubplanInfo"
+    "subplans.store.records": "RUN_STATUSES RunInfo RunStatus",
+    "subplans.store.run_details": (
+        "LimitRecord PlanDiff ProcessGroupRecord StepInfo StepItemsInfo StoredEvent SubplanInfo"
     ),
     "subplans.store.schema": "SCHEMA_VERSION",
     "subplans.store.store": "RunStore",

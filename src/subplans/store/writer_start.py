@@ -9,12 +9,13 @@ subplan's command (a nested ``subplans run``), the outer run counts the writer a
 subplan's processes and may signal it; it ignores SIGTERM and SIGINT for that reason
 (``writer_process``), and is given this process's pid to end with it.
 
-Its start (about 20 ms) is paid once per process, not per recorder: a recorder that ends well
-leaves its process as the spare, which the next recorder takes (its session is acked at once,
-so a spare that timed out is told apart and replaced); an unused spare exits on its own after
-``SPARE_IDLE`` seconds, or as soon as this process exits. ``subplans run`` and ``resume`` start
-one before they read the plan (``prestart``): its start overlaps the command's own on another
-core, and the recorder takes it as it takes a new process (its ack read as the run starts).
+Its start (about 40 ms of CPU) is paid once per process, not per recorder: a recorder that
+ends well leaves its process as the spare, which the next recorder takes (its session is acked
+at once, so a spare that timed out is told apart and replaced); an unused spare exits on its
+own after ``SPARE_IDLE`` seconds, or as soon as this process exits. ``subplans run`` and
+``resume`` start one before they read the plan (``prestart``): its start overlaps the command's
+own on another core, and the recorder takes it as it takes a new process (its ack read as the
+run starts).
 
 When no process can be started (``sys.executable`` is not a Python that runs ``-I -S -c``: an
 application that embeds one), or one does not answer its start within ``START_WAIT`` seconds,

@@ -19,7 +19,8 @@ _PIPE_MAX = "/proc/sys/fs/pipe-max-size"
 
 class WriterThread:
     """``writer_process.serve`` in a thread of this process, over a pair of pipes, its session
-    ``frame`` sent: the writer when no process can be started. It ends with this process (as
+    ``frame`` sent: the writer when no process can be started, or one did not answer its
+    start. It ends with this process (as
     the writer thread of old did) and cannot be killed, so it is never taken for hung; it is
     never lent as the spare. Has what the recorder uses of a ``Popen``."""
 
