@@ -158,6 +158,16 @@ out, but for the lazy ``cli.limit_lines`` the ``LimitRecord`` move needs), a run
 3.19x -> 2.96x), CPU time 0.96x (medians of 40 interleaved rounds on a busy machine: 153 ->
 147 ms, ``import asyncio`` 52 ms: 2.97x -> 2.84x).
 
+Seventh pass, the shared value base (#10, stop 15): the 21 former frozen dataclasses take
+``engine.values.Value`` (repr, equality and hash by ``_fields``, generic methods: nothing built
+at import; two former mutable ones ``Shown``, the repr alone), in place of 14 hand-written
+``__repr__`` and 9 ``__eq__``/``__hash__`` pairs. Importing a plain run's 105 modules (callgrind, PYTHONHASHSEED=0, fresh bytecode):
+618.04M -> 618.83M instructions (+0.13%): the module's import is about 0.6M, each subclass
+builds about 11k more than a class on ``object`` (a class between them and ``Value`` would
+double that: ``Value`` does not derive from ``Shown``). Building the per-command objects
+(timeit, interleaved, one process): ``ProcessInfo`` 0.85x (one ``self.x: Final = x`` per field
+instead of tuple assignments), ``Window`` 0.99x, ``Family`` 0.98x; ``Stopping`` unchanged.
+
 Run: python benchmarks/bench_startup.py [--rounds 20]
 """
 

@@ -4,10 +4,15 @@ as a dataclass would, and those that are compared compare by their fields."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from subplans.engine.values import Shown, Value
 from subplans.plans.for_each import CommandSource, GlobSource, Item, ItemsProblem, LinesSource
 from subplans.plans.load_scope import Scope
 from subplans.plans.profiles import Level
@@ -117,3 +122,105 @@ def test_the_clock_and_a_progress_failure_compare_by_value() -> None:
     assert hash(Failure("a", error, 1.0)) == hash(Failure("a", error, 1.0))
     assert Failure("a", error, 1.0) != Failure("a", error, 2.0)
     assert Failure("a", None, 1.0) != ("a", None, 1.0)
+
+
+def _former_frozen_dataclasses() -> list[type[Value]]:
+    from subplans.cli.launches import Decision
+    from subplans.cli.lifecycle import Output, RunEnd
+    from subplans.engine.clock import Clock
+    from subplans.engine.progress import Failure
+    from subplans.execution.finding import Family
+    from subplans.execution.procfs import ProcessInfo, Window
+    from subplans.execution.step_items import RecordedItems
+    from subplans.sinks.summary import RunSummary
+    from subplans.store.schema import Migration
+    from subplans.store.writer_frames import WriterOptions
+
+    return [
+        GlobSource,
+        LinesSource,
+        CommandSource,
+        ItemsProblem,
+        Item,
+        Scope,
+        Level,
+        Located,
+        StepView,
+        RunSummary,
+        Decision,
+        Output,
+        RunEnd,
+        Clock,
+        Failure,
+        Family,
+        ProcessInfo,
+        Window,
+        RecordedItems,
+        Migration,
+        WriterOptions,
+    ]
+
+
+#: Fields the dataclass declared ``repr=False, compare=False``.
+_LEFT_OUT = {"ProcessInfo": {"kernel"}, "Located": {"text"}}
+#: Classes that show themselves their own way on purpose.
+_OWN_REPR = {"Migration", "WriterOptions"}
+
+
+@pytest.mark.parametrize("cls", _former_frozen_dataclasses(), ids=lambda cls: cls.__name__)
+def test_a_former_frozen_dataclass_is_shown_compared_and_hashed_as_it_was(
+    cls: type[Value],
+) -> None:
+    """Each is built from one made-up value per argument and set beside the frozen dataclass of
+    its ``_fields``: the same repr, equality and hash; a changed field makes it unequal, one
+    the dataclass left out of comparison does not."""
+    params = list(inspect.signature(cls).parameters)
+    left_out = _LEFT_OUT.get(cls.__name__, set())
+    assert cls._fields == tuple(name for name in params if name not in left_out)
+    assert set(cls._fields) <= set(cls.__slots__)
+    build = cast("Callable[..., Value]", cls)
+    sample = {name: f"{name}-1" for name in params}
+    value, same = build(**sample), build(**sample)
+    twin = dataclasses.make_dataclass(cls.__name__, cls._fields, frozen=True)
+    twin.__qualname__ = cls.__qualname__
+    model = twin(*(sample[name] for name in cls._fields))
+    if cls.__name__ not in _OWN_REPR:
+        assert repr(value) == repr(model)
+    assert value == same
+    assert hash(value) == hash(same) == hash(model)
+    assert value != model  # another class, as a dataclass is unequal to one
+    assert value.__eq__(model) is NotImplemented
+    for name in params:
+        changed = build(**{**sample, name: f"{name}-2"})
+        if name in left_out:
+            assert changed == value
+            assert hash(changed) == hash(value)
+        else:
+            assert changed != value
+
+
+def _former_mutable_dataclasses() -> list[type[Shown]]:
+    from subplans.cli.run_backends import ClusterNeed
+    from subplans.execution.live_limits import _Running
+
+    return [ClusterNeed, _Running]
+
+
+@pytest.mark.parametrize("cls", _former_mutable_dataclasses(), ids=lambda cls: cls.__name__)
+def test_a_former_mutable_dataclass_is_shown_as_it_was(cls: type[Shown]) -> None:
+    """Shown as the dataclass was; equal only to itself (a mutable value is no dict key)."""
+    params = list(inspect.signature(cls).parameters)
+    assert cls._fields == tuple(params)
+    sample = {name: f"{name}-1" for name in params}
+    value = cast("Callable[..., Shown]", cls)(**sample)
+    twin = dataclasses.make_dataclass(cls.__name__, cls._fields)
+    twin.__qualname__ = cls.__qualname__
+    assert repr(value) == repr(twin(**sample))
+    assert value == value
+    assert value != cast("Callable[..., Shown]", cls)(**sample)
+
+
+def test_every_value_class_is_checked_above() -> None:
+    """A new ``Value`` or ``Shown`` subclass joins the list of a test above."""
+    assert set(Value.__subclasses__()) == set(_former_frozen_dataclasses())
+    assert set(Shown.__subclasses__()) == set(_former_mutable_dataclasses())

@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
+from subplans.engine.values import Value
 from subplans.execution.executor import new_run_id
 from subplans.store.manifest import run_manifest
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Decision", "FreshRun", "Launch"]
 
 
-class Decision:
+class Decision(Value):
     """What a launch decided to run: the plan, what the store records about it, and for a
     resumed run the folder it continues, the subplans to skip, those recorded completed on the
     operator's word (``assume_completed``) and what to say before the run starts (``notes``).
@@ -31,6 +32,7 @@ class Decision:
 
     # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
     __slots__ = ("assume_completed", "manifest", "notes", "plan", "run_dir", "skip")
+    _fields = ("plan", "manifest", "run_dir", "skip", "assume_completed", "notes")
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from subplans.cli.limit_requests import ignore_limit_signal
 from subplans.cli.session import Outcome, RunSession, View, terminal_console
 from subplans.cli.stores import find_run, opened, store_path
 from subplans.engine.errors import BackendError, PlanRunningError, StoreError
+from subplans.engine.values import Value
 from subplans.execution import signal_guard
 from subplans.store import RunStatus, default_store_path
 
@@ -49,12 +50,13 @@ if TYPE_CHECKING:
 __all__ = ["Output", "RunEnd", "RunLifecycle", "events_stream"]
 
 
-class Output:
+class Output(Value):
     """How a run shows itself: ``--events-jsonl``, ``--no-progress``, ``--quiet``, and where
     the commands' output goes besides their logs (``--output``; None: the logs only)."""
 
     # Plain classes, here and below: a dataclass costs the command's start 0.3 ms to build (#10).
     __slots__ = ("events_jsonl", "no_progress", "output_mode", "quiet")
+    _fields = ("events_jsonl", "no_progress", "quiet", "output_mode")
 
     def __init__(
         self,
@@ -69,10 +71,11 @@ class Output:
         self.output_mode: Final = output_mode
 
 
-class RunEnd:
+class RunEnd(Value):
     """How a run ended, and what went wrong on the side without changing that (one line each)."""
 
     __slots__ = ("outcome", "warnings")
+    _fields = ("outcome", "warnings")
 
     def __init__(self, outcome: Outcome, warnings: tuple[str, ...] = ()) -> None:
         self.outcome: Final = outcome

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from subplans.engine.errors import BackendError, SubplanError
+from subplans.engine.values import Shown
 
 if TYPE_CHECKING:
     from subplans.cluster import DaskBackend
@@ -33,12 +34,13 @@ CALLS_WAIT = 10.0
 _CALLS_POLL = 0.1
 
 
-class ClusterNeed:
+class ClusterNeed(Shown):
     """What a run asks of one cluster: as many worker threads as its widest step's cap
     (``threads``), and the plan folders its ``call`` units import from (``folders``)."""
 
     # A plain class: a dataclass costs the command's start a quarter of a millisecond (#10).
     __slots__ = ("folders", "threads")
+    _fields = ("threads", "folders")
 
     def __init__(self, threads: int = 1, folders: set[Path] | None = None) -> None:
         self.threads = threads

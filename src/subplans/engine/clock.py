@@ -12,10 +12,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
+from subplans.engine.values import Value
+
 __all__ = ["SYSTEM_CLOCK", "Clock", "utc"]
 
 
-class Clock:
+class Clock(Value):
     """Where the dispatcher and the executor read the time.
 
     ``now``: wall-clock seconds since the epoch (stamps); ``monotonic``: seconds on a clock
@@ -23,27 +25,15 @@ class Clock:
     """
 
     __slots__ = ("monotonic", "now")
-
-    now: Final[Callable[[], float]]
-    monotonic: Final[Callable[[], float]]
+    _fields = ("now", "monotonic")
 
     def __init__(
         self,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.now, self.monotonic = now, monotonic
-
-    def __repr__(self) -> str:
-        return f"Clock(now={self.now!r}, monotonic={self.monotonic!r})"
-
-    def __eq__(self, other: object) -> bool:  # by value, as a public type's users expect
-        if type(other) is not Clock:
-            return NotImplemented
-        return self.now == other.now and self.monotonic == other.monotonic
-
-    def __hash__(self) -> int:
-        return hash((self.now, self.monotonic))
+        self.now: Final = now
+        self.monotonic: Final = monotonic
 
 
 #: The real clocks.

@@ -16,6 +16,7 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.states import SubplanExecutionState
+from subplans.engine.values import Value
 
 if TYPE_CHECKING:
     from subplans.engine.control_events import LimitChanged
@@ -28,29 +29,17 @@ _PENDING = SubplanExecutionState.PENDING
 _FAILED = SubplanExecutionState.FAILED
 
 
-class Failure:
+class Failure(Value):
     """A subplan that failed, as the progress view reports it (``at``: on the reporter's
     clock)."""
 
     __slots__ = ("at", "error", "subplan_id")
-
-    subplan_id: Final[str]
-    error: Final[BaseException | None]
-    at: Final[float]
+    _fields = ("subplan_id", "error", "at")
 
     def __init__(self, subplan_id: str, error: BaseException | None, at: float) -> None:
-        self.subplan_id, self.error, self.at = subplan_id, error, at
-
-    def __repr__(self) -> str:
-        return f"Failure(subplan_id={self.subplan_id!r}, error={self.error!r}, at={self.at!r})"
-
-    def __eq__(self, other: object) -> bool:  # by value: it is part of a public snapshot
-        if type(other) is not Failure:
-            return NotImplemented
-        return (self.subplan_id, self.error, self.at) == (other.subplan_id, other.error, other.at)
-
-    def __hash__(self) -> int:
-        return hash((self.subplan_id, self.error, self.at))
+        self.subplan_id: Final = subplan_id
+        self.error: Final = error
+        self.at: Final = at
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Container, Mapping
 from typing import Final, NamedTuple, Protocol
 
+from subplans.engine.values import Value
 from subplans.execution.procfs import (
     ProcessInfo,
     Window,
@@ -95,7 +96,7 @@ def _ancestors(pid: int) -> frozenset[tuple[int, int]]:
     return frozenset(found)
 
 
-class Family:
+class Family(Value):
     """What makes a process one of a command's or a run's.
 
     ``roots``: each command's session leader, which is its session too. A leader's session is
@@ -110,10 +111,7 @@ class Family:
     """
 
     __slots__ = ("marker", "roots", "since")
-
-    roots: Final[tuple[Leader, ...]]
-    marker: Final[tuple[bytes, ...]]
-    since: Final[Window | None]
+    _fields = ("roots", "marker", "since")
 
     def __init__(
         self,
@@ -121,10 +119,9 @@ class Family:
         marker: tuple[bytes, ...] = (),
         since: Window | None = None,
     ) -> None:
-        self.roots, self.marker, self.since = roots, marker, since
-
-    def __repr__(self) -> str:
-        return f"Family(roots={self.roots!r}, marker={self.marker!r}, since={self.since!r})"
+        self.roots: Final = roots
+        self.marker: Final = marker
+        self.since: Final = since
 
     def members(
         self,

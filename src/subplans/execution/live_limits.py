@@ -18,13 +18,15 @@ from subplans.engine.config import check_max_parallel
 from subplans.engine.dispatcher import ParallelSubplanDispatcher
 from subplans.engine.errors import ConfigError
 from subplans.engine.limiter import AsyncSemaphoreLimiter
+from subplans.engine.values import Shown
 from subplans.plans.tree import PlanNode, StepNode
 
 __all__ = ["LiveLimits"]
 
 
-class _Running:
+class _Running(Shown):
     __slots__ = ("budget", "dispatcher", "step")
+    _fields = ("step", "dispatcher", "budget")
 
     def __init__(
         self,

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Final
 
+from subplans.engine.values import Value
+
 __all__ = [
     "ProcessInfo",
     "Window",
@@ -41,7 +43,7 @@ _FEW_PIDS = 64
 _PF_KTHREAD = 0x00200000
 
 
-class ProcessInfo:
+class ProcessInfo(Value):
     """One process as ``/proc/<pid>/stat`` shows it (start time in clock ticks since boot).
 
     A plain class rather than a dataclass: the end of every command reads a few (a frozen
@@ -49,15 +51,7 @@ class ProcessInfo:
     """
 
     __slots__ = ("kernel", "pgid", "pid", "ppid", "sid", "start_time", "state")
-
-    pid: Final[int]
-    ppid: Final[int]
-    pgid: Final[int]
-    sid: Final[int]
-    start_time: Final[int]
-    state: Final[str]
-    #: A kernel thread (``PF_KTHREAD``): it has no environment, so it never carries a marker.
-    kernel: Final[bool]
+    _fields = ("pid", "ppid", "pgid", "sid", "start_time", "state")
 
     def __init__(
         self,
@@ -69,14 +63,14 @@ class ProcessInfo:
         state: str,
         kernel: bool = False,
     ) -> None:
-        self.pid, self.ppid, self.pgid, self.sid = pid, ppid, pgid, sid
-        self.start_time, self.state, self.kernel = start_time, state, kernel
-
-    def __repr__(self) -> str:
-        return (
-            f"ProcessInfo(pid={self.pid!r}, ppid={self.ppid!r}, pgid={self.pgid!r}, "
-            f"sid={self.sid!r}, start_time={self.start_time!r}, state={self.state!r})"
-        )
+        self.pid: Final = pid
+        self.ppid: Final = ppid
+        self.pgid: Final = pgid
+        self.sid: Final = sid
+        self.start_time: Final = start_time
+        self.state: Final = state
+        #: A kernel thread (``PF_KTHREAD``): it has no environment, so it never carries a marker.
+        self.kernel: Final = kernel
 
     @property
     def live(self) -> bool:
@@ -248,7 +242,7 @@ def forks_so_far() -> int:
     return _forks_seen
 
 
-class Window:
+class Window(Value):
     """Where the pid allocator and the fork counter stood at a moment.
 
     The kernel hands out pids in a cycle: every process created since that moment has a pid
@@ -260,15 +254,11 @@ class Window:
     """
 
     __slots__ = ("forks", "last_pid")
-
-    last_pid: Final[int]
-    forks: Final[int]
+    _fields = ("last_pid", "forks")
 
     def __init__(self, last_pid: int, forks: int) -> None:
-        self.last_pid, self.forks = last_pid, forks
-
-    def __repr__(self) -> str:
-        return f"Window(last_pid={self.last_pid!r}, forks={self.forks!r})"
+        self.last_pid: Final = last_pid
+        self.forks: Final = forks
 
     @classmethod
     def now(cls) -> Window | None:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, TextIO
 
 from subplans.engine.errors import CommandFailedError
+from subplans.engine.values import Value
 from subplans.execution.process import run_command
 from subplans.execution.run_context import RunContext
 from subplans.plans.for_each import (
@@ -39,28 +40,16 @@ __all__ = ["RecordedItems", "read_stdin", "read_step_items"]
 _TAIL_LINES = 10
 
 
-class RecordedItems:
+class RecordedItems(Value):
     """The items a step read when it started, and its source then (``str(StepItems)``): a
     resumed run uses them instead of reading the source again, while the source is the same."""
 
     __slots__ = ("items", "source")
-
-    source: Final[str]
-    items: Final[tuple[str, ...]]
+    _fields = ("source", "items")
 
     def __init__(self, source: str, items: tuple[str, ...]) -> None:
-        self.source, self.items = source, items
-
-    def __repr__(self) -> str:
-        return f"RecordedItems(source={self.source!r}, items={self.items!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecordedItems):
-            return NotImplemented
-        return self.source == other.source and self.items == other.items
-
-    def __hash__(self) -> int:
-        return hash((self.source, self.items))
+        self.source: Final = source
+        self.items: Final = items
 
     def fits(self, items: StepItems) -> bool:
         """Whether they were read from the source ``items`` has now (a plan changed and resumed

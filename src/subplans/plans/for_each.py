@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from subplans.engine.values import Value
 from subplans.plans.placeholders import item_values, substitute
 
 __all__ = [
@@ -41,13 +42,14 @@ _NUL_ITEM = (
 STDIN = "-"
 
 
-class GlobSource:
+class GlobSource(Value):
     """The files matching any of ``patterns`` and none of ``exclude`` (relative to the folder),
     sorted; matching nothing is a problem unless ``allow_empty``."""
 
     # Plain classes, not dataclasses, here and below: building a dataclass costs the command's
     # start a third of a millisecond each (#10); Final keeps them read-only for the checker.
     __slots__ = ("allow_empty", "exclude", "patterns")
+    _fields = ("patterns", "exclude", "allow_empty")
 
     def __init__(
         self, patterns: tuple[str, ...], exclude: tuple[str, ...] = (), allow_empty: bool = False
@@ -56,74 +58,36 @@ class GlobSource:
         self.exclude: Final = exclude
         self.allow_empty: Final = allow_empty
 
-    def __repr__(self) -> str:
-        return (
-            f"GlobSource(patterns={self.patterns!r}, exclude={self.exclude!r}, "
-            f"allow_empty={self.allow_empty!r})"
-        )
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not GlobSource:
-            return NotImplemented
-        return (self.patterns, self.exclude, self.allow_empty) == (
-            other.patterns,
-            other.exclude,
-            other.allow_empty,
-        )
-
-    def __hash__(self) -> int:  # hashable as the frozen tree holding it is
-        return hash((self.patterns, self.exclude, self.allow_empty))
-
-
-class LinesSource:
+class LinesSource(Value):
     """The non-blank lines of ``file`` (relative to the folder; ``-``: standard input); ``#``
     starts a comment line. Giving none is a problem unless ``allow_empty``."""
 
     __slots__ = ("allow_empty", "file")
+    _fields = ("file", "allow_empty")
 
     def __init__(self, file: str, allow_empty: bool = False) -> None:
         self.file: Final = file
         self.allow_empty: Final = allow_empty
 
-    def __repr__(self) -> str:
-        return f"LinesSource(file={self.file!r}, allow_empty={self.allow_empty!r})"
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not LinesSource:
-            return NotImplemented
-        return self.file == other.file and self.allow_empty == other.allow_empty
-
-    def __hash__(self) -> int:
-        return hash((self.file, self.allow_empty))
-
-
-class CommandSource:
+class CommandSource(Value):
     """The non-blank lines a shell ``command`` prints, run in the folder (by the executor).
     Printing none is a problem unless ``allow_empty``."""
 
     __slots__ = ("allow_empty", "command")
+    _fields = ("command", "allow_empty")
 
     def __init__(self, command: str, allow_empty: bool = False) -> None:
         self.command: Final = command
         self.allow_empty: Final = allow_empty
-
-    def __repr__(self) -> str:
-        return f"CommandSource(command={self.command!r}, allow_empty={self.allow_empty!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not CommandSource:
-            return NotImplemented
-        return self.command == other.command and self.allow_empty == other.allow_empty
-
-    def __hash__(self) -> int:
-        return hash((self.command, self.allow_empty))
 
 
 #: Items written out, or where to find them.
 ItemSource = tuple[str, ...] | GlobSource | LinesSource | CommandSource
 
 
-class ItemsProblem:
+class ItemsProblem(Value):
     """Why a ``for_each`` source gives no items.
 
     ``key`` is the source's field at fault (``glob``, ``lines`` or ``command``); ``file``,
@@ -131,6 +95,7 @@ class ItemsProblem:
     """
 
     __slots__ = ("column", "file", "key", "line", "message")
+    _fields = ("key", "message", "file", "line", "column")
 
     def __init__(
         self,
@@ -146,46 +111,16 @@ class ItemsProblem:
         self.line: Final = line
         self.column: Final = column
 
-    def __repr__(self) -> str:
-        return (
-            f"ItemsProblem(key={self.key!r}, message={self.message!r}, file={self.file!r}, "
-            f"line={self.line!r}, column={self.column!r})"
-        )
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not ItemsProblem:
-            return NotImplemented
-        return (self.key, self.message, self.file, self.line, self.column) == (
-            other.key,
-            other.message,
-            other.file,
-            other.line,
-            other.column,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.message, self.file, self.line, self.column))
-
-
-class Item:
+class Item(Value):
     """One subplan of a ``for_each``: its name and what its placeholders stand for."""
 
     __slots__ = ("name", "values")
+    _fields = ("name", "values")
 
     def __init__(self, name: str, values: Mapping[str, str]) -> None:
         self.name: Final = name
         self.values: Final = values
-
-    def __repr__(self) -> str:
-        return f"Item(name={self.name!r}, values={self.values!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Item:
-            return NotImplemented
-        return self.name == other.name and self.values == other.values
-
-    def __hash__(self) -> int:  # as the frozen dataclass it was: only if ``values`` is hashable
-        return hash((self.name, self.values))
 
 
 def item_source(spec: Any) -> ItemSource:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from subplans.engine.values import Value
 from subplans.plans.yamlfile import Loc
 
 __all__ = ["Scope", "collector_paused", "include_loop"]
@@ -29,12 +30,13 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
-class Scope:
+class Scope(Value):
     """Where the loader stands: a file and a location in it, the id that ids below start with
     ('' in the root plan), how deep plans nest there, and the plan files that led there."""
 
     # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
     __slots__ = ("chain", "depth", "file", "loc", "prefix")
+    _fields = ("file", "loc", "prefix", "depth", "chain")
 
     def __init__(
         self, file: Path, loc: Loc, prefix: str, depth: int, chain: tuple[Path, ...]

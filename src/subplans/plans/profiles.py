@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from subplans.engine.config import FailureMode
 from subplans.engine.errors import SubplanError
+from subplans.engine.values import Value
 from subplans.plans.backends import LOCAL
 from subplans.plans.plain_models import PlainProfileFields
 from subplans.plans.scheduling import RUN_POOLS
@@ -95,11 +96,12 @@ class ProfileError(SubplanError):
     """A profile refers to an unknown or circular profile name."""
 
 
-class Level:
+class Level(Value):
     """One level of precedence: a profile spec given at ``level`` in ``file`` under ``key``."""
 
     # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
     __slots__ = ("file", "key", "level", "spec")
+    _fields = ("level", "file", "key", "spec")
 
     def __init__(
         self, level: str, file: Path | None, key: str, spec: ProfileSpec | PlainProfileFields | None
@@ -108,24 +110,6 @@ class Level:
         self.file: Final = file
         self.key: Final = key
         self.spec: Final = spec
-
-    def __repr__(self) -> str:
-        return (
-            f"Level(level={self.level!r}, file={self.file!r}, key={self.key!r}, spec={self.spec!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not Level:
-            return NotImplemented
-        return (self.level, self.file, self.key, self.spec) == (
-            other.level,
-            other.file,
-            other.key,
-            other.spec,
-        )
-
-    def __hash__(self) -> int:  # (tests gather levels in sets)
-        return hash((self.level, self.file, self.key, self.spec))
 
 
 _Expanded = dict[str, tuple[Any, str]]

@@ -17,6 +17,7 @@ from typing import Any, Final
 import yaml
 
 from subplans.engine.errors import SubplanError
+from subplans.engine.values import Value
 from subplans.plans.fast_yaml import UNSURE, read_fast
 
 __all__ = [
@@ -57,11 +58,12 @@ class ProblemsError(SubplanError):
         self.problems = problems
 
 
-class Located:
+class Located(Value):
     """A parsed YAML document and the (line, column) of each location in it (1-based)."""
 
     # A plain class: a dataclass costs the command's start half a millisecond to build (#10).
     __slots__ = ("data", "file", "key_positions", "positions", "text")
+    _fields = ("file", "data", "positions", "key_positions")
 
     def __init__(
         self,
@@ -78,12 +80,6 @@ class Located:
         self.key_positions: Final = key_positions
         #: The text, while the positions are not found yet (libyaml read it, without them).
         self.text = text
-
-    def __repr__(self) -> str:
-        return (
-            f"Located(file={self.file!r}, data={self.data!r}, positions={self.positions!r}, "
-            f"key_positions={self.key_positions!r})"
-        )
 
     def problem(self, loc: Loc, message: str, *, at_key: bool = False) -> Problem:
         """A problem at ``loc``, with the nearest known line and column."""

@@ -26,6 +26,7 @@ from subplans.engine.events import (
     SubplanStateChanged,
 )
 from subplans.engine.states import StepState
+from subplans.engine.values import Value
 from subplans.sinks.formatting import is_cancellation, own_failure
 
 if TYPE_CHECKING:
@@ -42,11 +43,12 @@ _NOT_STARTED = "pending"
 _CANCELLED = "cancelled"
 
 
-class StepView:
+class StepView(Value):
     """A root step as the views show it."""
 
     # A plain class: a dataclass costs the command's start a third of a millisecond (#10).
     __slots__ = ("id", "index", "max_parallel", "name", "state")
+    _fields = ("id", "name", "index", "max_parallel", "state")
 
     def __init__(self, id: str, name: str, index: int, max_parallel: int, state: str) -> None:
         self.id: Final = id
@@ -54,12 +56,6 @@ class StepView:
         self.index: Final = index
         self.max_parallel: Final = max_parallel
         self.state: Final = state
-
-    def __repr__(self) -> str:
-        return (
-            f"StepView(id={self.id!r}, name={self.name!r}, index={self.index!r}, "
-            f"max_parallel={self.max_parallel!r}, state={self.state!r})"
-        )
 
 
 def _size(step: StepNode, sizes: dict[str, int]) -> int:

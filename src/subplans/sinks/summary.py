@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from subplans.engine.progress import Failure, ProgressSnapshot
 from subplans.engine.states import StepState, SubplanExecutionState
+from subplans.engine.values import Value
 from subplans.sinks.formatting import (
     duration,
     error_text,
@@ -67,7 +68,7 @@ _STEP_STYLE: dict[str, str] = {
 _STEP_ENDS = {"pending": "not run"}
 
 
-class RunSummary:
+class RunSummary(Value):
     """What a run did: ``outcome`` is completed, failed or interrupted; ``elapsed`` is wall time."""
 
     # A plain class: a dataclass costs the command's start most of a millisecond to build (#10).
@@ -84,6 +85,20 @@ class RunSummary:
         "step_errors",
         "steps",
         "total",
+    )
+    _fields = (
+        "plan",
+        "run_id",
+        "log_dir",
+        "outcome",
+        "elapsed",
+        "total",
+        "counts",
+        "failures",
+        "steps",
+        "resumed",
+        "step_errors",
+        "halted",
     )
 
     def __init__(

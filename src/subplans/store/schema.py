@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
+from subplans.engine.values import Value
+
 __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
@@ -26,16 +28,15 @@ __all__ = [
 APPLICATION_ID = 0x53504C4E
 
 
-class Migration:
+class Migration(Value):
     """The statements that take the schema from version ``n - 1`` to ``n``."""
 
     __slots__ = ("description", "statements")
-
-    description: Final[str]
-    statements: Final[tuple[str, ...]]
+    _fields = ("description", "statements")
 
     def __init__(self, description: str, statements: tuple[str, ...]) -> None:
-        self.description, self.statements = description, statements
+        self.description: Final = description
+        self.statements: Final = statements
 
     def __repr__(self) -> str:
         return f"<Migration {self.description!r}: {len(self.statements)} statements>"

@@ -13,6 +13,8 @@ import struct
 from collections import deque
 from typing import Any, Final
 
+from subplans.engine.values import Value
+
 __all__ = ["ACK", "DATA", "FLUSH", "GO", "HEADER", "SESSION", "STOP", "FrameInput", "WriterOptions"]
 
 #: A frame's length (of what follows) and kind.
@@ -24,7 +26,7 @@ _READ = 1 << 20
 _PARENT_CHECK = 1.0
 
 
-class WriterOptions:
+class WriterOptions(Value):
     """A recorder's options, as its session in the writer process takes them (a JSON object of
     ``to_dict()``: ``WriterOptions(**that)`` again).
 
@@ -45,18 +47,19 @@ class WriterOptions:
         "run_id",
         "timeout",
     )
-
-    path: Final[str]
-    name: Final[str]
-    run_id: Final[str]
-    durable: Final[bool]
-    batch_delay: Final[float]
-    max_batch: Final[int]
-    timeout: Final[float]
-    eager: Final[int]
-    idle: Final[float]
-    checkpoint_after: Final[int]
-    chunk: Final[int]
+    _fields = (
+        "path",
+        "name",
+        "run_id",
+        "durable",
+        "batch_delay",
+        "max_batch",
+        "timeout",
+        "eager",
+        "idle",
+        "checkpoint_after",
+        "chunk",
+    )
 
     def __init__(
         self,
@@ -72,17 +75,24 @@ class WriterOptions:
         checkpoint_after: int,
         chunk: int,
     ) -> None:
-        self.path, self.name, self.run_id, self.durable = path, name, run_id, durable
-        self.batch_delay, self.max_batch, self.timeout = batch_delay, max_batch, timeout
-        self.eager, self.idle, self.chunk = eager, idle, chunk
-        self.checkpoint_after = checkpoint_after
+        self.path: Final = path
+        self.name: Final = name
+        self.run_id: Final = run_id
+        self.durable: Final = durable
+        self.batch_delay: Final = batch_delay
+        self.max_batch: Final = max_batch
+        self.timeout: Final = timeout
+        self.eager: Final = eager
+        self.idle: Final = idle
+        self.checkpoint_after: Final = checkpoint_after
+        self.chunk: Final = chunk
 
     def __repr__(self) -> str:
         return f"<WriterOptions of run {self.run_id} in {self.name}>"
 
     def to_dict(self) -> dict[str, Any]:
         """Each option by name."""
-        return {name: getattr(self, name) for name in WriterOptions.__slots__}
+        return {name: getattr(self, name) for name in WriterOptions._fields}
 
 
 class FrameInput:
